@@ -1,0 +1,10 @@
+//! ferrolb-bgp: a BGP-4 speaker library.
+//!
+//! It is a wire codec ([`wire`]), a sans-IO RFC 4271 session state machine
+//! ([`fsm`]), an Adj-RIB-Out that turns a desired route set into packed UPDATEs
+//! ([`adj_out`]) and a thin tokio driver ([`driver`]) that carries out what the
+//! state machine decides. It announces routes; it does not install received
+//! routes anywhere (it parses and judges them, as RFC 7606 asks). There is no
+//! Kubernetes in this crate.
+
+pub mod wire;

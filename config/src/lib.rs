@@ -1,0 +1,1 @@
+//! ferrolb-config: MetalLB legacy ConfigMap format -> validated `Config`. (being written)

@@ -1,0 +1,1 @@
+//! ferrolb-controller: address allocation (pure) and the Kubernetes reconciler. (being written)

@@ -1,0 +1,1 @@
+//! ferrolb-speaker: per-node announcement decisions and BGP sessions. (being written)

@@ -1,0 +1,1 @@
+//! ferrolb-testlab: network-namespace test harness. (being written)
