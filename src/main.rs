@@ -1,5 +1,10 @@
 //! `ferrolb`: the one binary users run (k3s-style). Thin dispatch only.
 
+mod announce;
+mod validate;
+
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -20,17 +25,17 @@ enum Cmd {
     Controller,
     /// Announce this node's service IPs over BGP (not yet implemented).
     Speaker,
-    /// Validate a MetalLB-format config (not yet implemented).
-    Validate,
-    /// Announce prefixes to one BGP peer until SIGINT/SIGTERM (not yet implemented).
-    Announce,
+    /// Validate a MetalLB-format config: a ConfigMap manifest or the bare config text.
+    Validate(validate::Args),
+    /// Announce prefixes to one BGP peer until SIGINT/SIGTERM.
+    Announce(announce::Args),
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Controller | Cmd::Speaker | Cmd::Validate | Cmd::Announce => {
-            anyhow::bail!("not yet implemented")
-        }
+        Cmd::Validate(args) => validate::run(args),
+        Cmd::Announce(args) => announce::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Controller | Cmd::Speaker => anyhow::bail!("not yet implemented"),
     }
 }
