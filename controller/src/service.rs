@@ -1,0 +1,147 @@
+//! Reading the MetalLB Service annotations (no Kubernetes types: the glue
+//! passes `metadata.annotations` and `spec.loadBalancerIP`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::allocator::IpFamily;
+
+/// Prefix of the annotations MetalLB v0.12 reads.
+pub const PREFIX_UNIVERSE: &str = "metallb.universe.tf/";
+/// Prefix of the annotations newer MetalLB reads; accepted too.
+pub const PREFIX_IO: &str = "metallb.io/";
+/// Suffix of the pool annotation.
+pub const ADDRESS_POOL: &str = "address-pool";
+/// Suffix of the sharing-key annotation.
+pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
+/// Suffix of the requested-IPs annotation (comma-separated).
+pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
+
+/// A Service whose annotations or `spec.loadBalancerIP` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The same annotation under both prefixes, with different values.
+    #[error(
+        "annotations metallb.universe.tf/{name} ({universe:?}) and metallb.io/{name} ({io:?}) disagree"
+    )]
+    PrefixConflict {
+        /// Annotation suffix, e.g. `address-pool`.
+        name: &'static str,
+        /// Value under `metallb.universe.tf/`.
+        universe: String,
+        /// Value under `metallb.io/`.
+        io: String,
+    },
+    /// Not an IP address.
+    #[error("{field}: {value:?} is not a valid IP address")]
+    InvalidIp {
+        /// Where it was read (annotation name or `spec.loadBalancerIP`).
+        field: String,
+        /// The text.
+        value: String,
+    },
+    /// Two addresses of one family.
+    #[error("{field}: {first} and {second} are both {family}; at most one address per family")]
+    TwoIpsOfOneFamily {
+        /// Where.
+        field: String,
+        /// Family.
+        family: IpFamily,
+        /// First address.
+        first: IpAddr,
+        /// Second address.
+        second: IpAddr,
+    },
+    /// `spec.loadBalancerIP` is not among the annotated IPs.
+    #[error("spec.loadBalancerIP {spec} conflicts with annotation {field} ({annotation})")]
+    LoadBalancerIpConflict {
+        /// `spec.loadBalancerIP`.
+        spec: IpAddr,
+        /// Annotation name that was used.
+        field: String,
+        /// Its value.
+        annotation: String,
+    },
+}
+
+/// Reads one annotation under both prefixes; empty values count as absent.
+/// Returns the annotation's full name (for messages) and its trimmed value.
+fn read(
+    annotations: &BTreeMap<String, String>,
+    name: &'static str,
+) -> Result<Option<(String, String)>, RequestError> {
+    let get = |prefix: &str| {
+        let key = format!("{prefix}{name}");
+        let v = annotations
+            .get(&key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        v.map(|v| (key, v))
+    };
+    match (get(PREFIX_UNIVERSE), get(PREFIX_IO)) {
+        (Some((k, u)), Some((_, i))) => {
+            if u == i {
+                Ok(Some((k, u)))
+            } else {
+                Err(RequestError::PrefixConflict {
+                    name,
+                    universe: u,
+                    io: i,
+                })
+            }
+        }
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn parse_ip(field: &str, s: &str) -> Result<IpAddr, RequestError> {
+    s.trim().parse().map_err(|_| RequestError::InvalidIp {
+        field: field.to_string(),
+        value: s.trim().to_string(),
+    })
+}
+
+/// Reads `address-pool`, `allow-shared-ip` and `loadBalancerIPs` (under
+/// `metallb.universe.tf/` or `metallb.io/`; both present and different is an
+/// error) and `spec.loadBalancerIP`. Returns `(requested IPs, pool, sharing key)`.
+///
+/// `spec.loadBalancerIP` may be given with the annotation only if it is one of
+/// the annotated IPs; the annotation's list then wins.
+pub fn parse_annotations(
+    annotations: &BTreeMap<String, String>,
+    load_balancer_ip: Option<&str>,
+) -> Result<(Vec<IpAddr>, Option<String>, Option<String>), RequestError> {
+    let pool = read(annotations, ADDRESS_POOL)?.map(|(_, v)| v);
+    let sharing = read(annotations, ALLOW_SHARED_IP)?.map(|(_, v)| v);
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let annotated = read(annotations, LOAD_BALANCER_IPS)?;
+    if let Some((field, value)) = &annotated {
+        for part in value.split(',') {
+            let ip = parse_ip(field, part)?;
+            if let Some(first) = ips.iter().find(|x| IpFamily::of(x) == IpFamily::of(&ip)) {
+                return Err(RequestError::TwoIpsOfOneFamily {
+                    field: field.clone(),
+                    family: IpFamily::of(&ip),
+                    first: *first,
+                    second: ip,
+                });
+            }
+            ips.push(ip);
+        }
+    }
+    if let Some(spec) = load_balancer_ip.map(str::trim).filter(|s| !s.is_empty()) {
+        let ip = parse_ip("spec.loadBalancerIP", spec)?;
+        match &annotated {
+            Some((field, value)) if !ips.contains(&ip) => {
+                return Err(RequestError::LoadBalancerIpConflict {
+                    spec: ip,
+                    field: field.clone(),
+                    annotation: value.clone(),
+                });
+            }
+            Some(_) => {}
+            None => ips.push(ip),
+        }
+    }
+    Ok((ips, pool, sharing))
+}
