@@ -1,1 +1,2 @@
 //! ferrolb-testlab: network-namespace test harness. (being written)
+pub mod kube;
