@@ -7,10 +7,32 @@
 //! [`Update::treat_as_withdraw`] / [`Update::discarded`].
 //!
 //! (Types below are the shared contract; codec functions live in the submodules.)
+//!
+//! Entry points: [`frame_len`] (TCP framing), [`Message::decode`] /
+//! [`decode_message`], [`Message::encode`], [`Message::encoded_len`],
+//! [`PathAttributes::encoded_len`], [`nlri_wire_len`], [`check_open`],
+//! [`Update::end_of_rib`], [`Notification::cease`].
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+
+mod buf;
+mod error;
+mod family;
+mod message;
+mod notification;
+mod open;
+mod update;
+
+pub use error::{DecodeError, EncodeError};
+pub use message::{
+    KEEPALIVE_LEN, MIN_NOTIFICATION_LEN, MIN_OPEN_LEN, MIN_UPDATE_LEN, ROUTE_REFRESH_LEN,
+    decode_message, frame_len, msg_type,
+};
+pub use notification::{MAX_SHUTDOWN_MESSAGE_LEN, code, code_name, subcode, subcode_name};
+pub use open::{PARAM_CAPABILITIES, PARAM_EXTENDED_LENGTH, cap, check_open};
+pub use update::{attr, flag, nlri_wire_len};
 
 /// BGP header length: 16-byte marker, 2-byte length, 1-byte type.
 pub const HEADER_LEN: usize = 19;
@@ -98,6 +120,7 @@ impl Negotiated {
 
 /// A BGP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // UPDATE dominates; boxing it would change the shared contract.
 pub enum Message {
     Open(Open),
     Update(Update),
