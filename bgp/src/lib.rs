@@ -7,4 +7,5 @@
 //! routes anywhere (it parses and judges them, as RFC 7606 asks). There is no
 //! Kubernetes in this crate.
 
+pub mod fsm;
 pub mod wire;

@@ -1,0 +1,821 @@
+//! Sans-IO BGP-4 session state machine (RFC 4271 §8).
+//!
+//! [`Session::handle`] takes one [`Input`] (an administrative command, a TCP
+//! event, a decoded message or a timer expiry) and returns the [`Output`]s
+//! the driver must carry out, in order: connect, send, close, arm or cancel a
+//! timer, and report `Established` / `Down`. The session never touches a
+//! socket and never reads a clock; timers are outputs and their expiry is an
+//! input. Randomness (connect-retry jitter) comes from a small PRNG seeded
+//! from [`SessionConfig::seed`], so a scripted test sees the same delays
+//! every run.
+//!
+//! Up to two TCP connections to the peer may exist at once (one we opened,
+//! one the peer opened); the driver names each with a [`ConnId`]. Connection
+//! collisions are resolved as RFC 4271 §6.8 says (with RFC 6286 for equal
+//! BGP Identifiers): the connection opened by the speaker with the higher BGP
+//! Identifier survives, the other is closed with Cease / Connection
+//! Collision Resolution (6/7). A connection that shows up while the session
+//! is Established always loses.
+//!
+//! What this module does not do: send routes (on [`Output::Established`] the
+//! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp flaps
+//! beyond the exponential connect-retry backoff.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::wire::{
+    Capability, Family, GracefulRestart, Message, Negotiated, Notification, Open, Update,
+    check_open, code, subcode,
+};
+
+/// Hold time used while waiting for the peer's OPEN (RFC 4271 §8.2.2: "a large value", 4 minutes).
+pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
+
+/// Identifies one TCP connection to the peer. Assigned by the driver; the
+/// session only compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Who opened a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We connected to the peer (after an [`Output::Connect`]).
+    Outbound,
+    /// The peer connected to us.
+    Inbound,
+}
+
+/// Session state as RFC 4271 §8.2.2 names it. With two connections at once
+/// it is the state of the most advanced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// Not started, or administratively stopped.
+    Idle,
+    /// An outbound TCP connection attempt is in progress.
+    Connect,
+    /// Waiting for the connect-retry timer, or (passive peers) for the peer to connect.
+    Active,
+    /// OPEN sent, waiting for the peer's.
+    OpenSent,
+    /// OPENs exchanged, waiting for the peer's KEEPALIVE.
+    OpenConfirm,
+    /// Up: UPDATEs may flow.
+    Established,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            State::Idle => "Idle",
+            State::Connect => "Connect",
+            State::Active => "Active",
+            State::OpenSent => "OpenSent",
+            State::OpenConfirm => "OpenConfirm",
+            State::Established => "Established",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A timer the driver runs for the session. Arming an armed timer restarts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// ConnectRetryTimer: the delay before the next outbound attempt
+    /// (Active), or the time allowed for the current one (Connect).
+    ConnectRetry,
+    /// HoldTimer of one connection.
+    Hold(ConnId),
+    /// KeepaliveTimer of one connection.
+    Keepalive(ConnId),
+}
+
+/// Something happened; the session decides what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Message is UPDATE-sized; inputs are moved once.
+pub enum Input {
+    /// Event 1 ManualStart (or Event 4 ManualStart_with_PassiveTcpEstablishment for passive peers).
+    Start,
+    /// Event 2 ManualStop: Cease / Administrative Shutdown (6/2) carrying
+    /// `communication` as the RFC 9003 shutdown message.
+    Stop { communication: Option<String> },
+    /// Events 9-11: a timer armed with [`Output::ArmTimer`] expired.
+    TimerExpired(TimerKind),
+    /// Event 16 Tcp_CR_Acked (outbound) / Event 17 TcpConnectionConfirmed (inbound).
+    Connected { conn: ConnId, direction: Direction },
+    /// Event 18 TcpConnectionFails, for the outbound attempt started by [`Output::Connect`].
+    ConnectFailed,
+    /// Event 18 TcpConnectionFails, for an established TCP connection (read or write error, EOF).
+    Closed { conn: ConnId },
+    /// Events 19-27: a well-formed message arrived on `conn`.
+    Message { conn: ConnId, message: Message },
+    /// Events 21, 22, 28 (BGPHeaderErr, BGPOpenMsgErr, UpdateMsgErr): a
+    /// message on `conn` could not be decoded; `notification` is what the
+    /// codec maps the error to.
+    Malformed {
+        conn: ConnId,
+        notification: Notification,
+    },
+}
+
+/// Why a session went down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// Our hold timer expired (we sent 4/0).
+    HoldTimerExpired,
+    /// The peer sent this NOTIFICATION.
+    NotificationReceived(Notification),
+    /// We sent this NOTIFICATION (bad OPEN, FSM error, malformed message, ...).
+    NotificationSent(Notification),
+    /// The TCP connection closed or failed without a NOTIFICATION.
+    ConnectionClosed,
+    /// [`Input::Stop`]: we sent Cease / Administrative Shutdown.
+    AdminStop,
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
+            DownReason::NotificationReceived(n) => {
+                write!(f, "notification received: {}", describe_notification(n))
+            }
+            DownReason::NotificationSent(n) => {
+                write!(f, "notification sent: {}", describe_notification(n))
+            }
+            DownReason::ConnectionClosed => f.write_str("connection closed"),
+            DownReason::AdminStop => f.write_str("administrative stop"),
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Start an outbound TCP connection attempt, abandoning any attempt still
+    /// in progress. Report the result with [`Input::Connected`] (direction
+    /// Outbound) or [`Input::ConnectFailed`].
+    Connect,
+    /// Write this message on the connection.
+    Send(ConnId, Message),
+    /// Flush what was sent on the connection, then close it. The session has
+    /// forgotten it: later events about it are ignored.
+    Close(ConnId),
+    /// (Re)start a timer; report its expiry with [`Input::TimerExpired`].
+    ArmTimer(TimerKind, Duration),
+    /// Stop a timer if it runs.
+    CancelTimer(TimerKind),
+    /// The session is Established on [`Session::established_conn`] with this context.
+    Established(Negotiated),
+    /// The session (Established or in OPEN exchange) went down.
+    Down(DownReason),
+    /// The peer asked for our routes of this family again (ROUTE-REFRESH).
+    RouteRefreshRequested(Family),
+    /// The peer sent an UPDATE (counted and logged; ferrolb installs nothing).
+    UpdateReceived(Update),
+}
+
+/// What one session is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub local_as: u32,
+    /// The AS the peer must announce (else 2/2).
+    pub peer_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Hold time we propose, seconds: 0 or >= 3.
+    pub hold_time: u16,
+    /// Keepalive interval, seconds; `None` (or 0) = a third of the negotiated hold time.
+    pub keepalive: Option<u16>,
+    /// Never connect; wait for the peer to.
+    pub passive: bool,
+    /// Families to announce with the multiprotocol capability.
+    pub families: Vec<Family>,
+    /// First connect-retry delay; doubles on every failure up to `connect_retry_max`.
+    pub connect_retry: Duration,
+    /// Cap of the connect-retry delay.
+    pub connect_retry_max: Duration,
+    /// How long an outbound TCP connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Send the graceful restart capability with this restart time (seconds,
+    /// 12 bits), R bit clear and no families: we help, we preserve nothing.
+    pub graceful_restart_time: Option<u16>,
+    /// Offer the extended message capability (RFC 8654).
+    pub extended_message: bool,
+    /// Seed of the jitter PRNG.
+    pub seed: u64,
+}
+
+impl SessionConfig {
+    /// A configuration with the usual defaults: hold 90 s, keepalive hold/3,
+    /// active, IPv4 unicast, first retry 1 s doubling to 60 s, connect
+    /// timeout 10 s, graceful restart time 120 s, no extended messages.
+    pub fn new(local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
+        SessionConfig {
+            local_as,
+            peer_as,
+            router_id,
+            hold_time: 90,
+            keepalive: None,
+            passive: false,
+            families: vec![Family::IPV4_UNICAST],
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            graceful_restart_time: Some(120),
+            extended_message: false,
+            seed: 0x5eed_f00d,
+        }
+    }
+
+    /// Both sides in the same AS.
+    pub fn is_ibgp(&self) -> bool {
+        self.local_as == self.peer_as
+    }
+}
+
+/// Per-connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl ConnState {
+    fn as_state(self) -> State {
+        match self {
+            ConnState::OpenSent => State::OpenSent,
+            ConnState::OpenConfirm => State::OpenConfirm,
+            ConnState::Established => State::Established,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    id: ConnId,
+    direction: Direction,
+    state: ConnState,
+    /// Set once the peer's OPEN was accepted on this connection.
+    peer: Option<PeerInfo>,
+}
+
+/// What the peer's OPEN told us on one connection.
+#[derive(Debug, Clone)]
+struct PeerInfo {
+    router_id: Ipv4Addr,
+    negotiated: Negotiated,
+    hold_time: u16,
+    keepalive: u16,
+}
+
+/// One BGP session with one peer. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Session {
+    cfg: SessionConfig,
+    started: bool,
+    /// An outbound attempt is in progress (we emitted Connect, no result yet).
+    connecting: bool,
+    conns: Vec<Conn>,
+    /// The next connect-retry delay before jitter.
+    retry_base: Duration,
+    rng: u64,
+}
+
+impl Session {
+    /// A stopped (Idle) session; send [`Input::Start`] to bring it up.
+    pub fn new(cfg: SessionConfig) -> Self {
+        let rng = if cfg.seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            cfg.seed
+        };
+        Session {
+            retry_base: cfg.connect_retry,
+            cfg,
+            started: false,
+            connecting: false,
+            conns: Vec::new(),
+            rng,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// Current state (of the most advanced connection, if any).
+    pub fn state(&self) -> State {
+        if !self.started {
+            return State::Idle;
+        }
+        if let Some(s) = self.conns.iter().map(|c| c.state.as_state()).max() {
+            return s;
+        }
+        if self.connecting {
+            State::Connect
+        } else {
+            State::Active
+        }
+    }
+
+    /// The connection the session is Established on.
+    pub fn established_conn(&self) -> Option<ConnId> {
+        self.conns
+            .iter()
+            .find(|c| c.state == ConnState::Established)
+            .map(|c| c.id)
+    }
+
+    /// The negotiated context of `conn`, once the peer's OPEN was accepted on it.
+    pub fn negotiated(&self, conn: ConnId) -> Option<&Negotiated> {
+        self.conn(conn)?.peer.as_ref().map(|p| &p.negotiated)
+    }
+
+    /// Negotiated hold time and keepalive interval (seconds) of the Established connection.
+    pub fn timers(&self) -> Option<(u16, u16)> {
+        let c = self.conn(self.established_conn()?)?;
+        c.peer.as_ref().map(|p| (p.hold_time, p.keepalive))
+    }
+
+    /// The peer's BGP Identifier on the Established connection.
+    pub fn peer_router_id(&self) -> Option<Ipv4Addr> {
+        let c = self.conn(self.established_conn()?)?;
+        c.peer.as_ref().map(|p| p.router_id)
+    }
+
+    /// Connections the session currently knows.
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.conns.iter().map(|c| c.id).collect()
+    }
+
+    /// The OPEN this session sends.
+    pub fn local_open(&self) -> Open {
+        let mut caps: Vec<Capability> = self
+            .cfg
+            .families
+            .iter()
+            .map(|f| Capability::Multiprotocol(*f))
+            .collect();
+        caps.push(Capability::RouteRefresh);
+        if self.cfg.extended_message {
+            caps.push(Capability::ExtendedMessage);
+        }
+        if let Some(t) = self.cfg.graceful_restart_time {
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restart_state: false,
+                notification: false,
+                restart_time: t.min(0x0fff),
+                families: Vec::new(),
+            }));
+        }
+        caps.push(Capability::FourOctetAs(self.cfg.local_as));
+        caps.push(Capability::EnhancedRouteRefresh);
+        Open::new(
+            self.cfg.local_as,
+            self.cfg.hold_time,
+            self.cfg.router_id,
+            caps,
+        )
+    }
+
+    /// Feed one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            // Event 1: ManualStart / Event 4: ManualStart_with_PassiveTcpEstablishment
+            Input::Start => {
+                if !self.started {
+                    self.started = true;
+                    self.retry_base = self.cfg.connect_retry;
+                    if !self.cfg.passive {
+                        self.start_connect(&mut out);
+                    }
+                }
+                // Event 1 in any other state is ignored.
+            }
+            // Event 2: ManualStop
+            Input::Stop { communication } => {
+                if self.started {
+                    let n = Notification::cease(
+                        subcode::ADMINISTRATIVE_SHUTDOWN,
+                        communication.as_deref(),
+                    );
+                    for id in self.conns() {
+                        out.push(Output::Send(id, Message::Notification(n.clone())));
+                        self.drop_conn(id, &mut out);
+                    }
+                    self.connecting = false;
+                    out.push(Output::CancelTimer(TimerKind::ConnectRetry));
+                    self.started = false;
+                    out.push(Output::Down(DownReason::AdminStop));
+                }
+            }
+            Input::TimerExpired(kind) => self.on_timer(kind, &mut out),
+            // Event 16: Tcp_CR_Acked / Event 17: TcpConnectionConfirmed
+            Input::Connected { conn, direction } => self.on_connected(conn, direction, &mut out),
+            // Event 18: TcpConnectionFails (the outbound attempt)
+            Input::ConnectFailed => {
+                if self.started && self.connecting {
+                    self.connecting = false;
+                    if self.conns.is_empty() {
+                        // Connect -> Active; wait before the next attempt.
+                        self.arm_retry(&mut out);
+                    } else {
+                        out.push(Output::CancelTimer(TimerKind::ConnectRetry));
+                    }
+                }
+            }
+            // Event 18: TcpConnectionFails (an established TCP connection)
+            Input::Closed { conn } => {
+                if self.conn(conn).is_some() {
+                    self.fail_conn(conn, None, DownReason::ConnectionClosed, &mut out);
+                }
+            }
+            Input::Message { conn, message } => {
+                if self.conn(conn).is_some() {
+                    self.on_message(conn, message, &mut out);
+                }
+            }
+            // Events 21/22/28: BGPHeaderErr / BGPOpenMsgErr / UpdateMsgErr
+            Input::Malformed { conn, notification } => {
+                if self.conn(conn).is_some() {
+                    self.fail_conn(
+                        conn,
+                        Some(notification.clone()),
+                        DownReason::NotificationSent(notification),
+                        &mut out,
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.iter().find(|c| c.id == id)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.iter_mut().find(|c| c.id == id)
+    }
+
+    fn on_timer(&mut self, kind: TimerKind, out: &mut Vec<Output>) {
+        if !self.started {
+            return;
+        }
+        match kind {
+            // Event 9: ConnectRetryTimer_Expires
+            TimerKind::ConnectRetry => {
+                if self.cfg.passive {
+                    return;
+                }
+                if self.connecting {
+                    // In Connect: the attempt took too long; drop it and try again
+                    // if nothing else came up meanwhile.
+                    self.connecting = false;
+                    if self.conns.is_empty() {
+                        self.start_connect(out);
+                    }
+                } else if self.conns.is_empty() {
+                    // In Active: time for the next attempt.
+                    self.start_connect(out);
+                }
+            }
+            // Event 10: HoldTimer_Expires
+            TimerKind::Hold(id) => {
+                if self.conn(id).is_some() {
+                    let n = Notification::new(code::HOLD_TIMER_EXPIRED, subcode::UNSPECIFIC);
+                    self.fail_conn(id, Some(n), DownReason::HoldTimerExpired, out);
+                }
+            }
+            // Event 11: KeepaliveTimer_Expires
+            TimerKind::Keepalive(id) => {
+                if let Some(c) = self.conn(id)
+                    && let Some(p) = &c.peer
+                    && p.keepalive > 0
+                {
+                    let ka = p.keepalive;
+                    out.push(Output::Send(id, Message::Keepalive));
+                    out.push(Output::ArmTimer(
+                        TimerKind::Keepalive(id),
+                        Duration::from_secs(ka.into()),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_connected(&mut self, id: ConnId, direction: Direction, out: &mut Vec<Output>) {
+        if !self.started || self.conn(id).is_some() {
+            // Idle refuses connections (Events 16/17 in Idle).
+            out.push(Output::Close(id));
+            return;
+        }
+        match direction {
+            Direction::Outbound => {
+                if !self.connecting {
+                    // An attempt we gave up on finished late.
+                    out.push(Output::Close(id));
+                    return;
+                }
+                self.connecting = false;
+            }
+            Direction::Inbound => {
+                // The peer reconnecting replaces its own previous, unfinished attempt.
+                if let Some(old) = self
+                    .conns
+                    .iter()
+                    .find(|c| {
+                        c.direction == Direction::Inbound && c.state != ConnState::Established
+                    })
+                    .map(|c| c.id)
+                {
+                    self.drop_conn(old, out);
+                }
+            }
+        }
+        if self.conns.len() >= 2 {
+            out.push(Output::Close(id));
+            return;
+        }
+        if !self.connecting && self.conns.is_empty() {
+            // Active -> OpenSent: no retry needed any more.
+            out.push(Output::CancelTimer(TimerKind::ConnectRetry));
+        }
+        // Connect/Active -> OpenSent: send OPEN, large hold timer.
+        out.push(Output::Send(id, Message::Open(self.local_open())));
+        out.push(Output::ArmTimer(TimerKind::Hold(id), OPEN_HOLD_TIME));
+        self.conns.push(Conn {
+            id,
+            direction,
+            state: ConnState::OpenSent,
+            peer: None,
+        });
+    }
+
+    fn on_message(&mut self, id: ConnId, message: Message, out: &mut Vec<Output>) {
+        let Some(state) = self.conn(id).map(|c| c.state) else {
+            return;
+        };
+        match (state, message) {
+            // Events 24/25: NotifMsgVerErr / NotifMsg, any state
+            (_, Message::Notification(n)) => {
+                self.fail_conn(id, None, DownReason::NotificationReceived(n), out);
+            }
+            // Event 19: BGPOpen in OpenSent
+            (ConnState::OpenSent, Message::Open(open)) => self.on_open(id, open, out),
+            // Events 26/27 and ROUTE-REFRESH in OpenSent: Event 27/28 -> FSM error 5/1
+            (ConnState::OpenSent, _) => {
+                self.fsm_error(id, subcode::UNEXPECTED_IN_OPEN_SENT, out);
+            }
+            // Event 26: KeepAliveMsg in OpenConfirm -> Established
+            (ConnState::OpenConfirm, Message::Keepalive) => {
+                let Some(c) = self.conn_mut(id) else { return };
+                c.state = ConnState::Established;
+                let Some(p) = c.peer.clone() else { return };
+                if p.hold_time > 0 {
+                    out.push(Output::ArmTimer(
+                        TimerKind::Hold(id),
+                        Duration::from_secs(p.hold_time.into()),
+                    ));
+                }
+                self.retry_base = self.cfg.connect_retry;
+                out.push(Output::Established(p.negotiated));
+            }
+            // Events 19/27 and ROUTE-REFRESH in OpenConfirm: FSM error 5/2
+            (ConnState::OpenConfirm, _) => {
+                self.fsm_error(id, subcode::UNEXPECTED_IN_OPEN_CONFIRM, out);
+            }
+            // Event 26: KeepAliveMsg in Established
+            (ConnState::Established, Message::Keepalive) => self.restart_hold(id, out),
+            // Event 27: UpdateMsg in Established
+            (ConnState::Established, Message::Update(u)) => {
+                self.restart_hold(id, out);
+                out.push(Output::UpdateReceived(u));
+            }
+            // ROUTE-REFRESH (RFC 2918) in Established
+            (ConnState::Established, Message::RouteRefresh(rr)) => {
+                self.restart_hold(id, out);
+                let Some(p) = self.conn(id).and_then(|c| c.peer.as_ref()) else {
+                    return;
+                };
+                // Subtypes 1/2 (BoRR/EoRR) frame the peer's own re-advertisement.
+                if rr.subtype == 0
+                    && p.negotiated.route_refresh
+                    && p.negotiated.families.contains(&rr.family)
+                {
+                    out.push(Output::RouteRefreshRequested(rr.family));
+                }
+            }
+            // Event 19: BGPOpen in Established: FSM error 5/3
+            (ConnState::Established, Message::Open(_)) => {
+                self.fsm_error(id, subcode::UNEXPECTED_IN_ESTABLISHED, out);
+            }
+        }
+    }
+
+    /// Event 19 BGPOpen on a connection in OpenSent.
+    fn on_open(&mut self, id: ConnId, open: Open, out: &mut Vec<Output>) {
+        // Event 22 BGPOpenMsgErr: the OPEN is well formed but unacceptable
+        // (RFC 4271 §6.2: version 2/1, peer AS 2/2, hold time 2/6, identifier 2/3).
+        if let Err(n) = check_open(&open, Some(self.cfg.peer_as), self.cfg.router_id) {
+            self.fail_conn(id, Some(n.clone()), DownReason::NotificationSent(n), out);
+            return;
+        }
+        // Collision detection (RFC 4271 §6.8): the peer's identifier is known now,
+        // so look at the other connection whatever its state.
+        if let Some(other) = self.conns.iter().find(|c| c.id != id).cloned() {
+            let this_dir = self.conn(id).map(|c| c.direction);
+            let loser = if other.state == ConnState::Established {
+                // A connection that collides with an Established one loses.
+                id
+            } else {
+                let keep = self.collision_winner(open.router_id);
+                if this_dir == Some(keep) { other.id } else { id }
+            };
+            let n = Notification::cease(subcode::CONNECTION_COLLISION_RESOLUTION, None);
+            out.push(Output::Send(loser, Message::Notification(n)));
+            self.drop_conn(loser, out);
+            if loser == id {
+                return;
+            }
+        }
+        let negotiated = self.negotiate(&open);
+        let hold_time = self.cfg.hold_time.min(open.hold_time);
+        let keepalive = match self.cfg.keepalive {
+            _ if hold_time == 0 => 0,
+            Some(k) if k > 0 && k < hold_time => k,
+            _ => (hold_time / 3).max(1),
+        };
+        out.push(Output::Send(id, Message::Keepalive));
+        if hold_time > 0 {
+            out.push(Output::ArmTimer(
+                TimerKind::Hold(id),
+                Duration::from_secs(hold_time.into()),
+            ));
+            out.push(Output::ArmTimer(
+                TimerKind::Keepalive(id),
+                Duration::from_secs(keepalive.into()),
+            ));
+        } else {
+            out.push(Output::CancelTimer(TimerKind::Hold(id)));
+        }
+        if let Some(c) = self.conn_mut(id) {
+            c.state = ConnState::OpenConfirm;
+            c.peer = Some(PeerInfo {
+                router_id: open.router_id,
+                negotiated,
+                hold_time,
+                keepalive,
+            });
+        }
+    }
+
+    /// Which direction survives a collision with a peer whose identifier is `peer_id`.
+    fn collision_winner(&self, peer_id: Ipv4Addr) -> Direction {
+        let local = u32::from(self.cfg.router_id);
+        let remote = u32::from(peer_id);
+        let local_wins = if local != remote {
+            local > remote
+        } else {
+            // RFC 6286 §2.3: equal identifiers, the larger AS keeps its connection.
+            self.cfg.local_as > self.cfg.peer_as
+        };
+        if local_wins {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
+
+    /// What both OPENs agree on.
+    fn negotiate(&self, peer: &Open) -> Negotiated {
+        let has = |pred: fn(&Capability) -> bool| peer.capabilities.iter().any(pred);
+        let mut theirs: Vec<Family> = peer
+            .capabilities
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Multiprotocol(f) => Some(*f),
+                _ => None,
+            })
+            .collect();
+        if theirs.is_empty() {
+            // RFC 4760 §8: no multiprotocol capability means IPv4 unicast only.
+            theirs.push(Family::IPV4_UNICAST);
+        }
+        let mut families: Vec<Family> = self
+            .cfg
+            .families
+            .iter()
+            .copied()
+            .filter(|f| theirs.contains(f))
+            .collect();
+        families.sort();
+        families.dedup();
+        Negotiated {
+            four_octet_as: has(|c| matches!(c, Capability::FourOctetAs(_))),
+            extended_message: self.cfg.extended_message
+                && has(|c| matches!(c, Capability::ExtendedMessage)),
+            families,
+            route_refresh: has(|c| matches!(c, Capability::RouteRefresh)),
+            enhanced_route_refresh: has(|c| matches!(c, Capability::EnhancedRouteRefresh)),
+        }
+    }
+
+    fn restart_hold(&self, id: ConnId, out: &mut Vec<Output>) {
+        if let Some(p) = self.conn(id).and_then(|c| c.peer.as_ref())
+            && p.hold_time > 0
+        {
+            out.push(Output::ArmTimer(
+                TimerKind::Hold(id),
+                Duration::from_secs(p.hold_time.into()),
+            ));
+        }
+    }
+
+    /// Send FSM error 5/`subcode` on `id` and tear it down.
+    fn fsm_error(&mut self, id: ConnId, fsm_subcode: u8, out: &mut Vec<Output>) {
+        let n = Notification::new(code::FSM, fsm_subcode);
+        self.fail_conn(id, Some(n.clone()), DownReason::NotificationSent(n), out);
+    }
+
+    /// A connection ends for `reason`, after sending `notify` when given.
+    /// Reports Down when it was the Established one or the last one, then
+    /// (for active peers with nothing left) schedules the next attempt.
+    fn fail_conn(
+        &mut self,
+        id: ConnId,
+        notify: Option<Notification>,
+        reason: DownReason,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(was) = self.conn(id).map(|c| c.state) else {
+            return;
+        };
+        if let Some(n) = notify {
+            out.push(Output::Send(id, Message::Notification(n)));
+        }
+        self.drop_conn(id, out);
+        if was == ConnState::Established || self.conns.is_empty() {
+            out.push(Output::Down(reason));
+        }
+        if self.conns.is_empty() && !self.connecting && !self.cfg.passive {
+            // -> Active: wait, then connect again.
+            self.arm_retry(out);
+        }
+    }
+
+    /// Forget a connection: close it and stop its timers.
+    fn drop_conn(&mut self, id: ConnId, out: &mut Vec<Output>) {
+        self.conns.retain(|c| c.id != id);
+        out.push(Output::Close(id));
+        out.push(Output::CancelTimer(TimerKind::Hold(id)));
+        out.push(Output::CancelTimer(TimerKind::Keepalive(id)));
+    }
+
+    /// -> Connect: start an outbound attempt, bounded by the connect-retry timer.
+    fn start_connect(&mut self, out: &mut Vec<Output>) {
+        self.connecting = true;
+        out.push(Output::Connect);
+        out.push(Output::ArmTimer(
+            TimerKind::ConnectRetry,
+            self.cfg.connect_timeout,
+        ));
+    }
+
+    /// -> Active: arm the connect-retry timer with the next backoff delay.
+    fn arm_retry(&mut self, out: &mut Vec<Output>) {
+        let d = self.next_retry_delay();
+        out.push(Output::ArmTimer(TimerKind::ConnectRetry, d));
+    }
+
+    /// The current base delay with ±25 % jitter, never above the cap; then doubles the base.
+    fn next_retry_delay(&mut self) -> Duration {
+        let base = self.retry_base.min(self.cfg.connect_retry_max);
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        // factor in [0.75, 1.25)
+        let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 0.75 + 0.5 * unit;
+        let d = base.mul_f64(factor).min(self.cfg.connect_retry_max);
+        self.retry_base = (base * 2).min(self.cfg.connect_retry_max);
+        d
+    }
+}
+
+/// "6/2 Cease / Administrative Shutdown: \"text\"" for logs and status.
+pub fn describe_notification(n: &Notification) -> String {
+    format!("{}/{} {n}", n.code, n.subcode)
+}

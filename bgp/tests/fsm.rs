@@ -1,0 +1,957 @@
+//! Scripted input -> expected output tables for the sans-IO session.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ferrolb_bgp::fsm::{
+    ConnId, Direction, DownReason, Input, Output, Session, SessionConfig, State, TimerKind,
+    describe_notification,
+};
+use ferrolb_bgp::wire::{
+    Capability, Family, Message, Negotiated, Notification, Open, RouteRefresh, Update,
+};
+
+const LOCAL_AS: u32 = 64522;
+const PEER_AS: u32 = 64512;
+const C1: ConnId = ConnId(1);
+const C2: ConnId = ConnId(2);
+/// Wildcard duration for a connect-retry delay (jittered); checked separately.
+const ANY: Duration = Duration::MAX;
+
+fn local_id() -> Ipv4Addr {
+    Ipv4Addr::new(172, 17, 0, 21)
+}
+fn lower_id() -> Ipv4Addr {
+    Ipv4Addr::new(172, 17, 0, 1)
+}
+fn higher_id() -> Ipv4Addr {
+    Ipv4Addr::new(172, 17, 0, 200)
+}
+
+fn cfg() -> SessionConfig {
+    SessionConfig {
+        seed: 42,
+        ..SessionConfig::new(LOCAL_AS, PEER_AS, local_id())
+    }
+}
+fn passive_cfg() -> SessionConfig {
+    SessionConfig {
+        passive: true,
+        ..cfg()
+    }
+}
+
+fn caps(asn: u32) -> Vec<Capability> {
+    vec![
+        Capability::Multiprotocol(Family::IPV4_UNICAST),
+        Capability::RouteRefresh,
+        Capability::FourOctetAs(asn),
+        Capability::EnhancedRouteRefresh,
+    ]
+}
+fn open_from(asn: u32, hold: u16, id: Ipv4Addr) -> Open {
+    Open::new(asn, hold, id, caps(asn))
+}
+fn peer_open(hold: u16) -> Message {
+    Message::Open(open_from(PEER_AS, hold, lower_id()))
+}
+fn negotiated() -> Negotiated {
+    Negotiated {
+        four_octet_as: true,
+        extended_message: false,
+        families: vec![Family::IPV4_UNICAST],
+        route_refresh: true,
+        enhanced_route_refresh: true,
+    }
+}
+fn notif(code: u8, subcode: u8) -> Notification {
+    Notification {
+        code,
+        subcode,
+        data: Vec::new(),
+    }
+}
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+fn msg(conn: ConnId, message: Message) -> Input {
+    Input::Message { conn, message }
+}
+fn inbound(conn: ConnId) -> Input {
+    Input::Connected {
+        conn,
+        direction: Direction::Inbound,
+    }
+}
+fn outbound(conn: ConnId) -> Input {
+    Input::Connected {
+        conn,
+        direction: Direction::Outbound,
+    }
+}
+fn send_open(s: &Session, conn: ConnId) -> Output {
+    Output::Send(conn, Message::Open(s.local_open()))
+}
+/// Close + timer cancels that every connection teardown produces.
+fn teardown(conn: ConnId) -> Vec<Output> {
+    vec![
+        Output::Close(conn),
+        Output::CancelTimer(TimerKind::Hold(conn)),
+        Output::CancelTimer(TimerKind::Keepalive(conn)),
+    ]
+}
+
+/// Compare, treating `ArmTimer(ConnectRetry, ANY)` as "any duration".
+fn assert_outputs(step: &str, got: &[Output], want: &[Output]) {
+    let matches = got.len() == want.len()
+        && got.iter().zip(want).all(|(g, w)| match (g, w) {
+            (
+                Output::ArmTimer(TimerKind::ConnectRetry, _),
+                Output::ArmTimer(TimerKind::ConnectRetry, d),
+            ) if *d == ANY => true,
+            _ => g == w,
+        });
+    assert!(matches, "step {step}:\n got: {got:#?}\nwant: {want:#?}");
+}
+
+/// Run a script of (input, expected outputs, expected state after).
+fn run(s: &mut Session, script: Vec<(Input, Vec<Output>, State)>) {
+    for (i, (input, want, state)) in script.into_iter().enumerate() {
+        let label = format!("{i} ({input:?})");
+        let got = s.handle(input);
+        assert_outputs(&label, &got, &want);
+        assert_eq!(s.state(), state, "state after step {label}");
+    }
+}
+
+/// Drive an active session to Established on C1 (peer hold `hold`).
+fn established_active(hold: u16) -> Session {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(msg(C1, peer_open(hold)));
+    let out = s.handle(msg(C1, Message::Keepalive));
+    assert!(out.contains(&Output::Established(negotiated())), "{out:?}");
+    assert_eq!(s.state(), State::Established);
+    s
+}
+
+fn established_passive(hold: u16) -> Session {
+    let mut s = Session::new(passive_cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    s.handle(msg(C1, peer_open(hold)));
+    s.handle(msg(C1, Message::Keepalive));
+    assert_eq!(s.state(), State::Established);
+    s
+}
+
+#[test]
+fn active_open_happy_path() {
+    let mut s = Session::new(cfg());
+    assert_eq!(s.state(), State::Idle);
+    let open = send_open(&s, C1);
+    run(
+        &mut s,
+        vec![
+            // Event 1: ManualStart
+            (
+                Input::Start,
+                vec![
+                    Output::Connect,
+                    Output::ArmTimer(TimerKind::ConnectRetry, secs(10)),
+                ],
+                State::Connect,
+            ),
+            // Event 16: Tcp_CR_Acked
+            (
+                outbound(C1),
+                vec![
+                    Output::CancelTimer(TimerKind::ConnectRetry),
+                    open,
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(240)),
+                ],
+                State::OpenSent,
+            ),
+            // Event 19: BGPOpen
+            (
+                msg(C1, peer_open(90)),
+                vec![
+                    Output::Send(C1, Message::Keepalive),
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+                    Output::ArmTimer(TimerKind::Keepalive(C1), secs(30)),
+                ],
+                State::OpenConfirm,
+            ),
+            // Event 26: KeepAliveMsg
+            (
+                msg(C1, Message::Keepalive),
+                vec![
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+                    Output::Established(negotiated()),
+                ],
+                State::Established,
+            ),
+            // Event 26 in Established: restarts the hold timer
+            (
+                msg(C1, Message::Keepalive),
+                vec![Output::ArmTimer(TimerKind::Hold(C1), secs(90))],
+                State::Established,
+            ),
+            // Event 11: KeepaliveTimer_Expires
+            (
+                Input::TimerExpired(TimerKind::Keepalive(C1)),
+                vec![
+                    Output::Send(C1, Message::Keepalive),
+                    Output::ArmTimer(TimerKind::Keepalive(C1), secs(30)),
+                ],
+                State::Established,
+            ),
+        ],
+    );
+    assert_eq!(s.established_conn(), Some(C1));
+    assert_eq!(s.timers(), Some((90, 30)));
+    assert_eq!(s.peer_router_id(), Some(lower_id()));
+}
+
+#[test]
+fn local_open_carries_capabilities() {
+    let mut c = cfg();
+    c.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+    c.local_as = 4_200_000_000;
+    c.graceful_restart_time = Some(300);
+    let open = Session::new(c).local_open();
+    assert_eq!(open.version, 4);
+    assert_eq!(open.my_as_field, ferrolb_bgp::wire::AS_TRANS);
+    assert_eq!(open.asn(), 4_200_000_000);
+    assert_eq!(open.hold_time, 90);
+    let c = &open.capabilities;
+    assert!(c.contains(&Capability::Multiprotocol(Family::IPV4_UNICAST)));
+    assert!(c.contains(&Capability::Multiprotocol(Family::IPV6_UNICAST)));
+    assert!(c.contains(&Capability::RouteRefresh));
+    assert!(c.contains(&Capability::EnhancedRouteRefresh));
+    assert!(c.contains(&Capability::FourOctetAs(4_200_000_000)));
+    assert!(!c.contains(&Capability::ExtendedMessage));
+    let gr = c
+        .iter()
+        .find_map(|c| match c {
+            Capability::GracefulRestart(g) => Some(g.clone()),
+            _ => None,
+        })
+        .expect("graceful restart capability");
+    assert!(!gr.restart_state);
+    assert_eq!(gr.restart_time, 300);
+}
+
+#[test]
+fn passive_open() {
+    let mut s = Session::new(passive_cfg());
+    let open = send_open(&s, C1);
+    run(
+        &mut s,
+        vec![
+            // Event 4: ManualStart_with_PassiveTcpEstablishment: no connect
+            (Input::Start, vec![], State::Active),
+            // Event 17: TcpConnectionConfirmed
+            (
+                inbound(C1),
+                vec![
+                    Output::CancelTimer(TimerKind::ConnectRetry),
+                    open,
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(240)),
+                ],
+                State::OpenSent,
+            ),
+            (
+                msg(C1, peer_open(30)),
+                vec![
+                    Output::Send(C1, Message::Keepalive),
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(30)),
+                    Output::ArmTimer(TimerKind::Keepalive(C1), secs(10)),
+                ],
+                State::OpenConfirm,
+            ),
+            (
+                msg(C1, Message::Keepalive),
+                vec![
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(30)),
+                    Output::Established(negotiated()),
+                ],
+                State::Established,
+            ),
+            // The connection closes: Down, back to Active, no connect (passive).
+            (
+                Input::Closed { conn: C1 },
+                [
+                    teardown(C1),
+                    vec![Output::Down(DownReason::ConnectionClosed)],
+                ]
+                .concat(),
+                State::Active,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn idle_refuses_connections() {
+    let mut s = Session::new(cfg());
+    assert_eq!(s.handle(inbound(C1)), vec![Output::Close(C1)]);
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn collision_our_id_higher_keeps_outbound() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    let out = s.handle(inbound(C2));
+    assert_eq!(
+        out,
+        vec![
+            send_open(&s, C2),
+            Output::ArmTimer(TimerKind::Hold(C2), secs(240))
+        ]
+    );
+    // Peer (lower id) OPEN on the outbound connection: the inbound one loses.
+    let got = s.handle(msg(C1, Message::Open(open_from(PEER_AS, 90, lower_id()))));
+    let want = [
+        vec![Output::Send(C2, Message::Notification(notif(6, 7)))],
+        teardown(C2),
+        vec![
+            Output::Send(C1, Message::Keepalive),
+            Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+            Output::ArmTimer(TimerKind::Keepalive(C1), secs(30)),
+        ],
+    ]
+    .concat();
+    assert_outputs("open on outbound", &got, &want);
+    assert_eq!(s.conns(), vec![C1]);
+    // Late events on the closed connection are ignored.
+    assert_eq!(s.handle(Input::Closed { conn: C2 }), vec![]);
+    s.handle(msg(C1, Message::Keepalive));
+    assert_eq!(s.established_conn(), Some(C1));
+}
+
+#[test]
+fn collision_our_id_lower_keeps_inbound() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(inbound(C2));
+    // Peer (higher id) OPEN arrives on our outbound connection first: it loses.
+    let got = s.handle(msg(C1, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    let want = [
+        vec![Output::Send(C1, Message::Notification(notif(6, 7)))],
+        teardown(C1),
+    ]
+    .concat();
+    assert_outputs("open on outbound", &got, &want);
+    assert_eq!(s.state(), State::OpenSent);
+    // Then the OPEN on the inbound connection proceeds normally.
+    let got = s.handle(msg(C2, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    assert_eq!(got[0], Output::Send(C2, Message::Keepalive));
+    assert_eq!(s.state(), State::OpenConfirm);
+    let got = s.handle(msg(C2, Message::Keepalive));
+    assert!(got.contains(&Output::Established(negotiated())));
+    assert_eq!(s.established_conn(), Some(C2));
+}
+
+#[test]
+fn collision_with_openconfirm_connection() {
+    // Our outbound connection reached OpenConfirm; the peer (higher id) connects
+    // in too. When its OPEN arrives on the inbound connection, the OpenConfirm
+    // connection (opened by the lower id, us) is closed.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(msg(C1, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    assert_eq!(s.state(), State::OpenConfirm);
+    s.handle(inbound(C2));
+    let got = s.handle(msg(C2, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    let want = [
+        vec![Output::Send(C1, Message::Notification(notif(6, 7)))],
+        teardown(C1),
+        vec![
+            Output::Send(C2, Message::Keepalive),
+            Output::ArmTimer(TimerKind::Hold(C2), secs(90)),
+            Output::ArmTimer(TimerKind::Keepalive(C2), secs(30)),
+        ],
+    ]
+    .concat();
+    assert_outputs("open on inbound", &got, &want);
+    assert_eq!(s.conns(), vec![C2]);
+    assert_eq!(s.state(), State::OpenConfirm);
+}
+
+#[test]
+fn collision_with_established_connection_closes_the_new_one() {
+    // Even though the peer's id is higher (it would win an OpenConfirm
+    // collision), a new connection never displaces an Established one.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(msg(C1, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    s.handle(msg(C1, Message::Keepalive));
+    assert_eq!(s.state(), State::Established);
+    s.handle(inbound(C2));
+    assert_eq!(s.state(), State::Established);
+    let got = s.handle(msg(C2, Message::Open(open_from(PEER_AS, 90, higher_id()))));
+    let want = [
+        vec![Output::Send(C2, Message::Notification(notif(6, 7)))],
+        teardown(C2),
+    ]
+    .concat();
+    assert_outputs("open on new connection", &got, &want);
+    assert_eq!(s.established_conn(), Some(C1));
+    assert_eq!(s.conns(), vec![C1]);
+}
+
+#[test]
+fn third_connection_is_refused() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(inbound(C2));
+    // A new inbound connection replaces the peer's unfinished inbound one.
+    let got = s.handle(inbound(ConnId(3)));
+    assert_eq!(&got[..3], &teardown(C2)[..]);
+    assert_eq!(s.conns(), vec![C1, ConnId(3)]);
+    // An outbound connection we did not ask for is closed.
+    assert_eq!(
+        s.handle(outbound(ConnId(4))),
+        vec![Output::Close(ConnId(4))]
+    );
+}
+
+#[test]
+fn hold_timer_expiry_sends_4_0_and_goes_down() {
+    let mut s = established_active(90);
+    let got = s.handle(Input::TimerExpired(TimerKind::Hold(C1)));
+    let want = [
+        vec![Output::Send(C1, Message::Notification(notif(4, 0)))],
+        teardown(C1),
+        vec![
+            Output::Down(DownReason::HoldTimerExpired),
+            Output::ArmTimer(TimerKind::ConnectRetry, ANY),
+        ],
+    ]
+    .concat();
+    assert_outputs("hold expiry", &got, &want);
+    assert_eq!(s.state(), State::Active);
+    // Event 9 in Active: connect again.
+    assert_eq!(
+        s.handle(Input::TimerExpired(TimerKind::ConnectRetry)),
+        vec![
+            Output::Connect,
+            Output::ArmTimer(TimerKind::ConnectRetry, secs(10))
+        ]
+    );
+    assert_eq!(s.state(), State::Connect);
+}
+
+#[test]
+fn hold_timer_in_opensent_is_four_minutes_and_expires() {
+    let mut s = Session::new(passive_cfg());
+    s.handle(Input::Start);
+    let got = s.handle(inbound(C1));
+    assert!(got.contains(&Output::ArmTimer(TimerKind::Hold(C1), secs(240))));
+    let got = s.handle(Input::TimerExpired(TimerKind::Hold(C1)));
+    let want = [
+        vec![Output::Send(C1, Message::Notification(notif(4, 0)))],
+        teardown(C1),
+        vec![Output::Down(DownReason::HoldTimerExpired)],
+    ]
+    .concat();
+    assert_outputs("opensent hold expiry", &got, &want);
+}
+
+#[test]
+fn bad_open_is_rejected() {
+    let mut v3 = open_from(PEER_AS, 90, lower_id());
+    v3.version = 3;
+    let cases: Vec<(&str, Open, Notification)> = vec![
+        (
+            "wrong peer AS",
+            open_from(65000, 90, lower_id()),
+            notif(2, 2),
+        ),
+        (
+            "version 3",
+            v3,
+            Notification {
+                code: 2,
+                subcode: 1,
+                data: vec![0, 4],
+            },
+        ),
+        ("hold 1", open_from(PEER_AS, 1, lower_id()), notif(2, 6)),
+        ("hold 2", open_from(PEER_AS, 2, lower_id()), notif(2, 6)),
+        (
+            "router id 0",
+            open_from(PEER_AS, 90, Ipv4Addr::UNSPECIFIED),
+            notif(2, 3),
+        ),
+    ];
+    for (name, open, n) in cases {
+        let mut s = Session::new(passive_cfg());
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        let got = s.handle(msg(C1, Message::Open(open)));
+        let want = [
+            vec![Output::Send(C1, Message::Notification(n.clone()))],
+            teardown(C1),
+            vec![Output::Down(DownReason::NotificationSent(n))],
+        ]
+        .concat();
+        assert_outputs(name, &got, &want);
+        assert_eq!(s.state(), State::Active, "{name}");
+    }
+}
+
+#[test]
+fn same_router_id_as_ours_is_rejected() {
+    // RFC 6286 would allow it between ASes; like FRR, the codec's check_open does not.
+    for peer_as in [PEER_AS, LOCAL_AS] {
+        let mut c = passive_cfg();
+        c.peer_as = peer_as;
+        let mut s = Session::new(c);
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        let got = s.handle(msg(C1, Message::Open(open_from(peer_as, 90, local_id()))));
+        assert_eq!(got[0], Output::Send(C1, Message::Notification(notif(2, 3))));
+    }
+}
+
+#[test]
+fn acceptable_hold_times() {
+    for (peer_hold, hold, ka) in [(3u16, 3u64, 1u64), (9, 9, 3), (180, 90, 30), (90, 90, 30)] {
+        let mut s = Session::new(passive_cfg());
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        let got = s.handle(msg(C1, peer_open(peer_hold)));
+        assert_eq!(
+            got,
+            vec![
+                Output::Send(C1, Message::Keepalive),
+                Output::ArmTimer(TimerKind::Hold(C1), secs(hold)),
+                Output::ArmTimer(TimerKind::Keepalive(C1), secs(ka)),
+            ],
+            "peer hold {peer_hold}"
+        );
+    }
+}
+
+#[test]
+fn configured_keepalive_is_honoured_below_hold() {
+    for (ka_cfg, peer_hold, ka) in [
+        (Some(10u16), 90u16, 10u64),
+        (Some(60), 90, 60),
+        (Some(100), 90, 30),
+        (Some(30), 9, 3),
+        (Some(0), 90, 30),
+    ] {
+        let mut c = passive_cfg();
+        c.keepalive = ka_cfg;
+        let mut s = Session::new(c);
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        let got = s.handle(msg(C1, peer_open(peer_hold)));
+        assert_eq!(
+            got[2],
+            Output::ArmTimer(TimerKind::Keepalive(C1), secs(ka)),
+            "{ka_cfg:?} {peer_hold}"
+        );
+    }
+}
+
+#[test]
+fn hold_time_zero_disables_timers() {
+    let mut s = Session::new(passive_cfg());
+    run(
+        &mut s,
+        vec![
+            (Input::Start, vec![], State::Active),
+            (
+                inbound(C1),
+                vec![
+                    Output::CancelTimer(TimerKind::ConnectRetry),
+                    Output::Send(C1, Message::Open(Session::new(passive_cfg()).local_open())),
+                    Output::ArmTimer(TimerKind::Hold(C1), secs(240)),
+                ],
+                State::OpenSent,
+            ),
+            (
+                msg(C1, peer_open(0)),
+                vec![
+                    Output::Send(C1, Message::Keepalive),
+                    Output::CancelTimer(TimerKind::Hold(C1)),
+                ],
+                State::OpenConfirm,
+            ),
+            (
+                msg(C1, Message::Keepalive),
+                vec![Output::Established(negotiated())],
+                State::Established,
+            ),
+            (msg(C1, Message::Keepalive), vec![], State::Established),
+            (
+                msg(C1, Message::Update(Update::default())),
+                vec![Output::UpdateReceived(Update::default())],
+                State::Established,
+            ),
+            // A stray keepalive timer does nothing with hold 0.
+            (
+                Input::TimerExpired(TimerKind::Keepalive(C1)),
+                vec![],
+                State::Established,
+            ),
+        ],
+    );
+    assert_eq!(s.timers(), Some((0, 0)));
+}
+
+#[test]
+fn notification_received_goes_down_in_every_state() {
+    let n = Notification {
+        code: 6,
+        subcode: 2,
+        data: b"\x03bye".to_vec(),
+    };
+    // OpenSent
+    let mut s = Session::new(passive_cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    let got = s.handle(msg(C1, Message::Notification(n.clone())));
+    let want = [
+        teardown(C1),
+        vec![Output::Down(DownReason::NotificationReceived(n.clone()))],
+    ]
+    .concat();
+    assert_outputs("opensent", &got, &want);
+    // OpenConfirm
+    let mut s = Session::new(passive_cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    let got = s.handle(msg(C1, Message::Notification(n.clone())));
+    assert_outputs("openconfirm", &got, &want);
+    // Established (active: retry is armed)
+    let mut s = established_active(90);
+    let got = s.handle(msg(C1, Message::Notification(n.clone())));
+    let want = [
+        teardown(C1),
+        vec![
+            Output::Down(DownReason::NotificationReceived(n.clone())),
+            Output::ArmTimer(TimerKind::ConnectRetry, ANY),
+        ],
+    ]
+    .concat();
+    assert_outputs("established", &got, &want);
+    assert_eq!(s.state(), State::Active);
+    assert_eq!(
+        DownReason::NotificationReceived(n).to_string(),
+        "notification received: 6/2 Cease / Administrative Shutdown: \"bye\""
+    );
+}
+
+#[test]
+fn unexpected_messages_are_fsm_errors() {
+    let update = Message::Update(Update::default());
+    let rr = Message::RouteRefresh(RouteRefresh {
+        family: Family::IPV4_UNICAST,
+        subtype: 0,
+    });
+    // (how far to go before, message, expected subcode)
+    let cases: Vec<(State, Message, u8)> = vec![
+        (State::OpenSent, Message::Keepalive, 1),
+        (State::OpenSent, update.clone(), 1),
+        (State::OpenSent, rr.clone(), 1),
+        (State::OpenConfirm, peer_open(90), 2),
+        (State::OpenConfirm, update.clone(), 2),
+        (State::OpenConfirm, rr, 2),
+        (State::Established, peer_open(90), 3),
+    ];
+    for (state, m, subcode) in cases {
+        let mut s = Session::new(passive_cfg());
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        if state >= State::OpenConfirm {
+            s.handle(msg(C1, peer_open(90)));
+        }
+        if state >= State::Established {
+            s.handle(msg(C1, Message::Keepalive));
+        }
+        assert_eq!(s.state(), state);
+        let got = s.handle(msg(C1, m.clone()));
+        let n = notif(5, subcode);
+        let want = [
+            vec![Output::Send(C1, Message::Notification(n.clone()))],
+            teardown(C1),
+            vec![Output::Down(DownReason::NotificationSent(n))],
+        ]
+        .concat();
+        assert_outputs(&format!("{state:?} {m:?}"), &got, &want);
+    }
+}
+
+#[test]
+fn malformed_message_sends_mapped_notification() {
+    let mut s = established_passive(90);
+    let n = Notification {
+        code: 3,
+        subcode: 1,
+        data: Vec::new(),
+    };
+    let got = s.handle(Input::Malformed {
+        conn: C1,
+        notification: n.clone(),
+    });
+    let want = [
+        vec![Output::Send(C1, Message::Notification(n.clone()))],
+        teardown(C1),
+        vec![Output::Down(DownReason::NotificationSent(n))],
+    ]
+    .concat();
+    assert_outputs("malformed", &got, &want);
+}
+
+#[test]
+fn updates_and_route_refresh_in_established() {
+    let mut s = established_passive(90);
+    let u = Update {
+        nlri: vec!["10.0.0.0/24".parse().unwrap()],
+        ..Update::default()
+    };
+    assert_eq!(
+        s.handle(msg(C1, Message::Update(u.clone()))),
+        vec![
+            Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+            Output::UpdateReceived(u)
+        ]
+    );
+    let rr = |family, subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
+    assert_eq!(
+        s.handle(msg(C1, rr(Family::IPV4_UNICAST, 0))),
+        vec![
+            Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+            Output::RouteRefreshRequested(Family::IPV4_UNICAST)
+        ]
+    );
+    // Not negotiated family, or BoRR/EoRR: nothing to do.
+    assert_eq!(
+        s.handle(msg(C1, rr(Family::IPV6_UNICAST, 0))).len(),
+        1,
+        "ipv6 not negotiated"
+    );
+    assert_eq!(s.handle(msg(C1, rr(Family::IPV4_UNICAST, 1))).len(), 1);
+}
+
+#[test]
+fn negotiation() {
+    let open_caps = |caps: Vec<Capability>| {
+        let mut c = passive_cfg();
+        c.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+        c.extended_message = true;
+        let mut s = Session::new(c);
+        s.handle(Input::Start);
+        s.handle(inbound(C1));
+        s.handle(msg(
+            C1,
+            Message::Open(Open::new(PEER_AS, 90, lower_id(), caps)),
+        ));
+        s.handle(msg(C1, Message::Keepalive))
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Established(n) => Some(n),
+                _ => None,
+            })
+            .expect("established")
+    };
+    // No capabilities at all: 2-octet ASNs, IPv4 unicast implied.
+    assert_eq!(
+        open_caps(vec![]),
+        Negotiated {
+            four_octet_as: false,
+            extended_message: false,
+            families: vec![Family::IPV4_UNICAST],
+            route_refresh: false,
+            enhanced_route_refresh: false,
+        }
+    );
+    // IPv6 only + extended message + route refresh.
+    assert_eq!(
+        open_caps(vec![
+            Capability::Multiprotocol(Family::IPV6_UNICAST),
+            Capability::ExtendedMessage,
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(PEER_AS),
+        ]),
+        Negotiated {
+            four_octet_as: true,
+            extended_message: true,
+            families: vec![Family::IPV6_UNICAST],
+            route_refresh: true,
+            enhanced_route_refresh: false,
+        }
+    );
+}
+
+#[test]
+fn extended_message_needs_both_sides() {
+    // We do not offer it by default, so a peer offering it gets 4096-byte messages.
+    let mut s = Session::new(passive_cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    let mut c = caps(PEER_AS);
+    c.push(Capability::ExtendedMessage);
+    s.handle(msg(
+        C1,
+        Message::Open(Open::new(PEER_AS, 90, lower_id(), c)),
+    ));
+    assert_eq!(s.negotiated(C1).map(|n| n.extended_message), Some(false));
+}
+
+#[test]
+fn connect_retry_backoff_grows_and_caps() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    let mut delays = Vec::new();
+    for _ in 0..12 {
+        // Event 18: TcpConnectionFails -> Active, retry armed
+        let got = s.handle(Input::ConnectFailed);
+        let [Output::ArmTimer(TimerKind::ConnectRetry, d)] = got[..] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(s.state(), State::Active);
+        delays.push(d);
+        // Event 9: ConnectRetryTimer_Expires -> Connect
+        assert_eq!(
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry)),
+            vec![
+                Output::Connect,
+                Output::ArmTimer(TimerKind::ConnectRetry, secs(10))
+            ]
+        );
+        assert_eq!(s.state(), State::Connect);
+    }
+    for (i, d) in delays.iter().enumerate() {
+        let base = (1u64 << i).min(60) as f64;
+        let d = d.as_secs_f64();
+        assert!(
+            d >= base * 0.75 && d <= (base * 1.25).min(60.0),
+            "retry {i}: {d} for base {base}"
+        );
+    }
+    // Jitter: not all capped delays are equal.
+    assert!(delays[8..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
+    // Same seed, same delays.
+    let mut t = Session::new(cfg());
+    t.handle(Input::Start);
+    let first = t.handle(Input::ConnectFailed);
+    assert_eq!(
+        first,
+        vec![Output::ArmTimer(TimerKind::ConnectRetry, delays[0])]
+    );
+
+    // A connect attempt that times out (Event 9 in Connect) is restarted.
+    assert_eq!(
+        s.handle(Input::TimerExpired(TimerKind::ConnectRetry)),
+        vec![
+            Output::Connect,
+            Output::ArmTimer(TimerKind::ConnectRetry, secs(10))
+        ]
+    );
+    // Established resets the backoff to the first delay.
+    s.handle(outbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    s.handle(msg(C1, Message::Keepalive));
+    let got = s.handle(Input::Closed { conn: C1 });
+    let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+        panic!("{got:?}")
+    };
+    assert!(d.as_secs_f64() <= 1.25, "{d:?}");
+}
+
+#[test]
+fn admin_stop_sends_cease_with_communication() {
+    let mut s = established_active(90);
+    let text = "maintenance window";
+    let n = Notification {
+        code: 6,
+        subcode: 2,
+        data: [&[text.len() as u8][..], text.as_bytes()].concat(),
+    };
+    let got = s.handle(Input::Stop {
+        communication: Some(text.to_string()),
+    });
+    let want = [
+        vec![Output::Send(C1, Message::Notification(n.clone()))],
+        teardown(C1),
+        vec![
+            Output::CancelTimer(TimerKind::ConnectRetry),
+            Output::Down(DownReason::AdminStop),
+        ],
+    ]
+    .concat();
+    assert_outputs("stop", &got, &want);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(n.shutdown_message().as_deref(), Some(text));
+    // Stopped: timers and messages are ignored; Stop again does nothing.
+    assert_eq!(
+        s.handle(Input::TimerExpired(TimerKind::ConnectRetry)),
+        vec![]
+    );
+    assert_eq!(
+        s.handle(Input::Stop {
+            communication: None
+        }),
+        vec![]
+    );
+    // And it can start again.
+    assert_eq!(s.handle(Input::Start)[0], Output::Connect);
+}
+
+#[test]
+fn down_reasons_read_well() {
+    assert_eq!(
+        DownReason::NotificationSent(notif(6, 7)).to_string(),
+        "notification sent: 6/7 Cease / Connection Collision Resolution"
+    );
+    assert!(describe_notification(&notif(4, 0)).starts_with("4/0 Hold Timer Expired"));
+    assert_eq!(
+        DownReason::HoldTimerExpired.to_string(),
+        "hold timer expired"
+    );
+}
+
+#[test]
+fn tcp_failure_in_opensent_goes_back_to_active_with_retry() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    let got = s.handle(Input::Closed { conn: C1 });
+    let want = [
+        teardown(C1),
+        vec![
+            Output::Down(DownReason::ConnectionClosed),
+            Output::ArmTimer(TimerKind::ConnectRetry, ANY),
+        ],
+    ]
+    .concat();
+    assert_outputs("closed", &got, &want);
+    assert_eq!(s.state(), State::Active);
+}
+
+#[test]
+fn established_loss_with_another_connection_pending_reports_down() {
+    let mut s = established_passive(90);
+    s.handle(inbound(C2));
+    let got = s.handle(Input::Closed { conn: C1 });
+    assert!(got.contains(&Output::Down(DownReason::ConnectionClosed)));
+    assert_eq!(s.state(), State::OpenSent);
+    // The pending connection can now become Established.
+    s.handle(msg(C2, peer_open(90)));
+    s.handle(msg(C2, Message::Keepalive));
+    assert_eq!(s.established_conn(), Some(C2));
+}
