@@ -1,0 +1,307 @@
+//! Decision tables for the pure announcement logic: every rule and every skip reason.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_config::Config;
+use ferrolb_speaker::announce::{
+    Decision, EXCLUDE_LABEL, Endpoint, NodeState, ServiceState, SkipReason, TrafficPolicy, decide,
+    routes_per_peer,
+};
+
+const CONFIG: &str = r#"
+peers:
+- peer-address: 172.17.0.1
+  peer-asn: 64512
+  my-asn: 64522
+- peer-address: 172.17.0.2
+  peer-asn: 64522
+  my-asn: 64522
+  node-selectors:
+  - match-labels:
+      rack: a
+bgp-communities:
+  no-export: 65535:65281
+address-pools:
+- name: default
+  protocol: bgp
+  addresses: [172.17.254.0/24]
+  bgp-advertisements:
+  - aggregation-length: 32
+    localpref: 200
+    communities: [64512:1, no-export, "large:64512:7:9"]
+- name: agg
+  protocol: bgp
+  addresses: [172.17.250.0/24]
+  bgp-advertisements:
+  - aggregation-length: 24
+    communities: [64512:2]
+- name: plain
+  protocol: bgp
+  addresses: [172.17.253.0/24]
+- name: l2
+  protocol: layer2
+  addresses: [192.168.50.0/24]
+- name: v6
+  protocol: bgp
+  addresses: ["2001:db8:254::/120"]
+"#;
+
+fn config() -> Config {
+    Config::parse(CONFIG).expect("test config is valid")
+}
+
+fn node(name: &str, labels: &[(&str, &str)]) -> NodeState {
+    NodeState {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        network_unavailable: false,
+    }
+}
+
+fn ep(node: &str, ready: bool, serving: bool) -> Endpoint {
+    Endpoint {
+        node: Some(node.into()),
+        ready,
+        serving,
+    }
+}
+
+fn svc(ips: &[&str], policy: TrafficPolicy, endpoints: Vec<Endpoint>) -> ServiceState {
+    ServiceState {
+        key: "default/web".into(),
+        ips: ips.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect(),
+        traffic_policy: policy,
+        endpoints,
+    }
+}
+
+fn skip_reason(d: &Decision) -> Option<SkipReason> {
+    match d {
+        Decision::Skip(r) => Some(*r),
+        Decision::Announce(_) => None,
+    }
+}
+
+#[test]
+fn skip_reason_table() {
+    use TrafficPolicy::*;
+    let cfg = config();
+    let n1 = node("n1", &[]);
+    let mut unavailable = node("n1", &[]);
+    unavailable.network_unavailable = true;
+    let excluded = node("n1", &[(EXCLUDE_LABEL, "")]);
+    // Config with no peer at all, for NoPeerForNode.
+    let no_peers =
+        Config::parse("address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.9.0.0/24]\n")
+            .unwrap();
+
+    let ready_here = || vec![ep("n1", true, true)];
+    let cases: Vec<(&str, &Config, &NodeState, ServiceState, Option<SkipReason>)> = vec![
+        (
+            "no ip",
+            &cfg,
+            &n1,
+            svc(&[], Cluster, ready_here()),
+            Some(SkipReason::NoIp),
+        ),
+        (
+            "ip outside pools",
+            &cfg,
+            &n1,
+            svc(&["10.0.0.1"], Cluster, ready_here()),
+            Some(SkipReason::NotInPool),
+        ),
+        (
+            "layer2 pool",
+            &cfg,
+            &n1,
+            svc(&["192.168.50.4"], Cluster, ready_here()),
+            Some(SkipReason::Layer2Pool),
+        ),
+        (
+            "network unavailable",
+            &cfg,
+            &unavailable,
+            svc(&["172.17.254.1"], Cluster, ready_here()),
+            Some(SkipReason::NodeNetworkUnavailable),
+        ),
+        (
+            "exclude label",
+            &cfg,
+            &excluded,
+            svc(&["172.17.254.1"], Cluster, ready_here()),
+            Some(SkipReason::NodeExcluded),
+        ),
+        (
+            "local, endpoint elsewhere",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Local, vec![ep("n2", true, true)]),
+            Some(SkipReason::NoLocalEndpoint),
+        ),
+        (
+            "local, endpoint here but not ready nor serving",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Local, vec![ep("n1", false, false)]),
+            Some(SkipReason::NoLocalEndpoint),
+        ),
+        (
+            "local, terminating but serving here",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Local, vec![ep("n1", false, true)]),
+            None,
+        ),
+        (
+            "local, ready here",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Local, ready_here()),
+            None,
+        ),
+        (
+            "cluster, no endpoints",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Cluster, vec![]),
+            Some(SkipReason::NoReadyEndpoint),
+        ),
+        (
+            "cluster, only unready endpoints",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Cluster, vec![ep("n2", false, false)]),
+            Some(SkipReason::NoReadyEndpoint),
+        ),
+        (
+            "cluster, ready endpoint on another node",
+            &cfg,
+            &n1,
+            svc(&["172.17.254.1"], Cluster, vec![ep("n2", true, true)]),
+            None,
+        ),
+        (
+            "pool without advertisement gets MetalLB's default one",
+            &cfg,
+            &n1,
+            svc(&["172.17.253.9"], Cluster, ready_here()),
+            None,
+        ),
+        (
+            "no peer selects any node",
+            &no_peers,
+            &n1,
+            svc(&["10.9.0.1"], Cluster, ready_here()),
+            Some(SkipReason::NoPeerForNode),
+        ),
+    ];
+    for (name, cfg, node, svc, want) in cases {
+        let got = decide(cfg, node, &svc);
+        assert_eq!(skip_reason(&got), want, "case {name:?}: got {got:?}");
+    }
+}
+
+#[test]
+fn announce_attributes_and_peer_selection() {
+    let cfg = config();
+    let s = svc(
+        &["172.17.254.7"],
+        TrafficPolicy::Cluster,
+        vec![ep("n1", true, true)],
+    );
+
+    // Node without rack=a: only the eBGP peer selects it.
+    let Decision::Announce(anns) = decide(&cfg, &node("n1", &[]), &s) else {
+        panic!("expected an announcement");
+    };
+    assert_eq!(anns.len(), 1);
+    let a = &anns[0];
+    assert_eq!(a.peer, ("172.17.0.1".parse().unwrap(), 179));
+    assert_eq!(a.prefix.to_string(), "172.17.254.7/32");
+    assert_eq!(
+        a.attrs.next_hop, None,
+        "next hop is the session's own address"
+    );
+    assert_eq!(
+        a.attrs.local_pref, None,
+        "local-pref is never sent to an eBGP peer"
+    );
+    assert_eq!(a.attrs.communities, vec![(64512 << 16) | 1, 0xFFFF_FF01]);
+    assert_eq!(a.attrs.large_communities.len(), 1);
+    assert_eq!(a.attrs.large_communities[0].global_admin, 64512);
+    assert_eq!(a.attrs.large_communities[0].local1, 7);
+    assert_eq!(a.attrs.large_communities[0].local2, 9);
+
+    // Node with rack=a: both peers; the iBGP one gets the local-pref.
+    let Decision::Announce(anns) = decide(&cfg, &node("n1", &[("rack", "a")]), &s) else {
+        panic!("expected an announcement");
+    };
+    assert_eq!(anns.len(), 2);
+    let ibgp = anns
+        .iter()
+        .find(|a| a.peer.0 == "172.17.0.2".parse::<IpAddr>().unwrap())
+        .unwrap();
+    assert_eq!(ibgp.attrs.local_pref, Some(200));
+}
+
+#[test]
+fn aggregation_and_per_peer_folding() {
+    let cfg = config();
+    let n = node("n1", &[("rack", "a")]);
+    let here = vec![ep("n1", true, true)];
+    let mut a = svc(&["172.17.250.1"], TrafficPolicy::Cluster, here.clone());
+    a.key = "ns/a".into();
+    let mut b = svc(&["172.17.250.77"], TrafficPolicy::Cluster, here.clone());
+    b.key = "ns/b".into();
+    let mut c = svc(&["2001:db8:254::5"], TrafficPolicy::Cluster, here.clone());
+    c.key = "ns/c".into();
+    let mut d = svc(
+        &["172.17.254.3"],
+        TrafficPolicy::Local,
+        vec![ep("n2", true, true)],
+    );
+    d.key = "ns/d".into();
+
+    let (per_peer, decisions) = routes_per_peer(&cfg, &n, [&a, &b, &c, &d]);
+    assert_eq!(per_peer.len(), 2, "both peers select the node");
+    for routes in per_peer.values() {
+        let prefixes: Vec<String> = routes.keys().map(|p| p.to_string()).collect();
+        // a and b aggregate into one /24; c is a /128; d is skipped (no local endpoint).
+        assert_eq!(prefixes, vec!["172.17.250.0/24", "2001:db8:254::5/128"]);
+    }
+    assert_eq!(
+        decisions["ns/d"],
+        Decision::Skip(SkipReason::NoLocalEndpoint)
+    );
+    assert!(matches!(decisions["ns/a"], Decision::Announce(_)));
+
+    // A node no peer selects... every selecting peer still gets an (empty) entry.
+    let (per_peer, _) = routes_per_peer(&cfg, &node("n9", &[]), std::iter::empty());
+    assert_eq!(per_peer.len(), 1);
+    assert!(per_peer.values().all(|r| r.is_empty()));
+}
+
+#[test]
+fn skip_reasons_have_stable_names_and_messages() {
+    let all = [
+        SkipReason::NoIp,
+        SkipReason::NotInPool,
+        SkipReason::Layer2Pool,
+        SkipReason::NoAdvertisement,
+        SkipReason::NoPeerForNode,
+        SkipReason::NodeNetworkUnavailable,
+        SkipReason::NodeExcluded,
+        SkipReason::NoLocalEndpoint,
+        SkipReason::NoReadyEndpoint,
+    ];
+    let names: std::collections::BTreeSet<_> = all.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), all.len(), "metric label values are distinct");
+    for r in all {
+        assert!(!r.to_string().is_empty());
+    }
+}
