@@ -145,11 +145,26 @@ impl Ctx<'_> {
         self.err(path, ErrorKind::Yaml(msg));
     }
 
-    /// Deserialize a raw struct, reporting failure at `path`.
-    fn raw<T: DeserializeOwned>(&mut self, v: Value, path: &str) -> Option<T> {
-        serde_yaml::from_value(v)
-            .map_err(|e| self.serde_err(path, &e))
-            .ok()
+    /// Deserialize a raw struct, reporting failure at `path`. Each unknown key is
+    /// reported and dropped, then the rest is read, so that one stray key does not
+    /// hide the other problems of the same item.
+    fn raw<T: DeserializeOwned>(&mut self, mut v: Value, path: &str) -> Option<T> {
+        loop {
+            match serde_yaml::from_value(v.clone()) {
+                Ok(t) => return Some(t),
+                Err(e) => {
+                    self.serde_err(path, &e);
+                    let unknown = unknown_field(&e.to_string());
+                    let removed = match (&mut v, unknown) {
+                        (Value::Mapping(m), Some(key)) => m.remove(key.as_str()).is_some(),
+                        _ => false,
+                    };
+                    if !removed {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// Deserialize an optional scalar field; absent or null gives `None`.
@@ -192,6 +207,12 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// The key named by serde's "unknown field `x`, expected ..." message.
+fn unknown_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    Some(rest.split_once('`')?.0.to_string())
 }
 
 fn type_name(v: &Value) -> &'static str {
