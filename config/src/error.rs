@@ -151,6 +151,10 @@ pub enum ErrorKind {
     /// The same community string twice in one advertisement.
     #[error("duplicate community {0:?}")]
     DuplicateCommunity(String),
+    /// A key of the format that ferrolb does not implement (BFD: MetalLB too rejects it
+    /// outside its FRR mode).
+    #[error("{0:?} is not supported by ferrolb: {1}")]
+    Unsupported(String, &'static str),
     /// A manifest that is not a ConfigMap.
     #[error("not a ConfigMap (kind: {0})")]
     NotConfigMap(String),

@@ -133,6 +133,11 @@ impl Ctx<'_> {
                 .pos
                 .find_key_under(self.doc, path, key)
                 .unwrap_or_else(|| join(path, key));
+            if key.starts_with("bfd-profile") {
+                let why = "BFD is not implemented (MetalLB supports it only in FRR mode)";
+                self.err(at, ErrorKind::Unsupported(key.to_string(), why));
+                return;
+            }
             self.err(
                 at,
                 ErrorKind::UnknownKey {
