@@ -1,0 +1,858 @@
+//! Thin tokio driver: one task per peer that carries out what the
+//! [`fsm::Session`](crate::fsm::Session) decides.
+//!
+//! The task owns the TCP connections (outbound connect and, with
+//! [`PeerConfig::listen`], inbound accept), the timers the session arms, the
+//! [`AdjOut`] of the session and the status the owner watches. It decides
+//! nothing: every TCP event, decoded message and timer expiry goes to the
+//! session, and its outputs are executed in order.
+//!
+//! Each connection has a reader task (framing with [`frame_len`], frames
+//! are decoded by the peer task with the session's negotiated context) and a
+//! writer task fed by two queues: a priority queue (OPEN, KEEPALIVE,
+//! NOTIFICATION, close) that is always drained first, and a bulk queue of
+//! UPDATE batches of at most [`BULK_CHUNK`] bytes, cut on message
+//! boundaries, so KEEPALIVEs still go out during a large initial send.
+//!
+//! Limits: one listening socket per peer task. Several listening peers on the
+//! same port in one process need a shared acceptor (not provided here).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::adj_out::{AdjOut, OutContext, Routes};
+use crate::fsm::{
+    ConnId, Direction, DownReason, Input, Output, Session, SessionConfig, State, TimerKind,
+};
+use crate::md5;
+use crate::wire::{
+    Family, MAX_EXTENDED_MESSAGE_LEN, Message, Negotiated, Notification, Update, code, frame_len,
+    subcode,
+};
+
+/// Largest batch of UPDATE bytes handed to the writer at once.
+pub const BULK_CHUNK: usize = 64 * 1024;
+/// How long [`SessionHandle::shutdown`] waits for the NOTIFICATION to be written.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// How long a closed connection keeps draining what the peer still sends
+/// (so closing does not turn into a RST that could eat our NOTIFICATION).
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// One BGP peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Peer address and port to connect to (the port is unused for passive peers).
+    pub peer: SocketAddr,
+    /// Source address for outbound connections and the listening address.
+    pub local_addr: Option<IpAddr>,
+    pub local_as: u32,
+    pub peer_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Proposed hold time, seconds (0 or >= 3).
+    pub hold_time: u16,
+    /// Keepalive interval, seconds; `None` = hold time / 3.
+    pub keepalive: Option<u16>,
+    /// TCP MD5 signature password (RFC 2385).
+    pub password: Option<String>,
+    /// Never connect; wait for the peer (needs `listen`).
+    pub passive: bool,
+    /// Families to negotiate.
+    pub families: Vec<Family>,
+    /// TTL for eBGP; `None` = 1 (directly connected). iBGP always uses 255.
+    pub ebgp_multihop: Option<u8>,
+    /// First connect-retry delay (doubles on each failure, capped at 60 s, ±25 % jitter).
+    pub connect_retry: Duration,
+    /// Accept inbound connections from the peer too.
+    pub listen: bool,
+    /// Port to accept on when `listen` (179; 0 = any free port, see [`SessionStatus::listen_addr`]).
+    pub listen_port: u16,
+}
+
+impl PeerConfig {
+    /// Defaults: hold 90 s, keepalive hold/3, no password, active, not
+    /// listening (port 179 when enabled), IPv4 unicast, TTL 1 for eBGP,
+    /// first retry after 1 s.
+    pub fn new(peer: SocketAddr, local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
+        PeerConfig {
+            peer,
+            local_addr: None,
+            local_as,
+            peer_as,
+            router_id,
+            hold_time: 90,
+            keepalive: None,
+            password: None,
+            passive: false,
+            families: vec![Family::IPV4_UNICAST],
+            ebgp_multihop: None,
+            connect_retry: Duration::from_secs(1),
+            listen: false,
+            listen_port: 179,
+        }
+    }
+
+    /// The TTL our packets carry: 255 for iBGP, `ebgp_multihop` (default 1) for eBGP.
+    pub fn ttl(&self) -> u8 {
+        if self.local_as == self.peer_as {
+            255
+        } else {
+            self.ebgp_multihop.unwrap_or(1)
+        }
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            hold_time: self.hold_time,
+            keepalive: self.keepalive,
+            passive: self.passive,
+            families: self.families.clone(),
+            connect_retry: self.connect_retry,
+            seed: rand::random(),
+            ..SessionConfig::new(self.local_as, self.peer_as, self.router_id)
+        }
+    }
+}
+
+/// What the session is doing, for the owner to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub state: State,
+    /// Incremented each time the session becomes Established.
+    pub established_generation: u64,
+    /// All initial routes and End-of-RIB markers were written to the socket
+    /// since the last Established.
+    pub initial_table_sent: bool,
+    /// UPDATE messages written, over the life of the task.
+    pub updates_sent: u64,
+    /// Prefixes the peer was told about and not withdrawn.
+    pub prefixes_announced: usize,
+    /// Why the session last went down.
+    pub last_down: Option<String>,
+    /// The same, as a value.
+    pub last_down_reason: Option<DownReason>,
+    /// The context of the Established session.
+    pub negotiated: Option<Negotiated>,
+    /// UPDATE messages received in this Established session.
+    pub updates_received: u64,
+    /// Prefixes the peer currently announces to us (we only count them).
+    pub prefixes_received: usize,
+    /// Where inbound connections are accepted, when listening.
+    pub listen_addr: Option<SocketAddr>,
+}
+
+impl Default for SessionStatus {
+    fn default() -> Self {
+        SessionStatus {
+            state: State::Idle,
+            established_generation: 0,
+            initial_table_sent: false,
+            updates_sent: 0,
+            prefixes_announced: 0,
+            last_down: None,
+            last_down_reason: None,
+            negotiated: None,
+            updates_received: 0,
+            prefixes_received: 0,
+            listen_addr: None,
+        }
+    }
+}
+
+enum Command {
+    Set(Routes),
+    Shutdown(Option<String>),
+}
+
+/// Control of one running session. Dropping it shuts the session down
+/// (Cease / Administrative Shutdown, best effort).
+#[derive(Debug)]
+pub struct SessionHandle {
+    cmd: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<SessionStatus>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Start the session task for `cfg` on the current tokio runtime.
+pub fn spawn(cfg: PeerConfig) -> SessionHandle {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(SessionStatus::default());
+    let span = info_span!("peer", addr = %cfg.peer);
+    let task = tokio::spawn(run(cfg, cmd_rx, status_tx).instrument(span));
+    SessionHandle {
+        cmd: cmd_tx,
+        status: status_rx,
+        task: Some(task),
+    }
+}
+
+impl SessionHandle {
+    /// Declare the complete set of routes the peer should have; the session
+    /// sends the difference to what it already told the peer.
+    pub fn set(&self, routes: Routes) {
+        let _ = self.cmd.send(Command::Set(routes));
+    }
+
+    /// Watch the session's status.
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+
+    /// Send Cease / Administrative Shutdown (with `communication` as the RFC
+    /// 9003 message), close, and wait for the task to end. Routes are not
+    /// withdrawn one by one: closing the session withdraws them all.
+    pub async fn shutdown(mut self, communication: Option<String>) {
+        let _ = self.cmd.send(Command::Shutdown(communication));
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            // The task also stops when the command channel closes; say it explicitly.
+            let _ = self.cmd.send(Command::Shutdown(None));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection I/O tasks
+
+enum ConnEvent {
+    Frames(ConnId, Vec<Bytes>),
+    Malformed(ConnId, Notification),
+    Closed(ConnId, Option<io::Error>),
+    Flushed(ConnId, u64),
+}
+
+enum WriteCmd {
+    Data(Bytes),
+    /// Report [`ConnEvent::Flushed`] once everything queued before is written.
+    Marker(u64),
+    /// Shut the write side down and stop.
+    Close,
+}
+
+struct ConnIo {
+    prio: mpsc::UnboundedSender<WriteCmd>,
+    bulk: mpsc::UnboundedSender<WriteCmd>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    local: SocketAddr,
+}
+
+async fn read_loop(mut r: OwnedReadHalf, id: ConnId, events: mpsc::Sender<ConnEvent>) {
+    let mut buf = BytesMut::with_capacity(BULK_CHUNK);
+    loop {
+        let mut frames = Vec::new();
+        let mut malformed = None;
+        loop {
+            match frame_len(&buf, MAX_EXTENDED_MESSAGE_LEN) {
+                Ok(Some(n)) if buf.len() >= n => frames.push(buf.split_to(n).freeze()),
+                Ok(_) => break,
+                Err(e) => {
+                    malformed = Some(Notification::from(&e));
+                    break;
+                }
+            }
+        }
+        if !frames.is_empty() && events.send(ConnEvent::Frames(id, frames)).await.is_err() {
+            return;
+        }
+        if let Some(n) = malformed {
+            let _ = events.send(ConnEvent::Malformed(id, n)).await;
+            return;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(BULK_CHUNK);
+        }
+        match r.read_buf(&mut buf).await {
+            Ok(0) => {
+                let _ = events.send(ConnEvent::Closed(id, None)).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = events.send(ConnEvent::Closed(id, Some(e))).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    id: ConnId,
+    mut prio: mpsc::UnboundedReceiver<WriteCmd>,
+    mut bulk: mpsc::UnboundedReceiver<WriteCmd>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            c = prio.recv() => c,
+            c = bulk.recv() => c,
+        };
+        match cmd {
+            None | Some(WriteCmd::Close) => {
+                let _ = w.shutdown().await;
+                return;
+            }
+            Some(WriteCmd::Data(b)) => {
+                if let Err(e) = w.write_all(&b).await {
+                    let _ = events.send(ConnEvent::Closed(id, Some(e))).await;
+                    return;
+                }
+            }
+            Some(WriteCmd::Marker(m)) => {
+                let _ = events.send(ConnEvent::Flushed(id, m)).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The peer task
+
+type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+struct Driver {
+    cfg: PeerConfig,
+    session: Session,
+    adj: AdjOut,
+    conns: HashMap<ConnId, ConnIo>,
+    closing: Vec<JoinHandle<()>>,
+    timers: HashMap<TimerKind, Instant>,
+    connecting: Option<ConnectFuture>,
+    next_id: u64,
+    events_tx: mpsc::Sender<ConnEvent>,
+    status: SessionStatus,
+    status_tx: watch::Sender<SessionStatus>,
+    received: HashSet<IpNet>,
+}
+
+async fn run(
+    cfg: PeerConfig,
+    mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    status_tx: watch::Sender<SessionStatus>,
+) {
+    let (events_tx, mut events_rx) = mpsc::channel(256);
+    let mut d = Driver {
+        session: Session::new(cfg.session_config()),
+        cfg,
+        adj: AdjOut::new(),
+        conns: HashMap::new(),
+        closing: Vec::new(),
+        timers: HashMap::new(),
+        connecting: None,
+        next_id: 1,
+        events_tx,
+        status: SessionStatus::default(),
+        status_tx,
+        received: HashSet::new(),
+    };
+    let listener = if d.cfg.listen {
+        match d.listen() {
+            Ok(l) => {
+                d.status.listen_addr = l.local_addr().ok();
+                info!(listen = ?d.status.listen_addr, "accepting inbound connections");
+                Some(l)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for inbound connections");
+                d.status.last_down = Some(format!("listen failed: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    d.feed(Input::Start);
+    d.publish();
+    loop {
+        let next_timer = d.timers.values().min().copied();
+        tokio::select! {
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Command::Set(routes)) => d.set_routes(routes),
+                Some(Command::Shutdown(communication)) => {
+                    d.shutdown(communication).await;
+                    return;
+                }
+                None => {
+                    d.shutdown(None).await;
+                    return;
+                }
+            },
+            Some(ev) = events_rx.recv() => d.on_event(ev),
+            res = async {
+                match d.connecting.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                d.connecting = None;
+                d.on_connect_result(res);
+            }
+            acc = async {
+                match listener.as_ref() {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => d.on_accept(acc),
+            _ = async {
+                match next_timer {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => d.on_timers(),
+        }
+        d.publish();
+    }
+}
+
+impl Driver {
+    fn listen(&self) -> io::Result<TcpListener> {
+        let ip = self.cfg.local_addr.unwrap_or(match self.cfg.peer {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        });
+        let sock = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        if let Some(pw) = &self.cfg.password {
+            md5::set_md5_key(&sock, self.cfg.peer.ip(), pw.as_bytes())?;
+        }
+        md5::set_ttl(&sock, ip.is_ipv6(), self.cfg.ttl())?;
+        sock.bind(SocketAddr::new(ip, self.cfg.listen_port))?;
+        sock.listen(64)
+    }
+
+    /// Feed one input to the session and carry out its outputs.
+    fn feed(&mut self, input: Input) {
+        let before = self.session.state();
+        let outputs = self.session.handle(input);
+        for o in outputs {
+            self.apply(o);
+        }
+        let after = self.session.state();
+        if before != after {
+            info!(from = %before, to = %after, "state change");
+        }
+        self.status.state = after;
+    }
+
+    fn apply(&mut self, o: Output) {
+        match o {
+            Output::Connect => self.start_connect(),
+            Output::Send(id, m) => self.send_prio(id, &m),
+            Output::Close(id) => self.close_conn(id),
+            Output::ArmTimer(k, d) => {
+                self.timers.insert(k, Instant::now() + d);
+            }
+            Output::CancelTimer(k) => {
+                self.timers.remove(&k);
+            }
+            Output::Established(neg) => self.on_established(neg),
+            Output::Down(reason) => self.on_down(reason),
+            Output::RouteRefreshRequested(family) => {
+                info!(?family, "route refresh requested: sending the table again");
+                self.adj.reset();
+                self.send_updates(None);
+            }
+            Output::UpdateReceived(u) => self.on_update(u),
+        }
+    }
+
+    fn start_connect(&mut self) {
+        let peer = self.cfg.peer;
+        let local = self.cfg.local_addr;
+        let password = self.cfg.password.clone();
+        let ttl = self.cfg.ttl();
+        debug!("connecting");
+        self.connecting = Some(Box::pin(async move {
+            let sock = if peer.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if let Some(pw) = &password {
+                md5::set_md5_key(&sock, peer.ip(), pw.as_bytes())?;
+            }
+            md5::set_ttl(&sock, peer.is_ipv6(), ttl)?;
+            if let Some(ip) = local {
+                sock.bind(SocketAddr::new(ip, 0))?;
+            }
+            sock.set_nodelay(true)?;
+            sock.connect(peer).await
+        }));
+    }
+
+    fn on_connect_result(&mut self, res: io::Result<TcpStream>) {
+        match res.and_then(|s| {
+            let local = s.local_addr()?;
+            Ok((s, local))
+        }) {
+            Ok((stream, local)) => {
+                let id = self.add_conn(stream, local);
+                debug!(%id, %local, "connected");
+                self.feed(Input::Connected {
+                    conn: id,
+                    direction: Direction::Outbound,
+                });
+            }
+            Err(e) => {
+                info!(error = %e, "connect failed");
+                self.feed(Input::ConnectFailed);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, acc: io::Result<(TcpStream, SocketAddr)>) {
+        let (stream, remote) = match acc {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                return;
+            }
+        };
+        let remote_ip = match remote.ip() {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            ip => ip,
+        };
+        if remote_ip != self.cfg.peer.ip() {
+            info!(%remote, "refusing connection from an unknown address");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let _ = md5::set_ttl(&stream, remote.is_ipv6(), self.cfg.ttl());
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let id = self.add_conn(stream, local);
+        debug!(%id, %remote, "accepted");
+        self.feed(Input::Connected {
+            conn: id,
+            direction: Direction::Inbound,
+        });
+    }
+
+    fn add_conn(&mut self, stream: TcpStream, local: SocketAddr) -> ConnId {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        let (r, w) = stream.into_split();
+        let (prio_tx, prio_rx) = mpsc::unbounded_channel();
+        let (bulk_tx, bulk_rx) = mpsc::unbounded_channel();
+        let span = tracing::Span::current();
+        let reader =
+            tokio::spawn(read_loop(r, id, self.events_tx.clone()).instrument(span.clone()));
+        let writer = tokio::spawn(
+            write_loop(w, id, prio_rx, bulk_rx, self.events_tx.clone()).instrument(span),
+        );
+        self.conns.insert(
+            id,
+            ConnIo {
+                prio: prio_tx,
+                bulk: bulk_tx,
+                reader,
+                writer,
+                local,
+            },
+        );
+        id
+    }
+
+    fn close_conn(&mut self, id: ConnId) {
+        let Some(io) = self.conns.remove(&id) else {
+            return;
+        };
+        debug!(%id, "closing connection");
+        let _ = io.prio.send(WriteCmd::Close);
+        let reader = io.reader;
+        tokio::spawn(async move {
+            // Keep reading (and discarding) a little so the close is a FIN, not a RST.
+            tokio::time::sleep(CLOSE_DRAIN).await;
+            reader.abort();
+        });
+        self.closing.retain(|h| !h.is_finished());
+        self.closing.push(io.writer);
+    }
+
+    fn negotiated_for(&self, id: ConnId) -> Negotiated {
+        self.session.negotiated(id).cloned().unwrap_or_default()
+    }
+
+    fn send_prio(&mut self, id: ConnId, m: &Message) {
+        let neg = self.negotiated_for(id);
+        let Some(io) = self.conns.get(&id) else {
+            return;
+        };
+        let mut buf = BytesMut::new();
+        match m.encode(&neg, &mut buf) {
+            Ok(()) => {
+                let _ = io.prio.send(WriteCmd::Data(buf.freeze()));
+            }
+            Err(e) => warn!(%id, error = %e, "cannot encode message"),
+        }
+        if let Message::Notification(n) = m {
+            info!(%id, notification = %crate::fsm::describe_notification(n), "sending NOTIFICATION");
+        }
+    }
+
+    fn out_context(&self, id: ConnId) -> Option<OutContext> {
+        let io = self.conns.get(&id)?;
+        let negotiated = self.session.negotiated(id)?.clone();
+        let mut local_v4 = None;
+        let mut local_v6 = None;
+        for ip in [Some(io.local.ip()), self.cfg.local_addr]
+            .into_iter()
+            .flatten()
+        {
+            match ip {
+                IpAddr::V4(a) => local_v4 = local_v4.or(Some(a)),
+                IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                    Some(v4) => local_v4 = local_v4.or(Some(v4)),
+                    None => local_v6 = local_v6.or(Some(a)),
+                },
+            }
+        }
+        Some(OutContext {
+            local_as: self.cfg.local_as,
+            ibgp: self.cfg.local_as == self.cfg.peer_as,
+            local_v4,
+            local_v6,
+            negotiated,
+        })
+    }
+
+    /// Send what the Adj-RIB-Out says the peer is missing; with `marker`,
+    /// also End-of-RIB for every family and a flush marker.
+    fn send_updates(&mut self, marker: Option<u64>) {
+        let Some(id) = self.session.established_conn() else {
+            return;
+        };
+        let Some(ctx) = self.out_context(id) else {
+            return;
+        };
+        let mut updates = self.adj.updates(&ctx);
+        if marker.is_some() {
+            updates.extend(AdjOut::end_of_rib(&ctx));
+        }
+        let Some(io) = self.conns.get(&id) else {
+            return;
+        };
+        let mut buf = BytesMut::with_capacity(BULK_CHUNK + 4096);
+        let mut sent = 0u64;
+        for u in updates {
+            match Message::Update(u).encode(&ctx.negotiated, &mut buf) {
+                Ok(()) => sent += 1,
+                Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
+            }
+            if buf.len() >= BULK_CHUNK {
+                let _ = io.bulk.send(WriteCmd::Data(buf.split().freeze()));
+            }
+        }
+        if !buf.is_empty() {
+            let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
+        }
+        if let Some(m) = marker {
+            let _ = io.bulk.send(WriteCmd::Marker(m));
+        }
+        self.status.updates_sent += sent;
+        self.status.prefixes_announced = self.adj.announced_count();
+        if sent > 0 {
+            debug!(updates = sent, "UPDATEs queued");
+        }
+    }
+
+    fn set_routes(&mut self, routes: Routes) {
+        debug!(routes = routes.len(), "desired routes set");
+        self.adj.set_desired(routes);
+        self.send_updates(None);
+    }
+
+    fn on_established(&mut self, neg: Negotiated) {
+        self.status.established_generation += 1;
+        self.status.initial_table_sent = false;
+        self.status.updates_received = 0;
+        self.status.negotiated = Some(neg.clone());
+        info!(
+            peer_id = ?self.session.peer_router_id(),
+            timers = ?self.session.timers(),
+            families = ?neg.families,
+            four_octet_as = neg.four_octet_as,
+            "session established"
+        );
+        self.adj.reset();
+        let generation = self.status.established_generation;
+        self.send_updates(Some(generation));
+    }
+
+    fn on_down(&mut self, reason: DownReason) {
+        warn!(%reason, "session down");
+        self.adj.reset();
+        self.received.clear();
+        self.status.prefixes_received = 0;
+        self.status.prefixes_announced = 0;
+        self.status.initial_table_sent = false;
+        self.status.negotiated = None;
+        self.status.last_down = Some(reason.to_string());
+        self.status.last_down_reason = Some(reason);
+    }
+
+    fn on_update(&mut self, u: Update) {
+        self.status.updates_received += 1;
+        let withdraw_all = u.treat_as_withdraw;
+        for p in &u.withdrawn {
+            self.received.remove(&IpNet::V4(*p));
+        }
+        if let Some(mp) = &u.attributes.mp_unreach {
+            for p in &mp.withdrawn {
+                self.received.remove(p);
+            }
+        }
+        let reach = u.nlri.iter().map(|p| IpNet::V4(*p)).chain(
+            u.attributes
+                .mp_reach
+                .iter()
+                .flat_map(|m| m.nlri.iter().copied()),
+        );
+        for p in reach {
+            if withdraw_all {
+                self.received.remove(&p);
+            } else {
+                self.received.insert(p);
+            }
+        }
+        self.status.prefixes_received = self.received.len();
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Frames(id, frames) => {
+                for f in frames {
+                    if !self.conns.contains_key(&id) {
+                        return;
+                    }
+                    let neg = self.negotiated_for(id);
+                    let input = if f.len() > neg.max_message_len() {
+                        let mut n =
+                            Notification::new(code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH);
+                        n.data = (f.len() as u16).to_be_bytes().to_vec();
+                        Input::Malformed {
+                            conn: id,
+                            notification: n,
+                        }
+                    } else {
+                        match Message::decode(&f, &neg) {
+                            Ok(message) => Input::Message { conn: id, message },
+                            Err(e) => {
+                                warn!(%id, error = %e, "malformed message");
+                                Input::Malformed {
+                                    conn: id,
+                                    notification: Notification::from(&e),
+                                }
+                            }
+                        }
+                    };
+                    self.feed(input);
+                }
+            }
+            ConnEvent::Malformed(id, notification) => {
+                if self.conns.contains_key(&id) {
+                    self.feed(Input::Malformed {
+                        conn: id,
+                        notification,
+                    });
+                }
+            }
+            ConnEvent::Closed(id, err) => {
+                if self.conns.contains_key(&id) {
+                    match err {
+                        Some(e) => info!(%id, error = %e, "connection failed"),
+                        None => info!(%id, "connection closed by peer"),
+                    }
+                    self.feed(Input::Closed { conn: id });
+                }
+            }
+            ConnEvent::Flushed(id, m) => {
+                if self.session.established_conn() == Some(id)
+                    && m == self.status.established_generation
+                {
+                    self.status.initial_table_sent = true;
+                    info!(
+                        prefixes = self.adj.announced_count(),
+                        updates = self.status.updates_sent,
+                        "initial table and End-of-RIB written"
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<(Instant, TimerKind)> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, t)| (*t, *k))
+            .collect();
+        due.sort();
+        for (_, k) in due {
+            // An earlier expiry may have cancelled or re-armed this one.
+            if self.timers.get(&k).is_some_and(|t| *t <= now) {
+                self.timers.remove(&k);
+                self.feed(Input::TimerExpired(k));
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, communication: Option<String>) {
+        info!(?communication, "shutting down");
+        self.feed(Input::Stop { communication });
+        self.connecting = None;
+        self.publish();
+        let writers: Vec<_> = self.closing.drain(..).collect();
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+            for w in writers {
+                let _ = w.await;
+            }
+        })
+        .await;
+    }
+
+    fn publish(&mut self) {
+        self.status.state = self.session.state();
+        let new = &self.status;
+        self.status_tx.send_if_modified(|s| {
+            if s != new {
+                *s = new.clone();
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

@@ -1,0 +1,214 @@
+//! The tokio driver over real TCP on 127.0.0.1: two ferrolb sessions talk to each other.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
+use ferrolb_bgp::driver::{PeerConfig, SessionHandle, SessionStatus, spawn};
+use ferrolb_bgp::fsm::{DownReason, State};
+use ipnet::{IpNet, Ipv4Net};
+use tokio::sync::watch;
+
+const PASSIVE_AS: u32 = 64512;
+const ACTIVE_AS: u32 = 64522;
+const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn routes(n: u32) -> Routes {
+    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    (0..n)
+        .map(|i| {
+            let net = Ipv4Net::new(Ipv4Addr::from(base + i), 32).unwrap();
+            (IpNet::V4(net), RouteAttrs::default())
+        })
+        .collect()
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<SessionStatus>,
+    what: &str,
+    f: impl FnMut(&SessionStatus) -> bool,
+) -> SessionStatus {
+    let res = tokio::time::timeout(Duration::from_secs(30), async {
+        rx.wait_for(f).await.map(|s| s.clone())
+    })
+    .await;
+    match res {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => panic!("{what}: session task ended"),
+        Err(_) => panic!("{what}: timed out; last status {:#?}", *rx.borrow()),
+    }
+}
+
+/// A passive, listening session on a free port; returns it with its port.
+async fn passive(port: u16, password: Option<&str>) -> (SessionHandle, u16) {
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), 179),
+        PASSIVE_AS,
+        ACTIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    cfg.passive = true;
+    cfg.listen = true;
+    cfg.listen_port = port;
+    cfg.hold_time = 3;
+    cfg.password = password.map(str::to_string);
+    let h = spawn(cfg);
+    let mut rx = h.status();
+    let s = wait_for(&mut rx, "listening", |s| s.listen_addr.is_some()).await;
+    (h, s.listen_addr.unwrap().port())
+}
+
+fn active(port: u16, password: Option<&str>) -> SessionHandle {
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), port),
+        ACTIVE_AS,
+        PASSIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    cfg.hold_time = 3;
+    cfg.connect_retry = Duration::from_millis(100);
+    cfg.password = password.map(str::to_string);
+    spawn(cfg)
+}
+
+async fn established(h: &SessionHandle, what: &str) -> SessionStatus {
+    let mut rx = h.status();
+    wait_for(&mut rx, what, |s| s.state == State::Established).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announce_withdraw_and_shutdown() {
+    let (p, port) = passive(0, None).await;
+    let a = active(port, None);
+    let sa = established(&a, "active established").await;
+    let sp = established(&p, "passive established").await;
+    assert_eq!(sa.established_generation, 1);
+    assert_eq!(sp.established_generation, 1);
+    let neg = sa.negotiated.clone().expect("negotiated");
+    assert!(neg.four_octet_as && neg.route_refresh);
+
+    // Nothing announced yet: the passive side saw only End-of-RIB.
+    let mut prx = p.status();
+    let mut arx = a.status();
+    wait_for(&mut arx, "empty initial table", |s| s.initial_table_sent).await;
+
+    a.set(routes(2000));
+    let sp = wait_for(&mut prx, "2000 received", |s| s.prefixes_received == 2000).await;
+    assert!(sp.updates_received >= 3, "2000 /32 need several UPDATEs");
+    let sa = wait_for(&mut arx, "2000 announced", |s| s.prefixes_announced == 2000).await;
+    assert!(sa.updates_sent >= 3);
+
+    // Withdraw 500.
+    a.set(routes(1500));
+    wait_for(&mut prx, "1500 left", |s| s.prefixes_received == 1500).await;
+    wait_for(&mut arx, "1500 announced", |s| s.prefixes_announced == 1500).await;
+
+    // Keepalives keep a 3 s hold time alive.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(p.status().borrow().state, State::Established);
+    assert_eq!(p.status().borrow().established_generation, 1);
+    assert_eq!(a.status().borrow().established_generation, 1);
+
+    // Shutdown: Cease 6/2 with the message reaches the other side.
+    a.shutdown(Some("maintenance window".into())).await;
+    let sp = wait_for(&mut prx, "passive down", |s| s.state != State::Established).await;
+    let Some(DownReason::NotificationReceived(n)) = &sp.last_down_reason else {
+        panic!("{sp:#?}")
+    };
+    assert_eq!((n.code, n.subcode), (6, 2));
+    assert_eq!(n.shutdown_message().as_deref(), Some("maintenance window"));
+    assert!(
+        sp.last_down
+            .as_deref()
+            .unwrap()
+            .contains("maintenance window"),
+        "{sp:?}"
+    );
+    assert_eq!(sp.prefixes_received, 0);
+    p.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_resends_the_full_table() {
+    let (p, port) = passive(0, None).await;
+    let a = active(port, None);
+    a.set(routes(2000));
+    let mut arx = a.status();
+    wait_for(&mut arx, "initial table", |s| {
+        s.initial_table_sent && s.prefixes_announced == 2000
+    })
+    .await;
+    let mut prx = p.status();
+    wait_for(&mut prx, "2000 received", |s| s.prefixes_received == 2000).await;
+    let sent_before = arx.borrow().updates_sent;
+
+    // Kill the passive side and bring up a fresh one on the same port.
+    p.shutdown(None).await;
+    let s = wait_for(&mut arx, "active down", |s| s.state != State::Established).await;
+    assert!(matches!(
+        s.last_down_reason,
+        Some(DownReason::NotificationReceived(_))
+    ));
+    let (p2, port2) = passive(port, None).await;
+    assert_eq!(port2, port);
+    let mut p2rx = p2.status();
+    wait_for(&mut p2rx, "2000 received again", |s| {
+        s.prefixes_received == 2000
+    })
+    .await;
+    let s = wait_for(&mut arx, "initial table again", |s| {
+        s.established_generation == 2 && s.initial_table_sent
+    })
+    .await;
+    assert_eq!(s.prefixes_announced, 2000);
+    assert!(s.updates_sent >= 2 * sent_before - 1, "{s:?}");
+    a.shutdown(None).await;
+    p2.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_md5_same_password_establishes() {
+    let (p, port) = passive(0, Some("s3cret")).await;
+    let a = active(port, Some("s3cret"));
+    established(&a, "active established").await;
+    established(&p, "passive established").await;
+    a.set(routes(100));
+    let mut prx = p.status();
+    wait_for(&mut prx, "100 received", |s| s.prefixes_received == 100).await;
+    a.shutdown(None).await;
+    p.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_md5_mismatch_does_not_establish() {
+    for (pw_passive, pw_active) in [(Some("s3cret"), Some("other")), (Some("s3cret"), None)] {
+        let (p, port) = passive(0, pw_passive).await;
+        let a = active(port, pw_active);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (h, who) in [(&a, "active"), (&p, "passive")] {
+            let s = h.status().borrow().clone();
+            assert!(
+                s.state < State::OpenSent && s.established_generation == 0,
+                "{who} with {pw_passive:?}/{pw_active:?}: {s:#?}"
+            );
+        }
+        a.shutdown(None).await;
+        p.shutdown(None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_sends_cease() {
+    let (p, port) = passive(0, None).await;
+    let a = active(port, None);
+    established(&p, "passive established").await;
+    established(&a, "active established").await;
+    drop(a);
+    let mut prx = p.status();
+    let s = wait_for(&mut prx, "passive down", |s| s.state != State::Established).await;
+    let Some(DownReason::NotificationReceived(n)) = &s.last_down_reason else {
+        panic!("{s:#?}")
+    };
+    assert_eq!((n.code, n.subcode), (6, 2));
+    p.shutdown(None).await;
+}
