@@ -254,10 +254,16 @@ pub(crate) fn parse_config(
     let value: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
+            // serde_yaml writes `path: message` when the error is below the root.
+            let msg = strip_location(&e.to_string());
+            let (path, msg) = match msg.split_once(": ") {
+                Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
+                _ => (String::new(), msg),
+            };
             return Err(vec![ConfigError {
                 line: e.location().map(|l| l.line()),
-                path: String::new(),
-                kind: ErrorKind::Yaml(strip_location(&e.to_string())),
+                path,
+                kind: ErrorKind::Yaml(msg),
             }]);
         }
     };
