@@ -173,7 +173,11 @@ impl KubeApiServer {
 
     /// Milliseconds from `start` until `/readyz` answered `ok`.
     pub fn ready_ms(&self) -> Option<u64> {
-        std::fs::read_to_string(self.dir.join("ready-ms")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.dir.join("ready-ms"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// PIDs of the processes started (kube-apiserver, etcd, optional watcher).
@@ -191,13 +195,22 @@ impl KubeApiServer {
             return Ok(());
         }
         self.stopped = true;
-        let status = Command::new(&self.script).arg("stop").arg(&self.dir).status();
+        let status = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
         if !matches!(status, Ok(s) if s.success()) {
             // Fall back to killing by PID directly.
             for pid in self.pids() {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
-            bail!("{} stop {} failed: {status:?}", self.script.display(), self.dir.display());
+            bail!(
+                "{} stop {} failed: {status:?}",
+                self.script.display(),
+                self.dir.display()
+            );
         }
         Ok(())
     }
@@ -209,7 +222,10 @@ impl Drop for KubeApiServer {
             eprintln!("kube-apiserver: {e:#}");
         }
         if std::thread::panicking() || std::env::var_os("FERROLB_KEEP_KUBE_DIR").is_some() {
-            eprintln!("kube-apiserver: state and logs kept in {}", self.dir.display());
+            eprintln!(
+                "kube-apiserver: state and logs kept in {}",
+                self.dir.display()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

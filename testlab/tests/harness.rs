@@ -1,0 +1,144 @@
+//! Self-tests of the harness against the real daemons alone (no ferrolb): gobgpd
+//! announcing to FRR and BIRD on a bridged LAN, and cleanup of namespaces and PIDs.
+
+use std::time::Duration;
+
+use ferrolb_testlab::*;
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn gobgpd_announces_to_frr_and_bird() -> anyhow::Result<()> {
+    if !require_root_or_skip(
+        "gobgpd_announces_to_frr_and_bird",
+        &["gobgpd", "gobgp", "vtysh", "bird", "birdc", util::FRR_BGPD],
+    ) {
+        return Ok(());
+    }
+    let lan = Lan::new()?;
+    let sp = Netns::new()?;
+    let fr = Netns::new()?;
+    let bi = Netns::new()?;
+    lan.attach(&sp, "eth0", &["198.18.0.2/24", "2001:db8:ff::2/64"])?;
+    lan.attach(&fr, "eth0", &["198.18.0.1/24", "2001:db8:ff::1/64"])?;
+    lan.attach(&bi, "eth0", &["198.18.0.3/24", "2001:db8:ff::3/64"])?;
+
+    let frr = Frr::start(
+        &fr,
+        FrrConfig::new(64512, "198.18.0.1").neighbor(FrrNeighbor::new("198.18.0.2", 4_200_000_001)),
+    )?;
+    let bird = Bird::start(
+        &bi,
+        BirdConfig::new(64512, "198.18.0.3")
+            .neighbor(BirdNeighbor::new("198.18.0.2", 4_200_000_001)),
+    )?;
+    let g = Gobgpd::start(
+        &sp,
+        GobgpdConfig::new(4_200_000_001, "198.18.0.2")
+            .neighbor(GobgpNeighbor::new("198.18.0.1", 64512))
+            .neighbor(GobgpNeighbor::new("198.18.0.3", 64512)),
+    )?;
+    for i in 1..=3 {
+        g.add_route(&RouteSpec {
+            prefix: format!("172.17.254.{i}/32"),
+            nexthop: "198.18.0.2".into(),
+            communities: vec!["64512:100".into(), "65535:65281".into()],
+            large_communities: vec!["4200000001:1:2".into()],
+            med: Some(7),
+            ..RouteSpec::default()
+        })?;
+    }
+    g.add_route(&RouteSpec {
+        prefix: "2001:db8:254::1/128".into(),
+        nexthop: "2001:db8:ff::2".into(),
+        communities: vec!["64512:6".into()],
+        ..RouteSpec::default()
+    })?;
+    let t0 = std::time::Instant::now();
+    frr.wait_established("198.18.0.2", T)?;
+    bird.wait_established("198.18.0.2", T)?;
+    eprintln!("both sessions up after {:?}", t0.elapsed());
+
+    let r = frr.wait_rib_count(Family::Ipv4Unicast, 3, T)?;
+    let p = r[0].best().unwrap();
+    assert_eq!(r[0].prefix, "172.17.254.1/32");
+    assert_eq!(p.nexthop, "198.18.0.2");
+    assert_eq!(p.as_path, vec![4_200_000_001]);
+    assert_eq!(p.communities, vec!["64512:100", "65535:65281"]);
+    assert_eq!(p.large_communities, vec!["4200000001:1:2"]);
+    assert_eq!(p.med, Some(7));
+    assert_eq!(p.origin, Some(Origin::Igp));
+    let r6 = frr.wait_rib_count(Family::Ipv6Unicast, 1, T)?;
+    assert_eq!(r6[0].prefix, "2001:db8:254::1/128");
+    assert_eq!(r6[0].best().unwrap().nexthop, "2001:db8:ff::2");
+
+    let r = bird.wait_rib_count(Family::Ipv4Unicast, 3, T);
+    eprintln!("{}", bird.birdc("show route all")?);
+    eprintln!("{}", bird.birdc("show protocols all")?);
+    let r = r?;
+    let p = r[2].best().unwrap();
+    assert_eq!(r[2].prefix, "172.17.254.3/32");
+    assert_eq!(p.nexthop, "198.18.0.2");
+    assert_eq!(p.as_path, vec![4_200_000_001]);
+    assert_eq!(p.communities, vec!["64512:100", "65535:65281"]);
+    assert_eq!(p.large_communities, vec!["4200000001:1:2"]);
+    assert_eq!(p.med, Some(7));
+    let r6 = bird.wait_rib_count(Family::Ipv6Unicast, 1, T)?;
+    assert_eq!(r6[0].best().unwrap().nexthop, "2001:db8:ff::2");
+
+    // Withdrawal reaches both.
+    g.del_route("172.17.254.2/32")?;
+    frr.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    bird.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    eprintln!("{}", frr.vtysh("show bgp ipv4 unicast json detail")?);
+    Ok(())
+}
+
+#[test]
+fn guards_clean_up_namespaces_and_pids() -> anyhow::Result<()> {
+    if !require_root_or_skip(
+        "guards_clean_up_namespaces_and_pids",
+        &["gobgpd", "gobgp", util::FRR_BGPD],
+    ) {
+        return Ok(());
+    }
+    let (names, pids) = {
+        let pair = Pair::new(&["198.18.0.2/24"], &["198.18.0.1/24"])?;
+        let g = Gobgpd::start(&pair.a, GobgpdConfig::new(64522, "198.18.0.2"))?;
+        let f = Frr::start(&pair.b, FrrConfig::new(64512, "198.18.0.1"))?;
+        let mut sleeper = std::process::Command::new("sleep");
+        sleeper.arg("600");
+        let s = pair.a.spawn(sleeper)?;
+        // A process the harness did not wrap in a Proc: the Netns guard kills it by PID.
+        let stray = pair
+            .b
+            .spawn(std::process::Command::new("sleep").tap_arg("601"))?;
+        let stray_pid = stray.pid();
+        std::mem::forget(stray);
+        let mut pids = vec![g.pid().unwrap(), s.pid(), stray_pid];
+        pids.extend(f.pids());
+        let names = vec![pair.a.name().to_string(), pair.b.name().to_string()];
+        assert!(list_netns().contains(&names[0]));
+        assert!(pids.iter().all(|p| pid_alive(*p)));
+        (names, pids)
+    };
+    let left: Vec<_> = list_netns()
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let alive: Vec<_> = pids.iter().filter(|p| pid_alive(**p)).collect();
+    assert!(alive.is_empty(), "PIDs still alive: {alive:?}");
+    Ok(())
+}
+
+trait TapArg {
+    fn tap_arg(&mut self, a: &str) -> std::process::Command;
+}
+impl TapArg for std::process::Command {
+    fn tap_arg(&mut self, a: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(self.get_program());
+        c.args(self.get_args()).arg(a);
+        c
+    }
+}
