@@ -7,7 +7,6 @@
 //! routes anywhere (it parses and judges them, as RFC 7606 asks). There is no
 //! Kubernetes in this crate.
 
-pub mod driver;
+pub mod adj_out;
 pub mod fsm;
-mod md5;
 pub mod wire;
