@@ -8,5 +8,7 @@
 //! Kubernetes in this crate.
 
 pub mod adj_out;
+pub mod driver;
 pub mod fsm;
+mod md5;
 pub mod wire;
