@@ -198,6 +198,29 @@ impl Ctx<'_> {
         }
     }
 
+    /// A boolean. Besides YAML 1.2's `true`/`false`, the YAML 1.1 spellings that
+    /// MetalLB's Go YAML decoder takes as booleans (`yes`, `on`, `n`, ...) are accepted.
+    fn boolean(&mut self, v: Option<Value>, path: &str) -> Option<bool> {
+        match v {
+            Some(Value::String(s)) => match s.as_str() {
+                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "True" | "TRUE" => {
+                    Some(true)
+                }
+                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "False" | "FALSE" => {
+                    Some(false)
+                }
+                _ => {
+                    self.err(
+                        path,
+                        ErrorKind::Yaml(format!("expected a boolean, found {s:?}")),
+                    );
+                    None
+                }
+            },
+            v => self.field::<bool>(v, path),
+        }
+    }
+
     /// A list; absent or null gives an empty list.
     fn seq(&mut self, v: Option<Value>, path: &str) -> Result<Vec<Value>, ()> {
         match v {
@@ -491,7 +514,7 @@ fn parse_peer(ctx: &mut Ctx<'_>, item: Value, path: &str) -> Option<Peer> {
         .flatten()
         .filter(|s| !s.is_empty());
     let ebgp_multihop = ctx
-        .field::<bool>(raw.ebgp_multihop, &p("ebgp-multihop"))
+        .boolean(raw.ebgp_multihop, &p("ebgp-multihop"))
         .unwrap_or(false);
     let node_selectors = parse_selectors(ctx, raw.node_selectors, &p("node-selectors"));
 
@@ -716,10 +739,10 @@ fn parse_pools(
         let entries = &all_entries[first_entry..];
 
         let auto_assign = ctx
-            .field::<bool>(raw.auto_assign, &p("auto-assign"))
+            .boolean(raw.auto_assign, &p("auto-assign"))
             .unwrap_or(true);
         let avoid_buggy_ips = ctx
-            .field::<bool>(raw.avoid_buggy_ips, &p("avoid-buggy-ips"))
+            .boolean(raw.avoid_buggy_ips, &p("avoid-buggy-ips"))
             .unwrap_or(false);
 
         let adp = p("bgp-advertisements");

@@ -78,7 +78,8 @@ fn table_of_single_errors() {
         (peer_with("  router-id: 1.2.3\n"), 5, "peers[0].router-id", "\"1.2.3\" is not an IPv4 address"),
         (peer_with("  router-id: \"::1\"\n"), 5, "peers[0].router-id", "\"::1\" is not an IPv4 address"),
         (peer_with("  source-address: nowhere\n"), 5, "peers[0].source-address", "\"nowhere\" is not an IP address"),
-        (peer_with("  ebgp-multihop: yes\n"), 5, "peers[0].ebgp-multihop", "invalid type"),
+        (peer_with("  ebgp-multihop: maybe\n"), 5, "peers[0].ebgp-multihop", "expected a boolean, found \"maybe\""),
+        (peer_with("  ebgp-multihop: 1\n"), 5, "peers[0].ebgp-multihop", "invalid type"),
         (peer_with("  node-selectors: {a: b}\n"), 5, "peers[0].node-selectors", "expected a list"),
         (
             peer_with("  node-selectors:\n  - match-expressions:\n    - {key: a, operator: In}\n"),

@@ -391,3 +391,14 @@ fn range_pool_aggregation_uses_lowest_mask_per_entry() {
          \x20 bgp-advertisements: [{aggregation-length: 24, aggregation-length-v6: 120}]\n",
     );
 }
+
+#[test]
+fn yaml_1_1_booleans_as_go_yaml_reads_them() {
+    let cfg = parse(
+        "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, ebgp-multihop: yes}\n\
+         address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/24], auto-assign: off, avoid-buggy-ips: On}\n",
+    );
+    assert!(cfg.peers[0].ebgp_multihop);
+    assert!(!cfg.pools[0].auto_assign);
+    assert!(cfg.pools[0].avoid_buggy_ips);
+}

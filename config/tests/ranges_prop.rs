@@ -1,0 +1,71 @@
+//! Properties of range → CIDR decomposition and overlap detection.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ferrolb_config::{AddrRange, Config, ip_to_u128};
+use proptest::prelude::*;
+
+fn check_cover(r: &AddrRange) {
+    let cidrs = r.to_cidrs();
+    // In order, adjacent, aligned, exactly covering start..=end.
+    let mut next = r.start_u128();
+    for (i, c) in cidrs.iter().enumerate() {
+        let net = ip_to_u128(c.network());
+        let last = ip_to_u128(c.broadcast());
+        assert_eq!(
+            net, next,
+            "{r}: cidr {i} {c} does not start where the previous ended"
+        );
+        assert_eq!(c.trunc(), *c, "{c} not aligned");
+        if i + 1 == cidrs.len() {
+            assert_eq!(
+                last,
+                r.end_u128(),
+                "{r}: last cidr {c} does not end at the end"
+            );
+        } else {
+            next = last + 1;
+        }
+    }
+    // Minimal: no two neighbours could merge into one aligned block.
+    for w in cidrs.windows(2) {
+        let merged = w[0].supernet().filter(|s| w[1].supernet() == Some(*s));
+        assert!(
+            merged.is_none() || w[0].prefix_len() != w[1].prefix_len(),
+            "{r}: {} and {} merge",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn v4_ranges_decompose_exactly(a in any::<u32>(), b in any::<u32>()) {
+        let (s, e) = (a.min(b), a.max(b));
+        let r = AddrRange::new(IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(e))).unwrap();
+        check_cover(&r);
+        prop_assert_eq!(r.len(), u128::from(e - s) + 1);
+    }
+
+    #[test]
+    fn v6_ranges_decompose_exactly(a in any::<u128>(), span in 0u128..1_000_000) {
+        let e = a.saturating_add(span);
+        let r = AddrRange::new(IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(e))).unwrap();
+        check_cover(&r);
+    }
+
+    #[test]
+    fn two_pools_are_rejected_exactly_when_ranges_share_an_address(
+        a in 0u32..64, b in 0u32..64, c in 0u32..64, d in 0u32..64,
+    ) {
+        let (a, b) = (a.min(b), a.max(b));
+        let (c, d) = (c.min(d), c.max(d));
+        let text = format!(
+            "address-pools:\n- {{name: x, protocol: bgp, addresses: [10.0.0.{a}-10.0.0.{b}]}}\n\
+             - {{name: y, protocol: layer2, addresses: [10.0.0.{c}-10.0.0.{d}]}}\n"
+        );
+        let overlap = a <= d && c <= b;
+        prop_assert_eq!(Config::parse(&text).is_err(), overlap, "{}", text);
+    }
+}
