@@ -389,7 +389,7 @@ fn parse_peers(ctx: &mut Ctx<'_>, v: Option<Value>) -> Vec<Peer> {
 }
 
 fn parse_ip(ctx: &mut Ctx<'_>, v: Option<Value>, path: &str) -> Result<Option<IpAddr>, ()> {
-    let Some(s) = ctx.text(v, path)? else {
+    let Some(s) = ctx.text(v, path)?.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     match s.parse::<IpAddr>() {

@@ -57,6 +57,7 @@ fn table_of_single_errors() {
         (peer_with("  bfd-profile: p1\n"), 5, "peers[0].bfd-profile", "\"bfd-profile\" is not supported"),
         // Peers.
         ("peers:\n- peer-asn: 1\n  my-asn: 2\n".into(), 2, "peers[0].peer-address", "is required"),
+        ("peers:\n- peer-address: \"\"\n  peer-asn: 1\n  my-asn: 2\n".into(), 2, "peers[0].peer-address", "is required"),
         ("peers:\n- peer-address: 10.0.0.1\n  my-asn: 2\n".into(), 2, "peers[0].peer-asn", "is required"),
         ("peers:\n- peer-address: 10.0.0.1\n  peer-asn: 1\n".into(), 2, "peers[0].my-asn", "is required"),
         ("peers:\n- peer-address: 10.0.0.1\n  peer-asn: 0\n  my-asn: 2\n".into(), 3, "peers[0].peer-asn", "must not be 0"),

@@ -362,6 +362,11 @@ fn summary_counts() {
         "valid: 2 peers, 3 pools (2 bgp, 1 layer2), 256+11+2^64 addresses"
     );
     assert_eq!(cfg.pool("b").unwrap().size(), 11);
+    let all = parse("address-pools:\n- {name: all, protocol: bgp, addresses: [\"::/0\"]}\n");
+    assert_eq!(
+        all.summary(),
+        "valid: 0 peers, 1 pool (1 bgp, 0 layer2), 2^128 addresses"
+    );
     assert_eq!(cfg.pool_for(ip("fc00::1234")).unwrap().name, "c");
 }
 
