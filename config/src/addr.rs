@@ -153,6 +153,15 @@ impl AddrRange {
     }
 }
 
+impl FromStr for AddrRange {
+    type Err = ErrorKind;
+
+    /// Same as [`AddrRange::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AddrRange::parse(s)
+    }
+}
+
 impl std::fmt::Display for AddrRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.start, self.end)

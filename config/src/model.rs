@@ -83,6 +83,12 @@ impl Protocol {
     }
 }
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One address pool (`address-pools[i]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
