@@ -320,7 +320,8 @@ pub struct Update {
     /// Decode only (RFC 7606): an attribute error means every prefix in this
     /// UPDATE must be treated as withdrawn. Never set when encoding.
     pub treat_as_withdraw: bool,
-    /// Decode only (RFC 7606): type codes of attributes that were malformed and discarded.
+    /// Decode only (RFC 7606): type codes of attributes that were malformed and discarded
+    /// (attribute discard), or repeated and dropped after their first occurrence (§3 (g)).
     pub discarded: Vec<u8>,
 }
 
