@@ -383,6 +383,9 @@ async fn run(
     } else {
         None
     };
+    if d.cfg.passive && listener.is_none() {
+        warn!("passive peer without a listening socket: the session cannot come up");
+    }
     d.feed(Input::Start);
     d.publish();
     loop {
@@ -834,13 +837,19 @@ impl Driver {
         self.feed(Input::Stop { communication });
         self.connecting = None;
         self.publish();
-        let writers: Vec<_> = self.closing.drain(..).collect();
-        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, async {
-            for w in writers {
+        let mut writers: Vec<_> = self.closing.drain(..).collect();
+        let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+            for w in &mut writers {
                 let _ = w.await;
             }
         })
         .await;
+        if flushed.is_err() {
+            warn!("peer did not take the NOTIFICATION in time; closing anyway");
+            for w in &writers {
+                w.abort();
+            }
+        }
     }
 
     fn publish(&mut self) {

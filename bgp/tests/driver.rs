@@ -212,3 +212,147 @@ async fn dropping_the_handle_sends_cease() {
     assert_eq!((n.code, n.subcode), (6, 2));
     p.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_table_goes_out_whole() {
+    // 100k /32 (about 124 full UPDATEs). No timing assertion; the elapsed time is printed.
+    let (p, port) = passive(0, None).await;
+    let a = active(port, None);
+    established(&a, "active established").await;
+    let table = routes(100_000);
+    let start = std::time::Instant::now();
+    a.set(table);
+    let mut arx = a.status();
+    let s = wait_for(&mut arx, "100k announced", |s| {
+        s.prefixes_announced == 100_000
+    })
+    .await;
+    let mut prx = p.status();
+    let sp = wait_for(&mut prx, "100k received", |s| {
+        s.prefixes_received == 100_000
+    })
+    .await;
+    println!(
+        "100k /32: {} UPDATEs sent, {} received, {:?} from set() to fully received",
+        s.updates_sent,
+        sp.updates_received,
+        start.elapsed()
+    );
+    assert!(s.updates_sent >= 124, "{s:?}");
+    // The session survived the burst.
+    assert_eq!(p.status().borrow().established_generation, 1);
+    a.shutdown(None).await;
+    p.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_peers_with_md5_and_both_families() {
+    let v6 = std::net::Ipv6Addr::LOCALHOST;
+    let families = vec![
+        ferrolb_bgp::wire::Family::IPV4_UNICAST,
+        ferrolb_bgp::wire::Family::IPV6_UNICAST,
+    ];
+    let mut pc = PeerConfig::new(
+        SocketAddr::new(v6.into(), 179),
+        PASSIVE_AS,
+        ACTIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    pc.passive = true;
+    pc.listen = true;
+    pc.listen_port = 0;
+    pc.password = Some("v6-secret".into());
+    pc.families = families.clone();
+    let p = spawn(pc);
+    let mut prx = p.status();
+    let port = wait_for(&mut prx, "listening", |s| s.listen_addr.is_some())
+        .await
+        .listen_addr
+        .unwrap()
+        .port();
+    let mut ac = PeerConfig::new(
+        SocketAddr::new(v6.into(), port),
+        ACTIVE_AS,
+        PASSIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    ac.password = Some("v6-secret".into());
+    ac.families = families.clone();
+    ac.connect_retry = Duration::from_millis(100);
+    ac.local_addr = Some(v6.into());
+    let a = spawn(ac);
+    let s = established(&a, "active established").await;
+    assert_eq!(s.negotiated.unwrap().families, families);
+    // IPv6 routes take the session's local IPv6 address as next hop; IPv4
+    // routes need an explicit IPv4 next hop on an IPv6-only session.
+    let mut table: Routes = (0..50u16)
+        .map(|i| {
+            let net: IpNet = format!("2001:db8:{i:x}::/48").parse().unwrap();
+            (net, RouteAttrs::default())
+        })
+        .collect();
+    for (net, mut attrs) in routes(10) {
+        attrs.next_hop = Some(Ipv4Addr::new(198, 18, 0, 2).into());
+        table.insert(net, attrs);
+    }
+    a.set(table);
+    wait_for(&mut prx, "60 received", |s| s.prefixes_received == 60).await;
+    a.shutdown(None).await;
+    p.shutdown(None).await;
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_active_and_listening_settle_on_one_connection() {
+    // Each side connects to the other's port and accepts: collisions happen
+    // (RFC 4271 §6.8) and both must end up Established on the same connection.
+    for _ in 0..3 {
+        let (port_a, port_b) = (free_port(), free_port());
+        let cfg = |listen: u16, connect: u16, local_as, peer_as, id| {
+            let mut c = PeerConfig::new(
+                SocketAddr::new(LOCALHOST.into(), connect),
+                local_as,
+                peer_as,
+                id,
+            );
+            c.listen = true;
+            c.listen_port = listen;
+            c.hold_time = 3;
+            c.connect_retry = Duration::from_millis(50);
+            c
+        };
+        let a = spawn(cfg(
+            port_a,
+            port_b,
+            ACTIVE_AS,
+            PASSIVE_AS,
+            Ipv4Addr::new(198, 18, 0, 2),
+        ));
+        let b = spawn(cfg(
+            port_b,
+            port_a,
+            PASSIVE_AS,
+            ACTIVE_AS,
+            Ipv4Addr::new(198, 18, 0, 1),
+        ));
+        established(&a, "a established").await;
+        established(&b, "b established").await;
+        a.set(routes(10));
+        let mut brx = b.status();
+        wait_for(&mut brx, "10 received", |s| s.prefixes_received == 10).await;
+        // Stable: no flapping after the collision settled.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.status().borrow().state, State::Established);
+        assert_eq!(b.status().borrow().state, State::Established);
+        a.shutdown(None).await;
+        b.shutdown(None).await;
+    }
+}
