@@ -356,3 +356,106 @@ async fn both_sides_active_and_listening_settle_on_one_connection() {
         b.shutdown(None).await;
     }
 }
+
+/// A scripted raw peer: accepts our connection, speaks through the codec.
+mod raw {
+    use bytes::BytesMut;
+    use ferrolb_bgp::wire::{Capability, Family, Message, Negotiated, Open, frame_len};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub async fn read_msg(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Message> {
+        loop {
+            if let Ok(Some(n)) = frame_len(buf, 4096)
+                && buf.len() >= n
+            {
+                let frame = buf.split_to(n);
+                return Some(Message::decode(&frame, &Negotiated::default()).unwrap());
+            }
+            if s.read_buf(buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    pub async fn write_msg(s: &mut TcpStream, m: Message) {
+        let mut out = BytesMut::new();
+        m.encode(&Negotiated::default(), &mut out).unwrap();
+        s.write_all(&out).await.unwrap();
+    }
+
+    /// OPEN exchange up to the point where both sides sent KEEPALIVE.
+    pub async fn handshake(s: &mut TcpStream, buf: &mut BytesMut, asn: u32, hold: u16) -> Open {
+        let Some(Message::Open(ours)) = read_msg(s, buf).await else {
+            panic!("expected OPEN")
+        };
+        let caps = vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::FourOctetAs(asn),
+        ];
+        let open = Open::new(asn, hold, "198.18.0.1".parse().unwrap(), caps);
+        write_msg(s, Message::Open(open)).await;
+        write_msg(s, Message::Keepalive).await;
+        assert_eq!(read_msg(s, buf).await, Some(Message::Keepalive));
+        ours
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_timer_expiry_and_malformed_message_over_tcp() {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    let mut arx = a.status();
+
+    // 1. The peer goes silent: after the 3 s hold time we send 4/0 and go down.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let ours = raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    assert_eq!(ours.asn(), ACTIVE_AS);
+    assert!(
+        ours.capabilities
+            .contains(&ferrolb_bgp::wire::Capability::RouteRefresh)
+    );
+    wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    // Our keepalives arrive (hold 3 -> keepalive 1 s), then the NOTIFICATION.
+    let mut keepalives = 0;
+    let n = loop {
+        match raw::read_msg(&mut s, &mut buf).await {
+            Some(ferrolb_bgp::wire::Message::Keepalive) => keepalives += 1,
+            Some(ferrolb_bgp::wire::Message::Update(_)) => {} // End-of-RIB
+            Some(ferrolb_bgp::wire::Message::Notification(n)) => break n,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(keepalives >= 1);
+    assert_eq!((n.code, n.subcode), (4, 0));
+    let st = wait_for(&mut arx, "down", |s| s.state != State::Established).await;
+    assert_eq!(st.last_down_reason, Some(DownReason::HoldTimerExpired));
+
+    // 2. The session reconnects by itself; this time the peer sends garbage.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+    wait_for(&mut arx, "established again", |s| {
+        s.established_generation == 2
+    })
+    .await;
+    tokio::io::AsyncWriteExt::write_all(&mut s, &[0u8; 19])
+        .await
+        .unwrap();
+    let n = loop {
+        match raw::read_msg(&mut s, &mut buf).await {
+            Some(ferrolb_bgp::wire::Message::Notification(n)) => break n,
+            Some(_) => {}
+            None => panic!("closed without NOTIFICATION"),
+        }
+    };
+    assert_eq!((n.code, n.subcode), (1, 1));
+    let st = wait_for(&mut arx, "down again", |s| s.state != State::Established).await;
+    assert!(
+        matches!(&st.last_down_reason, Some(DownReason::NotificationSent(n)) if n.code == 1),
+        "{st:?}"
+    );
+    a.shutdown(None).await;
+}
