@@ -21,8 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Allocate LoadBalancer IPs to Services (not yet implemented).
-    Controller,
+    /// Allocate LoadBalancer IPs to Services from the configured address pools.
+    Controller(ferrolb_controller::ControllerOpts),
     /// Announce this node's service IPs over BGP (not yet implemented).
     Speaker,
     /// Validate a MetalLB-format config: a ConfigMap manifest or the bare config text.
@@ -36,6 +36,11 @@ fn main() -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Validate(args) => validate::run(args),
         Cmd::Announce(args) => announce::run(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Controller | Cmd::Speaker => anyhow::bail!("not yet implemented"),
+        Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(ferrolb_controller::run(opts))
+            .map(|()| ExitCode::SUCCESS),
+        Cmd::Speaker => anyhow::bail!("not yet implemented"),
     }
 }

@@ -40,8 +40,8 @@ use crate::fsm::{
 };
 use crate::md5;
 use crate::wire::{
-    Family, MAX_EXTENDED_MESSAGE_LEN, Message, Negotiated, Notification, Update, code, frame_len,
-    subcode,
+    Family, MAX_EXTENDED_MESSAGE_LEN, Message, Negotiated, Notification, RouteRefresh, Update,
+    code, frame_len, subcode,
 };
 
 /// Largest batch of UPDATE bytes handed to the writer at once.
@@ -152,6 +152,8 @@ pub struct SessionStatus {
     pub prefixes_received: usize,
     /// Where inbound connections are accepted, when listening.
     pub listen_addr: Option<SocketAddr>,
+    /// The last outbound connection failure (refused, timed out, ...), cleared on Established.
+    pub last_connect_error: Option<String>,
 }
 
 impl Default for SessionStatus {
@@ -168,6 +170,7 @@ impl Default for SessionStatus {
             updates_received: 0,
             prefixes_received: 0,
             listen_addr: None,
+            last_connect_error: None,
         }
     }
 }
@@ -476,11 +479,7 @@ impl Driver {
             }
             Output::Established(neg) => self.on_established(neg),
             Output::Down(reason) => self.on_down(reason),
-            Output::RouteRefreshRequested(family) => {
-                info!(?family, "route refresh requested: sending the table again");
-                self.adj.reset();
-                self.send_updates(None);
-            }
+            Output::RouteRefreshRequested(family) => self.route_refresh(family),
             Output::UpdateReceived(u) => self.on_update(u),
         }
     }
@@ -524,6 +523,7 @@ impl Driver {
             }
             Err(e) => {
                 info!(error = %e, "connect failed");
+                self.status.last_connect_error = Some(e.to_string());
                 self.feed(Input::ConnectFailed);
             }
         }
@@ -689,6 +689,45 @@ impl Driver {
         }
     }
 
+    /// The peer asked for our routes again. The Adj-RIB-Out has no
+    /// per-family reset, so every family is re-sent (re-announcing is an
+    /// implicit replace); with enhanced route refresh (RFC 7313) the
+    /// re-advertisement sits between BoRR and EoRR for the requested family.
+    fn route_refresh(&mut self, family: Family) {
+        info!(?family, "route refresh requested: sending the table again");
+        let Some(id) = self.session.established_conn() else {
+            return;
+        };
+        let enhanced = self
+            .session
+            .negotiated(id)
+            .is_some_and(|n| n.enhanced_route_refresh);
+        let marker = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
+        if enhanced {
+            self.send_bulk(id, &marker(1));
+        }
+        self.adj.reset();
+        self.send_updates(None);
+        if enhanced {
+            self.send_bulk(id, &marker(2));
+        }
+    }
+
+    /// One message on the bulk queue (ordered with the UPDATEs).
+    fn send_bulk(&mut self, id: ConnId, m: &Message) {
+        let neg = self.negotiated_for(id);
+        let Some(io) = self.conns.get(&id) else {
+            return;
+        };
+        let mut buf = BytesMut::new();
+        match m.encode(&neg, &mut buf) {
+            Ok(()) => {
+                let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
+            }
+            Err(e) => warn!(%id, error = %e, "cannot encode message"),
+        }
+    }
+
     fn set_routes(&mut self, routes: Routes) {
         debug!(routes = routes.len(), "desired routes set");
         self.adj.set_desired(routes);
@@ -700,6 +739,7 @@ impl Driver {
         self.status.initial_table_sent = false;
         self.status.updates_received = 0;
         self.status.negotiated = Some(neg.clone());
+        self.status.last_connect_error = None;
         info!(
             peer_id = ?self.session.peer_router_id(),
             timers = ?self.session.timers(),

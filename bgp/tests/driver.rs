@@ -386,13 +386,24 @@ mod raw {
 
     /// OPEN exchange up to the point where both sides sent KEEPALIVE.
     pub async fn handshake(s: &mut TcpStream, buf: &mut BytesMut, asn: u32, hold: u16) -> Open {
+        handshake_with(s, buf, asn, hold, vec![]).await
+    }
+
+    pub async fn handshake_with(
+        s: &mut TcpStream,
+        buf: &mut BytesMut,
+        asn: u32,
+        hold: u16,
+        extra: Vec<Capability>,
+    ) -> Open {
         let Some(Message::Open(ours)) = read_msg(s, buf).await else {
             panic!("expected OPEN")
         };
-        let caps = vec![
+        let mut caps = vec![
             Capability::Multiprotocol(Family::IPV4_UNICAST),
             Capability::FourOctetAs(asn),
         ];
+        caps.extend(extra);
         let open = Open::new(asn, hold, "198.18.0.1".parse().unwrap(), caps);
         write_msg(s, Message::Open(open)).await;
         write_msg(s, Message::Keepalive).await;
@@ -457,5 +468,76 @@ async fn hold_timer_expiry_and_malformed_message_over_tcp() {
         matches!(&st.last_down_reason, Some(DownReason::NotificationSent(n)) if n.code == 1),
         "{st:?}"
     );
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_route_refresh_resends_between_borr_and_eorr() {
+    use ferrolb_bgp::wire::{Capability, Family, Message, RouteRefresh};
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    a.set(routes(10));
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let caps = vec![Capability::RouteRefresh, Capability::EnhancedRouteRefresh];
+    raw::handshake_with(&mut s, &mut buf, PASSIVE_AS, 90, caps).await;
+    // Initial table: 10 prefixes, then End-of-RIB (an empty UPDATE).
+    let mut nlri = 0;
+    loop {
+        match raw::read_msg(&mut s, &mut buf).await {
+            Some(Message::Update(u)) if u.nlri.is_empty() && u.withdrawn.is_empty() => break,
+            Some(Message::Update(u)) => nlri += u.nlri.len(),
+            Some(Message::Keepalive) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(nlri, 10);
+    let rr = |subtype| {
+        Message::RouteRefresh(RouteRefresh {
+            family: Family::IPV4_UNICAST,
+            subtype,
+        })
+    };
+    raw::write_msg(&mut s, rr(0)).await;
+    let mut seen = Vec::new();
+    loop {
+        match raw::read_msg(&mut s, &mut buf).await {
+            Some(Message::Keepalive) => {}
+            Some(Message::Update(u)) => seen.push(format!("update {}", u.nlri.len())),
+            Some(m @ Message::RouteRefresh(_)) => {
+                let done = m == rr(2);
+                seen.push(format!("{m:?}"));
+                if done {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            format!("{:?}", rr(1)),
+            "update 10".to_string(),
+            format!("{:?}", rr(2))
+        ]
+    );
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_reported_and_retried() {
+    let a = active(free_port(), None);
+    let mut arx = a.status();
+    let s = wait_for(&mut arx, "connect error", |s| {
+        s.last_connect_error.is_some()
+    })
+    .await;
+    assert!(
+        s.state == State::Active || s.state == State::Connect,
+        "{s:?}"
+    );
+    assert_eq!(s.established_generation, 0);
     a.shutdown(None).await;
 }
