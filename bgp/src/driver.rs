@@ -152,7 +152,8 @@ pub struct SessionStatus {
     pub prefixes_received: usize,
     /// Where inbound connections are accepted, when listening.
     pub listen_addr: Option<SocketAddr>,
-    /// The last outbound connection failure (refused, timed out, ...), cleared on Established.
+    /// The last outbound connection failure (refused, timed out, ...) or
+    /// listening failure; cleared on Established.
     pub last_connect_error: Option<String>,
 }
 
@@ -379,7 +380,7 @@ async fn run(
             }
             Err(e) => {
                 warn!(error = %e, "cannot listen for inbound connections");
-                d.status.last_down = Some(format!("listen failed: {e}"));
+                d.status.last_connect_error = Some(format!("listen failed: {e}"));
                 None
             }
         }
