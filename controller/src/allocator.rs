@@ -534,16 +534,21 @@ impl Range {
         self.free.insert(s, e);
     }
 
-    fn total(&self) -> u128 {
-        let n = (self.hi - self.lo).saturating_add(1);
+    /// Assignable (not skippable) addresses in `[s, e]`; saturates.
+    fn assignable(&self, s: u128, e: u128) -> u128 {
+        let n = (e - s).saturating_add(1);
         if !self.avoid {
             return n;
         }
         // Skippable addresses in [0, x]: two per full /24 block, plus .0 of the
         // partial block, plus .255 if x itself ends the block.
         let upto = |x: u128| (x >> 8) * 2 + 1 + u128::from(x & 0xff == 0xff);
-        let skipped = upto(self.hi) - if self.lo == 0 { 0 } else { upto(self.lo - 1) };
+        let skipped = upto(e) - if s == 0 { 0 } else { upto(s - 1) };
         n - skipped
+    }
+
+    fn total(&self) -> u128 {
+        self.assignable(self.lo, self.hi)
     }
 }
 
@@ -908,7 +913,7 @@ impl Allocator {
                         return Err(format!("unmerged free intervals in pool {}", p.name));
                     }
                     prev_end = Some(e);
-                    free_count += (s..=e).filter(|&x| !r.skippable(x)).count() as u128;
+                    free_count = free_count.saturating_add(r.assignable(s, e));
                 }
                 let used_here = self.ips.range((r.fam, r.lo)..=(r.fam, r.hi)).count() as u128;
                 if free_count + used_here != r.total() {
