@@ -125,7 +125,14 @@ impl BirdConfig {
                     Family::Ipv4Unicast => "ipv4",
                     Family::Ipv6Unicast => "ipv6",
                 };
-                s += &format!("  {kw} {{ import all; export none; gateway direct; }};\n");
+                // eBGP single-hop: next hop must be on-link; iBGP/multihop resolve it
+                // recursively through the connected routes of `protocol direct`.
+                let gw = if n.asn != self.asn && !n.multihop {
+                    " gateway direct;"
+                } else {
+                    ""
+                };
+                s += &format!("  {kw} {{ import all; export none;{gw} }};\n");
             }
             s += "}\n";
         }

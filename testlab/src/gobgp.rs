@@ -225,6 +225,14 @@ impl Gobgpd {
         self.proc.as_mut()
     }
 
+    /// gobgpd's log so far (stdout and stderr of the current process).
+    pub fn log(&self) -> String {
+        self.proc
+            .as_ref()
+            .map(|p| p.stdout() + &p.stderr())
+            .unwrap_or_default()
+    }
+
     /// SIGKILL gobgpd (a crash: no NOTIFICATION, TCP closed by the kernel).
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -1,0 +1,692 @@
+//! Interop: `ferrolb announce` against the real Debian daemons (gobgpd 3.10, FRR 8.4
+//! bgpd, BIRD 2.0) in private network namespaces joined by a veth, and against a raw
+//! misbehaving peer on 127.0.0.1 that sends malformed UPDATEs.
+//!
+//! Topology of each daemon test (built per test by ferrolb-testlab, removed on drop):
+//! ```text
+//!  netns A (ferrolb announce)  eth0 198.18.0.2/24 2001:db8:ff::2/64
+//!            |  veth
+//!  netns B (gobgpd|bgpd|bird)  eth0 198.18.0.1/24 2001:db8:ff::1/64
+//! ```
+//! The daemon is passive; ferrolb connects (connect-retry 1 s). Each test skips with a
+//! printed reason when not root or a daemon is missing, and fails instead in CI.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrolb_testlab::*;
+
+const FERROLB: &str = env!("CARGO_BIN_EXE_ferrolb");
+const T: Duration = Duration::from_secs(30);
+
+const SPEAKER_ADDRS: [&str; 2] = ["198.18.0.2/24", "2001:db8:ff::2/64"];
+const PEER_ADDRS: [&str; 2] = ["198.18.0.1/24", "2001:db8:ff::1/64"];
+const SPEAKER: &str = "198.18.0.2";
+const PEER: &str = "198.18.0.1";
+const SPEAKER6: &str = "2001:db8:ff::2";
+const PEER6: &str = "2001:db8:ff::1";
+
+/// Arguments of one `ferrolb announce` run.
+struct Announce {
+    args: Vec<String>,
+}
+
+impl Announce {
+    /// `--peer PEER --source SOURCE --local-as L --peer-as P --connect-retry 1`.
+    fn new(peer: &str, source: &str, local_as: u32, peer_as: u32) -> Announce {
+        let mut a = Announce { args: vec![] };
+        a = a
+            .arg("--peer", peer)
+            .arg("--local-as", &local_as.to_string())
+            .arg("--peer-as", &peer_as.to_string())
+            .arg("--connect-retry", "1");
+        if !source.is_empty() {
+            a = a.arg("--source", source);
+        }
+        a
+    }
+
+    fn arg(mut self, k: &str, v: &str) -> Announce {
+        self.args.push(k.to_string());
+        self.args.push(v.to_string());
+        self
+    }
+
+    fn prefixes(mut self, ps: &[&str]) -> Announce {
+        for p in ps {
+            self = self.arg("--prefix", p);
+        }
+        self
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(FERROLB);
+        c.arg("announce").args(&self.args).env("RUST_LOG", "debug");
+        c
+    }
+
+    /// Runs it inside `ns`.
+    fn spawn_in(&self, ns: &Netns) -> Result<Proc> {
+        ns.spawn_labeled(self.command(), "ferrolb-announce")
+    }
+}
+
+/// Waits for `established` and `initial-routes-sent` on ferrolb's stdout.
+fn wait_up(p: &mut Proc) -> Result<(String, String)> {
+    let e = p.wait_for_line("established", T)?;
+    let s = p.wait_for_line("initial-routes-sent", T)?;
+    Ok((e, s))
+}
+
+/// SIGTERM ferrolb and check it exits 0.
+fn stop_ok(p: &mut Proc) -> Result<()> {
+    p.signal("TERM")?;
+    let st = p
+        .wait_exit(Duration::from_secs(10))
+        .context("ferrolb did not exit within 10 s of SIGTERM")?;
+    if !st.success() {
+        bail!(
+            "ferrolb exited {st} after SIGTERM; stderr:\n{}",
+            p.stderr_tail(20)
+        );
+    }
+    Ok(())
+}
+
+fn passive_gobgp(addr: &str, asn: u32, fams: &[Family]) -> GobgpNeighbor {
+    let mut n = GobgpNeighbor::new(addr, asn);
+    n.passive = true;
+    n.families = fams.to_vec();
+    n
+}
+
+fn passive_frr(addr: &str, asn: u32, fams: &[Family]) -> FrrNeighbor {
+    let mut n = FrrNeighbor::new(addr, asn);
+    n.passive = true;
+    n.families = fams.to_vec();
+    n
+}
+
+fn passive_bird(addr: &str, asn: u32, fams: &[Family]) -> BirdNeighbor {
+    let mut n = BirdNeighbor::new(addr, asn);
+    n.passive = true;
+    n.families = fams.to_vec();
+    n
+}
+
+const V4: &[Family] = &[Family::Ipv4Unicast];
+const V6: &[Family] = &[Family::Ipv6Unicast];
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------- gobgpd
+
+#[test]
+fn gobgpd_ebgp_4octet_communities_then_sigterm_withdraws() -> Result<()> {
+    if !require_root_or_skip(
+        "gobgpd_ebgp_4octet_communities_then_sigterm_withdraws",
+        &["gobgpd", "gobgp"],
+    ) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let g = Gobgpd::start(
+        &lab.b,
+        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 4_200_000_001, V4)),
+    )?;
+    let t0 = Instant::now();
+    let mut f = Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
+        .prefixes(&["172.17.254.1/32", "172.17.254.2/32", "172.17.254.3/32"])
+        .arg("--community", "64512:100")
+        .arg("--community", "no-export")
+        .arg("--large-community", "4200000001:1:2")
+        .arg("--med", "5")
+        .arg("--origin", "igp")
+        .spawn_in(&lab.a)?;
+    let (est, _) = wait_up(&mut f)?;
+    assert!(est.contains("local_as=4200000001"), "{est}");
+    g.wait_established(SPEAKER, T)?;
+    let rib = g.wait_rib_count(Family::Ipv4Unicast, 3, T)?;
+    eprintln!("3 routes at gobgpd {:?} after start", t0.elapsed());
+    for r in &rib {
+        let p = r.best().context("no path")?;
+        assert_eq!(p.nexthop, SPEAKER, "{r:?}");
+        assert_eq!(p.as_path, vec![4_200_000_001], "{r:?}");
+        assert_eq!(p.communities, strs(&["64512:100", "65535:65281"]), "{r:?}");
+        assert_eq!(p.large_communities, strs(&["4200000001:1:2"]), "{r:?}");
+        assert_eq!(p.med, Some(5));
+        assert_eq!(p.origin, Some(Origin::Igp));
+        assert_eq!(p.local_pref, None, "no LOCAL_PREF on eBGP");
+    }
+    assert_eq!(
+        rib.iter().map(|r| r.prefix.as_str()).collect::<Vec<_>>(),
+        ["172.17.254.1/32", "172.17.254.2/32", "172.17.254.3/32"]
+    );
+
+    stop_ok(&mut f)?;
+    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    let log = g.log();
+    assert!(
+        log.contains("notification-received"),
+        "gobgpd should log the Cease as notification-received"
+    );
+    Ok(())
+}
+
+#[test]
+fn gobgpd_ibgp_1000_host_routes_with_attributes() -> Result<()> {
+    if !require_root_or_skip(
+        "gobgpd_ibgp_1000_host_routes_with_attributes",
+        &["gobgpd", "gobgp"],
+    ) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let g = Gobgpd::start(
+        &lab.b,
+        GobgpdConfig::new(64522, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
+    )?;
+    let t0 = Instant::now();
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64522)
+        .arg("--count", "1000")
+        .arg("--first", "10.1.0.0")
+        .arg("--community", "64522:1")
+        .arg("--community", "64522:2")
+        .arg("--large-community", "64522:3:4")
+        .arg("--local-pref", "250")
+        .spawn_in(&lab.a)?;
+    let (_, sent) = wait_up(&mut f)?;
+    eprintln!("ferrolb: {sent}");
+    assert!(sent.contains("prefixes=1000"), "{sent}");
+    let rib = g.wait_rib_count(Family::Ipv4Unicast, 1000, T)?;
+    eprintln!("1000 routes in gobgpd's RIB {:?} after start", t0.elapsed());
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &rib {
+        let p = r.best().context("no path")?;
+        assert_eq!(p.nexthop, SPEAKER, "{r:?}");
+        assert!(p.as_path.is_empty(), "iBGP: empty AS_PATH {r:?}");
+        assert_eq!(p.local_pref, Some(250), "{r:?}");
+        assert_eq!(p.communities, strs(&["64522:1", "64522:2"]), "{r:?}");
+        assert_eq!(p.large_communities, strs(&["64522:3:4"]), "{r:?}");
+        assert_eq!(p.origin, Some(Origin::Incomplete), "default origin {r:?}");
+        assert!(r.prefix.ends_with("/32"));
+        seen.insert(r.prefix.clone());
+    }
+    for i in 0..1000u32 {
+        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 1, 0, 0)) + i);
+        assert!(seen.contains(&format!("{a}/32")), "missing {a}/32");
+    }
+    stop_ok(&mut f)?;
+    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[test]
+fn gobgpd_ipv6_128_over_ipv6_session() -> Result<()> {
+    if !require_root_or_skip("gobgpd_ipv6_128_over_ipv6_session", &["gobgpd", "gobgp"]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let g = Gobgpd::start(
+        &lab.b,
+        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER6, 64522, V6)),
+    )?;
+    let mut f = Announce::new(PEER6, SPEAKER6, 64522, 64512)
+        .arg("--router-id", SPEAKER)
+        .prefixes(&["2001:db8:254::1/128", "2001:db8:254::2/128"])
+        .arg("--large-community", "64522:6:6")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    let rib = g.wait_rib_count(Family::Ipv6Unicast, 2, T)?;
+    for r in &rib {
+        let p = r.best().context("no path")?;
+        assert_eq!(p.nexthop, SPEAKER6, "{r:?}");
+        assert_eq!(p.as_path, vec![64522]);
+        assert_eq!(p.large_communities, strs(&["64522:6:6"]));
+    }
+    assert_eq!(rib[0].prefix, "2001:db8:254::1/128");
+    stop_ok(&mut f)?;
+    g.wait_rib_count(Family::Ipv6Unicast, 0, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn gobgpd_restart_gets_full_table_again() -> Result<()> {
+    if !require_root_or_skip("gobgpd_restart_gets_full_table_again", &["gobgpd", "gobgp"]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let mut g = Gobgpd::start(
+        &lab.b,
+        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+        .arg("--count", "50")
+        .arg("--first", "172.17.254.1")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    g.wait_rib_count(Family::Ipv4Unicast, 50, T)?;
+    let t0 = Instant::now();
+    g.restart()?; // SIGKILL by PID, start again with the same config
+    let (est, _) = wait_up(&mut f)?;
+    assert!(est.contains("generation=2"), "{est}");
+    g.wait_rib_count(Family::Ipv4Unicast, 50, T)?;
+    eprintln!("table back at restarted gobgpd after {:?}", t0.elapsed());
+    assert!(f.is_alive());
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- FRR
+
+#[test]
+fn frr_ebgp_ipv4_communities() -> Result<()> {
+    if !require_root_or_skip("frr_ebgp_ipv4_communities", &["vtysh", util::FRR_BGPD]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let frr = Frr::start(
+        &lab.b,
+        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER, 64522, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+        .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
+        .arg("--community", "64512:7")
+        .arg("--large-community", "64522:1:1")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    frr.wait_established(SPEAKER, T)?;
+    let rib = frr.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    for r in &rib {
+        let p = r.best().context("no path")?;
+        assert_eq!(p.nexthop, SPEAKER);
+        assert_eq!(p.as_path, vec![64522]);
+        assert_eq!(p.communities, strs(&["64512:7"]));
+        assert_eq!(p.large_communities, strs(&["64522:1:1"]));
+        assert_eq!(p.origin, Some(Origin::Incomplete));
+    }
+    stop_ok(&mut f)?;
+    frr.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn frr_ipv6_128_mp_bgp() -> Result<()> {
+    if !require_root_or_skip("frr_ipv6_128_mp_bgp", &["vtysh", util::FRR_BGPD]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let frr = Frr::start(
+        &lab.b,
+        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER6, 64522, V6)),
+    )?;
+    let mut f = Announce::new(PEER6, SPEAKER6, 64522, 64512)
+        .arg("--router-id", SPEAKER)
+        .prefixes(&["2001:db8:254::1/128"])
+        .arg("--community", "64512:6")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    let rib = frr.wait_rib_count(Family::Ipv6Unicast, 1, T)?;
+    let p = rib[0].best().context("no path")?;
+    assert_eq!(rib[0].prefix, "2001:db8:254::1/128");
+    assert_eq!(p.nexthop, SPEAKER6);
+    assert_eq!(p.as_path, vec![64522]);
+    assert_eq!(p.communities, strs(&["64512:6"]));
+    stop_ok(&mut f)?;
+    frr.wait_rib_count(Family::Ipv6Unicast, 0, Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn frr_md5(name: &str, ferrolb_password: &str) -> Result<(Frr, Proc, Pair)> {
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let mut n = passive_frr(SPEAKER, 64522, V4);
+    n.password = Some("frr-md5-secret".into());
+    let frr = Frr::start(&lab.b, FrrConfig::new(64512, PEER).neighbor(n))?;
+    let f = Announce::new(PEER, SPEAKER, 64522, 64512)
+        .prefixes(&["172.17.254.9/32"])
+        .arg("--password", ferrolb_password)
+        .spawn_in(&lab.a)
+        .with_context(|| name.to_string())?;
+    Ok((frr, f, lab))
+}
+
+#[test]
+fn frr_md5_right_password_establishes() -> Result<()> {
+    if !require_root_or_skip(
+        "frr_md5_right_password_establishes",
+        &["vtysh", util::FRR_BGPD],
+    ) {
+        return Ok(());
+    }
+    let (frr, mut f, _lab) = frr_md5("right", "frr-md5-secret")?;
+    wait_up(&mut f)?;
+    frr.wait_established(SPEAKER, T)?;
+    frr.wait_rib_count(Family::Ipv4Unicast, 1, T)?;
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+#[test]
+fn frr_md5_wrong_password_never_establishes() -> Result<()> {
+    if !require_root_or_skip(
+        "frr_md5_wrong_password_never_establishes",
+        &["vtysh", util::FRR_BGPD],
+    ) {
+        return Ok(());
+    }
+    let (frr, mut f, _lab) = frr_md5("wrong", "not-the-secret")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let st = frr.neighbor_state(SPEAKER)?;
+        assert!(
+            !st.is_established(),
+            "FRR established with a wrong MD5 password"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        !f.stdout().contains("established"),
+        "ferrolb: {}",
+        f.stdout()
+    );
+    assert!(
+        f.is_alive(),
+        "ferrolb should keep retrying: {}",
+        f.stderr_tail(10)
+    );
+    assert!(frr.rib(Family::Ipv4Unicast)?.is_empty());
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+#[test]
+fn frr_restart_gets_full_table_again() -> Result<()> {
+    if !require_root_or_skip(
+        "frr_restart_gets_full_table_again",
+        &["vtysh", util::FRR_BGPD],
+    ) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let mut frr = Frr::start(
+        &lab.b,
+        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER, 64522, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+        .arg("--count", "100")
+        .arg("--first", "172.17.254.1")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    frr.wait_rib_count(Family::Ipv4Unicast, 100, T)?;
+    let t0 = Instant::now();
+    frr.restart_bgpd()?;
+    let (est, _) = wait_up(&mut f)?;
+    assert!(est.contains("generation=2"), "{est}");
+    frr.wait_rib_count(Family::Ipv4Unicast, 100, T)?;
+    eprintln!("table back at restarted FRR after {:?}", t0.elapsed());
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- BIRD
+
+#[test]
+fn bird_ebgp_4octet() -> Result<()> {
+    if !require_root_or_skip("bird_ebgp_4octet", &["bird", "birdc"]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let bird = Bird::start(
+        &lab.b,
+        BirdConfig::new(64512, PEER).neighbor(passive_bird(SPEAKER, 4_200_000_001, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
+        .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
+        .arg("--community", "64512:100")
+        .arg("--large-community", "4200000001:1:2")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    bird.wait_established(SPEAKER, T)?;
+    let rib = bird.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    for r in &rib {
+        let p = r.best().context("no path")?;
+        assert_eq!(p.nexthop, SPEAKER);
+        assert_eq!(p.as_path, vec![4_200_000_001]);
+        assert_eq!(p.communities, strs(&["64512:100"]));
+        assert_eq!(p.large_communities, strs(&["4200000001:1:2"]));
+    }
+    stop_ok(&mut f)?;
+    bird.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn bird_ibgp_local_pref() -> Result<()> {
+    if !require_root_or_skip("bird_ibgp_local_pref", &["bird", "birdc"]) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let bird = Bird::start(
+        &lab.b,
+        BirdConfig::new(64522, PEER).neighbor(passive_bird(SPEAKER, 64522, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64522)
+        .prefixes(&["172.17.254.1/32"])
+        .arg("--local-pref", "300")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    let rib = bird.wait_rib_count(Family::Ipv4Unicast, 1, T)?;
+    let p = rib[0].best().context("no path")?;
+    assert_eq!(p.nexthop, SPEAKER);
+    assert!(p.as_path.is_empty());
+    assert_eq!(p.local_pref, Some(300));
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- malformed UPDATEs
+
+/// A raw BGP peer on 127.0.0.1 (root namespace loopback only): completes OPEN/KEEPALIVE
+/// with ferrolb, sends one malformed UPDATE and returns the NOTIFICATION ferrolb sends.
+struct RawPeer {
+    listener: TcpListener,
+    port: u16,
+}
+
+const MARKER: [u8; 16] = [0xff; 16];
+
+impl RawPeer {
+    fn new() -> Result<RawPeer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        Ok(RawPeer { listener, port })
+    }
+
+    fn accept(&self, timeout: Duration, ferrolb: &mut Proc) -> Result<TcpStream> {
+        self.listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false)?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    return Ok(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(st) = ferrolb.try_status() {
+                        bail!("ferrolb exited ({st}): {}", ferrolb.stderr_tail(10));
+                    }
+                    if Instant::now() > deadline {
+                        bail!("ferrolb did not connect within {timeout:?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = MARKER.to_vec();
+    m.extend_from_slice(&u16::try_from(19 + body.len()).expect("short").to_be_bytes());
+    m.push(ty);
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads one BGP message: (type, body).
+fn read_msg(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 19];
+    s.read_exact(&mut h).context("read BGP header")?;
+    if h[..16] != MARKER {
+        bail!("bad marker {h:02x?}");
+    }
+    let len = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    let mut b = vec![0u8; len.saturating_sub(19)];
+    s.read_exact(&mut b).context("read BGP body")?;
+    Ok((h[18], b))
+}
+
+/// OPEN from AS 64512, hold 90, id 198.18.0.1, capabilities MP IPv4 unicast + 4-octet AS.
+fn our_open() -> Vec<u8> {
+    let caps = [2u8, 12, 1, 4, 0, 1, 0, 1, 65, 4, 0, 0, 0xfc, 0x00];
+    let mut b = vec![4u8];
+    b.extend_from_slice(&64512u16.to_be_bytes());
+    b.extend_from_slice(&90u16.to_be_bytes());
+    b.extend_from_slice(&[198, 18, 0, 1]);
+    b.push(u8::try_from(caps.len()).expect("short"));
+    b.extend_from_slice(&caps);
+    msg(1, &b)
+}
+
+/// Handshake, then send `bad` (an UPDATE body) and return ferrolb's NOTIFICATION (code, subcode).
+fn malformed_update_case(test: &str, bad_body: &[u8], want: (u8, u8)) -> Result<()> {
+    // Loopback in the root namespace only: no root or namespaces needed.
+    let dir = TestDir::new(test)?;
+    let peer = RawPeer::new()?;
+    let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
+        .arg("--router-id", SPEAKER)
+        .prefixes(&["172.17.254.1/32"])
+        .command();
+    cmd.current_dir(dir.path());
+    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
+
+    let mut s = peer.accept(T, &mut f)?;
+    let (ty, open) = read_msg(&mut s)?;
+    assert_eq!(ty, 1, "first message must be OPEN");
+    assert_eq!(u16::from_be_bytes([open[1], open[2]]), 64522);
+    s.write_all(&our_open())?;
+    s.write_all(&msg(4, &[]))?;
+    // Until ferrolb's KEEPALIVE (UPDATEs may already follow).
+    loop {
+        let (ty, _) = read_msg(&mut s)?;
+        if ty == 4 {
+            break;
+        }
+        assert_ne!(ty, 3, "NOTIFICATION during handshake");
+    }
+    f.wait_for_line("established", T)?;
+    s.write_all(&msg(2, bad_body))?;
+    let got = loop {
+        let (ty, b) = read_msg(&mut s)?;
+        if ty == 3 {
+            break (b[0], b[1]);
+        }
+    };
+    assert_eq!(got, want, "{test}: NOTIFICATION code/subcode");
+    // The connection is closed by ferrolb after the NOTIFICATION.
+    let mut rest = [0u8; 64];
+    let n = s.read(&mut rest).unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "ferrolb should close the TCP connection after the NOTIFICATION"
+    );
+    drop(s);
+    assert!(f.is_alive(), "ferrolb died: {}", f.stderr_tail(20));
+    // It reconnects and opens a new session.
+    let mut s2 = peer.accept(T, &mut f)?;
+    let (ty, _) = read_msg(&mut s2)?;
+    assert_eq!(ty, 1, "reconnect starts with an OPEN");
+    assert!(f.is_alive());
+    drop(s2);
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
+#[test]
+fn malformed_update_withdrawn_length_overrun_3_1() -> Result<()> {
+    // Withdrawn Routes Length 9 but only 5 octets follow before the end: 3/1.
+    malformed_update_case(
+        "malformed_update_withdrawn_length_overrun_3_1",
+        &[0x00, 0x09, 0x20, 0xac, 0x11, 0xfe, 0x01, 0x00, 0x00],
+        (3, 1),
+    )
+}
+
+#[test]
+fn malformed_update_total_attribute_length_overrun_3_1() -> Result<()> {
+    // Total Path Attribute Length 9 with 4 octets of attributes in the message: the NLRI
+    // cannot be located, so RFC 7606 §4 leaves only session reset: 3/1.
+    malformed_update_case(
+        "malformed_update_total_attribute_length_overrun_3_1",
+        &[0x00, 0x00, 0x00, 0x09, 0x40, 0x01, 0x01, 0x00],
+        (3, 1),
+    )
+}
+
+#[test]
+fn malformed_update_nlri_prefix_length_33_3_10() -> Result<()> {
+    // Valid ORIGIN, AS_PATH (4-octet) and NEXT_HOP, then an NLRI of length /33: 3/10.
+    let mut b = vec![0x00, 0x00];
+    let attrs: Vec<u8> = [
+        vec![0x40, 0x01, 0x01, 0x00],
+        vec![0x40, 0x02, 0x06, 0x02, 0x01, 0x00, 0x00, 0xfc, 0x00],
+        vec![0x40, 0x03, 0x04, 198, 18, 0, 1],
+    ]
+    .concat();
+    b.extend_from_slice(&u16::try_from(attrs.len()).expect("short").to_be_bytes());
+    b.extend_from_slice(&attrs);
+    b.extend_from_slice(&[33, 172, 17, 254, 1, 0]);
+    malformed_update_case("malformed_update_nlri_prefix_length_33_3_10", &b, (3, 10))
+}
+
+// ---------------------------------------------------------------- cleanup
+
+#[test]
+fn guards_leave_no_namespaces_or_processes() -> Result<()> {
+    if !require_root_or_skip(
+        "guards_leave_no_namespaces_or_processes",
+        &["gobgpd", "gobgp"],
+    ) {
+        return Ok(());
+    }
+    let (names, pids) = {
+        let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+        let g = Gobgpd::start(
+            &lab.b,
+            GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
+        )?;
+        let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+            .prefixes(&["172.17.254.1/32"])
+            .spawn_in(&lab.a)?;
+        f.wait_for_line("established", T)?;
+        let names = vec![lab.a.name().to_string(), lab.b.name().to_string()];
+        let pids = vec![f.pid(), g.pid().context("gobgpd pid")?];
+        assert!(pids.iter().all(|p| pid_alive(*p)));
+        (names, pids)
+        // drop order: f, g, lab (namespaces)
+    };
+    let left: Vec<String> = list_netns()
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let alive: Vec<&u32> = pids.iter().filter(|p| pid_alive(**p)).collect();
+    assert!(alive.is_empty(), "processes left behind: {alive:?}");
+    Ok(())
+}
