@@ -49,8 +49,12 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates the namespace and brings `lo` up.
+    /// Creates the namespace and brings `lo` up. The first call in a process also reaps
+    /// namespaces left by test processes that were killed before their guards could run
+    /// (see [`reap_stale_netns`]).
     pub fn new() -> Result<Netns> {
+        static REAPED: std::sync::Once = std::sync::Once::new();
+        REAPED.call_once(reap_stale_netns);
         let name = format!("flb-{}", next_id());
         ip(&["netns", "add", &name])?;
         let dir = match TestDir::new(&name) {
@@ -382,6 +386,51 @@ impl RefLab {
         .collect();
         v.extend(self.nodes.iter().map(|n| n.name().to_string()));
         v
+    }
+}
+
+/// Deletes namespaces named `flb-<pid>x<n>` (only this crate makes such names) whose
+/// creating process `<pid>` no longer exists — left behind when a test process was
+/// killed (SIGKILL, SIGPIPE) and no Drop ran. Processes still inside are killed by PID
+/// first. Namespaces of live processes are never touched.
+pub fn reap_stale_netns() {
+    for name in list_netns() {
+        let Some(rest) = name.strip_prefix("flb-") else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('x') else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<u32>(), n.chars().all(|c| c.is_ascii_digit())) else {
+            continue;
+        };
+        if pid_alive(pid) || pid % 100_000 != pid {
+            continue;
+        }
+        // The name keeps pid % 100000: a live process with a larger pid of the same
+        // residue may own it; only reap when no such process is visible either.
+        let owner_alive = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .is_some_and(|p| p % 100_000 == pid && pid_alive(p))
+            });
+        if owner_alive {
+            continue;
+        }
+        if let Ok(pids) = ip(&["netns", "pids", &name]) {
+            for p in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", p]).output();
+            }
+        }
+        match ip(&["netns", "del", &name]) {
+            Ok(_) => eprintln!("ferrolb-testlab: removed stale namespace {name}"),
+            Err(e) => eprintln!("ferrolb-testlab: {e}"),
+        }
     }
 }
 

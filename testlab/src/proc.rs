@@ -121,15 +121,17 @@ impl Proc {
                     return Ok(l.to_string());
                 }
                 bail!(
-                    "{} exited ({st}) before printing {pattern:?}; stderr tail:\n{}",
+                    "{} exited ({st}) before printing {pattern:?} (output: {}; set FERROLB_KEEP_TEST_DIRS=1 to keep it); stderr tail:\n{}",
                     self.label,
+                    self.stdout.display(),
                     self.stderr_tail(30)
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "{}: no stdout line with {pattern:?} within {timeout:?}; stdout tail:\n{}\nstderr tail:\n{}",
+                    "{}: no stdout line with {pattern:?} within {timeout:?} (output: {}; set FERROLB_KEEP_TEST_DIRS=1 to keep it); stdout tail:\n{}\nstderr tail:\n{}",
                     self.label,
+                    self.stdout.display(),
                     tail(&out, 10),
                     self.stderr_tail(30)
                 );

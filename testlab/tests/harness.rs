@@ -142,3 +142,56 @@ impl TapArg for std::process::Command {
         c
     }
 }
+
+#[test]
+fn reference_lab_rt01_learns_one_path_per_node() -> anyhow::Result<()> {
+    if !require_root_or_skip(
+        "reference_lab_rt01_learns_one_path_per_node",
+        &["gobgpd", "gobgp", "bash"],
+    ) {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let lab = RefLab::new()?;
+    eprintln!("reference lab up in {:?}", t0.elapsed());
+    let mut rt = GobgpdConfig::new(64512, "172.17.0.1");
+    rt.use_multiple_paths = true;
+    for a in RefLab::NODE_ADDRS {
+        let mut n = GobgpNeighbor::new(a, 64522);
+        n.passive = true;
+        n.families = vec![Family::Ipv4Unicast];
+        rt.neighbors.push(n);
+    }
+    let rt01 = Gobgpd::start(&lab.rt01, rt)?;
+    let mut nodes = vec![];
+    for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
+        let mut n = GobgpNeighbor::new("172.17.0.1", 64512);
+        n.families = vec![Family::Ipv4Unicast];
+        let g = Gobgpd::start(ns, GobgpdConfig::new(64522, a).neighbor(n))?;
+        g.add_route(&RouteSpec {
+            prefix: "172.17.254.1/32".into(),
+            nexthop: a.into(),
+            ..RouteSpec::default()
+        })?;
+        nodes.push(g);
+    }
+    for a in RefLab::NODE_ADDRS {
+        rt01.wait_established(a, T)?;
+    }
+    let r = util::wait_until(T, Duration::from_millis(200), || {
+        let r = rt01.rib(Family::Ipv4Unicast).ok()?;
+        (r.len() == 1 && r[0].paths.len() == 3).then_some(r)
+    })
+    .ok_or_else(|| anyhow::anyhow!("rt-01 does not have 3 paths"))?;
+    let mut nh: Vec<&str> = r[0].next_hops();
+    nh.sort();
+    assert_eq!(nh, RefLab::NODE_ADDRS);
+    assert!(r[0].paths.iter().all(|p| p.as_path == vec![64522]));
+    // client-01 reaches a node through rt-01 (TCP to the node's gobgpd).
+    let out = lab
+        .client01
+        .exec(&["bash", "-c", "exec 3<>/dev/tcp/172.17.0.21/179"])?;
+    assert!(out.status.success(), "client-01 -> 172.17.0.21:179 failed");
+    eprintln!("rt-01 has 3 paths {:?} after start", t0.elapsed());
+    Ok(())
+}
