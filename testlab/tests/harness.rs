@@ -195,3 +195,91 @@ fn reference_lab_rt01_learns_one_path_per_node() -> anyhow::Result<()> {
     eprintln!("rt-01 has 3 paths {:?} after start", t0.elapsed());
     Ok(())
 }
+
+/// Starts gobgpd on each lab node (AS 64522) announcing 172.17.254.1/32 to rt-01.
+fn node_speakers(lab: &RefLab) -> anyhow::Result<Vec<Gobgpd>> {
+    let mut nodes = vec![];
+    for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
+        let mut n = GobgpNeighbor::new("172.17.0.1", 64512);
+        n.families = vec![Family::Ipv4Unicast];
+        let g = Gobgpd::start(ns, GobgpdConfig::new(64522, a).neighbor(n))?;
+        g.add_route(&RouteSpec {
+            prefix: "172.17.254.1/32".into(),
+            nexthop: a.into(),
+            ..RouteSpec::default()
+        })?;
+        nodes.push(g);
+    }
+    Ok(nodes)
+}
+
+/// Waits until rt-01's kernel has a route to 172.17.254.1 via all three nodes.
+fn wait_kernel_ecmp(lab: &RefLab) -> anyhow::Result<String> {
+    let mut last = String::new();
+    util::wait_until(T, Duration::from_millis(200), || {
+        last = lab
+            .rt01
+            .ip(&["route", "show", "172.17.254.1"])
+            .unwrap_or_default();
+        RefLab::NODE_ADDRS
+            .iter()
+            .all(|a| last.contains(&format!("via {a} ")))
+            .then(|| last.clone())
+    })
+    .ok_or_else(|| anyhow::anyhow!("no 3-way ECMP route in rt-01's kernel: {last:?}"))
+}
+
+#[test]
+fn reference_lab_frr_zebra_installs_ecmp() -> anyhow::Result<()> {
+    if !require_root_or_skip(
+        "reference_lab_frr_zebra_installs_ecmp",
+        &["gobgpd", "gobgp", "vtysh", util::FRR_BGPD, util::FRR_ZEBRA],
+    ) {
+        return Ok(());
+    }
+    let lab = RefLab::new()?;
+    let mut c = FrrConfig::new(64512, "172.17.0.1");
+    c.zebra = true;
+    c.maximum_paths = Some(8);
+    for a in RefLab::NODE_ADDRS {
+        let mut n = FrrNeighbor::new(a, 64522);
+        n.families = vec![Family::Ipv4Unicast];
+        c.neighbors.push(n);
+    }
+    let frr = Frr::start(&lab.rt01, c)?;
+    let _nodes = node_speakers(&lab)?;
+    let t0 = std::time::Instant::now();
+    let route = wait_kernel_ecmp(&lab)?;
+    eprintln!("FRR ECMP in kernel after {:?}:\n{route}", t0.elapsed());
+    let r = frr.rib(Family::Ipv4Unicast)?;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].paths.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn reference_lab_bird_kernel_merge_paths() -> anyhow::Result<()> {
+    if !require_root_or_skip(
+        "reference_lab_bird_kernel_merge_paths",
+        &["gobgpd", "gobgp", "bird", "birdc"],
+    ) {
+        return Ok(());
+    }
+    let lab = RefLab::new()?;
+    let mut c = BirdConfig::new(64512, "172.17.0.1");
+    c.kernel = true;
+    for a in RefLab::NODE_ADDRS {
+        let mut n = BirdNeighbor::new(a, 64522);
+        n.families = vec![Family::Ipv4Unicast];
+        c.neighbors.push(n);
+    }
+    let bird = Bird::start(&lab.rt01, c)?;
+    let _nodes = node_speakers(&lab)?;
+    let t0 = std::time::Instant::now();
+    let route = wait_kernel_ecmp(&lab)?;
+    eprintln!("BIRD ECMP in kernel after {:?}:\n{route}", t0.elapsed());
+    let r = bird.rib(Family::Ipv4Unicast)?;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].paths.len(), 3, "{r:?}");
+    Ok(())
+}
