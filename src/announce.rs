@@ -1,10 +1,485 @@
-//! `ferrolb announce`: a command-line BGP announcer on ferrolb-bgp. (being written)
+//! `ferrolb announce`: announce prefixes to one BGP peer until SIGINT/SIGTERM.
+//!
+//! A thin shell over ferrolb-bgp: parse and check the arguments into a
+//! [`PeerConfig`] and a route set, start one session, print two machine-read
+//! lines on stdout, and stop with a Cease on a signal.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
+use ferrolb_bgp::driver::{self, PeerConfig};
+use ferrolb_bgp::fsm::State;
+use ferrolb_bgp::wire::{Family, LargeCommunity, Origin};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+const AFTER_HELP: &str = "\
+Output (stdout, one line each, flushed at once; programs wait for them):
+  established peer=ADDR:PORT local_as=N peer_as=N generation=G
+      when the session reaches Established (again after every re-establishment,
+      with G counting establishments from 1)
+  initial-routes-sent prefixes=N updates=M elapsed_ms=T generation=G
+      when every initial route of that session is on the wire (N prefixes
+      announced in M UPDATE messages, T ms after Established)
+Logs go to stderr (RUST_LOG filters them, default info).
+On SIGINT or SIGTERM the session is closed with a Cease NOTIFICATION
+(6/2, Administrative Shutdown, with a message) and the program exits 0.
+
+Examples:
+  ferrolb announce --peer 198.18.0.1 --source 198.18.0.2 --local-as 64522 \\
+      --peer-as 64512 --prefix 172.17.254.1/32 --community 64512:1 --community no-export
+  ferrolb announce --peer 198.18.0.1 --source 198.18.0.2 --local-as 64522 \\
+      --peer-as 64512 --count 100000 --first 10.0.0.0";
 
 /// Arguments of `ferrolb announce`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Peer address, with an optional port: 198.18.0.1, 198.18.0.1:1790, [2001:db8::1]:179
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_peer)]
+    peer: SocketAddr,
+    /// Our AS number (1..=4294967295).
+    #[arg(long, value_name = "N", value_parser = parse_asn)]
+    local_as: u32,
+    /// The peer's AS number; equal to --local-as for iBGP.
+    #[arg(long, value_name = "N", value_parser = parse_asn)]
+    peer_as: u32,
+    /// BGP identifier; defaults to --source when that is IPv4.
+    #[arg(long, value_name = "IPV4")]
+    router_id: Option<Ipv4Addr>,
+    /// Local address to connect from (and the default next hop of its family).
+    #[arg(long, value_name = "IP")]
+    source: Option<IpAddr>,
+    /// Next hop for every route; default: the session's local address of the route's family.
+    #[arg(long, value_name = "IP")]
+    next_hop: Option<IpAddr>,
+    /// Hold time in seconds: 0 or 3..=65535.
+    #[arg(long, value_name = "S", default_value_t = 90, value_parser = parse_hold_time)]
+    hold_time: u16,
+    /// Keepalive interval in seconds; default hold time / 3.
+    #[arg(long, value_name = "S")]
+    keepalive: Option<u16>,
+    /// TCP MD5 signature password (RFC 2385).
+    #[arg(
+        long,
+        value_name = "P",
+        env = "FERROLB_BGP_PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Allow the peer this many hops away (eBGP TTL); default 1 for eBGP.
+    #[arg(long, value_name = "TTL")]
+    ebgp_multihop: Option<u8>,
+    /// Seconds between connection attempts.
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    connect_retry: u64,
+    /// Never connect; wait for the peer to connect (needs --listen).
+    #[arg(long)]
+    passive: bool,
+    /// Also accept the peer's connection on --listen-port (bound to --source when given).
+    #[arg(long)]
+    listen: bool,
+    /// Port to accept on with --listen.
+    #[arg(long, value_name = "PORT", default_value_t = 179)]
+    listen_port: u16,
+    /// Community A:B (16 bits each) or a well-known name: no-export, no-advertise,
+    /// no-export-subconfed, no-peer. Repeatable.
+    #[arg(long = "community", value_name = "A:B", value_parser = parse_community)]
+    communities: Vec<u32>,
+    /// Large community A:B:C (32 bits each). Repeatable.
+    #[arg(long = "large-community", value_name = "A:B:C", value_parser = parse_large_community)]
+    large_communities: Vec<LargeCommunity>,
+    /// LOCAL_PREF (sent on iBGP only; 100 there when not given).
+    #[arg(long, value_name = "N")]
+    local_pref: Option<u32>,
+    /// MULTI_EXIT_DISC.
+    #[arg(long, value_name = "N")]
+    med: Option<u32>,
+    /// ORIGIN: igp, egp or incomplete.
+    #[arg(long, value_name = "ORIGIN", default_value = "incomplete", value_parser = parse_origin)]
+    origin: Origin,
+    /// A prefix to announce (a bare address is a host route). Repeatable.
+    #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix,
+          required_unless_present = "count", conflicts_with_all = ["count", "first"])]
+    prefixes: Vec<IpNet>,
+    /// Announce this many consecutive host routes (/32 or /128) starting at --first.
+    #[arg(long, value_name = "N", requires = "first")]
+    count: Option<u64>,
+    /// First address of --count.
+    #[arg(long, value_name = "IP", requires = "count")]
+    first: Option<IpAddr>,
+}
+
+fn parse_peer(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = SocketAddr::from_str(s) {
+        return Ok(sa);
+    }
+    IpAddr::from_str(s)
+        .map(|ip| SocketAddr::new(ip, 179))
+        .map_err(|_| {
+            format!(
+                "`{s}` is not ADDR or ADDR:PORT (IPv6 with a port needs brackets: [2001:db8::1]:179)"
+            )
+        })
+}
+
+fn parse_asn(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("AS 0 is reserved (RFC 7607)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not an AS number (1..=4294967295)")),
+    }
+}
+
+fn parse_hold_time(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n == 0 || n >= 3 => Ok(n),
+        Ok(n) => Err(format!(
+            "hold time {n} is not allowed: 0 or at least 3 seconds (RFC 4271)"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number of seconds (0 or 3..=65535)")),
+    }
+}
+
+/// Well-known communities (RFC 1997, RFC 3765).
+const WELL_KNOWN: [(&str, u32); 4] = [
+    ("no-export", 0xFFFF_FF01),
+    ("no-advertise", 0xFFFF_FF02),
+    ("no-export-subconfed", 0xFFFF_FF03),
+    ("no-peer", 0xFFFF_FF04),
+];
+
+fn parse_community(s: &str) -> Result<u32, String> {
+    if let Some((_, v)) = WELL_KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+        return Ok(*v);
+    }
+    let bad = || {
+        format!(
+            "`{s}` is not a community: use A:B with A and B in 0..=65535, or one of \
+             no-export, no-advertise, no-export-subconfed, no-peer"
+        )
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    Ok(u32::from(a) << 16 | u32::from(b))
+}
+
+fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let bad = || format!("`{s}` is not a large community: use A:B:C, each in 0..=4294967295");
+    let parts: Vec<&str> = s.split(':').collect();
+    let [a, b, c] = parts.as_slice() else {
+        return Err(bad());
+    };
+    Ok(LargeCommunity {
+        global_admin: a.parse().map_err(|_| bad())?,
+        local1: b.parse().map_err(|_| bad())?,
+        local2: c.parse().map_err(|_| bad())?,
+    })
+}
+
+fn parse_origin(s: &str) -> Result<Origin, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "igp" | "i" => Ok(Origin::Igp),
+        "egp" | "e" => Ok(Origin::Egp),
+        "incomplete" | "?" => Ok(Origin::Incomplete),
+        _ => Err(format!("`{s}` is not an origin: igp, egp or incomplete")),
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = IpAddr::from_str(s) {
+        return Ok(IpNet::from(ip));
+    }
+    let net = IpNet::from_str(s)
+        .map_err(|_| format!("`{s}` is not a prefix (10.0.0.0/24, 2001:db8::/64 or an address)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "prefix {s} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// `count` consecutive host routes from `first`.
+fn host_routes(first: IpAddr, count: u64) -> Result<Vec<IpNet>> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+    match first {
+        IpAddr::V4(a) => {
+            let start = u64::from(u32::from(a));
+            let end = start + count - 1;
+            if end > u64::from(u32::MAX) {
+                bail!("--first {a} --count {count} runs past 255.255.255.255");
+            }
+            for n in start..=end {
+                let ip = Ipv4Addr::from(u32::try_from(n).expect("checked above"));
+                out.push(IpNet::V4(Ipv4Net::new(ip, 32).expect("/32 is valid")));
+            }
+        }
+        IpAddr::V6(a) => {
+            let start = u128::from(a);
+            start
+                .checked_add(u128::from(count) - 1)
+                .ok_or_else(|| anyhow!("--first {a} --count {count} runs past the end of IPv6"))?;
+            for n in 0..u128::from(count) {
+                let ip = std::net::Ipv6Addr::from(start + n);
+                out.push(IpNet::V6(Ipv6Net::new(ip, 128).expect("/128 is valid")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Check the arguments and build the session config and the route set.
+fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
+    let router_id = match (args.router_id, args.source) {
+        (Some(id), _) => id,
+        (None, Some(IpAddr::V4(src))) => src,
+        (None, Some(IpAddr::V6(_))) | (None, None) => {
+            bail!(
+                "give --router-id (an IPv4 address): it defaults to --source only when that is IPv4"
+            )
+        }
+    };
+    if let Some(src) = args.source
+        && src.is_ipv4() != args.peer.is_ipv4()
+    {
+        bail!(
+            "--source {src} and --peer {} are of different address families",
+            args.peer
+        );
+    }
+    if args.passive && !args.listen {
+        bail!("--passive never connects: add --listen so the peer can connect to us");
+    }
+    if let Some(k) = args.keepalive
+        && args.hold_time != 0
+        && k >= args.hold_time
+    {
+        bail!(
+            "--keepalive {k} must be shorter than --hold-time {}",
+            args.hold_time
+        );
+    }
+    let prefixes = match (args.count, args.first) {
+        (Some(n), Some(first)) => host_routes(first, n)?,
+        _ => args.prefixes,
+    };
+    let attrs = RouteAttrs {
+        next_hop: args.next_hop,
+        origin: args.origin,
+        med: args.med,
+        local_pref: args.local_pref,
+        communities: args.communities,
+        large_communities: args.large_communities,
+    }
+    .normalized();
+    let mut families = BTreeSet::new();
+    let mut routes = Routes::new();
+    for p in prefixes {
+        families.insert(match p {
+            IpNet::V4(_) => Family::IPV4_UNICAST,
+            IpNet::V6(_) => Family::IPV6_UNICAST,
+        });
+        routes.insert(p, attrs.clone());
+    }
+    // A next hop of the other family than the session can only come from --next-hop.
+    let session_v4 = args.peer.is_ipv4();
+    for f in &families {
+        let v6 = *f == Family::IPV6_UNICAST;
+        if v6 == session_v4 {
+            match args.next_hop {
+                Some(nh) if nh.is_ipv6() == v6 => {}
+                _ => bail!(
+                    "{} prefixes over an {} session need --next-hop of their family",
+                    if v6 { "IPv6" } else { "IPv4" },
+                    if session_v4 { "IPv4" } else { "IPv6" }
+                ),
+            }
+        }
+    }
+    if let Some(nh) = args.next_hop
+        && families.len() == 1
+        && families.contains(&Family::IPV4_UNICAST) != nh.is_ipv4()
+    {
+        bail!("--next-hop {nh} is not of the prefixes' address family");
+    }
+    let cfg = PeerConfig {
+        peer: args.peer,
+        local_addr: args.source,
+        local_as: args.local_as,
+        peer_as: args.peer_as,
+        router_id,
+        hold_time: args.hold_time,
+        keepalive: args.keepalive,
+        password: args.password,
+        passive: args.passive,
+        families: families.into_iter().collect(),
+        ebgp_multihop: args.ebgp_multihop,
+        connect_retry: Duration::from_secs(args.connect_retry.max(1)),
+        listen: args.listen,
+        listen_port: args.listen_port,
+    };
+    Ok((cfg, routes))
+}
+
+/// Print one line on stdout and flush it at once.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the session.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
 
 /// Run the announcer until SIGINT/SIGTERM.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("ferrolb announce: not yet implemented")
+pub fn run(args: Args) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let (cfg, routes) = plan(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(session(cfg, routes))
+}
+
+async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let (peer, local_as, peer_as) = (cfg.peer, cfg.local_as, cfg.peer_as);
+    let count = routes.len();
+    tracing::info!(%peer, local_as, peer_as, prefixes = count, "starting session");
+    let handle = driver::spawn(cfg);
+    handle.set(routes);
+    let mut status = handle.status();
+
+    let mut last_state: Option<State> = None;
+    let mut printed_established = 0u64;
+    let mut printed_sent = 0u64;
+    let mut established_at = Instant::now();
+    let signal = loop {
+        {
+            let s = status.borrow_and_update();
+            if last_state != Some(s.state) {
+                // The driver logs every transition with its cause; this is the owner's view.
+                tracing::debug!(state = ?s.state, last_down = ?s.last_down, "session state");
+                last_state = Some(s.state);
+            }
+            if s.state == State::Established && s.established_generation > printed_established {
+                printed_established = s.established_generation;
+                established_at = Instant::now();
+                say(format_args!(
+                    "established peer={peer} local_as={local_as} peer_as={peer_as} generation={}",
+                    s.established_generation
+                ));
+            }
+            if s.state == State::Established
+                && s.initial_table_sent
+                && s.established_generation > printed_sent
+                && s.established_generation == printed_established
+            {
+                printed_sent = s.established_generation;
+                say(format_args!(
+                    "initial-routes-sent prefixes={} updates={} elapsed_ms={} generation={}",
+                    s.prefixes_announced,
+                    s.updates_sent,
+                    established_at.elapsed().as_millis(),
+                    s.established_generation
+                ));
+                if s.prefixes_announced != count {
+                    tracing::warn!(
+                        announced = s.prefixes_announced,
+                        requested = count,
+                        "not every requested prefix was announced (see earlier warnings)"
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    bail!("the BGP session task ended unexpectedly");
+                }
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+    tracing::info!(signal, "shutting down");
+    handle
+        .shutdown(Some(format!("ferrolb announce: {signal}, shutting down")))
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn communities() {
+        assert_eq!(parse_community("64512:1"), Ok(64512 << 16 | 1));
+        assert_eq!(parse_community("no-export"), Ok(0xFFFF_FF01));
+        assert_eq!(parse_community("NO-PEER"), Ok(0xFFFF_FF04));
+        assert!(parse_community("65536:1").is_err());
+        assert!(parse_community("1").is_err());
+        assert_eq!(
+            parse_large_community("4200000000:1:2"),
+            Ok(LargeCommunity {
+                global_admin: 4_200_000_000,
+                local1: 1,
+                local2: 2
+            })
+        );
+        assert!(parse_large_community("1:2").is_err());
+    }
+
+    #[test]
+    fn peers_and_prefixes() {
+        assert_eq!(
+            parse_peer("198.18.0.1").unwrap(),
+            "198.18.0.1:179".parse().unwrap()
+        );
+        assert_eq!(
+            parse_peer("[2001:db8::1]:1790").unwrap(),
+            "[2001:db8::1]:1790".parse().unwrap()
+        );
+        assert!(parse_peer("2001:db8::1:1790").is_ok()); // an address, port 179
+        assert_eq!(
+            parse_prefix("10.0.0.1").unwrap(),
+            "10.0.0.1/32".parse().unwrap()
+        );
+        assert!(
+            parse_prefix("10.0.0.1/24")
+                .unwrap_err()
+                .contains("10.0.0.0/24")
+        );
+        assert!(parse_asn("0").is_err());
+        assert!(parse_hold_time("2").is_err());
+    }
+
+    #[test]
+    fn consecutive_hosts() {
+        let v4 = host_routes("10.0.0.254".parse().unwrap(), 3).unwrap();
+        assert_eq!(v4[2], "10.0.1.0/32".parse::<IpNet>().unwrap());
+        assert!(host_routes("255.255.255.255".parse().unwrap(), 2).is_err());
+        let v6 = host_routes("2001:db8::ffff".parse().unwrap(), 2).unwrap();
+        assert_eq!(v6[1], "2001:db8::1:0/128".parse::<IpNet>().unwrap());
+    }
 }
