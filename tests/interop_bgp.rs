@@ -220,6 +220,11 @@ fn gobgpd_ibgp_1000_host_routes_with_attributes() -> Result<()> {
         let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 1, 0, 0)) + i);
         assert!(seen.contains(&format!("{a}/32")), "missing {a}/32");
     }
+    eprintln!(
+        "ferrolb announce peak RSS {:?} kB, gobgpd adj-in has {} prefixes",
+        f.rss_peak_kb(),
+        g.adj_in(SPEAKER, Family::Ipv4Unicast)?.len()
+    );
     stop_ok(&mut f)?;
     g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(30))?;
     Ok(())
