@@ -623,8 +623,20 @@ fn ns_name(svc: &Service) -> Result<(&str, &str), Error> {
 }
 
 /// The reconcile function given to kube's `Controller`.
+///
+/// A 404 on a write means the Service was deleted meanwhile: what it held is
+/// released and the reconcile counts as done (the Delete event follows).
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.reconcile_service(&svc).await
+    match ctx.reconcile_service(&svc).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
+            if let Some(key) = service_key(&svc) {
+                debug!(svc = %key, "service deleted while being reconciled");
+                ctx.forget(&key);
+            }
+            Ok(Action::await_change())
+        }
+        other => other,
+    }
 }
 
 /// What to do after a failed reconcile: count it, retry in a few seconds.

@@ -120,6 +120,8 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
     let (reader, writer) = reflector::store::<Service>();
     let svc_api: Api<Service> = Api::all(client.clone());
     let del_ctx = ctx.clone();
+    let store_listed = Arc::new(Notify::new());
+    let rebuild_listed = store_listed.clone();
     let del_reader = reader.clone();
     // Controller::for_stream is behind kube's `unstable-runtime` feature
     // (stream control); Controller::new would hide Delete events.
@@ -132,14 +134,24 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
                     del_ctx.forget(&k);
                 }
             }
-            watcher::Event::InitDone if del_ctx.state().synced => {
-                del_ctx.forget_missing(&store_keys(&del_reader));
+            watcher::Event::InitDone => {
+                let synced = del_ctx.state().synced;
+                if synced {
+                    del_ctx.forget_missing(&store_keys(&del_reader));
+                }
+                // The reflector has applied the list: the store is complete.
+                store_listed.notify_one();
             }
             _ => {}
         })
         .applied_objects();
 
-    let rebuild = tokio::spawn(initial_rebuild(reader.clone(), ctx.clone(), config_loaded));
+    let rebuild = tokio::spawn(initial_rebuild(
+        reader.clone(),
+        rebuild_listed,
+        ctx.clone(),
+        config_loaded,
+    ));
 
     let controller = Controller::for_stream(stream, reader)
         .reconcile_all_on(reconcile_all_rx.ready_chunks(1024).map(|_| ()))
@@ -193,12 +205,20 @@ fn store_keys(reader: &Store<Service>) -> Vec<ServiceKey> {
 
 /// Waits for the Services to be listed and a valid config, then rebuilds the
 /// allocator from the Services' status (nothing is allocated before that).
-async fn initial_rebuild(reader: Store<Service>, ctx: Arc<Context>, config_loaded: Arc<Notify>) {
-    if reader.wait_until_ready().await.is_err() {
-        return;
-    }
+///
+/// `listed` is signalled by the Service stream after each complete list. (Not
+/// `Store::wait_until_ready`: kube-runtime 5 wakes only one of several tasks
+/// waiting on it, and the Controller already waits there.)
+async fn initial_rebuild(
+    reader: Store<Service>,
+    listed: Arc<Notify>,
+    ctx: Arc<Context>,
+    config_loaded: Arc<Notify>,
+) {
+    listed.notified().await;
     loop {
-        if ctx.state().config.is_some() && ctx.rebuild(&reader.state()) {
+        // (rebuild takes the state lock itself: no guard may live here.)
+        if ctx.rebuild(&reader.state()) {
             // Deletions between the snapshot and the rebuild.
             ctx.forget_missing(&store_keys(&reader));
             info!("initial sync done");

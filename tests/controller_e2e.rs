@@ -1,0 +1,819 @@
+//! `ferrolb controller` against a real kube-apiserver v1.20.2 (testlab's
+//! `KubeApiServer`; skipped with a printed reason when it is not built, an
+//! error under CI).
+//!
+//! 200 LoadBalancer Services in three namespaces (plain ones, requested IPs
+//! via `spec.loadBalancerIP` and the `loadBalancerIPs` annotation, sharing
+//! pairs, a small pool that runs out, an unknown pool, a conflicting request)
+//! are created and some deleted while the controller is restarted 20 times
+//! (SIGTERM and SIGKILL mixed). A watch records every IP each Service is seen
+//! with. At the end:
+//! - no IP ever moved (once set, a Service's IPs never change while it exists),
+//! - no IP is held by two Services that may not share it (checked at every
+//!   observed change and at the end),
+//! - every Service holds an IP or has an `AllocationFailed` Event with the reason,
+//! - an invalid ConfigMap changes nothing (IPs unchanged, controller alive,
+//!   stale config reported on /metrics, new Services still served from the
+//!   last good config),
+//! - a Service changed to ClusterIP loses its ingress and its IP is reusable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const NAMESPACES: [&str; 3] = ["e2e-a", "e2e-b", "e2e-c"];
+const RESTARTS: usize = 20;
+const SERVICES: usize = 200;
+
+const CONFIG: &str = "address-pools:
+- name: a
+  protocol: bgp
+  addresses: [10.20.0.0/24]
+  avoid-buggy-ips: true
+- name: b
+  protocol: bgp
+  addresses: [10.21.0.0/28]
+  auto-assign: false
+";
+
+/// What a Service of the test asks for.
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Plain,
+    /// `spec.loadBalancerIP`.
+    SpecIp(&'static str),
+    /// `metallb.universe.tf/loadBalancerIPs`.
+    AnnotatedIp(&'static str),
+    /// `address-pool: b` (16 addresses, 20 such Services).
+    PoolB,
+    /// `allow-shared-ip` with this key; port 80 or 443.
+    Shared(String, i32),
+    /// `address-pool: nope`.
+    UnknownPool,
+    /// Requests an IP already requested by a `SpecIp` Service, without sharing.
+    Conflict(&'static str),
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    ns: &'static str,
+    name: String,
+    kind: Kind,
+}
+
+impl Spec {
+    fn key(&self) -> String {
+        format!("{}/{}", self.ns, self.name)
+    }
+
+    fn manifest(&self) -> Service {
+        let mut annotations = BTreeMap::new();
+        let mut lb_ip = None;
+        let mut port = 80;
+        match &self.kind {
+            Kind::Plain => {}
+            Kind::SpecIp(ip) | Kind::Conflict(ip) => lb_ip = Some(*ip),
+            Kind::AnnotatedIp(ip) => {
+                annotations.insert(
+                    "metallb.universe.tf/loadBalancerIPs".to_string(),
+                    ip.to_string(),
+                );
+            }
+            Kind::PoolB => {
+                annotations.insert(
+                    "metallb.universe.tf/address-pool".to_string(),
+                    "b".to_string(),
+                );
+            }
+            Kind::Shared(k, p) => {
+                annotations.insert("metallb.universe.tf/allow-shared-ip".to_string(), k.clone());
+                port = *p;
+            }
+            Kind::UnknownPool => {
+                annotations.insert(
+                    "metallb.universe.tf/address-pool".to_string(),
+                    "nope".to_string(),
+                );
+            }
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.name, "namespace": self.ns, "annotations": annotations},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerIP": lb_ip,
+                "ports": [{"name": "p", "port": port, "protocol": "TCP"}],
+                "selector": {"app": self.name},
+            }
+        }))
+        .expect("service manifest")
+    }
+}
+
+/// Deterministic shuffling without a rand dependency.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const REQUESTED: [&str; 10] = [
+    "10.20.0.240",
+    "10.20.0.241",
+    "10.20.0.242",
+    "10.20.0.243",
+    "10.20.0.244",
+    "10.20.0.245",
+    "10.20.0.246",
+    "10.20.0.247",
+    "10.20.0.248",
+    "10.20.0.249",
+];
+
+fn catalog(rng: &mut Lcg) -> Vec<Spec> {
+    let mut v = Vec::new();
+    for (i, ip) in REQUESTED.iter().enumerate() {
+        let kind = if i < 5 {
+            Kind::SpecIp(ip)
+        } else {
+            Kind::AnnotatedIp(ip)
+        };
+        v.push(Spec {
+            ns: "e2e-a",
+            name: format!("req-{i}"),
+            kind,
+        });
+    }
+    for i in 0..20 {
+        v.push(Spec {
+            ns: "e2e-b",
+            name: format!("poolb-{i}"),
+            kind: Kind::PoolB,
+        });
+    }
+    for i in 0..10 {
+        for port in [80, 443] {
+            v.push(Spec {
+                ns: "e2e-c",
+                name: format!("share-{i}-{port}"),
+                kind: Kind::Shared(format!("key-{i}"), port),
+            });
+        }
+    }
+    v.push(Spec {
+        ns: "e2e-b",
+        name: "unknown-pool".into(),
+        kind: Kind::UnknownPool,
+    });
+    let mut i = 0;
+    while v.len() < SERVICES - 1 {
+        v.push(Spec {
+            ns: NAMESPACES[i % 3],
+            name: format!("plain-{i}"),
+            kind: Kind::Plain,
+        });
+        i += 1;
+    }
+    // Shuffle, then put the conflicting request last (after its owner).
+    for j in (1..v.len()).rev() {
+        let k = rng.below(j + 1);
+        v.swap(j, k);
+    }
+    v.push(Spec {
+        ns: "e2e-c",
+        name: "conflict".into(),
+        kind: Kind::Conflict(REQUESTED[0]),
+    });
+    v
+}
+
+fn ingress(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn sharing_key(svc: &Service) -> Option<String> {
+    svc.annotations()
+        .get("metallb.universe.tf/allow-shared-ip")
+        .cloned()
+}
+
+fn ports(svc: &Service) -> BTreeSet<i32> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(|p| p.iter().map(|p| p.port).collect())
+        .unwrap_or_default()
+}
+
+/// May these Services hold the same IP?
+fn may_share(a: &Service, b: &Service) -> bool {
+    matches!((sharing_key(a), sharing_key(b)), (Some(x), Some(y)) if x == y)
+        && ports(a).is_disjoint(&ports(b))
+}
+
+/// What the watch has seen.
+#[derive(Default)]
+struct Observed {
+    /// First non-empty IP list seen per Service (by `ns/name`).
+    first: HashMap<String, Vec<String>>,
+    /// Current objects.
+    current: HashMap<String, Service>,
+    /// Services excluded from the "never moves" check (changed on purpose).
+    exempt: BTreeSet<String>,
+    violations: Vec<String>,
+    observations: usize,
+}
+
+impl Observed {
+    fn see(&mut self, svc: Service) {
+        let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
+        let ips = ingress(&svc);
+        self.observations += 1;
+        if !self.exempt.contains(&key) {
+            match self.first.get(&key) {
+                Some(first) if *first != ips => self
+                    .violations
+                    .push(format!("{key}: IPs moved from {first:?} to {ips:?}")),
+                None if !ips.is_empty() => {
+                    self.first.insert(key.clone(), ips.clone());
+                }
+                _ => {}
+            }
+        }
+        self.current.insert(key.clone(), svc);
+        // Exclusivity over the current snapshot, for the IPs of this Service.
+        let me = &self.current[&key];
+        for ip in &ips {
+            for (other_key, other) in &self.current {
+                if *other_key != key && ingress(other).contains(ip) && !may_share(me, other) {
+                    self.violations.push(format!(
+                        "{ip} held by {key} and {other_key}, which may not share it"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn gone(&mut self, svc: &Service) {
+        let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
+        self.current.remove(&key);
+        self.first.remove(&key);
+    }
+}
+
+struct Ctrl {
+    child: Option<Child>,
+    bin: String,
+    kubeconfig: String,
+    metrics: String,
+    log: std::path::PathBuf,
+    starts: usize,
+    term_exits: usize,
+    kills: usize,
+}
+
+impl Ctrl {
+    fn start(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(["controller", "--kubeconfig", &self.kubeconfig])
+            .args(["--metrics-addr", &self.metrics, "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ferrolb controller")?;
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// SIGTERM (must exit 0 within 10 s) or SIGKILL.
+    fn stop(&mut self, kill: bool) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().to_string();
+        if kill {
+            child.kill()?;
+            child.wait()?;
+            self.kills += 1;
+            return Ok(());
+        }
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                ensure!(st.success(), "controller exited with {st} after SIGTERM");
+                self.term_exits += 1;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("controller did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Ctrl {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok((200, _)) = http_get(addr, "/readyz") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "controller not ready within {timeout:?}: {:?}",
+                http_get(addr, "/readyz")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn client(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(cfg)?)
+}
+
+async fn all_services(client: &Client) -> Result<Vec<Service>> {
+    let mut out = Vec::new();
+    for ns in NAMESPACES {
+        out.extend(
+            Api::<Service>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await?
+                .items,
+        );
+    }
+    Ok(out)
+}
+
+/// `AllocationFailed` notes per `ns/name`.
+async fn failure_notes(client: &Client) -> Result<HashMap<String, Vec<String>>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for ns in NAMESPACES {
+        for ev in Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+        {
+            if ev.reason.as_deref() != Some("AllocationFailed") {
+                continue;
+            }
+            let Some(r) = ev.regarding else { continue };
+            out.entry(format!("{ns}/{}", r.name.unwrap_or_default()))
+                .or_default()
+                .push(ev.note.unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+fn snapshot(svcs: &[Service]) -> BTreeMap<String, Vec<String>> {
+    svcs.iter()
+        .map(|s| {
+            (
+                format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
+                ingress(s),
+            )
+        })
+        .collect()
+}
+
+/// What a Service should end with: an IP (checked against its kind) or a
+/// failure whose reason contains `Err(text)`.
+fn expected_failure(kind: &Kind) -> Option<&'static str> {
+    match kind {
+        Kind::UnknownPool => Some("unknown address pool \"nope\""),
+        Kind::Conflict(_) => Some("10.20.0.240"),
+        Kind::PoolB => Some("no available IPv4 addresses in pool \"b\""),
+        _ => None,
+    }
+}
+
+#[test]
+fn controller_against_real_apiserver() -> Result<()> {
+    let Some(api) = ferrolb_testlab::kube::KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(scenario(api.kubeconfig_path(), api.dir()));
+    if res.is_err() {
+        eprintln!("kube-apiserver logs: {}", api.dir().display());
+    }
+    res
+}
+
+async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let client = client(kubeconfig).await?;
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for ns in ["metallb-system"].iter().chain(NAMESPACES.iter()) {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        ns_api.create(&PostParams::default(), &n).await?;
+    }
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), "metallb-system");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "config"}, "data": {"config": CONFIG}
+    }))?;
+    cm_api.create(&PostParams::default(), &cm).await?;
+
+    // The observer: every state of every Service the watch delivers.
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let obs = observed.clone();
+    let watch_client = client.clone();
+    let observer = tokio::spawn(async move {
+        let api: Api<Service> = Api::all(watch_client);
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let mut o = obs.lock().unwrap();
+            match ev {
+                Ok(watcher::Event::Apply(s)) | Ok(watcher::Event::InitApply(s)) => o.see(s),
+                Ok(watcher::Event::Delete(s)) => o.gone(&s),
+                _ => {}
+            }
+        }
+    });
+
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let mut ctrl = Ctrl {
+        child: None,
+        bin: env!("CARGO_BIN_EXE_ferrolb").to_string(),
+        kubeconfig: kubeconfig.display().to_string(),
+        metrics: metrics.clone(),
+        log: dir.join("ferrolb-controller.log"),
+        starts: 0,
+        term_exits: 0,
+        kills: 0,
+    };
+    ctrl.start()?;
+    wait_ready(&metrics, Duration::from_secs(30))?;
+    eprintln!("controller ready after {:?}", t0.elapsed());
+
+    // Creations and deletions run on their own while the controller restarts.
+    let mut rng = Lcg(0x5eed_f0e5);
+    let specs = catalog(&mut rng);
+    let kinds: HashMap<String, Kind> = specs.iter().map(|s| (s.key(), s.kind.clone())).collect();
+    let mut_client = client.clone();
+    let deleted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let deleted_w = deleted.clone();
+    let mutator = tokio::spawn(async move {
+        let mut rng = Lcg(0xdead_beef);
+        let mut plain_created: Vec<&Spec> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let api: Api<Service> = Api::namespaced(mut_client.clone(), spec.ns);
+            api.create(&PostParams::default(), &spec.manifest()).await?;
+            if spec.kind == Kind::Plain {
+                plain_created.push(spec);
+            }
+            // Every 5th creation, delete an earlier plain Service.
+            if i % 5 == 4 && plain_created.len() > 3 {
+                let victim = plain_created.remove(rng.below(plain_created.len()));
+                Api::<Service>::namespaced(mut_client.clone(), victim.ns)
+                    .delete(&victim.name, &DeleteParams::default())
+                    .await?;
+                deleted_w.lock().unwrap().push(victim.key());
+            }
+            tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+        anyhow::Ok(())
+    });
+
+    let mut rng = Lcg(0x7e57);
+    for i in 0..RESTARTS {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200) as u64)).await;
+        ctrl.stop(i % 3 == 2)?;
+        if rng.below(2) == 0 {
+            tokio::time::sleep(Duration::from_millis(rng.below(500) as u64)).await;
+        }
+        ctrl.start()?;
+    }
+    mutator.await??;
+    eprintln!(
+        "{} restarts ({} SIGTERM, {} SIGKILL) done after {:?}",
+        RESTARTS,
+        ctrl.term_exits,
+        ctrl.kills,
+        t0.elapsed()
+    );
+    wait_ready(&metrics, Duration::from_secs(30))?;
+
+    // Convergence: every Service holds an IP or has its AllocationFailed Event.
+    let deleted: BTreeSet<String> = deleted.lock().unwrap().iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (svcs, notes) = loop {
+        let svcs = all_services(&client).await?;
+        let notes = failure_notes(&client).await?;
+        let pending: Vec<String> = svcs
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+            .zip(svcs.iter())
+            .filter(|(k, s)| ingress(s).is_empty() && !notes.contains_key(k))
+            .map(|(k, _)| k)
+            .collect();
+        if pending.is_empty() {
+            break (svcs, notes);
+        }
+        if Instant::now() > deadline {
+            bail!("no IP and no AllocationFailed Event for {pending:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        svcs.len() + deleted.len() == SERVICES,
+        "{} services + {} deleted",
+        svcs.len(),
+        deleted.len()
+    );
+
+    // Per kind.
+    let mut held: HashMap<String, Vec<&Service>> = HashMap::new();
+    let mut failed = 0;
+    let mut in_b = 0;
+    for s in &svcs {
+        let key = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+        let ips = ingress(s);
+        let kind = &kinds[&key];
+        for ip in &ips {
+            held.entry(ip.clone()).or_default().push(s);
+        }
+        match (kind, ips.as_slice()) {
+            (Kind::SpecIp(want) | Kind::AnnotatedIp(want), [got]) => {
+                ensure!(got == want, "{key} asked for {want}, got {got}")
+            }
+            (Kind::PoolB, [got]) => {
+                ensure!(
+                    got.starts_with("10.21.0."),
+                    "{key} got {got}, not from pool b"
+                );
+                in_b += 1;
+            }
+            (Kind::Plain | Kind::Shared(..), [got]) => {
+                ensure!(
+                    got.starts_with("10.20.0."),
+                    "{key} got {got}, not from pool a"
+                );
+                ensure!(
+                    !got.ends_with(".0") && !got.ends_with(".255"),
+                    "{key} got buggy IP {got}"
+                );
+            }
+            (k, []) => {
+                let want =
+                    expected_failure(k).with_context(|| format!("{key} ({k:?}) got no IP"))?;
+                let n = &notes[&key];
+                ensure!(
+                    n.iter().any(|n| n.contains(want) && n.contains(&key)),
+                    "{key}: AllocationFailed notes {n:?} do not carry {want:?}"
+                );
+                failed += 1;
+            }
+            (k, ips) => bail!("{key} ({k:?}) holds {ips:?}"),
+        }
+    }
+    ensure!(
+        in_b == 16,
+        "{in_b} Services hold pool b addresses, expected 16"
+    );
+    // Exclusivity at the end; sharing pairs really share.
+    for (ip, holders) in &held {
+        for (i, a) in holders.iter().enumerate() {
+            for b in &holders[i + 1..] {
+                ensure!(
+                    may_share(a, b),
+                    "{ip} held by {} and {} which may not share",
+                    a.name_any(),
+                    b.name_any()
+                );
+            }
+        }
+    }
+    for i in 0..10 {
+        let a = ingress(
+            svcs.iter()
+                .find(|s| s.name_any() == format!("share-{i}-80"))
+                .unwrap(),
+        );
+        let b = ingress(
+            svcs.iter()
+                .find(|s| s.name_any() == format!("share-{i}-443"))
+                .unwrap(),
+        );
+        ensure!(!a.is_empty() && a == b, "sharing pair {i}: {a:?} vs {b:?}");
+    }
+
+    // No IP ever moved, according to the watch.
+    {
+        let o = observed.lock().unwrap();
+        ensure!(o.violations.is_empty(), "violations: {:#?}", o.violations);
+        for (key, ips) in snapshot(&svcs) {
+            if let Some(first) = o.first.get(&key) {
+                ensure!(
+                    *first == ips,
+                    "{key}: first seen with {first:?}, now {ips:?}"
+                );
+            }
+        }
+        eprintln!("watch observed {} Service states", o.observations);
+    }
+
+    // An invalid config changes nothing.
+    let before = snapshot(&svcs);
+    let bad = "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.20.0.0/24]\n- name: c\n  protocol: bgp\n  addresses: [10.20.0.128/25]\n  bogus-key: 1\n";
+    cm_api
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config": bad}})),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(&metrics, "/metrics")?;
+        if body.contains("metallb_k8s_client_config_stale_bool 1") {
+            ensure!(
+                body.contains("metallb_k8s_client_config_loaded_bool 1"),
+                "{body}"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "invalid config not reported on /metrics:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let late = Spec {
+        ns: "e2e-a",
+        name: "after-invalid-config".into(),
+        kind: Kind::Plain,
+    };
+    Api::<Service>::namespaced(client.clone(), "e2e-a")
+        .create(&PostParams::default(), &late.manifest())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = Api::<Service>::namespaced(client.clone(), "e2e-a")
+            .get(&late.name)
+            .await?;
+        if let [ip] = ingress(&s).as_slice() {
+            ensure!(ip.starts_with("10.20.0."), "late service got {ip}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no IP for a Service created after the invalid config"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = snapshot(&all_services(&client).await?);
+    for (k, ips) in &before {
+        ensure!(
+            after.get(k) == Some(ips),
+            "{k}: {ips:?} became {:?} after an invalid config",
+            after.get(k)
+        );
+    }
+    ensure!(ctrl.alive(), "controller died after an invalid config");
+    wait_ready(&metrics, Duration::from_secs(1))?;
+
+    // A Service that stops being a LoadBalancer loses its IP.
+    let victim = svcs
+        .iter()
+        .find(|s| {
+            kinds[&format!("{}/{}", s.namespace().unwrap(), s.name_any())] == Kind::Plain
+                && !ingress(s).is_empty()
+        })
+        .unwrap();
+    let vkey = format!("{}/{}", victim.namespace().unwrap(), victim.name_any());
+    observed.lock().unwrap().exempt.insert(vkey.clone());
+    let vapi: Api<Service> = Api::namespaced(client.clone(), &victim.namespace().unwrap());
+    vapi.patch(
+        &victim.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"type": "ClusterIP"}})),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = vapi.get(&victim.name_any()).await?;
+        if ingress(&s).is_empty()
+            && !s
+                .annotations()
+                .contains_key("metallb.universe.tf/ip-allocated-from-pool")
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{vkey}: ingress not cleared after type ClusterIP"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    {
+        let o = observed.lock().unwrap();
+        ensure!(o.violations.is_empty(), "violations: {:#?}", o.violations);
+    }
+    observer.abort();
+    ctrl.stop(false)?;
+    let log = std::fs::read_to_string(dir.join("ferrolb-controller.log")).unwrap_or_default();
+    ensure!(
+        !log.contains("panicked"),
+        "controller panicked; log in {}",
+        dir.display()
+    );
+    eprintln!(
+        "controller e2e: {SERVICES} services ({} deleted, {} without IP, each with its AllocationFailed reason), \
+         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored; {:?}",
+        deleted.len(),
+        failed,
+        ctrl.starts,
+        ctrl.term_exits,
+        ctrl.kills,
+        t0.elapsed()
+    );
+    Ok(())
+}
