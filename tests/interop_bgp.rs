@@ -286,6 +286,40 @@ fn gobgpd_restart_gets_full_table_again() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn gobgpd_drops_stopped_speaker_after_hold_time_then_relearns() -> Result<()> {
+    if !require_root_or_skip(
+        "gobgpd_drops_stopped_speaker_after_hold_time_then_relearns",
+        &["gobgpd", "gobgp"],
+    ) {
+        return Ok(());
+    }
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let g = Gobgpd::start(
+        &lab.b,
+        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
+    )?;
+    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+        .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
+        .arg("--hold-time", "3")
+        .spawn_in(&lab.a)?;
+    wait_up(&mut f)?;
+    g.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    // A node that goes silent: gobgpd must drop its routes after the 3 s hold time.
+    f.signal("STOP")?;
+    let t0 = Instant::now();
+    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    let gone = t0.elapsed();
+    eprintln!("gobgpd dropped the silent speaker's routes after {gone:?}");
+    assert!(gone >= Duration::from_millis(1500), "too early: {gone:?}");
+    f.signal("CONT")?;
+    let (est, _) = wait_up(&mut f)?;
+    assert!(est.contains("generation=2"), "{est}");
+    g.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- FRR
 
 #[test]
@@ -658,6 +692,46 @@ fn malformed_update_nlri_prefix_length_33_3_10() -> Result<()> {
     b.extend_from_slice(&attrs);
     b.extend_from_slice(&[33, 172, 17, 254, 1, 0]);
     malformed_update_case("malformed_update_nlri_prefix_length_33_3_10", &b, (3, 10))
+}
+
+#[test]
+fn silent_peer_gets_hold_timer_expired_4_0() -> Result<()> {
+    // Loopback in the root namespace only. The raw peer offers hold time 3 and then
+    // never sends a KEEPALIVE: ferrolb must send NOTIFICATION 4/0 after ~3 s.
+    let dir = TestDir::new("silent-peer")?;
+    let peer = RawPeer::new()?;
+    let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
+        .arg("--router-id", SPEAKER)
+        .prefixes(&["172.17.254.1/32"])
+        .command();
+    cmd.current_dir(dir.path());
+    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
+    let mut s = peer.accept(T, &mut f)?;
+    let (ty, _) = read_msg(&mut s)?;
+    assert_eq!(ty, 1);
+    let mut open = our_open();
+    // Hold time field: after marker(16) + length(2) + type(1) + version(1) + AS(2).
+    open[22..24].copy_from_slice(&3u16.to_be_bytes());
+    s.write_all(&open)?;
+    s.write_all(&msg(4, &[]))?;
+    f.wait_for_line("established", T)?;
+    let t0 = Instant::now();
+    let got = loop {
+        let (ty, b) = read_msg(&mut s)?;
+        if ty == 3 {
+            break (b[0], b[1]);
+        }
+    };
+    let after = t0.elapsed();
+    eprintln!("ferrolb sent NOTIFICATION {got:?} {after:?} after Established");
+    assert_eq!(got, (4, 0), "Hold Timer Expired");
+    assert!(
+        after >= Duration::from_secs(2) && after <= Duration::from_secs(5),
+        "{after:?}"
+    );
+    assert!(f.is_alive());
+    stop_ok(&mut f)?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- cleanup
