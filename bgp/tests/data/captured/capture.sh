@@ -14,6 +14,7 @@ cleanup() {
   sleep 0.5
   ip netns del flb-capS 2>/dev/null || true
   ip netns del flb-capR 2>/dev/null || true
+  rm -rf "$W"
 }
 trap cleanup EXIT
 ip netns add flb-capS; ip netns add flb-capR
