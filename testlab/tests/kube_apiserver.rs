@@ -21,7 +21,11 @@ fn kube_apiserver_version() -> anyhow::Result<()> {
         .arg(format!("Authorization: Bearer {}", api.token()))
         .arg(format!("{}/version", api.server_url()))
         .output()?;
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["gitVersion"], "v1.20.2", "unexpected /version: {v}");
     assert_eq!(v["major"], "1");
@@ -29,7 +33,16 @@ fn kube_apiserver_version() -> anyhow::Result<()> {
 
     // The token is a cluster admin: an RBAC-protected list works, no token is 401/403.
     let out = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H"])
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "-H",
+        ])
         .arg(format!("Authorization: Bearer {}", api.token()))
         .arg(format!("{}/api/v1/namespaces", api.server_url()))
         .output()?;
@@ -38,8 +51,14 @@ fn kube_apiserver_version() -> anyhow::Result<()> {
     drop(api);
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
-        assert!(matches!(state, None | Some("Z")), "pid {pid} still running after drop");
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z")),
+            "pid {pid} still running after drop"
+        );
     }
     Ok(())
 }
