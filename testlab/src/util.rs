@@ -102,15 +102,39 @@ pub fn require_root_or_skip(test: &str, bins: &[&str]) -> bool {
     }
 }
 
-/// `if !require!("name", "gobgpd") { return; }` shorthand: returns from the calling test
-/// (which must return `()` or `Result<(), _>` via `Default`) when prerequisites are missing.
+/// Returns from the calling test when [`require_root_or_skip`] says to skip. Works in
+/// tests returning `()` and `Result<(), E>`.
+///
+/// ```no_run
+/// #[test]
+/// fn my_test() -> anyhow::Result<()> {
+///     ferrolb_testlab::require_or_return!("my_test", "gobgpd", "gobgp");
+///     Ok(())
+/// }
+/// ```
 #[macro_export]
 macro_rules! require_or_return {
     ($test:expr $(, $bin:expr)* $(,)?) => {
         if !$crate::require_root_or_skip($test, &[$($bin),*]) {
-            return Default::default();
+            return $crate::util::Skipped::skipped();
         }
     };
+}
+
+/// What a skipped test returns (used by [`require_or_return!`]).
+pub trait Skipped {
+    /// `()` or `Ok(())`.
+    fn skipped() -> Self;
+}
+
+impl Skipped for () {
+    fn skipped() -> Self {}
+}
+
+impl<E> Skipped for Result<(), E> {
+    fn skipped() -> Self {
+        Ok(())
+    }
 }
 
 /// A TCP port that was free on 127.0.0.1 in the root namespace and that this process has

@@ -259,12 +259,13 @@ fn reference_lab_frr_zebra_installs_ecmp() -> anyhow::Result<()> {
 
 #[test]
 fn reference_lab_bird_kernel_merge_paths() -> anyhow::Result<()> {
-    if !require_root_or_skip(
+    ferrolb_testlab::require_or_return!(
         "reference_lab_bird_kernel_merge_paths",
-        &["gobgpd", "gobgp", "bird", "birdc"],
-    ) {
-        return Ok(());
-    }
+        "gobgpd",
+        "gobgp",
+        "bird",
+        "birdc"
+    );
     let lab = RefLab::new()?;
     let mut c = BirdConfig::new(64512, "172.17.0.1");
     c.kernel = true;
