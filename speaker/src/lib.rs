@@ -7,3 +7,8 @@
 //! allocate IPs (the controller does) and does not touch the node's forwarding.
 
 pub mod announce;
+pub mod peers;
+pub mod run;
+pub mod watch;
+
+pub use run::{SpeakerOpts, run};

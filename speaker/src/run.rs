@@ -1,0 +1,457 @@
+//! `ferrolb speaker`: the I/O shell. Watches Services, endpoints, its Node and
+//! the ConfigMap; on any change recomputes the pure decision and tells the BGP
+//! sessions what to hold. Serves `/metrics`, `/healthz`, `/readyz`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrolb_bgp::fsm::State;
+use ferrolb_config::Config;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, ObjectReference, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use crate::announce::{Decision, routes_per_peer};
+use crate::peers::{PeerSessions, desired_sessions, source_address_for};
+use crate::watch::{EndpointSource, node_state, service_states};
+
+/// Flags of `ferrolb speaker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeakerOpts {
+    /// This node's name (from the downward API in the DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Kubeconfig file; default: in-cluster config, then $KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the ConfigMap.
+    #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+    pub namespace: String,
+    /// Name of the ConfigMap (key `config`).
+    #[arg(long, env = "METALLB_CONFIG", default_value = "config")]
+    pub config_name: String,
+    /// Listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Shared state behind the HTTP endpoints.
+#[derive(Default)]
+struct Metrics {
+    config_loaded: bool,
+    config_stale: bool,
+    synced: bool,
+    /// (service, ip) announced by this node.
+    announced: BTreeSet<(String, String)>,
+    /// Last rendered BGP session lines (filled at scrape time from handles).
+    sessions: Vec<(String, bool, u64, usize)>,
+}
+
+async fn client(opts: &SpeakerOpts) -> anyhow::Result<Client> {
+    let config = match &opts.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Drive a watch stream into a store, ringing `notify` on every event.
+fn pump<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    notify: Arc<Notify>,
+    what: &'static str,
+) where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream.default_backoff().reflect(writer));
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                warn!(watch = what, error = %e, "watch error (retrying)");
+            }
+            notify.notify_one();
+        }
+    });
+}
+
+fn store_for<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    notify: &Arc<Notify>,
+    what: &'static str,
+) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    pump(watcher(api, cfg), writer, notify.clone(), what);
+    store
+}
+
+/// Does the API server serve discovery.k8s.io/v1 EndpointSlices?
+async fn serves_slices_v1(client: &Client) -> bool {
+    match client.list_api_group_resources("discovery.k8s.io/v1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "endpointslices"),
+        Err(_) => false,
+    }
+}
+
+/// Run the speaker until SIGTERM/SIGINT; then withdraw everything and send Cease.
+pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
+    let client = client(&opts).await?;
+    let notify = Arc::new(Notify::new());
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    let sessions = Arc::new(tokio::sync::Mutex::new(PeerSessions::default()));
+    serve_http(opts.metrics_addr, metrics.clone(), sessions.clone()).await?;
+
+    let services = store_for(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        &notify,
+        "services",
+    );
+    let endpoints = if serves_slices_v1(&client).await {
+        info!("reading endpoints from discovery.k8s.io/v1 EndpointSlices");
+        EndpointSource::Slices(store_for(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+            &notify,
+            "endpointslices",
+        ))
+    } else {
+        info!("EndpointSlice v1 not served: reading core/v1 Endpoints");
+        EndpointSource::Endpoints(store_for(
+            Api::<Endpoints>::all(client.clone()),
+            watcher::Config::default(),
+            &notify,
+            "endpoints",
+        ))
+    };
+    let nodes = store_for(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.node_name)),
+        &notify,
+        "node",
+    );
+    let configmaps = store_for(
+        Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.config_name)),
+        &notify,
+        "configmap",
+    );
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ferrolb-speaker".into(),
+            instance: Some(opts.node_name.clone()),
+        },
+    );
+
+    let _ = services.wait_until_ready().await;
+    let _ = nodes.wait_until_ready().await;
+    let _ = configmaps.wait_until_ready().await;
+    match &endpoints {
+        EndpointSource::Slices(s) => {
+            let _ = s.wait_until_ready().await;
+        }
+        EndpointSource::Endpoints(s) => {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+    info!(node = %opts.node_name, "caches synced");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last_good: Option<(String, Config)> = None;
+    // The last invalid text, so it is reported once, not on every event.
+    let mut last_bad: Option<String> = None;
+    let mut announced_services: BTreeSet<String> = BTreeSet::new();
+    let cm_ref = ObjectRef::<ConfigMap>::new(&opts.config_name).within(&opts.namespace);
+    notify.notify_one();
+    loop {
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        // Configuration: keep the last good one when the new text is invalid.
+        let text = configmaps
+            .get(&cm_ref)
+            .and_then(|cm| cm.data.as_ref().and_then(|d| d.get("config").cloned()));
+        if let Some(text) = text
+            && last_good.as_ref().map(|(t, _)| t) != Some(&text)
+            && last_bad.as_ref() != Some(&text)
+        {
+            match Config::parse(&text) {
+                Ok(cfg) => {
+                    info!(summary = %cfg.summary(), "configuration loaded");
+                    last_good = Some((text, cfg));
+                    last_bad = None;
+                    let mut m = metrics.lock().unwrap();
+                    m.config_loaded = true;
+                    m.config_stale = false;
+                }
+                Err(errs) => {
+                    error!(errors = %errs, "invalid configuration: keeping the last good one, no route changes");
+                    metrics.lock().unwrap().config_stale = true;
+                    last_bad = Some(text);
+                }
+            }
+        }
+        let Some((_, config)) = &last_good else {
+            debug!("no valid configuration yet: announcing nothing");
+            continue;
+        };
+        let node = node_state(
+            &opts.node_name,
+            nodes.get(&ObjectRef::new(&opts.node_name)).as_deref(),
+        );
+        let states = service_states(&services, &endpoints);
+        let (per_peer, decisions) = routes_per_peer(config, &node, states.values());
+        let (desired, errors) = desired_sessions(config, &node, &source_address_for);
+        for e in errors {
+            warn!(error = %e, "peer skipped");
+        }
+        sessions.lock().await.sync(desired, per_peer).await;
+
+        // Events and metrics for what this node announces.
+        let mut now_announced = BTreeSet::new();
+        let mut announced_ips = BTreeSet::new();
+        for (key, d) in &decisions {
+            match d {
+                Decision::Announce(_) => {
+                    now_announced.insert(key.clone());
+                    for ip in &states[key].ips {
+                        announced_ips.insert((key.clone(), ip.to_string()));
+                    }
+                }
+                Decision::Skip(reason) => {
+                    debug!(svc = %key, reason = reason.as_str(), "not announcing: {reason}");
+                }
+            }
+        }
+        for key in now_announced.difference(&announced_services) {
+            info!(svc = %key, node = %opts.node_name, "announcing");
+            if let Some(svc) = services.get(&service_ref(key)) {
+                let ev = Event {
+                    type_: EventType::Normal,
+                    reason: "nodeAssigned".into(),
+                    note: Some(format!(
+                        "announcing from node \"{}\" with protocol \"bgp\"",
+                        opts.node_name
+                    )),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                let reference: ObjectReference = svc.object_ref(&());
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    warn!(svc = %key, error = %e, "could not record event");
+                }
+            }
+        }
+        for key in announced_services.difference(&now_announced) {
+            let reason = match decisions.get(key) {
+                Some(Decision::Skip(r)) => r.to_string(),
+                _ => "service deleted".into(),
+            };
+            info!(svc = %key, "withdrawing: {reason}");
+        }
+        announced_services = now_announced;
+        let mut m = metrics.lock().unwrap();
+        m.announced = announced_ips;
+        m.synced = true;
+    }
+
+    info!("shutting down: withdrawing all routes and closing sessions");
+    let sessions = std::mem::take(&mut *sessions.lock().await);
+    sessions.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn service_ref(key: &str) -> ObjectRef<Service> {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    ObjectRef::new(name).within(ns)
+}
+
+fn render_metrics(m: &Metrics, node: &str) -> String {
+    let mut out = String::new();
+    let b = |v: bool| u8::from(v);
+    let _ = writeln!(
+        out,
+        "# HELP metallb_k8s_client_config_loaded_bool 1 if the configuration was ever loaded."
+    );
+    let _ = writeln!(out, "# TYPE metallb_k8s_client_config_loaded_bool gauge");
+    let _ = writeln!(
+        out,
+        "metallb_k8s_client_config_loaded_bool {}",
+        b(m.config_loaded)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP metallb_k8s_client_config_stale_bool 1 if running on a stale configuration because the latest is invalid."
+    );
+    let _ = writeln!(out, "# TYPE metallb_k8s_client_config_stale_bool gauge");
+    let _ = writeln!(
+        out,
+        "metallb_k8s_client_config_stale_bool {}",
+        b(m.config_stale)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP metallb_bgp_session_up BGP session state (1 is up, 0 is down)."
+    );
+    let _ = writeln!(out, "# TYPE metallb_bgp_session_up gauge");
+    for (peer, up, _, _) in &m.sessions {
+        let _ = writeln!(out, "metallb_bgp_session_up{{peer=\"{peer}\"}} {}", b(*up));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP metallb_bgp_updates_total Number of BGP UPDATE messages sent."
+    );
+    let _ = writeln!(out, "# TYPE metallb_bgp_updates_total counter");
+    for (peer, _, updates, _) in &m.sessions {
+        let _ = writeln!(
+            out,
+            "metallb_bgp_updates_total{{peer=\"{peer}\"}} {updates}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP metallb_bgp_announced_prefixes_total Number of prefixes currently being advertised on the BGP session."
+    );
+    let _ = writeln!(out, "# TYPE metallb_bgp_announced_prefixes_total gauge");
+    for (peer, _, _, n) in &m.sessions {
+        let _ = writeln!(
+            out,
+            "metallb_bgp_announced_prefixes_total{{peer=\"{peer}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP metallb_speaker_announced IPs announced by this speaker."
+    );
+    let _ = writeln!(out, "# TYPE metallb_speaker_announced gauge");
+    for (svc, ip) in &m.announced {
+        let _ = writeln!(
+            out,
+            "metallb_speaker_announced{{ip=\"{ip}\",node=\"{node}\",protocol=\"bgp\",service=\"{svc}\"}} 1"
+        );
+    }
+    out
+}
+
+/// A tiny HTTP/1.0 responder for /metrics, /healthz and /readyz (no framework: the
+/// speaker runs on every node, so its footprint matters).
+async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Mutex<Metrics>>,
+    sessions: Arc<tokio::sync::Mutex<PeerSessions>>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))?;
+    let node = std::env::var("NODE_NAME").unwrap_or_default();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            let sessions = sessions.clone();
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = match path {
+                    "/healthz" => ("200 OK", "ok\n".to_string()),
+                    "/readyz" => {
+                        if metrics.lock().unwrap().synced {
+                            ("200 OK", "ready\n".to_string())
+                        } else {
+                            ("503 Service Unavailable", "not ready\n".to_string())
+                        }
+                    }
+                    "/metrics" => {
+                        let lines: Vec<_> = {
+                            let s = sessions.lock().await;
+                            s.handles()
+                                .map(|(k, h)| {
+                                    let st = h.status().borrow().clone();
+                                    (
+                                        format!("{}:{}", k.0, k.1),
+                                        st.state == State::Established,
+                                        st.updates_sent,
+                                        st.prefixes_announced,
+                                    )
+                                })
+                                .collect()
+                        };
+                        let mut m = metrics.lock().unwrap();
+                        m.sessions = lines;
+                        ("200 OK", render_metrics(&m, &node))
+                    }
+                    _ => ("404 Not Found", "not found\n".to_string()),
+                };
+                let resp = format!(
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// For tests: render with given sessions.
+#[doc(hidden)]
+pub fn render_for_test(
+    announced: &[(&str, &str)],
+    sessions: &[(&str, bool, u64, usize)],
+) -> String {
+    let m = Metrics {
+        config_loaded: true,
+        config_stale: false,
+        synced: true,
+        announced: announced
+            .iter()
+            .map(|(s, i)| (s.to_string(), i.to_string()))
+            .collect(),
+        sessions: sessions
+            .iter()
+            .map(|(p, u, n, a)| (p.to_string(), *u, *n, *a))
+            .collect(),
+    };
+    render_metrics(&m, "n1")
+}

@@ -1,0 +1,200 @@
+//! Decisions fed through kube reflector stores: Kubernetes objects (as the API
+//! server would send them) → stores → conversions → decision. No network.
+
+use ferrolb_config::Config;
+use ferrolb_speaker::announce::{Decision, SkipReason, routes_per_peer};
+use ferrolb_speaker::watch::{EndpointSource, node_state, service_states};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+
+fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("valid object")
+}
+
+fn store_of<K>(objs: Vec<K>) -> Store<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
+    for o in objs {
+        writer.apply_watcher_event(&Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    store
+}
+
+fn service(name: &str, ip: Option<&str>, policy: &str) -> Service {
+    let status = match ip {
+        Some(ip) => serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}}),
+        None => serde_json::json!({}),
+    };
+    obj(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                 "ports": [{"port": 80, "protocol": "TCP"}]},
+        "status": status,
+    }))
+}
+
+fn endpoints(name: &str, ready_on: &[&str], unready_on: &[&str]) -> Endpoints {
+    let addr = |nodes: &[&str]| -> Vec<serde_json::Value> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| serde_json::json!({"ip": format!("10.244.0.{}", i + 1), "nodeName": n}))
+            .collect()
+    };
+    obj(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "subsets": [{"addresses": addr(ready_on), "notReadyAddresses": addr(unready_on),
+                     "ports": [{"port": 80}]}],
+    }))
+}
+
+fn node(name: &str, labels: serde_json::Value, net_unavailable: bool) -> Node {
+    obj(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"conditions": [
+            {"type": "NetworkUnavailable", "status": if net_unavailable {"True"} else {"False"}},
+            {"type": "Ready", "status": "True"}
+        ]}
+    }))
+}
+
+const CONFIG: &str = "peers:\n- peer-address: 172.17.0.1\n  peer-asn: 64512\n  my-asn: 64522\naddress-pools:\n- name: default\n  protocol: bgp\n  addresses: [172.17.254.0/24]\n";
+
+#[test]
+fn endpoints_objects_drive_local_and_cluster_decisions() {
+    let cfg = Config::parse(CONFIG).unwrap();
+    let services = store_of(vec![
+        service("web", Some("172.17.254.1"), "Cluster"),
+        service("local", Some("172.17.254.2"), "Local"),
+        service("pending", None, "Cluster"),
+        service("down", Some("172.17.254.3"), "Cluster"),
+    ]);
+    let eps = EndpointSource::Endpoints(store_of(vec![
+        endpoints("web", &["node-2"], &[]),
+        endpoints("local", &["node-2"], &["node-1"]),
+        endpoints("down", &[], &["node-1"]),
+    ]));
+    let states = service_states(&services, &eps);
+    assert_eq!(states.len(), 4);
+
+    let n1 = node_state(
+        "node-1",
+        Some(&node("node-1", serde_json::json!({}), false)),
+    );
+    let (per_peer, d) = routes_per_peer(&cfg, &n1, states.values());
+    assert!(matches!(d["default/web"], Decision::Announce(_)));
+    assert_eq!(
+        d["default/local"],
+        Decision::Skip(SkipReason::NoLocalEndpoint)
+    );
+    assert_eq!(d["default/pending"], Decision::Skip(SkipReason::NoIp));
+    assert_eq!(
+        d["default/down"],
+        Decision::Skip(SkipReason::NoReadyEndpoint)
+    );
+    let routes = per_peer.values().next().unwrap();
+    assert_eq!(
+        routes.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
+        vec!["172.17.254.1/32"]
+    );
+
+    let n2 = node_state(
+        "node-2",
+        Some(&node("node-2", serde_json::json!({}), false)),
+    );
+    let (_, d) = routes_per_peer(&cfg, &n2, states.values());
+    assert!(matches!(d["default/local"], Decision::Announce(_)));
+}
+
+#[test]
+fn node_conditions_and_labels() {
+    let cfg = Config::parse(CONFIG).unwrap();
+    let services = store_of(vec![service("web", Some("172.17.254.1"), "Cluster")]);
+    let eps = EndpointSource::Endpoints(store_of(vec![endpoints("web", &["node-1"], &[])]));
+    let states = service_states(&services, &eps);
+
+    let sick = node_state("node-1", Some(&node("node-1", serde_json::json!({}), true)));
+    let (_, d) = routes_per_peer(&cfg, &sick, states.values());
+    assert_eq!(
+        d["default/web"],
+        Decision::Skip(SkipReason::NodeNetworkUnavailable)
+    );
+
+    let excluded = node_state(
+        "node-1",
+        Some(&node(
+            "node-1",
+            serde_json::json!({"node.kubernetes.io/exclude-from-external-load-balancers": "true"}),
+            false,
+        )),
+    );
+    let (_, d) = routes_per_peer(&cfg, &excluded, states.values());
+    assert_eq!(d["default/web"], Decision::Skip(SkipReason::NodeExcluded));
+}
+
+#[test]
+fn endpoint_slices_with_conditions() {
+    let cfg = Config::parse(CONFIG).unwrap();
+    let services = store_of(vec![service("local", Some("172.17.254.2"), "Local")]);
+    let slice: EndpointSlice = obj(serde_json::json!({
+        "metadata": {"name": "local-abc", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "local"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.244.1.5"], "nodeName": "node-1",
+             "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.244.2.5"], "nodeName": "node-2",
+             "conditions": {"ready": false, "serving": false}},
+        ]
+    }));
+    let other: EndpointSlice = obj(serde_json::json!({
+        "metadata": {"name": "other-abc", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "other"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.3.5"], "nodeName": "node-3"}]
+    }));
+    let eps = EndpointSource::Slices(store_of(vec![slice, other]));
+    let states = service_states(&services, &eps);
+    assert_eq!(
+        states["default/local"].endpoints.len(),
+        2,
+        "only its own slice counts"
+    );
+
+    let d1 = routes_per_peer(&cfg, &node_state("node-1", None), states.values()).1;
+    assert!(
+        matches!(d1["default/local"], Decision::Announce(_)),
+        "a serving, terminating endpoint keeps the route"
+    );
+    let d2 = routes_per_peer(&cfg, &node_state("node-2", None), states.values()).1;
+    assert_eq!(
+        d2["default/local"],
+        Decision::Skip(SkipReason::NoLocalEndpoint)
+    );
+    let d3 = routes_per_peer(&cfg, &node_state("node-3", None), states.values()).1;
+    assert_eq!(
+        d3["default/local"],
+        Decision::Skip(SkipReason::NoLocalEndpoint)
+    );
+}
+
+#[test]
+fn metrics_text_uses_metallb_names() {
+    let text = ferrolb_speaker::run::render_for_test(
+        &[("default/web", "172.17.254.1")],
+        &[("172.17.0.1:179", true, 3, 1)],
+    );
+    assert!(text.contains("metallb_bgp_session_up{peer=\"172.17.0.1:179\"} 1"));
+    assert!(text.contains("metallb_bgp_updates_total{peer=\"172.17.0.1:179\"} 3"));
+    assert!(text.contains("metallb_bgp_announced_prefixes_total{peer=\"172.17.0.1:179\"} 1"));
+    assert!(text.contains(
+        "metallb_speaker_announced{ip=\"172.17.254.1\",node=\"n1\",protocol=\"bgp\",service=\"default/web\"} 1"
+    ));
+}
