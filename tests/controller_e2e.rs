@@ -15,7 +15,9 @@
 //! - an invalid ConfigMap changes nothing (IPs unchanged, controller alive,
 //!   stale config reported on /metrics, new Services still served from the
 //!   last good config),
-//! - a Service changed to ClusterIP loses its ingress and its IP is reusable.
+//! - a valid config that shrinks a pool takes exactly the IPs outside it away
+//!   (`ClearAssignment`, then `AllocationFailed`) and moves nothing else,
+//! - a Service changed to ClusterIP loses its ingress.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -759,6 +761,97 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     ensure!(ctrl.alive(), "controller died after an invalid config");
     wait_ready(&metrics, Duration::from_secs(1))?;
 
+    // A valid config that shrinks pool b to 10.21.0.0/29: the Services holding
+    // 10.21.0.8-15 lose them (ClearAssignment, then AllocationFailed: b is
+    // full); everything else stays where it is.
+    let in_b_before: BTreeMap<String, String> = after
+        .iter()
+        .filter(|(k, ips)| kinds.get(*k) == Some(&Kind::PoolB) && !ips.is_empty())
+        .map(|(k, ips)| (k.clone(), ips[0].clone()))
+        .collect();
+    {
+        let mut o = observed.lock().unwrap();
+        o.exempt.extend(in_b_before.keys().cloned());
+    }
+    let shrunk = CONFIG.replace("10.21.0.0/28", "10.21.0.0/29");
+    cm_api
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config": shrunk}})),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = snapshot(&all_services(&client).await?);
+        let cleared_ok = in_b_before.iter().all(|(k, ip)| {
+            let last: u8 = ip
+                .rsplit('.')
+                .next()
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let cur = now.get(k).cloned().unwrap_or_default();
+            if last < 8 {
+                cur == vec![ip.clone()]
+            } else {
+                cur.is_empty()
+            }
+        });
+        let others_ok = after
+            .iter()
+            .filter(|(k, _)| !in_b_before.contains_key(*k))
+            .all(|(k, ips)| now.get(k) == Some(ips));
+        if cleared_ok && others_ok {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after shrinking pool b: pool-b services {:?}",
+            in_b_before
+                .keys()
+                .map(|k| (k, now.get(k)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut cleared_events = 0;
+    for (k, ip) in &in_b_before {
+        let last: u8 = ip
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        if last < 8 {
+            continue;
+        }
+        let (ns, name) = k.split_once('/').unwrap();
+        let evs = Api::<Event>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let has = |reason: &str, text: &str| {
+            evs.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.note.as_deref().is_some_and(|n| n.contains(text))
+            })
+        };
+        ensure!(
+            has("ClearAssignment", ip),
+            "{k}: no ClearAssignment Event for {ip}"
+        );
+        ensure!(
+            has("AllocationFailed", "pool \"b\""),
+            "{k}: no AllocationFailed Event after losing {ip}"
+        );
+        cleared_events += 1;
+    }
+    ensure!(
+        cleared_events == 8,
+        "{cleared_events} Services lost a pool-b IP, expected 8"
+    );
+    ensure!(ctrl.alive(), "controller died after a config change");
+
     // A Service that stops being a LoadBalancer loses its IP.
     let victim = svcs
         .iter()
@@ -807,7 +900,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     );
     eprintln!(
         "controller e2e: {SERVICES} services ({} deleted, {} without IP, each with its AllocationFailed reason), \
-         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored; {:?}",
+         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored, pool shrink released exactly the 8 IPs outside it; {:?}",
         deleted.len(),
         failed,
         ctrl.starts,

@@ -96,11 +96,13 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
 
     let lease = if opts.leader_elect {
         let api: Api<Lease> = Api::namespaced(client.clone(), &opts.namespace);
+        ctx.state().not_ready_reason = Some("waiting for the leader Lease".into());
         tokio::select! {
             r = acquire_lease(&api, &id) => r?,
             _ = shutdown_signal() => { http.abort(); return Ok(()); }
         }
         info!(identity = %id, "became leader");
+        ctx.state().not_ready_reason = Some("no configuration loaded yet".into());
         Some(api)
     } else {
         None
