@@ -64,6 +64,9 @@ pub enum RequestError {
     },
 }
 
+/// What [`parse_annotations`] returns: `(requested IPs, address pool, sharing key)`.
+pub type Parsed = (Vec<IpAddr>, Option<String>, Option<String>);
+
 /// Reads one annotation under both prefixes; empty values count as absent.
 /// Returns the annotation's full name (for messages) and its trimmed value.
 fn read(
@@ -110,7 +113,7 @@ fn parse_ip(field: &str, s: &str) -> Result<IpAddr, RequestError> {
 pub fn parse_annotations(
     annotations: &BTreeMap<String, String>,
     load_balancer_ip: Option<&str>,
-) -> Result<(Vec<IpAddr>, Option<String>, Option<String>), RequestError> {
+) -> Result<Parsed, RequestError> {
     let pool = read(annotations, ADDRESS_POOL)?.map(|(_, v)| v);
     let sharing = read(annotations, ALLOW_SHARED_IP)?.map(|(_, v)| v);
     let mut ips: Vec<IpAddr> = Vec::new();

@@ -128,6 +128,7 @@ enum Want {
 }
 use Want::{Err as Fails, Ips};
 
+#[allow(clippy::large_enum_variant)] // test data, built once per step
 enum Step {
     /// Assign and check.
     Assign(ServiceRequest, Want),
@@ -913,7 +914,12 @@ fn annotations() {
             s.map(String::from),
         ))
     };
-    let cases: Vec<(&[(&str, &str)], Option<&str>, Result<Out, &str>)> = vec![
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        Result<Out, &'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (&[], None, Ok(ok(&[], None, None))),
         (&[], Some(""), Ok(ok(&[], None, None))),
         (&[], Some("10.0.0.1"), Ok(ok(&["10.0.0.1"], None, None))),
@@ -1049,6 +1055,7 @@ mod prop {
     use std::collections::HashMap;
 
     #[derive(Debug, Clone)]
+    #[allow(clippy::large_enum_variant)] // test data
     enum Op {
         Assign(usize, ServiceRequest),
         Release(usize),
