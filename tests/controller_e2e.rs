@@ -17,7 +17,9 @@
 //!   last good config),
 //! - a valid config that shrinks a pool takes exactly the IPs outside it away
 //!   (`ClearAssignment`, then `AllocationFailed`) and moves nothing else,
-//! - a Service changed to ClusterIP loses its ingress.
+//! - a Service changed to ClusterIP loses its ingress,
+//! - with `--leader-elect` only the Lease holder works, and another
+//!   controller takes over after the holder is killed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -892,6 +894,73 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     }
     observer.abort();
     ctrl.stop(false)?;
+
+    // Leader election: two controllers with --leader-elect; only the Lease
+    // holder works. The holder is SIGKILLed; the other takes over once the
+    // 15 s Lease expires and serves a new Service.
+    let leader_start = Instant::now();
+    let mut leaders = Vec::new();
+    for i in 0..2 {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let log = std::fs::File::create(dir.join(format!("ferrolb-leader-{i}.log")))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrolb"))
+            .args(["controller", "--leader-elect", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--metrics-addr", &addr])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let guard = Ctrl {
+            child: Some(child),
+            bin: String::new(),
+            kubeconfig: String::new(),
+            metrics: addr.clone(),
+            log: dir.join("unused.log"),
+            starts: 1,
+            term_exits: 0,
+            kills: 0,
+        };
+        if i == 0 {
+            wait_ready(&addr, Duration::from_secs(30))?;
+        }
+        leaders.push(guard);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, body) = http_get(&leaders[1].metrics, "/readyz")?;
+    ensure!(
+        code == 503 && body.contains("leader Lease"),
+        "second controller should wait for the Lease: {code} {body}"
+    );
+    leaders[0].stop(true)?;
+    let takeover = Instant::now();
+    wait_ready(&leaders[1].metrics, Duration::from_secs(40))?;
+    let takeover = takeover.elapsed();
+    let after_leader = Spec {
+        ns: "e2e-b",
+        name: "after-leader-change".into(),
+        kind: Kind::Plain,
+    };
+    Api::<Service>::namespaced(client.clone(), "e2e-b")
+        .create(&PostParams::default(), &after_leader.manifest())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = Api::<Service>::namespaced(client.clone(), "e2e-b")
+            .get(&after_leader.name)
+            .await?;
+        if !ingress(&s).is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no IP from the new leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    leaders[1].stop(false)?;
+    eprintln!(
+        "leader election: takeover {takeover:?} after SIGKILL of the holder; {:?} in all",
+        leader_start.elapsed()
+    );
+
     let log = std::fs::read_to_string(dir.join("ferrolb-controller.log")).unwrap_or_default();
     ensure!(
         !log.contains("panicked"),
