@@ -170,6 +170,20 @@ async fn load_balancer_gets_ip_status_annotation_and_one_event() {
         .unwrap();
     expect_nothing_more(&mut handle).await;
     assert_eq!(ctx.counters.event_errors.load(Ordering::Relaxed), 0);
+
+    let metrics = ferrolb_controller::run::render_metrics(&ctx);
+    for line in [
+        "metallb_allocator_addresses_total{pool=\"a\"} 1",
+        "metallb_allocator_addresses_in_use_total{pool=\"a\"} 1",
+        "metallb_k8s_client_config_loaded_bool 1",
+        "metallb_k8s_client_config_stale_bool 0",
+        "ferrolb_reconcile_errors_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -277,4 +291,142 @@ async fn former_load_balancer_gets_its_ingress_cleared() {
     );
     drop(handle);
     let _ = task.await;
+}
+
+#[tokio::test]
+async fn other_load_balancer_class_is_left_alone() {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (ctx, _rx) = Context::new(client, Some("ferrolb".into()), Some("test-instance".into()));
+    assert!(ctx.apply_config(Config::parse(CONFIG).unwrap()));
+    assert!(ctx.rebuild(&[]));
+    let ctx = Arc::new(ctx);
+
+    // No class while we only serve "ferrolb": not ours, no request at all.
+    let plain = svc("default", "plain", "LoadBalancer", &[], json!({}));
+    reconcile::reconcile(Arc::new(plain), ctx.clone())
+        .await
+        .unwrap();
+    expect_nothing_more(&mut handle).await;
+
+    // Our class: served.
+    let mut ours = svc("default", "ours", "LoadBalancer", &[], json!({}));
+    ours.spec.as_mut().unwrap().load_balancer_class = Some("ferrolb".into());
+    let task = tokio::spawn(reconcile::reconcile(Arc::new(ours.clone()), ctx.clone()));
+    let body = expect(
+        &mut handle,
+        Method::PATCH,
+        "/api/v1/namespaces/default/services/ours/status?",
+        serde_json::to_value(&ours).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.20.0.1"}]}}})
+    );
+    drop(handle);
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn bad_load_balancer_ip_is_an_allocation_failure() {
+    let (ctx, mut handle) = context();
+    assert!(ctx.rebuild(&[]));
+    let mut bad = svc("default", "bad", "LoadBalancer", &[], json!({}));
+    bad.spec.as_mut().unwrap().load_balancer_ip = Some("10.20.0.300".into());
+    let task = tokio::spawn(reconcile::reconcile(Arc::new(bad), ctx.clone()));
+    let ev = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events?",
+        Value::Null,
+    )
+    .await;
+    let note = check_event(&ev, "Warning", "AllocationFailed", "bad");
+    assert_eq!(
+        note,
+        "Failed to allocate IP for \"default/bad\": spec.loadBalancerIP: \"10.20.0.300\" is not a valid IP address"
+    );
+    task.await.unwrap().unwrap();
+    expect_nothing_more(&mut handle).await;
+}
+
+#[tokio::test]
+async fn config_change_moves_an_ip_out_of_the_pools_with_clear_assignment() {
+    let (ctx, mut handle) = context();
+    let annotations = json!({"metallb.universe.tf/ip-allocated-from-pool": "a"});
+    let held = svc(
+        "default",
+        "held",
+        "LoadBalancer",
+        &["10.20.0.1"],
+        annotations,
+    );
+    assert!(ctx.rebuild(&[Arc::new(held.clone())]));
+    // Pool "a" moves to another address: 10.20.0.1 is in no pool any more.
+    let moved = "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.30.0.1/32]\n";
+    assert!(ctx.apply_config_text(Some(moved)));
+
+    let task = tokio::spawn(reconcile::reconcile(Arc::new(held.clone()), ctx.clone()));
+    let ev = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events?",
+        Value::Null,
+    )
+    .await;
+    let note = check_event(&ev, "Normal", "ClearAssignment", "held");
+    assert_eq!(
+        note,
+        "current IP [\"10.20.0.1\"] not allowed by config, clearing: IP 10.20.0.1 is no longer in any address pool"
+    );
+    let body = expect(
+        &mut handle,
+        Method::PATCH,
+        "/api/v1/namespaces/default/services/held/status?",
+        serde_json::to_value(&held).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.30.0.1"}]}}})
+    );
+    let ev = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events?",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        check_event(&ev, "Normal", "IPAllocated", "held"),
+        "Assigned IP [\"10.30.0.1\"]"
+    );
+    // Same pool name: the annotation is already right.
+    task.await.unwrap().unwrap();
+    expect_nothing_more(&mut handle).await;
+
+    // An invalid config afterwards changes nothing and is counted.
+    assert!(!ctx.apply_config_text(Some("address-pools: [{name: a, bogus: 1}]\n")));
+    assert_eq!(ctx.counters.config_errors.load(Ordering::Relaxed), 1);
+    assert!(ctx.state().config_stale);
+    assert!(ctx.ready().is_ok());
+    expect_nothing_more(&mut handle).await;
+}
+
+#[tokio::test]
+async fn nothing_is_allocated_without_a_valid_config() {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (ctx, _rx) = Context::new(client, None, None);
+    assert!(!ctx.apply_config_text(Some("address-pools: [{name: a}]\n")));
+    let why = ctx.ready().unwrap_err();
+    assert!(why.starts_with("no valid configuration: "), "{why}");
+    assert!(!ctx.rebuild(&[]));
+    let ctx = Arc::new(ctx);
+    let web = svc("default", "web", "LoadBalancer", &[], json!({}));
+    reconcile::reconcile(Arc::new(web), ctx.clone())
+        .await
+        .unwrap();
+    expect_nothing_more(&mut handle).await;
 }
