@@ -350,8 +350,11 @@ impl Context {
         true
     }
 
-    /// Builds the allocator from the Services as they are now (their
-    /// `status.loadBalancer.ingress` first, so a restart moves no IP).
+    /// Builds the allocator from the Services as they are now: those that
+    /// show IPs in `status.loadBalancer.ingress` keep them (oldest first when
+    /// two claim one), so a restart moves no IP. Services without IPs are
+    /// left to their reconcile, which reads the newest object (a status write
+    /// of a killed predecessor that lands late is then still adopted).
     /// Needs a loaded config; returns false (and does nothing) without one.
     pub fn rebuild(&self, services: &[Arc<Service>]) -> bool {
         let mut st = self.state();
@@ -362,14 +365,14 @@ impl Context {
             .iter()
             .filter(|s| is_load_balancer(s) && self.class_matches(s))
             .filter_map(|s| build_request(s).ok())
+            .filter(|r| !r.current.is_empty())
             .collect();
         match Allocator::rebuild(pool_specs(cfg), &reqs) {
             Ok((alloc, results)) => {
                 let kept = results.iter().filter(|(_, r)| r.as_ref().is_ok()).count();
                 info!(
-                    services = reqs.len(),
-                    assigned = kept,
-                    "allocator rebuilt from the Services' current status"
+                    holding = reqs.len(),
+                    kept, "allocator rebuilt from the Services' current status"
                 );
                 st.known = reqs.iter().map(|r| r.key.clone()).collect();
                 st.allocator = Some(alloc);
