@@ -812,7 +812,12 @@ impl Allocator {
         match self.plan(req) {
             Ok(plan) => {
                 self.commit(req, &plan);
-                Ok(self.assignment_of(&req.key).expect("just committed"))
+                Ok(Assignment {
+                    ips: plan
+                        .iter()
+                        .map(|&(addr, p, _)| (to_ip(addr), self.pools[p].name.clone()))
+                        .collect(),
+                })
             }
             Err(e) => {
                 self.release(&req.key);
@@ -1262,18 +1267,22 @@ impl Allocator {
     }
 
     fn commit(&mut self, req: &ServiceRequest, plan: &[Pick]) {
-        if let Some(rec) = self.services.get_mut(&req.key)
-            && rec.sharing_key == req.sharing_key
-            && rec.ips.len() == plan.len()
-            && rec.ips.iter().zip(plan).all(|(a, k)| *a == k.0)
-        {
-            rec.ports.clone_from(&req.ports);
-            rec.traffic_policy = req.traffic_policy;
-            rec.selector.clone_from(&req.selector);
-            rec.pool_annotation.clone_from(&req.pool);
-            return;
-        }
-        if let Some(old) = self.services.remove(&req.key) {
+        let existed = match self.services.get_mut(&req.key) {
+            Some(rec)
+                if rec.sharing_key == req.sharing_key
+                    && rec.ips.len() == plan.len()
+                    && rec.ips.iter().zip(plan).all(|(a, k)| *a == k.0) =>
+            {
+                rec.ports.clone_from(&req.ports);
+                rec.traffic_policy = req.traffic_policy;
+                rec.selector.clone_from(&req.selector);
+                rec.pool_annotation.clone_from(&req.pool);
+                return;
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if existed && let Some(old) = self.services.remove(&req.key) {
             for addr in old.ips {
                 self.detach(addr, &req.key, old.sharing_key.as_ref());
             }
