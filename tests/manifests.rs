@@ -1,0 +1,712 @@
+//! `manifests/speaker.yaml`, the all-in-one install, checked three ways:
+//! - structure: every object is named, the DaemonSet/Deployment run the real
+//!   subcommands as non-root with no capabilities, probes hit the port the
+//!   binary listens on (read from `ferrolb <cmd> --help`), the example
+//!   ConfigMap is the lab config and validates;
+//! - RBAC: the rules grant exactly what [`CONTROLLER_NEEDS`] / [`SPEAKER_NEEDS`]
+//!   list (keep those in sync with the Api<..> calls in controller/ and speaker/);
+//! - a real kube-apiserver v1.20.2 (testlab; skipped with a printed reason when
+//!   not built, an error under CI): every object is dry-run created, then
+//!   created, and nothing we sent may be missing from what the server stored
+//!   (1.20 drops unknown fields silently). Then the service accounts are
+//!   impersonated and each needed call is tried for real, with a few that
+//!   must be forbidden.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const NS: &str = "metallb-system";
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Every non-empty document of a multi-document YAML file, as JSON values.
+fn load_docs(rel: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo_file(rel)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn docs() -> Vec<Value> {
+    load_docs("manifests/speaker.yaml")
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in speaker.yaml"))
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+// ---------------------------------------------------------------- structure
+
+#[test]
+fn every_object_is_named_and_namespaced_where_it_must_be() {
+    let docs = docs();
+    assert!(docs.len() >= 10, "only {} documents", docs.len());
+    let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+    let mut seen = BTreeSet::new();
+    for d in &docs {
+        let kind = s(&d["kind"]);
+        assert!(d["apiVersion"].is_string(), "{kind} without apiVersion");
+        let name = s(&d["metadata"]["name"]);
+        assert!(!name.is_empty());
+        if cluster_scoped.contains(&kind) {
+            assert!(d["metadata"]["namespace"].is_null(), "{kind} {name}");
+        } else {
+            assert_eq!(d["metadata"]["namespace"], NS, "{kind} {name}");
+        }
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/name"], "ferrolb",
+            "{kind} {name}: label app.kubernetes.io/name=ferrolb"
+        );
+        assert!(seen.insert((kind, name)), "{kind} {name} twice");
+    }
+    // Dependency order: the Namespace first, workloads last.
+    assert_eq!(docs[0]["kind"], "Namespace");
+    let last_two: Vec<_> = docs[docs.len() - 2..]
+        .iter()
+        .map(|d| s(&d["kind"]))
+        .collect();
+    assert_eq!(last_two, ["Deployment", "DaemonSet"]);
+}
+
+/// The default `--metrics-addr` port, from `ferrolb <cmd> --help`.
+fn metrics_port(cmd: &str) -> u16 {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrolb"))
+        .args([cmd, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ferrolb {cmd} --help failed");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let at = help
+        .find("--metrics-addr")
+        .unwrap_or_else(|| panic!("no --metrics-addr in ferrolb {cmd} --help:\n{help}"));
+    let rest = &help[at..];
+    let d = rest
+        .find("[default: ")
+        .expect("no [default: ...] for --metrics-addr")
+        + 10;
+    let addr = &rest[d..d + rest[d..].find(']').unwrap()];
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    addr.port()
+}
+
+fn workload_container<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let w = find(docs, kind, name);
+    let containers = w["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "{kind} {name}: one container");
+    &containers[0]
+}
+
+#[test]
+fn workloads_run_real_subcommands_unprivileged_with_probes_on_the_metrics_port() {
+    let docs = docs();
+    for (kind, name, sub, sa) in [
+        (
+            "Deployment",
+            "ferrolb-controller",
+            "controller",
+            "controller",
+        ),
+        ("DaemonSet", "ferrolb-speaker", "speaker", "speaker"),
+    ] {
+        let w = find(&docs, kind, name);
+        let pod = &w["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], sa);
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+        // Selector matches the template's labels.
+        let sel = w["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        for (k, v) in sel {
+            assert_eq!(&w["spec"]["template"]["metadata"]["labels"][k], v, "{name}");
+        }
+        let c = workload_container(&docs, kind, name);
+        assert_eq!(
+            c["image"],
+            find(&docs, "Deployment", "ferrolb-controller")["spec"]["template"]["spec"]["containers"]
+                [0]["image"],
+            "one image for both"
+        );
+        // The args are real: the first is the subcommand, and `ferrolb <args> --help` succeeds.
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(s).collect();
+        assert_eq!(args[0], sub);
+        let st = Command::new(env!("CARGO_BIN_EXE_ferrolb"))
+            .args(&args)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "ferrolb {args:?} --help");
+        // Non-root, no capabilities, read-only root, no escalation.
+        let psc = &pod["securityContext"];
+        let csc = &c["securityContext"];
+        assert_eq!(psc["runAsNonRoot"], true, "{name}");
+        assert!(psc["runAsUser"].as_u64().unwrap() > 0, "{name}");
+        assert_eq!(csc["runAsNonRoot"], true, "{name}");
+        assert_eq!(csc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(csc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(csc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert!(
+            csc["capabilities"]["add"].is_null(),
+            "{name} adds capabilities"
+        );
+        assert!(csc["privileged"].is_null() || csc["privileged"] == false);
+        // Probes: /healthz and /readyz on the port the binary listens on.
+        let port = metrics_port(sub);
+        let ports = c["ports"].as_array().unwrap();
+        let resolve = |p: &Value| -> u64 {
+            match p {
+                Value::Number(n) => n.as_u64().unwrap(),
+                Value::String(named) => ports
+                    .iter()
+                    .find(|cp| cp["name"] == *named)
+                    .unwrap_or_else(|| panic!("{name}: no port named {named}"))["containerPort"]
+                    .as_u64()
+                    .unwrap(),
+                _ => panic!("{name}: bad probe port {p}"),
+            }
+        };
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let g = &c[probe]["httpGet"];
+            assert_eq!(g["path"], path, "{name} {probe}");
+            assert_eq!(resolve(&g["port"]), u64::from(port), "{name} {probe}");
+        }
+        // An explicit METRICS_ADDR must agree with the port too.
+        if let Some(env) = c["env"].as_array() {
+            for e in env {
+                if e["name"] == "METRICS_ADDR" || e["name"] == "FERROLB_METRICS_ADDR" {
+                    let a: std::net::SocketAddr = s(&e["value"]).parse().unwrap();
+                    assert_eq!(a.port(), port, "{name} {}", e["name"]);
+                }
+            }
+        }
+        // Requests and a memory limit.
+        let r = &c["resources"];
+        assert!(r["requests"]["memory"].is_string() && r["requests"]["cpu"].is_string());
+        assert!(r["limits"]["memory"].is_string());
+    }
+    let ds = &find(&docs, "DaemonSet", "ferrolb-speaker")["spec"]["template"]["spec"];
+    assert_eq!(ds["hostNetwork"], true);
+    let c = workload_container(&docs, "DaemonSet", "ferrolb-speaker");
+    let node_name = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME env");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    let tolerated: Vec<&str> = ds["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| s(&t["key"]))
+        .collect();
+    assert!(tolerated.contains(&"node-role.kubernetes.io/control-plane"));
+    assert!(tolerated.contains(&"node-role.kubernetes.io/master"));
+    let d = find(&docs, "Deployment", "ferrolb-controller");
+    assert_eq!(d["spec"]["replicas"], 1);
+}
+
+#[test]
+fn example_configmap_is_the_lab_config_and_validates() {
+    let docs = docs();
+    let cm = find(&docs, "ConfigMap", "config");
+    assert_eq!(cm["metadata"]["namespace"], NS);
+    assert_eq!(
+        cm["metadata"]["labels"]["ferrolb.io/example-config"],
+        "true"
+    );
+    let lab = load_docs("manifests/examples/config-lab.yaml");
+    assert_eq!(lab.len(), 1);
+    assert_eq!(cm["data"], lab[0]["data"], "differs from config-lab.yaml");
+    assert_eq!(cm["metadata"]["name"], lab[0]["metadata"]["name"]);
+    assert_eq!(cm["metadata"]["namespace"], lab[0]["metadata"]["namespace"]);
+    let text = s(&cm["data"]["config"]);
+    let ours = ferrolb_config::Config::parse(text).expect("example config validates");
+    let lab_text =
+        std::fs::read_to_string(repo_file("manifests/examples/config-lab.yaml")).unwrap();
+    let theirs = ferrolb_config::Config::parse_document(&lab_text).unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.pools.len(), 1);
+    assert_eq!(ours.peers.len(), 1);
+}
+
+// ---------------------------------------------------------------- RBAC
+
+/// One permission: (apiGroup, resource, verb, namespace (None = cluster-wide),
+/// resourceName (None = any)).
+type Need = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// What `ferrolb controller` calls (controller/src/run.rs, reconcile.rs).
+const CONTROLLER_NEEDS: &[Need] = &[
+    // Api::<Service>::all: watcher (list, watch), reconcile get, annotation patch.
+    ("", "services", "get", None, None),
+    ("", "services", "list", None, None),
+    ("", "services", "watch", None, None),
+    ("", "services", "update", None, None),
+    ("", "services", "patch", None, None),
+    // patch_status (status.loadBalancer.ingress).
+    ("", "services/status", "update", None, None),
+    ("", "services/status", "patch", None, None),
+    // kube-runtime Recorder (events.k8s.io/v1: create, then patch for series); core for compat.
+    ("events.k8s.io", "events", "create", None, None),
+    ("events.k8s.io", "events", "patch", None, None),
+    ("", "events", "create", None, None),
+    ("", "events", "patch", None, None),
+    // watch_config: fieldSelector metadata.name=config.
+    ("", "configmaps", "get", Some(NS), Some("config")),
+    ("", "configmaps", "list", Some(NS), Some("config")),
+    ("", "configmaps", "watch", Some(NS), Some("config")),
+    // acquire/hold/release_lease.
+    ("coordination.k8s.io", "leases", "create", Some(NS), None),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "get",
+        Some(NS),
+        Some("ferrolb-controller"),
+    ),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "update",
+        Some(NS),
+        Some("ferrolb-controller"),
+    ),
+];
+
+/// What `ferrolb speaker` calls (speaker/src/run.rs).
+const SPEAKER_NEEDS: &[Need] = &[
+    ("", "services", "get", None, None),
+    ("", "services", "list", None, None),
+    ("", "services", "watch", None, None),
+    // EndpointSlices (discovery.k8s.io/v1) or the core Endpoints fallback.
+    ("", "endpoints", "get", None, None),
+    ("", "endpoints", "list", None, None),
+    ("", "endpoints", "watch", None, None),
+    ("discovery.k8s.io", "endpointslices", "get", None, None),
+    ("discovery.k8s.io", "endpointslices", "list", None, None),
+    ("discovery.k8s.io", "endpointslices", "watch", None, None),
+    // Its own Node, by field selector (name varies per node: no resourceNames).
+    ("", "nodes", "get", None, None),
+    ("", "nodes", "list", None, None),
+    ("", "nodes", "watch", None, None),
+    ("", "configmaps", "get", Some(NS), Some("config")),
+    ("", "configmaps", "list", Some(NS), Some("config")),
+    ("", "configmaps", "watch", Some(NS), Some("config")),
+    ("events.k8s.io", "events", "create", None, None),
+    ("events.k8s.io", "events", "patch", None, None),
+    ("", "events", "create", None, None),
+    ("", "events", "patch", None, None),
+];
+
+/// A granted permission, expanded from a rule: (group, resource, verb,
+/// namespace or None, resourceName or None).
+type Grant = (String, String, String, Option<String>, Option<String>);
+
+/// Everything the manifest grants the service account `sa`, one entry per
+/// (group, resource, verb, resourceName).
+fn grants(docs: &[Value], sa: &str) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for b in docs
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+    {
+        let bound = b["subjects"].as_array().unwrap().iter().any(|sub| {
+            sub["kind"] == "ServiceAccount" && sub["name"] == sa && sub["namespace"] == NS
+        });
+        if !bound {
+            continue;
+        }
+        let ns = b["metadata"]["namespace"].as_str().map(String::from);
+        let role = find(docs, s(&b["roleRef"]["kind"]), s(&b["roleRef"]["name"]));
+        assert_eq!(b["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+        if b["kind"] == "ClusterRoleBinding" {
+            assert_eq!(role["kind"], "ClusterRole");
+        }
+        for rule in role["rules"].as_array().unwrap() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| s(v).to_string()).collect())
+                    .unwrap_or_default()
+            };
+            let names = list("resourceNames");
+            let names: Vec<Option<String>> = if names.is_empty() {
+                vec![None]
+            } else {
+                names.into_iter().map(Some).collect()
+            };
+            for g in list("apiGroups") {
+                for r in list("resources") {
+                    for v in list("verbs") {
+                        assert!(g != "*" && r != "*" && v != "*", "wildcard in {rule}");
+                        for n in &names {
+                            out.insert((g.clone(), r.clone(), v.clone(), ns.clone(), n.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn needs_set(needs: &[Need]) -> BTreeSet<Grant> {
+    needs
+        .iter()
+        .map(|(g, r, v, ns, n)| {
+            (
+                g.to_string(),
+                r.to_string(),
+                v.to_string(),
+                ns.map(String::from),
+                n.map(String::from),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_code_needs() {
+    let docs = docs();
+    for (sa, needs) in [("controller", CONTROLLER_NEEDS), ("speaker", SPEAKER_NEEDS)] {
+        let granted = grants(&docs, sa);
+        let needed = needs_set(needs);
+        let missing: Vec<_> = needed.difference(&granted).collect();
+        let extra: Vec<_> = granted.difference(&needed).collect();
+        assert!(missing.is_empty(), "{sa}: missing {missing:#?}");
+        assert!(extra.is_empty(), "{sa}: more than needed {extra:#?}");
+        let sa_obj = find(&docs, "ServiceAccount", sa);
+        assert_eq!(sa_obj["metadata"]["namespace"], NS);
+    }
+}
+
+// ---------------------------------------------------------------- real kube-apiserver
+
+struct Http<'a> {
+    server: &'a str,
+    token: &'a str,
+    ca: PathBuf,
+}
+
+impl Http<'_> {
+    /// One request with curl; returns (status, parsed body or Null).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        as_user: Option<&str>,
+    ) -> Result<(u16, Value)> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-X", method, "--cacert"])
+            .arg(&self.ca)
+            .args(["-H", &format!("Authorization: Bearer {}", self.token)])
+            .args(["-H", "Accept: application/json"])
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(u) = as_user {
+            cmd.args(["-H", &format!("Impersonate-User: {u}")]);
+        }
+        if body.is_some() {
+            let ct = if method == "PATCH" {
+                "Content-Type: application/merge-patch+json"
+            } else {
+                "Content-Type: application/json"
+            };
+            cmd.args(["-H", ct, "--data-binary", "@-"]);
+        }
+        cmd.arg(format!("{}{}", self.server, path));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().context("running curl")?;
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(b) = body {
+                stdin.write_all(serde_json::to_string(b)?.as_bytes())?;
+            }
+        }
+        let out = child.wait_with_output()?;
+        ensure!(out.status.success(), "curl {method} {path} failed");
+        let text = String::from_utf8(out.stdout)?;
+        let (body, code) = text.rsplit_once('\n').context("no status from curl")?;
+        let code: u16 = code.trim().parse()?;
+        let v = serde_json::from_str(body).unwrap_or(Value::Null);
+        Ok((code, v))
+    }
+}
+
+/// REST collection path for an object of the manifest.
+fn collection_path(obj: &Value) -> Result<String> {
+    let api_version = s(&obj["apiVersion"]);
+    let plural = match s(&obj["kind"]) {
+        "Namespace" => "namespaces",
+        "ServiceAccount" => "serviceaccounts",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "ConfigMap" => "configmaps",
+        "Deployment" => "deployments",
+        "DaemonSet" => "daemonsets",
+        k => bail!("kind {k}: add its plural here"),
+    };
+    let prefix = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    Ok(match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}"),
+        None => format!("{prefix}/{plural}"),
+    })
+}
+
+/// Paths present in `sent` but absent from (or different in) `got`.
+fn lost_fields(sent: &Value, got: &Value, at: &str, out: &mut Vec<String>) {
+    match (sent, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => lost_fields(v, w, &format!("{at}.{k}"), out),
+                    None => out.push(format!("{at}.{k} dropped by the server")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                out.push(format!("{at}: {} items sent, {} stored", a.len(), b.len()));
+            } else {
+                for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                    lost_fields(v, w, &format!("{at}[{i}]"), out);
+                }
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{at}: sent {a}, stored {b}")),
+    }
+}
+
+#[test]
+fn applies_to_a_real_apiserver_and_rbac_holds() -> Result<()> {
+    let Some(api) = ferrolb_testlab::kube::KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let res = apply_and_check(&Http {
+        server: api.server_url(),
+        token: api.token(),
+        ca: api.ca_cert_path(),
+    });
+    if res.is_err() {
+        eprintln!("kube-apiserver logs: {}", api.dir().display());
+    }
+    res
+}
+
+fn apply_and_check(http: &Http) -> Result<()> {
+    let docs = docs();
+    // 1. Create every object, in file order: dry run first, then for real, and
+    //    compare what the server stored with what we sent.
+    for obj in &docs {
+        let what = format!("{} {}", s(&obj["kind"]), s(&obj["metadata"]["name"]));
+        let path = collection_path(obj)?;
+        // A dry run in a namespace that does not exist yet fails, so the
+        // Namespace goes first for real; everything else dry-runs first.
+        if obj["kind"] != "Namespace" {
+            let (code, dry) = http.call("POST", &format!("{path}?dryRun=All"), Some(obj), None)?;
+            ensure!(code == 201 || code == 200, "dry run {what}: {code} {dry}");
+            let mut lost = Vec::new();
+            lost_fields(obj, &dry, "", &mut lost);
+            ensure!(lost.is_empty(), "dry run {what}: {lost:#?}");
+        }
+        let (code, stored) = http.call("POST", &path, Some(obj), None)?;
+        ensure!(code == 201 || code == 200, "create {what}: {code} {stored}");
+        let mut lost = Vec::new();
+        lost_fields(obj, &stored, "", &mut lost);
+        ensure!(lost.is_empty(), "create {what}: {lost:#?}");
+        eprintln!("created {what} ({code})");
+    }
+
+    // The comparison catches a misspelled field: the server drops it.
+    let mut typo = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .unwrap()
+        .clone();
+    typo["metadata"]["name"] = json!("typo-check");
+    typo["spec"]["template"]["spec"]["hostNetwrok"] = json!(true);
+    let (code, dry) = http.call(
+        "POST",
+        &format!("{}?dryRun=All", collection_path(&typo)?),
+        Some(&typo),
+        None,
+    )?;
+    ensure!(code == 201, "typo dry run: {code} {dry}");
+    let mut lost = Vec::new();
+    lost_fields(&typo, &dry, "", &mut lost);
+    ensure!(
+        lost == [".spec.template.spec.hostNetwrok dropped by the server"],
+        "typo not detected: {lost:?}"
+    );
+
+    // 2. RBAC, for real, as each service account. A Service and a Node to act on.
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "rbac-check", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    let (code, body) = http.call(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&svc),
+        None,
+    )?;
+    ensure!(code == 201, "create service: {code} {body}");
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}});
+    let (code, body) = http.call("POST", "/api/v1/nodes", Some(&node), None)?;
+    ensure!(code == 201, "create node: {code} {body}");
+
+    let controller = "system:serviceaccount:metallb-system:controller";
+    let speaker = "system:serviceaccount:metallb-system:speaker";
+    let svc_path = "/api/v1/namespaces/default/services/rbac-check";
+    let cm = "/api/v1/namespaces/metallb-system/configmaps";
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/metallb-system/leases";
+    let event = |n: &str| {
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": n, "namespace": "default"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "ferrolb", "reportingInstance": "test",
+            "action": "Allocate", "reason": "IPAllocated", "type": "Normal",
+            "regarding": {"apiVersion": "v1", "kind": "Service", "namespace": "default",
+                "name": "rbac-check"}})
+    };
+    let core_event = |n: &str| {
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": n, "namespace": "default"},
+            "reason": "IPAllocated", "type": "Normal", "message": "m",
+            "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": "default",
+                "name": "rbac-check"}})
+    };
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ferrolb-controller"},
+        "spec": {"holderIdentity": "test", "leaseDurationSeconds": 15}});
+    let other_lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "someone-else"}, "spec": {}});
+    let status_patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}]}}});
+    let ann_patch = json!({"metadata": {"annotations": {
+        "metallb.universe.tf/ip-allocated-from-pool": "default"}}});
+
+    // (who, method, path, body, allowed)
+    let w = "watch=1&timeoutSeconds=1";
+    let by_name = "fieldSelector=metadata.name%3Dconfig";
+    #[rustfmt::skip]
+    let checks: Vec<(&str, &str, String, Option<Value>, bool)> = vec![
+        // speaker
+        (speaker, "GET", "/api/v1/services".into(), None, true),
+        (speaker, "GET", format!("/api/v1/services?{w}"), None, true),
+        (speaker, "GET", svc_path.into(), None, true),
+        (speaker, "GET", "/api/v1/endpoints".into(), None, true),
+        (speaker, "GET", format!("/api/v1/endpoints?{w}"), None, true),
+        (speaker, "GET", "/apis/discovery.k8s.io/v1beta1/endpointslices".into(), None, true),
+        (speaker, "GET", format!("/apis/discovery.k8s.io/v1beta1/endpointslices?{w}"), None, true),
+        (speaker, "GET", "/api/v1/nodes?fieldSelector=metadata.name%3Dnode-1".into(), None, true),
+        (speaker, "GET", format!("/api/v1/nodes?fieldSelector=metadata.name%3Dnode-1&{w}"), None, true),
+        (speaker, "GET", format!("{cm}?{by_name}"), None, true),
+        (speaker, "GET", format!("{cm}?{by_name}&{w}"), None, true),
+        (speaker, "GET", format!("{cm}/config"), None, true),
+        (speaker, "POST", "/apis/events.k8s.io/v1/namespaces/default/events".into(), Some(event("sp-1")), true),
+        (speaker, "PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/sp-1".into(), Some(json!({"note": "again"})), true),
+        (speaker, "POST", "/api/v1/namespaces/default/events".into(), Some(core_event("sp-2")), true),
+        // speaker: forbidden
+        (speaker, "GET", cm.into(), None, false),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/secrets".into(), None, false),
+        (speaker, "PATCH", format!("{svc_path}/status"), Some(status_patch.clone()), false),
+        (speaker, "DELETE", format!("{svc_path}?dryRun=All"), None, false),
+        (speaker, "PATCH", "/api/v1/nodes/node-1".into(), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
+        (speaker, "GET", "/api/v1/pods".into(), None, false),
+        // controller
+        (controller, "GET", "/api/v1/services".into(), None, true),
+        (controller, "GET", format!("/api/v1/services?{w}"), None, true),
+        (controller, "GET", svc_path.into(), None, true),
+        (controller, "PATCH", svc_path.into(), Some(ann_patch), true),
+        (controller, "PATCH", format!("{svc_path}/status"), Some(status_patch), true),
+        (controller, "GET", format!("{cm}?{by_name}"), None, true),
+        (controller, "GET", format!("{cm}?{by_name}&{w}"), None, true),
+        (controller, "POST", "/apis/events.k8s.io/v1/namespaces/default/events".into(), Some(event("ct-1")), true),
+        (controller, "PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/ct-1".into(), Some(json!({"note": "again"})), true),
+        (controller, "POST", "/api/v1/namespaces/default/events".into(), Some(core_event("ct-2")), true),
+        (controller, "POST", leases.into(), Some(lease), true),
+        (controller, "GET", format!("{leases}/ferrolb-controller"), None, true),
+        (controller, "PATCH", format!("{leases}/ferrolb-controller"), Some(json!({"spec": {"holderIdentity": "t2"}})), false),
+        // controller: forbidden
+        (controller, "GET", cm.into(), None, false),
+        (controller, "GET", leases.into(), None, false),
+        (controller, "POST", leases.into(), Some(other_lease), true),
+        (controller, "GET", format!("{leases}/someone-else"), None, false),
+        (controller, "DELETE", format!("{svc_path}?dryRun=All"), None, false),
+        (controller, "POST", "/api/v1/namespaces/default/services?dryRun=All".into(), Some(svc.clone()), false),
+        (controller, "GET", "/api/v1/nodes".into(), None, false),
+        (controller, "GET", "/api/v1/namespaces/metallb-system/secrets".into(), None, false),
+    ];
+    let mut failures = Vec::new();
+    for (who, method, path, body, allowed) in &checks {
+        let (code, resp) = http.call(method, path, body.as_ref(), Some(who))?;
+        let short = who.rsplit(':').next().unwrap();
+        let ok = if *allowed {
+            (200..300).contains(&code)
+        } else {
+            code == 403
+        };
+        if !ok {
+            failures.push(format!(
+                "{short} {method} {path}: {code} (expected {}) {resp}",
+                if *allowed { "2xx" } else { "403" }
+            ));
+        }
+    }
+    // Update (what hold_lease does) on the Lease it created.
+    let (code, mut l) = http.call(
+        "GET",
+        &format!("{leases}/ferrolb-controller"),
+        None,
+        Some(controller),
+    )?;
+    ensure!(code == 200, "get lease: {code}");
+    l["spec"]["holderIdentity"] = json!("t3");
+    let (code, resp) = http.call(
+        "PUT",
+        &format!("{leases}/ferrolb-controller"),
+        Some(&l),
+        Some(controller),
+    )?;
+    if code != 200 {
+        failures.push(format!("controller PUT lease: {code} {resp}"));
+    }
+    ensure!(
+        failures.is_empty(),
+        "RBAC checks failed:\n{}",
+        failures.join("\n")
+    );
+    eprintln!("{} RBAC checks passed", checks.len() + 1);
+    Ok(())
+}
