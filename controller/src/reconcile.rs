@@ -399,7 +399,7 @@ impl Context {
         let waiting = !st.failed.is_empty();
         drop(st);
         if let Some(a) = released {
-            info!(svc = %key, ips = ?a.addrs(), "service deleted, IPs released");
+            info!(svc = %key, ips = ?a.addrs(), "service gone (or not ours), IPs released");
             if waiting {
                 self.request_reconcile_all();
             }

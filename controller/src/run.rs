@@ -30,7 +30,7 @@ use crate::reconcile::{self, Context, service_key};
 /// Options of `ferrolb controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerOpts {
-    /// Kubeconfig file; without it: in-cluster config, else `KUBECONFIG` / `~/.kube/config`.
+    /// Kubeconfig file; without it: `KUBECONFIG` or `~/.kube/config`, else the in-cluster config.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Namespace of the config ConfigMap (and of the leader-election Lease).
