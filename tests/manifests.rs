@@ -710,3 +710,99 @@ fn apply_and_check(http: &Http) -> Result<()> {
     eprintln!("{} RBAC checks passed", checks.len() + 1);
     Ok(())
 }
+
+/// `kubectl apply` itself (when kubectl is installed; skipped with a printed
+/// reason otherwise): the MetalLB-migration form that leaves the ConfigMap
+/// alone, the full apply, an idempotent re-apply, and client-side strict
+/// validation rejecting a misspelled field.
+#[test]
+fn kubectl_apply_against_a_real_apiserver() -> Result<()> {
+    if Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIP kubectl apply: kubectl not installed");
+        return Ok(());
+    }
+    let Some(api) = ferrolb_testlab::kube::KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let res = kubectl_scenario(api.kubeconfig_path(), api.dir());
+    if res.is_err() {
+        eprintln!("kube-apiserver logs: {}", api.dir().display());
+    }
+    res
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "30s"])
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn kubectl_scenario(kc: &Path, dir: &Path) -> Result<()> {
+    let file = repo_file("manifests/speaker.yaml");
+    let file = file.to_str().unwrap();
+    let objects = docs().len();
+    // Migration form: everything but the example ConfigMap.
+    let (ok, out) = kubectl(
+        kc,
+        &[
+            "apply",
+            "--validate=strict",
+            "-f",
+            file,
+            "-l",
+            "!ferrolb.io/example-config",
+        ],
+    )?;
+    ensure!(ok, "kubectl apply -l: {out}");
+    ensure!(out.matches(" created").count() == objects - 1, "{out}");
+    let (ok, out) = kubectl(kc, &["-n", NS, "get", "configmap", "config"])?;
+    ensure!(
+        !ok && out.contains("NotFound"),
+        "the example ConfigMap was applied: {out}"
+    );
+    // Full apply, then again: nothing changes.
+    let (ok, out) = kubectl(kc, &["apply", "--validate=strict", "-f", file])?;
+    ensure!(
+        ok && out.contains("configmap/config created"),
+        "kubectl apply: {out}"
+    );
+    let (ok, out) = kubectl(kc, &["apply", "--validate=strict", "-f", file])?;
+    ensure!(ok, "kubectl re-apply: {out}");
+    ensure!(
+        out.matches(" unchanged").count() == objects,
+        "re-apply changed something: {out}"
+    );
+    // A typo is refused.
+    let typo = std::fs::read_to_string(file)?.replace("hostNetwork: true", "hostNetwrok: true");
+    let typo_path = dir.join("typo.yaml");
+    std::fs::write(&typo_path, typo)?;
+    let (ok, out) = kubectl(
+        kc,
+        &[
+            "apply",
+            "--validate=strict",
+            "-f",
+            typo_path.to_str().unwrap(),
+        ],
+    )?;
+    ensure!(!ok && out.contains("hostNetwrok"), "typo accepted: {out}");
+    eprintln!("kubectl apply: {objects} objects, idempotent, typo refused");
+    Ok(())
+}
