@@ -651,3 +651,112 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action
     warn!(svc = %key, error = %err, "reconcile failed, retrying");
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn request_from_a_full_service() {
+        let svc = service(json!({
+            "metadata": {
+                "namespace": "ns", "name": "web",
+                "creationTimestamp": "2026-01-01T00:00:10Z",
+                "annotations": {
+                    "metallb.universe.tf/address-pool": "a",
+                    "metallb.universe.tf/allow-shared-ip": "k",
+                },
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "ipFamilies": ["IPv6", "IPv4"],
+                "ipFamilyPolicy": "PreferDualStack",
+                "loadBalancerIP": "10.0.0.7",
+                "externalTrafficPolicy": "Local",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}, {"port": 9, "protocol": "SCTP"}],
+            },
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}, {"hostname": "x"}, {"ip": "fc00::7"}]}},
+        }));
+        let req = build_request(&svc).unwrap();
+        assert_eq!(req.key, ServiceKey::new("ns", "web"));
+        assert_eq!(req.families, vec![IpFamily::V6, IpFamily::V4]);
+        assert_eq!(req.family_policy, FamilyPolicy::PreferDualStack);
+        assert_eq!(
+            req.requested_ips,
+            vec!["10.0.0.7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(req.pool.as_deref(), Some("a"));
+        assert_eq!(req.sharing_key.as_deref(), Some("k"));
+        assert_eq!(
+            req.ports,
+            vec![
+                (Protocol::Tcp, 80),
+                (Protocol::Udp, 53),
+                (Protocol::Sctp, 9)
+            ]
+        );
+        assert_eq!(req.traffic_policy, TrafficPolicy::Local);
+        assert_eq!(req.selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            req.current,
+            vec![
+                "10.0.0.7".parse::<IpAddr>().unwrap(),
+                "fc00::7".parse().unwrap()
+            ]
+        );
+        assert_eq!(req.created, Some(1_767_225_610));
+    }
+
+    #[test]
+    fn request_defaults_and_errors() {
+        let svc = service(json!({
+            "metadata": {"namespace": "ns", "name": "web"},
+            "spec": {"type": "LoadBalancer"},
+        }));
+        let req = build_request(&svc).unwrap();
+        assert!(req.families.is_empty());
+        assert_eq!(req.family_policy, FamilyPolicy::SingleStack);
+        assert_eq!(req.traffic_policy, TrafficPolicy::Cluster);
+        assert!(req.ports.is_empty() && req.current.is_empty() && req.created.is_none());
+
+        let bad = service(json!({
+            "metadata": {"namespace": "ns", "name": "web",
+                         "annotations": {"metallb.universe.tf/loadBalancerIPs": "nope"}},
+            "spec": {"type": "LoadBalancer"},
+        }));
+        assert!(build_request(&bad).is_err());
+    }
+
+    #[test]
+    fn go_style_ip_lists() {
+        assert_eq!(go_quoted(&[]), "[]");
+        assert_eq!(
+            go_quoted(&["10.0.0.1".parse().unwrap(), "fc00::1".parse().unwrap()]),
+            "[\"10.0.0.1\" \"fc00::1\"]"
+        );
+    }
+
+    #[test]
+    fn pool_specs_follow_the_config() {
+        let cfg = Config::parse(
+            "address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/30, 10.0.1.5-10.0.1.6], auto-assign: false, avoid-buggy-ips: true}\n",
+        )
+        .unwrap();
+        let specs = pool_specs(&cfg);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "a");
+        assert!(!specs[0].auto_assign && specs[0].avoid_buggy_ips);
+        assert_eq!(
+            specs[0].ranges,
+            vec![
+                ("10.0.0.0".parse().unwrap(), "10.0.0.3".parse().unwrap()),
+                ("10.0.1.5".parse().unwrap(), "10.0.1.6".parse().unwrap())
+            ]
+        );
+    }
+}
