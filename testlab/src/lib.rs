@@ -40,6 +40,7 @@ pub mod gobgp;
 pub mod kube;
 pub mod netns;
 pub mod proc;
+pub mod relay;
 pub mod route;
 pub mod util;
 
