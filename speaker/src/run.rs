@@ -127,7 +127,13 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     let sessions = Arc::new(tokio::sync::Mutex::new(PeerSessions::default()));
-    serve_http(opts.metrics_addr, metrics.clone(), sessions.clone()).await?;
+    serve_http(
+        opts.metrics_addr,
+        opts.node_name.clone(),
+        metrics.clone(),
+        sessions.clone(),
+    )
+    .await?;
 
     let services = store_for(
         Api::<Service>::all(client.clone()),
@@ -368,13 +374,13 @@ fn render_metrics(m: &Metrics, node: &str) -> String {
 /// speaker runs on every node, so its footprint matters).
 async fn serve_http(
     addr: SocketAddr,
+    node: String,
     metrics: Arc<Mutex<Metrics>>,
     sessions: Arc<tokio::sync::Mutex<PeerSessions>>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics address {addr}"))?;
-    let node = std::env::var("NODE_NAME").unwrap_or_default();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
