@@ -18,6 +18,7 @@
 //! - a valid config that shrinks a pool takes exactly the IPs outside it away
 //!   (`ClearAssignment`, then `AllocationFailed`) and moves nothing else,
 //! - a Service changed to ClusterIP loses its ingress,
+//! - `/metrics` counts per pool match the IPs the Services show,
 //! - with `--leader-elect` only the Lease holder works, and another
 //!   controller takes over after the holder is killed.
 
@@ -892,6 +893,29 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         let o = observed.lock().unwrap();
         ensure!(o.violations.is_empty(), "violations: {:#?}", o.violations);
     }
+    // /metrics agrees with what the Services show.
+    let shown = snapshot(&all_services(&client).await?);
+    let distinct = |prefix: &str| {
+        shown
+            .values()
+            .flatten()
+            .filter(|ip| ip.starts_with(prefix))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let (_, body) = http_get(&metrics, "/metrics")?;
+    for (pool, prefix, total) in [("a", "10.20.0.", 254), ("b", "10.21.0.", 8)] {
+        let in_use = format!(
+            "metallb_allocator_addresses_in_use_total{{pool=\"{pool}\"}} {}",
+            distinct(prefix)
+        );
+        let all = format!("metallb_allocator_addresses_total{{pool=\"{pool}\"}} {total}");
+        ensure!(
+            body.lines().any(|l| l == in_use) && body.lines().any(|l| l == all),
+            "expected {in_use:?} and {all:?} in\n{body}"
+        );
+    }
+
     observer.abort();
     ctrl.stop(false)?;
 
