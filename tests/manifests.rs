@@ -10,7 +10,13 @@
 //!   created, and nothing we sent may be missing from what the server stored
 //!   (1.20 drops unknown fields silently). Then the service accounts are
 //!   impersonated and each needed call is tried for real, with a few that
-//!   must be forbidden.
+//!   must be forbidden. Last, the real `ferrolb controller` and `ferrolb
+//!   speaker` run as those service accounts (and as UID 65534 without
+//!   capabilities, via setpriv): the controller must take the Lease, allocate
+//!   an IP and publish an Event, the speaker must turn ready, and neither may
+//!   log a permission error;
+//! - `kubectl apply` (when installed): the migration form without the example
+//!   ConfigMap, an idempotent re-apply, a misspelled field refused.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -514,11 +520,13 @@ fn applies_to_a_real_apiserver_and_rbac_holds() -> Result<()> {
     let Some(api) = ferrolb_testlab::kube::KubeApiServer::start()? else {
         return Ok(());
     };
-    let res = apply_and_check(&Http {
+    let http = Http {
         server: api.server_url(),
         token: api.token(),
         ca: api.ca_cert_path(),
-    });
+    };
+    let res = apply_and_check(&http)
+        .and_then(|()| run_as_service_accounts(&http, api.kubeconfig_path(), api.dir()));
     if res.is_err() {
         eprintln!("kube-apiserver logs: {}", api.dir().display());
     }
@@ -804,5 +812,255 @@ fn kubectl_scenario(kc: &Path, dir: &Path) -> Result<()> {
     )?;
     ensure!(!ok && out.contains("hostNetwrok"), "typo accepted: {out}");
     eprintln!("kubectl apply: {objects} objects, idempotent, typo refused");
+    Ok(())
+}
+
+/// A kubeconfig like the admin's that impersonates `sa` (kube-rs sends
+/// `Impersonate-User`), readable by the unprivileged user the binaries run as.
+fn impersonating_kubeconfig(admin: &Path, dir: &Path, sa: &str) -> Result<PathBuf> {
+    let mut kc: Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
+    for u in kc["users"].as_array_mut().context("no users")? {
+        u["user"]["as"] = json!(format!("system:serviceaccount:{NS}:{sa}"));
+    }
+    let path = dir.join(format!("kubeconfig-{sa}"));
+    std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `ferrolb` subcommand; killed (by its own pid) on drop.
+struct Proc {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Runs `ferrolb <args>` the way the manifests do, as far as a test can: as
+/// UID/GID 65534 with no capabilities and no_new_privs (setpriv, when we are
+/// root and it exists).
+fn spawn_ferrolb(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Result<Proc> {
+    let bin = env!("CARGO_BIN_EXE_ferrolb");
+    let unprivileged = Path::new("/usr/bin/setpriv").exists()
+        && Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+    let mut cmd = if unprivileged {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+            bin,
+        ]);
+        c
+    } else {
+        eprintln!("note: running ferrolb as the current user (no setpriv or not root)");
+        Command::new(bin)
+    };
+    cmd.args(args)
+        .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    // stdout and stderr into one file.
+    let f = std::fs::File::create(&log)?;
+    cmd.stdout(f.try_clone()?).stderr(f);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(Proc {
+        child: cmd.spawn().context("spawning ferrolb")?,
+        log,
+    })
+}
+
+fn http_status(url: &str) -> u16 {
+    Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// The real binaries, authenticated as their service accounts with only the
+/// manifest's RBAC: the controller takes the Lease, allocates an IP from the
+/// example config and publishes an Event; the speaker syncs every watch and
+/// turns ready. Neither logs a permission error.
+fn run_as_service_accounts(http: &Http, admin_kc: &Path, dir: &Path) -> Result<()> {
+    // The RBAC checks above left a Lease held by "t3": start clean.
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/metallb-system/leases";
+    let (code, _) = http.call(
+        "DELETE",
+        &format!("{leases}/ferrolb-controller"),
+        None,
+        None,
+    )?;
+    ensure!(code == 200, "delete lease: {code}");
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "as-sa", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    let (code, body) = http.call(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&svc),
+        None,
+    )?;
+    ensure!(code == 201, "create service: {code} {body}");
+
+    let kc = impersonating_kubeconfig(admin_kc, dir, "controller")?;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let controller = spawn_ferrolb(
+        &[
+            "controller",
+            "--leader-elect",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--metrics-addr",
+            &addr,
+        ],
+        &[("POD_NAME", "ferrolb-controller-test")],
+        dir.join("controller.log"),
+    )?;
+    let res = (|| {
+        wait_for("controller /readyz", 40, || {
+            Ok(http_status(&format!("http://{addr}/readyz")) == 200)
+        })?;
+        wait_for("an IP on default/as-sa", 30, || {
+            let (_, s) = http.call(
+                "GET",
+                "/api/v1/namespaces/default/services/as-sa",
+                None,
+                None,
+            )?;
+            Ok(s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+        })?;
+        let (_, l) = http.call("GET", &format!("{leases}/ferrolb-controller"), None, None)?;
+        let holder = l["spec"]["holderIdentity"].as_str().unwrap_or("");
+        ensure!(
+            holder.starts_with("ferrolb-controller-test"),
+            "lease holder {holder:?}"
+        );
+        wait_for("an IPAllocated Event for as-sa", 20, || {
+            let (_, evs) = http.call(
+                "GET",
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                None,
+                None,
+            )?;
+            Ok(evs["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["reason"] == "IPAllocated" && e["regarding"]["name"] == "as-sa"))
+        })
+    })();
+    let log = controller.log();
+    res.with_context(|| format!("controller as its service account; log:\n{log}"))?;
+    ensure!(
+        !log.to_lowercase().contains("forbidden") && !log.contains("watch error"),
+        "controller log:\n{log}"
+    );
+    eprintln!("controller log (tail):");
+    for l in log
+        .lines()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        eprintln!("  {l}");
+    }
+    drop(controller);
+
+    let kc = impersonating_kubeconfig(admin_kc, dir, "speaker")?;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let speaker = spawn_ferrolb(
+        &[
+            "speaker",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--metrics-addr",
+            &addr,
+        ],
+        &[("NODE_NAME", "node-1")],
+        dir.join("speaker.log"),
+    )?;
+    let res = wait_for("speaker /readyz", 40, || {
+        Ok(http_status(&format!("http://{addr}/readyz")) == 200)
+    })
+    .and_then(|()| {
+        ensure!(http_status(&format!("http://{addr}/metrics")) == 200);
+        ensure!(http_status(&format!("http://{addr}/healthz")) == 200);
+        Ok(())
+    });
+    let log = speaker.log();
+    res.with_context(|| format!("speaker as its service account; log:\n{log}"))?;
+    ensure!(
+        !log.to_lowercase().contains("forbidden") && !log.contains("watch error"),
+        "speaker log:\n{log}"
+    );
+    eprintln!("speaker log (tail):");
+    for l in log
+        .lines()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        eprintln!("  {l}");
+    }
+    eprintln!("controller and speaker ran as their service accounts (UID 65534, no capabilities)");
     Ok(())
 }
