@@ -950,8 +950,21 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         }
         leaders.push(guard);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (code, body) = http_get(&leaders[1].metrics, "/readyz")?;
+    // The second one answers /readyz (not ready) once it is up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = http_get(&leaders[1].metrics, "/readyz");
+        if let Ok((code, body)) = &r
+            && body.contains("leader Lease")
+        {
+            break (*code, body.clone());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "second controller never said it waits for the Lease: {r:?}"
+        );
+    };
     ensure!(
         code == 503 && body.contains("leader Lease"),
         "second controller should wait for the Lease: {code} {body}"
