@@ -771,7 +771,7 @@ fn kubectl_scenario(kc: &Path, dir: &Path) -> Result<()> {
         kc,
         &[
             "apply",
-            "--validate=strict",
+            "--validate=true",
             "-f",
             file,
             "-l",
@@ -786,12 +786,12 @@ fn kubectl_scenario(kc: &Path, dir: &Path) -> Result<()> {
         "the example ConfigMap was applied: {out}"
     );
     // Full apply, then again: nothing changes.
-    let (ok, out) = kubectl(kc, &["apply", "--validate=strict", "-f", file])?;
+    let (ok, out) = kubectl(kc, &["apply", "--validate=true", "-f", file])?;
     ensure!(
         ok && out.contains("configmap/config created"),
         "kubectl apply: {out}"
     );
-    let (ok, out) = kubectl(kc, &["apply", "--validate=strict", "-f", file])?;
+    let (ok, out) = kubectl(kc, &["apply", "--validate=true", "-f", file])?;
     ensure!(ok, "kubectl re-apply: {out}");
     ensure!(
         out.matches(" unchanged").count() == objects,
@@ -805,7 +805,7 @@ fn kubectl_scenario(kc: &Path, dir: &Path) -> Result<()> {
         kc,
         &[
             "apply",
-            "--validate=strict",
+            "--validate=true",
             "-f",
             typo_path.to_str().unwrap(),
         ],
