@@ -206,36 +206,35 @@ fn parse_prefix(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// `count` consecutive host routes from `first`.
-fn host_routes(first: IpAddr, count: u64) -> Result<Vec<IpNet>> {
+/// `count` consecutive host routes from `first`, produced lazily (no copy of a
+/// million prefixes besides the route map itself).
+fn host_routes(first: IpAddr, count: u64) -> Result<Box<dyn Iterator<Item = IpNet>>> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
-    match first {
+    Ok(match first {
         IpAddr::V4(a) => {
-            let start = u64::from(u32::from(a));
-            let end = start + count - 1;
-            if end > u64::from(u32::MAX) {
+            let start = u32::from(a);
+            let last = u64::from(start) + count - 1;
+            if last > u64::from(u32::MAX) {
                 bail!("--first {a} --count {count} runs past 255.255.255.255");
             }
-            for n in start..=end {
-                let ip = Ipv4Addr::from(u32::try_from(n).expect("checked above"));
-                out.push(IpNet::V4(Ipv4Net::new(ip, 32).expect("/32 is valid")));
-            }
+            let last = u32::try_from(last).expect("checked above");
+            Box::new(
+                (start..=last)
+                    .map(|n| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(n), 32).expect("/32 is valid"))),
+            )
         }
         IpAddr::V6(a) => {
             let start = u128::from(a);
-            start
+            let last = start
                 .checked_add(u128::from(count) - 1)
                 .ok_or_else(|| anyhow!("--first {a} --count {count} runs past the end of IPv6"))?;
-            for n in 0..u128::from(count) {
-                let ip = std::net::Ipv6Addr::from(start + n);
-                out.push(IpNet::V6(Ipv6Net::new(ip, 128).expect("/128 is valid")));
-            }
+            Box::new((start..=last).map(|n| {
+                IpNet::V6(Ipv6Net::new(std::net::Ipv6Addr::from(n), 128).expect("/128 is valid"))
+            }))
         }
-    }
-    Ok(out)
+    })
 }
 
 /// Check the arguments and build the session config and the route set.
@@ -269,9 +268,9 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
             args.hold_time
         );
     }
-    let prefixes = match (args.count, args.first) {
+    let prefixes: Box<dyn Iterator<Item = IpNet>> = match (args.count, args.first) {
         (Some(n), Some(first)) => host_routes(first, n)?,
-        _ => args.prefixes,
+        _ => Box::new(args.prefixes.into_iter()),
     };
     let attrs = RouteAttrs {
         next_hop: args.next_hop,
@@ -476,10 +475,14 @@ mod tests {
 
     #[test]
     fn consecutive_hosts() {
-        let v4 = host_routes("10.0.0.254".parse().unwrap(), 3).unwrap();
+        let v4: Vec<IpNet> = host_routes("10.0.0.254".parse().unwrap(), 3)
+            .unwrap()
+            .collect();
         assert_eq!(v4[2], "10.0.1.0/32".parse::<IpNet>().unwrap());
         assert!(host_routes("255.255.255.255".parse().unwrap(), 2).is_err());
-        let v6 = host_routes("2001:db8::ffff".parse().unwrap(), 2).unwrap();
+        let v6: Vec<IpNet> = host_routes("2001:db8::ffff".parse().unwrap(), 2)
+            .unwrap()
+            .collect();
         assert_eq!(v6[1], "2001:db8::1:0/128".parse::<IpNet>().unwrap());
     }
 }
