@@ -25,7 +25,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::announce::{Decision, routes_per_peer};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
-use crate::watch::{EndpointSource, node_state, service_states};
+use crate::watch::{
+    EndpointSource, node_state, service_states, trim_endpoints, trim_service, trim_slice,
+};
 
 /// Flags of `ferrolb speaker`.
 #[derive(clap::Args, Debug, Clone)]
@@ -92,9 +94,12 @@ fn pump<K>(
     });
 }
 
+/// A reflector store fed by a watch; `trim` drops what the speaker never reads
+/// before an object is stored (memory grows with the cluster's Services).
 fn store_for<K>(
     api: Api<K>,
     cfg: watcher::Config,
+    trim: fn(&mut K),
     notify: &Arc<Notify>,
     what: &'static str,
 ) -> Store<K>
@@ -109,7 +114,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    pump(watcher(api, cfg), writer, notify.clone(), what);
+    pump(watcher(api, cfg).modify(trim), writer, notify.clone(), what);
     store
 }
 
@@ -138,6 +143,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let services = store_for(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
+        trim_service,
         &notify,
         "services",
     );
@@ -146,6 +152,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         EndpointSource::Slices(store_for(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
+            trim_slice,
             &notify,
             "endpointslices",
         ))
@@ -154,6 +161,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         EndpointSource::Endpoints(store_for(
             Api::<Endpoints>::all(client.clone()),
             watcher::Config::default(),
+            trim_endpoints,
             &notify,
             "endpoints",
         ))
@@ -161,16 +169,18 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let nodes = store_for(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={}", opts.node_name)),
+        |n: &mut Node| n.metadata.managed_fields = None,
         &notify,
         "node",
     );
     let configmaps = store_for(
         Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
         watcher::Config::default().fields(&format!("metadata.name={}", opts.config_name)),
+        |c: &mut ConfigMap| c.metadata.managed_fields = None,
         &notify,
         "configmap",
     );
-    let recorder = Recorder::new(
+    let events = spawn_event_publisher(
         client.clone(),
         Reporter {
             controller: "ferrolb-speaker".into(),
@@ -274,8 +284,8 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                     secondary: None,
                 };
                 let reference: ObjectReference = svc.object_ref(&());
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    warn!(svc = %key, error = %e, "could not record event");
+                if events.try_send((ev, reference)).is_err() {
+                    warn!(svc = %key, "event queue full: nodeAssigned event dropped");
                 }
             }
         }
@@ -297,6 +307,31 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     sessions.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
+
+/// Events are written by their own task, so a burst (10k Services announced at
+/// once) never holds up route decisions. Each event gets a fresh [`Recorder`]:
+/// kube's Recorder caches every event it wrote for 6 minutes (to aggregate
+/// repeats into a series), which is ~1 KiB per Service after a burst and not
+/// worth it for `nodeAssigned`. The queue is bounded; overflow is dropped
+/// (logged), never awaited.
+fn spawn_event_publisher(
+    client: Client,
+    reporter: Reporter,
+) -> tokio::sync::mpsc::Sender<(Event, ObjectReference)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+    tokio::spawn(async move {
+        while let Some((ev, reference)) = rx.recv().await {
+            let recorder = Recorder::new(client.clone(), reporter.clone());
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(obj = ?reference.name, error = %e, "could not record event");
+            }
+        }
+    });
+    tx
+}
+
+/// Events waiting to be written before new ones are dropped.
+const EVENT_QUEUE: usize = 16_384;
 
 fn service_ref(key: &str) -> ObjectRef<Service> {
     let (ns, name) = key.split_once('/').unwrap_or(("", key));

@@ -167,3 +167,181 @@ pub fn service_states(
         })
         .collect()
 }
+
+/// Drops what the speaker never reads from a Service before it enters the
+/// reflector store: managed fields, annotations, labels and every spec/status
+/// field but `type`, `externalTrafficPolicy` and the ingress IPs. The identity
+/// (namespace, name, uid, resourceVersion) stays, for Events. Non-LoadBalancer
+/// Services keep only their identity and type. With 10k Services this is most
+/// of the speaker's memory.
+pub fn trim_service(svc: &mut Service) {
+    trim_meta(&mut svc.metadata);
+    let lb = is_load_balancer(svc);
+    if let Some(spec) = svc.spec.take() {
+        svc.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+            type_: spec.type_,
+            external_traffic_policy: if lb {
+                spec.external_traffic_policy
+            } else {
+                None
+            },
+            ..Default::default()
+        });
+    }
+    let ingress = if lb {
+        svc.status
+            .take()
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .map(|ing| {
+                ing.into_iter()
+                    .filter(|i| i.ip.is_some())
+                    .map(|i| k8s_openapi::api::core::v1::LoadBalancerIngress {
+                        ip: i.ip,
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>()
+            })
+    } else {
+        None
+    };
+    svc.status = ingress.map(|ing| k8s_openapi::api::core::v1::ServiceStatus {
+        load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus { ingress: Some(ing) }),
+        ..Default::default()
+    });
+}
+
+/// Keeps only what [`endpoints_endpoints`] reads: per address, `nodeName`
+/// (the IP string is emptied; ports, target refs and hostnames go).
+pub fn trim_endpoints(ep: &mut Endpoints) {
+    trim_meta(&mut ep.metadata);
+    let slim = |addrs: &mut Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
+        if let Some(v) = addrs {
+            for a in v.iter_mut() {
+                *a = k8s_openapi::api::core::v1::EndpointAddress {
+                    node_name: a.node_name.take(),
+                    ..Default::default()
+                };
+            }
+            v.shrink_to_fit();
+        }
+    };
+    for s in ep.subsets.iter_mut().flatten() {
+        s.ports = None;
+        slim(&mut s.addresses);
+        slim(&mut s.not_ready_addresses);
+    }
+}
+
+/// Keeps only what [`slice_endpoints`] reads (node names and conditions) and
+/// the service-name label.
+pub fn trim_slice(slice: &mut EndpointSlice) {
+    let name = slice
+        .metadata
+        .labels
+        .as_mut()
+        .and_then(|l| l.remove(SERVICE_NAME_LABEL));
+    trim_meta(&mut slice.metadata);
+    if let Some(name) = name {
+        slice.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), name)].into());
+    }
+    slice.ports = None;
+    for e in &mut slice.endpoints {
+        *e = k8s_openapi::api::discovery::v1::Endpoint {
+            node_name: e.node_name.take(),
+            conditions: e.conditions.take(),
+            ..Default::default()
+        };
+    }
+}
+
+fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    m.generate_name = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn trimmed_service_keeps_what_the_decision_reads() {
+        let mut s = svc(json!({
+            "metadata": {"name": "web", "namespace": "e2e", "uid": "u1", "resourceVersion": "7",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "labels": {"app": "web"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "clusterIP": "10.96.0.10", "selector": {"app": "web"},
+                "ports": [{"port": 80, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}, {"hostname": "x"}]}}
+        }));
+        let before = (service_ips(&s), traffic_policy(&s), is_load_balancer(&s));
+        trim_service(&mut s);
+        assert_eq!(
+            (service_ips(&s), traffic_policy(&s), is_load_balancer(&s)),
+            before
+        );
+        assert_eq!(s.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert!(s.metadata.managed_fields.is_none() && s.metadata.annotations.is_none());
+        let spec = s.spec.as_ref().unwrap();
+        assert!(spec.ports.is_none() && spec.selector.is_none() && spec.cluster_ip.is_none());
+    }
+
+    #[test]
+    fn trimmed_cluster_ip_service_keeps_only_its_type() {
+        let mut s = svc(json!({
+            "metadata": {"name": "db", "namespace": "e2e"},
+            "spec": {"type": "ClusterIP", "externalTrafficPolicy": "Local"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
+        }));
+        trim_service(&mut s);
+        assert!(!is_load_balancer(&s));
+        assert!(s.status.is_none());
+    }
+
+    #[test]
+    fn trimmed_endpoints_and_slices_keep_nodes_and_readiness() {
+        let mut ep: Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "e2e", "managedFields": [{"manager": "m"}]},
+            "subsets": [{
+                "addresses": [{"ip": "10.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "p"}}],
+                "notReadyAddresses": [{"ip": "10.0.0.2", "nodeName": "n2"}],
+                "ports": [{"port": 8080}]
+            }]
+        }))
+        .unwrap();
+        let before = endpoints_endpoints(&ep);
+        trim_endpoints(&mut ep);
+        assert_eq!(endpoints_endpoints(&ep), before);
+        assert!(ep.metadata.managed_fields.is_none());
+
+        let mut slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "e2e",
+                "labels": {SERVICE_NAME_LABEL: "web", "other": "x"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n1",
+                "conditions": {"ready": false, "serving": true}, "hostname": "h"}],
+            "ports": [{"port": 8080}]
+        }))
+        .unwrap();
+        let before = slice_endpoints(&slice);
+        trim_slice(&mut slice);
+        assert_eq!(slice_endpoints(&slice), before);
+        assert_eq!(
+            slice.labels().get(SERVICE_NAME_LABEL).map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(slice.labels().len(), 1);
+    }
+}
