@@ -7,9 +7,16 @@
 //!
 //! Memory is proportional to the number of allocations, never to the size of a
 //! pool: addresses are `u128` (IPv4 and IPv6 kept apart by [`IpFamily`]), each
-//! pool range keeps a map of its *free intervals*, and the addresses in use live
-//! in a `BTreeMap`. Finding the lowest free address of a range is the first key
-//! of its free-interval map, so every operation is `O(log n)`.
+//! pool range keeps a `BTreeMap` of its *free intervals*, and the addresses in
+//! use live in a hash map. Finding the lowest free address of a range is the
+//! first entry of its free-interval map, so every operation is `O(log n)` in
+//! the number of free intervals and `O(1)` expected in the number of services.
+//!
+//! Service keys are interned: each service gets a small internal id on its
+//! first assignment (one hash of its key per call); holders, records and the
+//! sharing index refer to that id, so the key's strings are stored once, and
+//! only services with a sharing key store what sharing checks compare (ports,
+//! traffic policy, selector).
 //!
 //! Semantics follow MetalLB v0.12: pools are tried in configuration order, the
 //! lowest free address wins, `auto-assign: false` pools are used only when a
@@ -18,9 +25,14 @@
 //! services with the same `allow-shared-ip` key, disjoint ports and compatible
 //! traffic policies (all `Cluster`, or all `Local` with the same selector).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashMap as FastMap, HashTable};
+use smallvec::SmallVec;
 
 /// An IP address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -439,6 +451,34 @@ fn to_ip((fam, x): Addr) -> IpAddr {
     }
 }
 
+/// Is `x` an IPv4 .0 or .255 address in a range that avoids them?
+fn skippable(avoid: bool, x: u128) -> bool {
+    avoid && matches!(x & 0xff, 0 | 255)
+}
+
+/// An address as stored: 24 bytes and 8-aligned (an [`Addr`] pads to 32).
+/// Orders like [`Addr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Packed {
+    fam: IpFamily,
+    hi: u64,
+    lo: u64,
+}
+
+impl Packed {
+    fn new((fam, x): Addr) -> Self {
+        Packed {
+            fam,
+            hi: (x >> 64) as u64,
+            lo: x as u64,
+        }
+    }
+
+    fn addr(self) -> Addr {
+        (self.fam, (u128::from(self.hi) << 64) | u128::from(self.lo))
+    }
+}
+
 /// One inclusive range of a pool and its free intervals.
 #[derive(Debug, Clone)]
 struct Range {
@@ -447,9 +487,11 @@ struct Range {
     hi: u128,
     /// Skip IPv4 .0/.255 (pool has avoid-buggy-ips and this is IPv4).
     avoid: bool,
-    /// Free intervals `start -> end` (inclusive). Their ends are never
-    /// skippable addresses and intervals holding only skippable addresses are
-    /// left out, so the lowest assignable address is the first key.
+    /// Free intervals `end -> start` (inclusive), keyed by their end so that
+    /// taking the lowest address of an interval updates it in place. Their
+    /// ends are never skippable addresses and intervals holding only
+    /// skippable addresses are left out, so the lowest assignable address is
+    /// the start of the first interval.
     free: BTreeMap<u128, u128>,
 }
 
@@ -467,7 +509,7 @@ impl Range {
     }
 
     fn skippable(&self, x: u128) -> bool {
-        self.avoid && matches!(x & 0xff, 0 | 255)
+        skippable(self.avoid, x)
     }
 
     fn insert_trimmed(&mut self, mut s: u128, mut e: u128) {
@@ -484,28 +526,36 @@ impl Range {
             }
         }
         if s <= e {
-            self.free.insert(s, e);
+            self.free.insert(e, s);
         }
     }
 
     fn first_free(&self) -> Option<u128> {
-        self.free.first_key_value().map(|(s, _)| *s)
+        self.free.first_key_value().map(|(_, s)| *s)
     }
 
     /// Marks `x` used; false if it was not free.
     fn take(&mut self, x: u128) -> bool {
-        let Some((&s, &e)) = self.free.range(..=x).next_back() else {
+        let avoid = self.avoid;
+        let Some((&e, start)) = self.free.range_mut(x..).next() else {
             return false;
         };
-        if e < x {
+        let s = *start;
+        if s > x {
             return false;
         }
-        self.free.remove(&s);
+        if x < e {
+            // The part above `x` keeps its key (end `e`, never skippable).
+            let mut ns = x + 1;
+            while skippable(avoid, ns) {
+                ns += 1;
+            }
+            *start = ns;
+        } else {
+            self.free.remove(&e);
+        }
         if x > s {
             self.insert_trimmed(s, x - 1);
-        }
-        if x < e {
-            self.insert_trimmed(x + 1, e);
         }
         true
     }
@@ -517,21 +567,22 @@ impl Range {
 
     /// Marks `x` (not skippable, inside the range) free again.
     fn give(&mut self, x: u128) {
-        let (mut s, mut e) = (x, x);
-        if let Some((&ls, &le)) = self.free.range(..x).next_back()
+        let mut s = x;
+        if let Some((&le, &ls)) = self.free.range(..x).next_back()
             && self.bridges(le, x)
         {
-            self.free.remove(&ls);
+            self.free.remove(&le);
             s = ls;
         }
         if let Some(xn) = x.checked_add(1)
-            && let Some((&rs, &re)) = self.free.range(xn..).next()
+            && let Some((&re, &rs)) = self.free.range(xn..).next()
             && self.bridges(x, rs)
         {
-            self.free.remove(&rs);
-            e = re;
+            // Grow the interval above down to `s`; its key stays.
+            self.free.insert(re, s);
+            return;
         }
-        self.free.insert(s, e);
+        self.free.insert(x, s);
     }
 
     /// Assignable (not skippable) addresses in `[s, e]`; saturates.
@@ -566,27 +617,131 @@ impl Pool {
     }
 }
 
+/// Internal service number: index into `Allocator::slots`.
+type Id = u32;
+
+/// The services holding one address, in the order they took it. One or two
+/// holders (the usual cases) need no heap.
+#[derive(Debug, Clone)]
+enum Holders {
+    One(Id),
+    Two([Id; 2]),
+    /// Three or more. Boxed so that the enum stays 16 bytes (a bare `Vec`
+    /// would make every address in use 8 bytes bigger for a rare case).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Id>>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[Id] {
+        match self {
+            Holders::One(a) => std::slice::from_ref(a),
+            Holders::Two(a) => a,
+            Holders::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, id: Id) {
+        match self {
+            Holders::One(a) => *self = Holders::Two([*a, id]),
+            Holders::Two([a, b]) => *self = Holders::Many(Box::new(vec![*a, *b, id])),
+            Holders::Many(v) => v.push(id),
+        }
+    }
+
+    /// Removes `id`; true if nobody is left.
+    fn remove(&mut self, id: Id) -> bool {
+        match self {
+            Holders::One(a) => *a == id,
+            Holders::Two([a, b]) => {
+                if *a == id {
+                    *self = Holders::One(*b);
+                } else if *b == id {
+                    *self = Holders::One(*a);
+                }
+                false
+            }
+            Holders::Many(v) => {
+                v.retain(|&h| h != id);
+                if let [a, b] = v[..] {
+                    *self = Holders::Two([a, b]);
+                }
+                false
+            }
+        }
+    }
+}
+
 /// One address in use and who holds it.
 #[derive(Debug, Clone)]
 struct IpUse {
-    pool: usize,
-    range: usize,
-    holders: Vec<ServiceKey>,
+    pool: u32,
+    range: u32,
+    holders: Holders,
+}
+
+/// What a service with a sharing key brings to the comparison with key-mates
+/// (only those are ever compared).
+#[derive(Debug, Clone)]
+struct Share {
+    key: Arc<str>,
+    ports: Box<[(Protocol, u16)]>,
+    traffic_policy: TrafficPolicy,
+    selector: BTreeMap<String, String>,
 }
 
 /// What the allocator remembers of a service.
 #[derive(Debug, Clone)]
 struct Record {
-    ips: Vec<Addr>,
-    sharing_key: Option<String>,
-    ports: Vec<(Protocol, u16)>,
-    traffic_policy: TrafficPolicy,
-    selector: BTreeMap<String, String>,
-    pool_annotation: Option<String>,
+    /// The first `n_ips` are held (at most one per family).
+    ips: [Packed; 2],
+    n_ips: u8,
+    share: Option<Box<Share>>,
+    pool_annotation: Option<Box<str>>,
+}
+
+impl Record {
+    fn ips(&self) -> &[Packed] {
+        &self.ips[..usize::from(self.n_ips)]
+    }
+
+    fn sharing_key(&self) -> Option<&str> {
+        self.share.as_ref().map(|s| &*s.key)
+    }
+}
+
+/// A service: its key (namespace then name in one allocation) and record.
+#[derive(Debug, Clone)]
+struct Slot {
+    key: Box<str>,
+    /// Length of the namespace in `key`.
+    split: u32,
+    rec: Record,
+}
+
+impl Slot {
+    fn ns(&self) -> &str {
+        &self.key[..self.split as usize]
+    }
+
+    fn name(&self) -> &str {
+        &self.key[self.split as usize..]
+    }
+
+    fn is(&self, k: &ServiceKey) -> bool {
+        self.ns() == k.namespace && self.name() == k.name
+    }
+
+    fn service_key(&self) -> ServiceKey {
+        ServiceKey::new(self.ns(), self.name())
+    }
 }
 
 /// A chosen address: address, pool index, range index.
 type Pick = (Addr, usize, usize);
+
+/// At most one pick per family.
+type Plan = SmallVec<[Pick; 2]>;
 
 /// Pools plus who holds what. See the module documentation.
 #[derive(Debug, Clone)]
@@ -595,15 +750,24 @@ pub struct Allocator {
     /// Range start -> (range end, pool, range index in pool).
     index: BTreeMap<Addr, (u128, usize, usize)>,
     by_name: HashMap<String, usize>,
-    ips: BTreeMap<Addr, IpUse>,
-    services: HashMap<ServiceKey, Record>,
-    by_sharing_key: HashMap<String, BTreeSet<Addr>>,
+    /// Auto-assign pools, in order.
+    auto: Vec<usize>,
+    ips: FastMap<Packed, IpUse>,
+    /// Services by [`Id`]; `None` slots are listed in `free_ids`.
+    slots: Vec<Option<Slot>>,
+    free_ids: Vec<Id>,
+    /// Interning of service keys: the table holds ids, hashed by their key.
+    ids: HashTable<Id>,
+    hasher: DefaultHashBuilder,
+    /// Sharing key -> addresses first taken under it, sorted.
+    by_sharing_key: FastMap<Arc<str>, Vec<Packed>>,
 }
 
 type Built = (
     Vec<Pool>,
     BTreeMap<Addr, (u128, usize, usize)>,
     HashMap<String, usize>,
+    Vec<usize>,
 );
 
 fn build_pools(specs: Vec<PoolSpec>) -> Result<Built, PoolError> {
@@ -671,20 +835,25 @@ fn build_pools(specs: Vec<PoolSpec>) -> Result<Built, PoolError> {
             }
         }
     }
-    Ok((pools, index, by_name))
+    let auto = (0..pools.len()).filter(|&p| pools[p].auto_assign).collect();
+    Ok((pools, index, by_name, auto))
 }
 
 impl Allocator {
     /// An allocator over `pools` (in configuration order), holding nothing.
     pub fn new(pools: Vec<PoolSpec>) -> Result<Self, PoolError> {
-        let (pools, index, by_name) = build_pools(pools)?;
+        let (pools, index, by_name, auto) = build_pools(pools)?;
         Ok(Allocator {
             pools,
             index,
             by_name,
-            ips: BTreeMap::new(),
-            services: HashMap::new(),
-            by_sharing_key: HashMap::new(),
+            auto,
+            ips: FastMap::default(),
+            slots: Vec::new(),
+            free_ids: Vec::new(),
+            ids: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            by_sharing_key: FastMap::default(),
         })
     }
 
@@ -703,9 +872,14 @@ impl Allocator {
         order.sort_by(|x, y| {
             (x.created.is_none(), x.created, &x.key).cmp(&(y.created.is_none(), y.created, &y.key))
         });
+        a.slots.reserve(order.len());
+        a.ids.reserve(order.len(), |_| 0);
         for req in &order {
-            if !req.current.is_empty() && !a.services.contains_key(&req.key) {
-                a.adopt(req);
+            if !req.current.is_empty() {
+                let h = a.hash_of(&req.key.namespace, &req.key.name);
+                if a.find(h, &req.key).is_none() {
+                    a.adopt(req, h);
+                }
             }
         }
         let results = order
@@ -723,27 +897,31 @@ impl Allocator {
         &mut self,
         pools: Vec<PoolSpec>,
     ) -> Result<Vec<(ServiceKey, Change)>, PoolError> {
-        let (pools, index, by_name) = build_pools(pools)?;
-        let old_pool_of: HashMap<Addr, String> = self
-            .ips
-            .iter()
-            .map(|(a, u)| (*a, self.pools[u.pool].name.clone()))
-            .collect();
-        self.pools = pools;
+        let (pools, index, by_name, auto) = build_pools(pools)?;
+        let old_pool_of: FastMap<Packed, u32> =
+            self.ips.iter().map(|(a, u)| (*a, u.pool)).collect();
+        let old_pools = std::mem::replace(&mut self.pools, pools);
         self.index = index;
         self.by_name = by_name;
+        self.auto = auto;
         self.ips.clear();
         self.by_sharing_key.clear();
-        let mut services: Vec<(ServiceKey, Record)> =
-            std::mem::take(&mut self.services).into_iter().collect();
-        services.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut order: Vec<Id> = (0..self.slots.len() as Id)
+            .filter(|&id| self.slots[id as usize].is_some())
+            .collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (self.slot(a), self.slot(b));
+            (a.ns(), a.name()).cmp(&(b.ns(), b.name()))
+        });
         let mut changes = Vec::new();
-        for (key, mut rec) in services {
+        for id in order {
             let mut lost = Vec::new();
             let mut reasons = Vec::new();
-            let mut kept = Vec::new();
+            let mut kept: Plan = SmallVec::new();
             let mut renamed = false;
-            for &addr in &rec.ips {
+            let rec = &self.slot(id).rec;
+            for &packed in rec.ips() {
+                let addr = packed.addr();
                 let ip = to_ip(addr);
                 match self.locate_raw(addr) {
                     None => {
@@ -761,7 +939,7 @@ impl Allocator {
                         if rec
                             .pool_annotation
                             .as_ref()
-                            .is_some_and(|n| *n != self.pools[p].name) =>
+                            .is_some_and(|n| **n != self.pools[p].name) =>
                     {
                         lost.push(ip);
                         reasons.push(format!(
@@ -771,8 +949,8 @@ impl Allocator {
                     }
                     Some((p, r)) => {
                         if old_pool_of
-                            .get(&addr)
-                            .is_some_and(|n| *n != self.pools[p].name)
+                            .get(&packed)
+                            .is_some_and(|&op| old_pools[op as usize].name != self.pools[p].name)
                         {
                             renamed = true;
                         }
@@ -780,14 +958,17 @@ impl Allocator {
                     }
                 }
             }
+            let skey = rec.share.as_ref().map(|s| s.key.clone());
             for &(addr, p, r) in &kept {
-                self.attach(addr, p, r, &key, rec.sharing_key.as_ref());
+                self.attach(addr, p, r, id, skey.as_ref());
             }
-            rec.ips = kept.iter().map(|k| k.0).collect();
-            let keep_record = !rec.ips.is_empty();
-            if keep_record {
-                self.services.insert(key.clone(), rec);
+            let rec = &mut self.slot_mut(id).rec;
+            set_ips(rec, &kept);
+            let key = (!lost.is_empty() || renamed).then(|| self.slot(id).service_key());
+            if kept.is_empty() {
+                self.remove_id(id);
             }
+            let Some(key) = key else { continue };
             if !lost.is_empty() {
                 changes.push((
                     key,
@@ -797,7 +978,7 @@ impl Allocator {
                     },
                 ));
             } else if renamed {
-                let a = self.assignment_of(&key).expect("record just inserted");
+                let a = self.assignment_of(id);
                 changes.push((key, Change::PoolChanged(a)));
             }
         }
@@ -809,18 +990,21 @@ impl Allocator {
     /// address of the first matching pool (an IP of a sharing key-mate first).
     /// On error the service holds nothing.
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
-        match self.plan(req) {
+        let h = self.hash_of(&req.key.namespace, &req.key.name);
+        let id = self.find(h, &req.key);
+        match self.plan(req, id) {
             Ok(plan) => {
-                self.commit(req, &plan);
-                Ok(Assignment {
-                    ips: plan
-                        .iter()
-                        .map(|&(addr, p, _)| (to_ip(addr), self.pools[p].name.clone()))
-                        .collect(),
-                })
+                let ips = plan
+                    .iter()
+                    .map(|&(addr, p, _)| (to_ip(addr), self.pools[p].name.clone()))
+                    .collect();
+                self.commit(req, h, id, &plan);
+                Ok(Assignment { ips })
             }
             Err(e) => {
-                self.release(&req.key);
+                if let Some(id) = id {
+                    self.release_id(id);
+                }
                 Err(e)
             }
         }
@@ -828,30 +1012,25 @@ impl Allocator {
 
     /// Frees what `key` holds; returns it.
     pub fn release(&mut self, key: &ServiceKey) -> Option<Assignment> {
-        let a = self.assignment_of(key)?;
-        let rec = self
-            .services
-            .remove(key)
-            .expect("assignment implies record");
-        for addr in rec.ips {
-            self.detach(addr, key, rec.sharing_key.as_ref());
-        }
-        Some(a)
+        let h = self.hash_of(&key.namespace, &key.name);
+        let id = self.find(h, key)?;
+        Some(self.release_id(id))
     }
 
     /// What `key` holds.
     pub fn lookup(&self, key: &ServiceKey) -> Option<Assignment> {
-        self.assignment_of(key)
+        let h = self.hash_of(&key.namespace, &key.name);
+        Some(self.assignment_of(self.find(h, key)?))
     }
 
     /// Number of services holding at least one IP.
     pub fn len(&self) -> usize {
-        self.services.len()
+        self.ids.len()
     }
 
     /// True when no service holds an IP.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.ids.is_empty()
     }
 
     /// Counters per pool, in configuration order.
@@ -870,35 +1049,70 @@ impl Allocator {
     }
 
     /// Checks the internal bookkeeping (free intervals against addresses in
-    /// use, holders against records). Cost is proportional to allocations and
-    /// free intervals; meant for tests.
+    /// use, holders against records, the key index against the records).
+    /// Cost is proportional to allocations and free intervals; meant for tests.
     #[doc(hidden)]
     pub fn check_consistency(&self) -> Result<(), String> {
-        for (addr, u) in &self.ips {
-            let r = &self.pools[u.pool].ranges[u.range];
+        for (packed, u) in &self.ips {
+            let addr = packed.addr();
+            let r = &self.pools[u.pool as usize].ranges[u.range as usize];
             if r.fam != addr.0 || addr.1 < r.lo || addr.1 > r.hi || r.skippable(addr.1) {
-                return Err(format!("{} recorded outside its range", to_ip(*addr)));
+                return Err(format!("{} recorded outside its range", to_ip(addr)));
             }
-            if let Some((_, &e)) = r.free.range(..=addr.1).next_back()
-                && e >= addr.1
+            if let Some((_, &s)) = r.free.range(addr.1..).next()
+                && s <= addr.1
             {
-                return Err(format!("{} is both used and free", to_ip(*addr)));
+                return Err(format!("{} is both used and free", to_ip(addr)));
             }
-            if u.holders.is_empty() {
-                return Err(format!("{} has no holder", to_ip(*addr)));
+            let hs = u.holders.as_slice();
+            if hs.is_empty() {
+                return Err(format!("{} has no holder", to_ip(addr)));
             }
-            for h in &u.holders {
-                if !self
-                    .services
-                    .get(h)
-                    .is_some_and(|rec| rec.ips.contains(addr))
-                {
-                    return Err(format!("{} lists {h} which does not hold it", to_ip(*addr)));
+            for (i, &h) in hs.iter().enumerate() {
+                if hs[..i].contains(&h) {
+                    return Err(format!("{} lists holder {h} twice", to_ip(addr)));
+                }
+                let Some(Some(slot)) = self.slots.get(h as usize) else {
+                    return Err(format!("{} lists a vacant service {h}", to_ip(addr)));
+                };
+                if !slot.rec.ips().contains(packed) {
+                    return Err(format!(
+                        "{} lists {} which does not hold it",
+                        to_ip(addr),
+                        slot.service_key()
+                    ));
                 }
             }
+            let first_key = self.slot(hs[0]).rec.sharing_key();
+            let listed = first_key
+                .and_then(|k| self.by_sharing_key.get(k))
+                .is_some_and(|v| v.contains(packed));
+            if first_key.is_some() != listed {
+                return Err(format!(
+                    "{} and its sharing key disagree in the key index",
+                    to_ip(addr)
+                ));
+            }
+        }
+        let mut listed = 0;
+        for (k, v) in &self.by_sharing_key {
+            if v.is_empty() || v.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("sharing key {k:?}: bad address list"));
+            }
+            listed += v.len();
+        }
+        let keyed = self
+            .ips
+            .values()
+            .filter(|u| self.slot(u.holders.as_slice()[0]).rec.share.is_some())
+            .count();
+        if listed != keyed {
+            return Err(format!(
+                "{listed} addresses listed under sharing keys, {keyed} taken with one"
+            ));
         }
         for (pi, p) in self.pools.iter().enumerate() {
-            let used = self.ips.values().filter(|u| u.pool == pi).count() as u128;
+            let used = self.ips.values().filter(|u| u.pool as usize == pi).count() as u128;
             if used != p.in_use {
                 return Err(format!(
                     "pool {} counts {} in use, has {used}",
@@ -908,7 +1122,7 @@ impl Allocator {
             for r in &p.ranges {
                 let mut prev_end: Option<u128> = None;
                 let mut free_count = 0u128;
-                for (&s, &e) in &r.free {
+                for (&e, &s) in &r.free {
                     if s > e || s < r.lo || e > r.hi || r.skippable(s) || r.skippable(e) {
                         return Err(format!("bad free interval {s}-{e} in pool {}", p.name));
                     }
@@ -920,7 +1134,14 @@ impl Allocator {
                     prev_end = Some(e);
                     free_count = free_count.saturating_add(r.assignable(s, e));
                 }
-                let used_here = self.ips.range((r.fam, r.lo)..=(r.fam, r.hi)).count() as u128;
+                let used_here = self
+                    .ips
+                    .keys()
+                    .filter(|a| {
+                        let (f, x) = a.addr();
+                        f == r.fam && r.lo <= x && x <= r.hi
+                    })
+                    .count() as u128;
                 if free_count + used_here != r.total() {
                     return Err(format!(
                         "pool {}: {free_count} free + {used_here} used != {} total",
@@ -930,10 +1151,37 @@ impl Allocator {
                 }
             }
         }
-        for (key, rec) in &self.services {
-            for a in &rec.ips {
-                if !self.ips.get(a).is_some_and(|u| u.holders.contains(key)) {
-                    return Err(format!("{key} holds {} unrecorded", to_ip(*a)));
+        let live = self.slots.iter().filter(|s| s.is_some()).count();
+        if live != self.ids.len() || live + self.free_ids.len() != self.slots.len() {
+            return Err(format!(
+                "{live} records, {} indexed, {} free of {} slots",
+                self.ids.len(),
+                self.free_ids.len(),
+                self.slots.len()
+            ));
+        }
+        for &id in &self.free_ids {
+            if self.slots.get(id as usize).is_none_or(|s| s.is_some()) {
+                return Err(format!("free id {id} is not vacant"));
+            }
+        }
+        for (id, slot) in self.slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let key = slot.service_key();
+            let h = self.hash_of(&key.namespace, &key.name);
+            if self.find(h, &key) != Some(id as Id) {
+                return Err(format!("{key} is not indexed under its id"));
+            }
+            if slot.rec.ips().is_empty() {
+                return Err(format!("{key} has a record without IPs"));
+            }
+            for a in slot.rec.ips() {
+                if !self
+                    .ips
+                    .get(a)
+                    .is_some_and(|u| u.holders.as_slice().contains(&(id as Id)))
+                {
+                    return Err(format!("{key} holds {} unrecorded", to_ip(a.addr())));
                 }
             }
         }
@@ -942,15 +1190,92 @@ impl Allocator {
 
     // ---- internals ----
 
-    fn assignment_of(&self, key: &ServiceKey) -> Option<Assignment> {
-        let rec = self.services.get(key)?;
-        Some(Assignment {
-            ips: rec
-                .ips
+    fn hash_of(&self, ns: &str, name: &str) -> u64 {
+        hash_key(&self.hasher, ns, name)
+    }
+
+    fn find(&self, h: u64, key: &ServiceKey) -> Option<Id> {
+        let slots = &self.slots;
+        self.ids
+            .find(h, |&id| {
+                slots[id as usize].as_ref().is_some_and(|s| s.is(key))
+            })
+            .copied()
+    }
+
+    fn slot(&self, id: Id) -> &Slot {
+        self.slots[id as usize].as_ref().expect("live service id")
+    }
+
+    fn slot_mut(&mut self, id: Id) -> &mut Slot {
+        self.slots[id as usize].as_mut().expect("live service id")
+    }
+
+    /// Files a new service under `key` (hash `h`); returns its id.
+    fn insert_id(&mut self, h: u64, key: &ServiceKey, rec: Record) -> Id {
+        let mut joined = String::with_capacity(key.namespace.len() + key.name.len());
+        joined.push_str(&key.namespace);
+        joined.push_str(&key.name);
+        let slot = Slot {
+            key: joined.into_boxed_str(),
+            split: u32::try_from(key.namespace.len()).expect("namespace shorter than 4 GiB"),
+            rec,
+        };
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                self.slots.push(Some(slot));
+                Id::try_from(self.slots.len() - 1).expect("fewer than 2^32 services")
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.ids.insert_unique(h, id, |&i| {
+            let s = slots[i as usize].as_ref().expect("indexed ids are live");
+            hash_key(hasher, s.ns(), s.name())
+        });
+        id
+    }
+
+    /// Forgets service `id` (holding nothing any more).
+    fn remove_id(&mut self, id: Id) {
+        let slot = self.slots[id as usize].take().expect("live service id");
+        let h = hash_key(&self.hasher, slot.ns(), slot.name());
+        if let Ok(e) = self.ids.find_entry(h, |&i| i == id) {
+            e.remove();
+        }
+        self.free_ids.push(id);
+    }
+
+    fn release_id(&mut self, id: Id) -> Assignment {
+        let a = self.assignment_of(id);
+        let rec = &self.slot(id).rec;
+        let (ips, n) = (rec.ips, usize::from(rec.n_ips));
+        let skey = rec.share.as_ref().map(|s| s.key.clone());
+        for &addr in &ips[..n] {
+            self.detach(addr, id, skey.as_deref());
+        }
+        self.remove_id(id);
+        a
+    }
+
+    fn assignment_of(&self, id: Id) -> Assignment {
+        Assignment {
+            ips: self
+                .slot(id)
+                .rec
+                .ips()
                 .iter()
-                .map(|a| (to_ip(*a), self.pools[self.ips[a].pool].name.clone()))
+                .map(|a| {
+                    (
+                        to_ip(a.addr()),
+                        self.pools[self.ips[a].pool as usize].name.clone(),
+                    )
+                })
                 .collect(),
-        })
+        }
     }
 
     /// The pool and range containing `addr`, avoided or not.
@@ -965,61 +1290,66 @@ impl Allocator {
             .filter(|&(p, r)| !self.pools[p].ranges[r].skippable(addr.1))
     }
 
-    /// May `req` use `addr` alongside its current holders (other than itself)?
-    fn check_share(&self, addr: Addr, req: &ServiceRequest) -> Result<(), AllocError> {
-        let Some(u) = self.ips.get(&addr) else {
+    /// May `req` (service `me`, if known) use `addr` alongside its current holders?
+    fn check_share(
+        &self,
+        addr: Addr,
+        req: &ServiceRequest,
+        me: Option<Id>,
+    ) -> Result<(), AllocError> {
+        let Some(u) = self.ips.get(&Packed::new(addr)) else {
             return Ok(());
         };
-        for h in &u.holders {
-            if *h == req.key {
+        for &h in u.holders.as_slice() {
+            if Some(h) == me {
                 continue;
             }
-            let r = &self.services[h];
+            let slot = self.slot(h);
             let ip = to_ip(addr);
-            match (&req.sharing_key, &r.sharing_key) {
-                (Some(a), Some(b)) if a == b => {}
+            let share = match (&req.sharing_key, &slot.rec.share) {
+                (Some(a), Some(s)) if **a == *s.key => s,
                 _ => {
                     return Err(AllocError::NotShared {
                         ip,
-                        other: h.clone(),
+                        other: slot.service_key(),
                         mine: req.sharing_key.clone(),
-                        theirs: r.sharing_key.clone(),
+                        theirs: slot.rec.sharing_key().map(String::from),
                     });
                 }
-            }
-            match (req.traffic_policy, r.traffic_policy) {
+            };
+            match (req.traffic_policy, share.traffic_policy) {
                 (TrafficPolicy::Cluster, TrafficPolicy::Cluster) => {}
                 (TrafficPolicy::Local, TrafficPolicy::Local) => {
-                    if req.selector != r.selector {
+                    if req.selector != share.selector {
                         return Err(AllocError::SelectorConflict {
                             ip,
-                            other: h.clone(),
+                            other: slot.service_key(),
                         });
                     }
                 }
                 (mine, theirs) => {
                     return Err(AllocError::TrafficPolicyConflict {
                         ip,
-                        other: h.clone(),
+                        other: slot.service_key(),
                         mine,
                         theirs,
                     });
                 }
             }
-            if let Some(&(protocol, port)) = req.ports.iter().find(|p| r.ports.contains(p)) {
+            if let Some(&(protocol, port)) = req.ports.iter().find(|p| share.ports.contains(p)) {
                 return Err(AllocError::PortInUse {
                     ip,
                     protocol,
                     port,
-                    other: h.clone(),
+                    other: slot.service_key(),
                 });
             }
         }
         Ok(())
     }
 
-    fn desired_families(req: &ServiceRequest) -> Vec<IpFamily> {
-        let mut fams: Vec<IpFamily> = Vec::with_capacity(2);
+    fn desired_families(req: &ServiceRequest) -> SmallVec<[IpFamily; 2]> {
+        let mut fams: SmallVec<[IpFamily; 2]> = SmallVec::new();
         for f in &req.families {
             if !fams.contains(f) {
                 fams.push(*f);
@@ -1040,25 +1370,26 @@ impl Allocator {
     }
 
     /// Is a held `addr` still good for `req` (pool, annotation, sharing)?
-    fn keep_ok(&self, addr: Addr, req: &ServiceRequest) -> Option<Pick> {
+    fn keep_ok(&self, addr: Addr, req: &ServiceRequest, me: Option<Id>) -> Option<Pick> {
         let (p, r) = self.locate(addr)?;
         if req.pool.as_ref().is_some_and(|n| *n != self.pools[p].name) {
             return None;
         }
-        self.check_share(addr, req).ok()?;
+        self.check_share(addr, req, me).ok()?;
         Some((addr, p, r))
     }
 
     /// Lowest assignable address of family `f` in pool `p` for `req`: an IP
     /// already used by a compatible key-mate first, else the lowest free one.
-    fn pick(&self, p: usize, f: IpFamily, req: &ServiceRequest) -> Option<Pick> {
+    fn pick(&self, p: usize, f: IpFamily, req: &ServiceRequest, me: Option<Id>) -> Option<Pick> {
         if let Some(k) = &req.sharing_key
-            && let Some(set) = self.by_sharing_key.get(k)
+            && let Some(list) = self.by_sharing_key.get(k.as_str())
         {
-            for &addr in set.range((f, 0)..=(f, u128::MAX)) {
-                let u = &self.ips[&addr];
-                if u.pool == p && self.check_share(addr, req).is_ok() {
-                    return Some((addr, p, u.range));
+            for &packed in list.iter().filter(|a| a.fam == f) {
+                let u = &self.ips[&packed];
+                let addr = packed.addr();
+                if u.pool as usize == p && self.check_share(addr, req, me).is_ok() {
+                    return Some((addr, p, u.range as usize));
                 }
             }
         }
@@ -1089,22 +1420,22 @@ impl Allocator {
         }
     }
 
-    fn plan(&self, req: &ServiceRequest) -> Result<Vec<Pick>, AllocError> {
+    fn plan(&self, req: &ServiceRequest, me: Option<Id>) -> Result<Plan, AllocError> {
         let fams = Self::desired_families(req);
         if !req.requested_ips.is_empty() {
-            return self.plan_requested(req, &fams);
+            return self.plan_requested(req, &fams, me);
         }
-        let held: Vec<Addr> = match self.services.get(&req.key) {
-            Some(rec) => rec.ips.clone(),
+        let held: SmallVec<[Addr; 2]> = match me {
+            Some(id) => self.slot(id).rec.ips().iter().map(|a| a.addr()).collect(),
             None => req.current.iter().map(|ip| to_addr(*ip)).collect(),
         };
-        let mut plan: Vec<Pick> = Vec::with_capacity(2);
-        let mut missing: Vec<IpFamily> = Vec::with_capacity(2);
+        let mut plan: Plan = SmallVec::new();
+        let mut missing: SmallVec<[IpFamily; 2]> = SmallVec::new();
         for &f in &fams {
             match held
                 .iter()
                 .filter(|a| a.0 == f)
-                .find_map(|&a| self.keep_ok(a, req))
+                .find_map(|&a| self.keep_ok(a, req, me))
             {
                 Some(k) => plan.push(k),
                 None => missing.push(f),
@@ -1113,34 +1444,34 @@ impl Allocator {
         if missing.is_empty() {
             return Ok(plan);
         }
-        let cands: Vec<usize> = match &req.pool {
-            Some(name) => vec![
-                *self
+        let named;
+        let cands: &[usize] = match &req.pool {
+            Some(name) => {
+                named = *self
                     .by_name
                     .get(name)
-                    .ok_or_else(|| AllocError::UnknownPool { pool: name.clone() })?,
-            ],
+                    .ok_or_else(|| AllocError::UnknownPool { pool: name.clone() })?;
+                std::slice::from_ref(&named)
+            }
             None => {
                 if self.pools.is_empty() {
                     return Err(AllocError::NoPools);
                 }
-                let c: Vec<usize> = (0..self.pools.len())
-                    .filter(|&p| self.pools[p].auto_assign)
-                    .collect();
-                if c.is_empty() {
+                if self.auto.is_empty() {
                     return Err(AllocError::NoAutoAssignPool);
                 }
-                c
+                &self.auto
             }
         };
         let require = req.family_policy == FamilyPolicy::RequireDualStack;
         if missing.len() == 2 {
             // Both families from one pool, MetalLB-like.
-            for &p in &cands {
-                if let (Some(a), Some(b)) =
-                    (self.pick(p, missing[0], req), self.pick(p, missing[1], req))
-                {
-                    return Ok(vec![a, b]);
+            for &p in cands {
+                if let (Some(a), Some(b)) = (
+                    self.pick(p, missing[0], req, me),
+                    self.pick(p, missing[1], req, me),
+                ) {
+                    return Ok(SmallVec::from_buf([a, b]));
                 }
             }
             if require {
@@ -1154,18 +1485,19 @@ impl Allocator {
                 return Err(AllocError::DualStackImpossible { reason });
             }
             for &f in &missing {
-                for &p in &cands {
-                    if let Some(a) = self.pick(p, f, req) {
-                        return Ok(vec![a]);
+                for &p in cands {
+                    if let Some(a) = self.pick(p, f, req, me) {
+                        plan.push(a);
+                        return Ok(plan);
                     }
                 }
             }
-            return Err(self.exhausted(&cands, missing[0], req));
+            return Err(self.exhausted(cands, missing[0], req));
         }
         let f = missing[0];
         let kept_pool = plan.first().map(|k| k.1).filter(|p| cands.contains(p));
         for p in kept_pool.into_iter().chain(cands.iter().copied()) {
-            if let Some(a) = self.pick(p, f, req) {
+            if let Some(a) = self.pick(p, f, req, me) {
                 plan.push(a);
                 // Keep the primary family first.
                 plan.sort_by_key(|k| fams.iter().position(|&x| x == k.0.0));
@@ -1175,7 +1507,7 @@ impl Allocator {
         if !plan.is_empty() && req.family_policy == FamilyPolicy::PreferDualStack {
             return Ok(plan);
         }
-        let e = self.exhausted(&cands, f, req);
+        let e = self.exhausted(cands, f, req);
         if require {
             return Err(AllocError::DualStackImpossible {
                 reason: e.to_string(),
@@ -1188,8 +1520,9 @@ impl Allocator {
         &self,
         req: &ServiceRequest,
         fams: &[IpFamily],
-    ) -> Result<Vec<Pick>, AllocError> {
-        let mut plan: Vec<Pick> = Vec::with_capacity(2);
+        me: Option<Id>,
+    ) -> Result<Plan, AllocError> {
+        let mut plan: Plan = SmallVec::new();
         for &ip in &req.requested_ips {
             let addr = to_addr(ip);
             if let Some(prev) = plan.iter().find(|k| k.0.0 == addr.0) {
@@ -1232,7 +1565,7 @@ impl Allocator {
                     pool: pool.name.clone(),
                 });
             }
-            self.check_share(addr, req)?;
+            self.check_share(addr, req, me)?;
             plan.push((addr, p, r));
         }
         if req.family_policy == FamilyPolicy::RequireDualStack && plan.len() < 2 {
@@ -1244,10 +1577,11 @@ impl Allocator {
         Ok(plan)
     }
 
-    /// Rebuild step: keep the valid `current` IPs of `req`, allocate nothing new.
-    fn adopt(&mut self, req: &ServiceRequest) {
+    /// Rebuild step for a service not yet known (key hash `h`): keep the
+    /// valid `current` IPs of `req`, allocate nothing new.
+    fn adopt(&mut self, req: &ServiceRequest, h: u64) {
         let fams = Self::desired_families(req);
-        let mut plan: Vec<Pick> = Vec::new();
+        let mut plan: Plan = SmallVec::new();
         for &f in &fams {
             let requested = req.requested_ips.iter().find(|ip| IpFamily::of(ip) == f);
             if !req.requested_ips.is_empty() && requested.is_none() {
@@ -1258,103 +1592,144 @@ impl Allocator {
                 .iter()
                 .map(|ip| to_addr(*ip))
                 .filter(|a| a.0 == f && requested.is_none_or(|r| to_addr(*r) == *a))
-                .find_map(|a| self.keep_ok(a, req));
+                .find_map(|a| self.keep_ok(a, req, None));
             plan.extend(found);
         }
         if !plan.is_empty() {
-            self.commit(req, &plan);
+            self.commit(req, h, None, &plan);
         }
     }
 
-    fn commit(&mut self, req: &ServiceRequest, plan: &[Pick]) {
-        let existed = match self.services.get_mut(&req.key) {
-            Some(rec)
-                if rec.sharing_key == req.sharing_key
-                    && rec.ips.len() == plan.len()
-                    && rec.ips.iter().zip(plan).all(|(a, k)| *a == k.0) =>
-            {
-                rec.ports.clone_from(&req.ports);
-                rec.traffic_policy = req.traffic_policy;
-                rec.selector.clone_from(&req.selector);
-                rec.pool_annotation.clone_from(&req.pool);
-                return;
+    /// Records `plan` as what `req` (service `id` if known, key hash `h`) holds.
+    fn commit(&mut self, req: &ServiceRequest, h: u64, id: Option<Id>, plan: &[Pick]) {
+        let id = match id {
+            Some(id) => {
+                let rec = &mut self.slot_mut(id).rec;
+                if rec.sharing_key() == req.sharing_key.as_deref()
+                    && rec.ips().len() == plan.len()
+                    && rec.ips().iter().zip(plan).all(|(a, k)| a.addr() == k.0)
+                {
+                    // Same addresses: refresh what later sharing checks read.
+                    if let Some(s) = &mut rec.share {
+                        if *s.ports != *req.ports {
+                            s.ports = req.ports.as_slice().into();
+                        }
+                        s.traffic_policy = req.traffic_policy;
+                        if s.selector != req.selector {
+                            s.selector.clone_from(&req.selector);
+                        }
+                    }
+                    if rec.pool_annotation.as_deref() != req.pool.as_deref() {
+                        rec.pool_annotation = req.pool.as_deref().map(Box::from);
+                    }
+                    return;
+                }
+                let (old, n) = (rec.ips, usize::from(rec.n_ips));
+                let old_key = rec.share.as_ref().map(|s| s.key.clone());
+                for &addr in &old[..n] {
+                    self.detach(addr, id, old_key.as_deref());
+                }
+                let share = self.share_of(req);
+                let rec = &mut self.slot_mut(id).rec;
+                rec.share = share;
+                rec.pool_annotation = req.pool.as_deref().map(Box::from);
+                set_ips(rec, plan);
+                id
             }
-            Some(_) => true,
-            None => false,
+            None => {
+                let mut rec = Record {
+                    ips: [Packed::new((IpFamily::V4, 0)); 2],
+                    n_ips: 0,
+                    share: self.share_of(req),
+                    pool_annotation: req.pool.as_deref().map(Box::from),
+                };
+                set_ips(&mut rec, plan);
+                self.insert_id(h, &req.key, rec)
+            }
         };
-        if existed && let Some(old) = self.services.remove(&req.key) {
-            for addr in old.ips {
-                self.detach(addr, &req.key, old.sharing_key.as_ref());
-            }
-        }
+        let skey = self.slot(id).rec.share.as_ref().map(|s| s.key.clone());
         for &(addr, p, r) in plan {
-            self.attach(addr, p, r, &req.key, req.sharing_key.as_ref());
+            self.attach(addr, p, r, id, skey.as_ref());
         }
-        self.services.insert(
-            req.key.clone(),
-            Record {
-                ips: plan.iter().map(|k| k.0).collect(),
-                sharing_key: req.sharing_key.clone(),
-                ports: req.ports.clone(),
-                traffic_policy: req.traffic_policy,
-                selector: req.selector.clone(),
-                pool_annotation: req.pool.clone(),
-            },
-        );
     }
 
-    fn attach(
-        &mut self,
-        addr: Addr,
-        p: usize,
-        r: usize,
-        key: &ServiceKey,
-        sharing_key: Option<&String>,
-    ) {
-        match self.ips.entry(addr) {
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                o.get_mut().holders.push(key.clone())
-            }
-            std::collections::btree_map::Entry::Vacant(v) => {
+    /// The sharing data of `req`, reusing the stored copy of its key.
+    fn share_of(&self, req: &ServiceRequest) -> Option<Box<Share>> {
+        let k = req.sharing_key.as_deref()?;
+        let key = match self.by_sharing_key.get_key_value(k) {
+            Some((stored, _)) => stored.clone(),
+            None => Arc::from(k),
+        };
+        Some(Box::new(Share {
+            key,
+            ports: req.ports.as_slice().into(),
+            traffic_policy: req.traffic_policy,
+            selector: req.selector.clone(),
+        }))
+    }
+
+    fn attach(&mut self, addr: Addr, p: usize, r: usize, id: Id, sharing_key: Option<&Arc<str>>) {
+        let packed = Packed::new(addr);
+        match self.ips.entry(packed) {
+            hashbrown::hash_map::Entry::Occupied(mut o) => o.get_mut().holders.push(id),
+            hashbrown::hash_map::Entry::Vacant(v) => {
                 let taken = self.pools[p].ranges[r].take(addr.1);
                 debug_assert!(taken, "{} was not free", to_ip(addr));
                 self.pools[p].in_use += 1;
                 v.insert(IpUse {
-                    pool: p,
-                    range: r,
-                    holders: vec![key.clone()],
+                    pool: p as u32,
+                    range: r as u32,
+                    holders: Holders::One(id),
                 });
                 if let Some(k) = sharing_key {
-                    self.by_sharing_key
-                        .entry(k.clone())
-                        .or_default()
-                        .insert(addr);
+                    let list = self.by_sharing_key.entry(k.clone()).or_default();
+                    if let Err(at) = list.binary_search(&packed) {
+                        list.insert(at, packed);
+                    }
                 }
             }
         }
     }
 
-    fn detach(&mut self, addr: Addr, key: &ServiceKey, sharing_key: Option<&String>) {
-        let Some(u) = self.ips.get_mut(&addr) else {
+    fn detach(&mut self, packed: Packed, id: Id, sharing_key: Option<&str>) {
+        let Some(u) = self.ips.get_mut(&packed) else {
             return;
         };
-        u.holders.retain(|h| h != key);
-        if !u.holders.is_empty() {
+        if !u.holders.remove(id) {
             return;
         }
-        let (p, r) = (u.pool, u.range);
-        self.ips.remove(&addr);
-        self.pools[p].ranges[r].give(addr.1);
+        let (p, r) = (u.pool as usize, u.range as usize);
+        self.ips.remove(&packed);
+        self.pools[p].ranges[r].give(packed.addr().1);
         self.pools[p].in_use -= 1;
         if let Some(k) = sharing_key
-            && let Some(set) = self.by_sharing_key.get_mut(k)
+            && let Some(list) = self.by_sharing_key.get_mut(k)
         {
-            set.remove(&addr);
-            if set.is_empty() {
+            if let Ok(at) = list.binary_search(&packed) {
+                list.remove(at);
+            }
+            if list.is_empty() {
                 self.by_sharing_key.remove(k);
             }
         }
     }
+}
+
+/// Sets the held addresses of `rec` to those of `plan` (at most two).
+fn set_ips(rec: &mut Record, plan: &[Pick]) {
+    debug_assert!(plan.len() <= 2, "at most one address per family");
+    for (slot, k) in rec.ips.iter_mut().zip(plan) {
+        *slot = Packed::new(k.0);
+    }
+    rec.n_ips = plan.len() as u8;
+}
+
+/// The hash of a service key as the id index files it.
+fn hash_key(hasher: &DefaultHashBuilder, ns: &str, name: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    ns.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
 }
 
 fn pools_phrase(req: &ServiceRequest) -> String {
