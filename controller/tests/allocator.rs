@@ -1217,3 +1217,53 @@ mod prop {
         }
     }
 }
+
+/// Keys whose namespace and name concatenate to the same text are distinct
+/// services; ids freed by releases are reused without mixing services up;
+/// three or more services can share an IP and leave it one by one.
+#[test]
+fn key_identity_id_reuse_and_many_sharers() {
+    let mut a = Allocator::new(vec![pool("p", &["10.0.0.0/29"])]).unwrap();
+    let x = a.assign(&svc("ab/c")).unwrap();
+    let y = a.assign(&svc("a/bc")).unwrap();
+    assert_ne!(x.addrs(), y.addrs());
+    assert_eq!(a.lookup(&key("ab/c")), Some(x.clone()));
+    assert_eq!(a.lookup(&key("a/bc")), Some(y.clone()));
+    assert_eq!(a.release(&key("ab/c")), Some(x.clone()));
+    assert_eq!(a.lookup(&key("ab/c")), None);
+    // The freed id goes to a new service; the old key stays unknown.
+    let z = a.assign(&svc("ns/z")).unwrap();
+    assert_eq!(z.addrs(), x.addrs());
+    assert_eq!(a.lookup(&key("ab/c")), None);
+    assert_eq!(a.lookup(&key("a/bc")), Some(y));
+    a.check_consistency().unwrap();
+
+    // Four services share one IP (different ports), then leave in turn.
+    let sharers: Vec<ServiceRequest> = (0..4u16)
+        .map(|i| svc(&format!("s/m{i}")).share("k").ports(&[(Tcp, 1000 + i)]))
+        .collect();
+    let first = a.assign(&sharers[0]).unwrap();
+    for r in &sharers[1..] {
+        assert_eq!(a.assign(r).unwrap(), first);
+        a.check_consistency().unwrap();
+    }
+    // A port clash with any holder is refused.
+    let clash = svc("s/clash")
+        .share("k")
+        .ports(&[(Tcp, 1002)])
+        .ips(&[&first.addrs()[0].to_string()]);
+    assert!(matches!(
+        a.assign(&clash),
+        Err(AllocError::PortInUse { port: 1002, .. })
+    ));
+    for (i, r) in sharers.iter().enumerate() {
+        assert_eq!(a.release(&r.key), Some(first.clone()));
+        a.check_consistency().unwrap();
+        for later in &sharers[i + 1..] {
+            assert_eq!(a.lookup(&later.key), Some(first.clone()));
+        }
+    }
+    // The IP is free again: the next service takes it.
+    assert_eq!(a.assign(&svc("s/next")).unwrap(), first);
+    a.check_consistency().unwrap();
+}
