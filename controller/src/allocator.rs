@@ -685,7 +685,8 @@ struct IpUse {
 #[derive(Debug, Clone)]
 struct Share {
     key: Arc<str>,
-    ports: Box<[(Protocol, u16)]>,
+    /// Inline up to two ports (no allocation of their own).
+    ports: SmallVec<[(Protocol, u16); 2]>,
     traffic_policy: TrafficPolicy,
     selector: BTreeMap<String, String>,
 }
@@ -1612,7 +1613,7 @@ impl Allocator {
                     // Same addresses: refresh what later sharing checks read.
                     if let Some(s) = &mut rec.share {
                         if *s.ports != *req.ports {
-                            s.ports = req.ports.as_slice().into();
+                            s.ports = SmallVec::from_slice(&req.ports);
                         }
                         s.traffic_policy = req.traffic_policy;
                         if s.selector != req.selector {
@@ -1662,7 +1663,7 @@ impl Allocator {
         };
         Some(Box::new(Share {
             key,
-            ports: req.ports.as_slice().into(),
+            ports: SmallVec::from_slice(&req.ports),
             traffic_policy: req.traffic_policy,
             selector: req.selector.clone(),
         }))
