@@ -18,7 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::announce::{Decision, routes_per_peer};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::watch::{
-    EndpointSource, node_state, service_states, trim_endpoints, trim_service, trim_slice,
+    EndpointSource, EndpointsIndex, Services, SliceIndex, node_state, service_states,
 };
 
 /// Flags of `ferrolb speaker`.
@@ -118,6 +118,43 @@ where
     store
 }
 
+/// Drive a watch into a slim map (`apply` folds each event in), ringing
+/// `notify` whenever what the map shows changed. The receiver turns true at
+/// the first complete list.
+fn pump_slim<K>(
+    api: Api<K>,
+    mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    notify: &Arc<Notify>,
+    what: &'static str,
+) -> tokio::sync::watch::Receiver<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let notify = notify.clone();
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(ev) => {
+                    apply(&ev);
+                    match ev {
+                        // Listed objects become visible only at InitDone.
+                        watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+                        watcher::Event::InitDone => {
+                            ready_tx.send_replace(true);
+                        }
+                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+                    }
+                }
+                Err(e) => warn!(watch = what, error = %e, "watch error (retrying)"),
+            }
+            notify.notify_one();
+        }
+    });
+    ready_rx
+}
+
 /// Does the API server serve discovery.k8s.io/v1 EndpointSlices?
 async fn serves_slices_v1(client: &Client) -> bool {
     match client.list_api_group_resources("discovery.k8s.io/v1").await {
@@ -140,31 +177,48 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     )
     .await?;
 
-    let services = store_for(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        trim_service,
-        &notify,
-        "services",
-    );
-    let endpoints = if serves_slices_v1(&client).await {
+    let services = Arc::new(Mutex::new(Services::default()));
+    let mut services_ready = {
+        let services = services.clone();
+        pump_slim(
+            Api::<Service>::all(client.clone()),
+            move |ev| services.lock().unwrap().apply(ev),
+            &notify,
+            "services",
+        )
+    };
+    let (endpoints, mut endpoints_ready) = if serves_slices_v1(&client).await {
         info!("reading endpoints from discovery.k8s.io/v1 EndpointSlices");
-        EndpointSource::Slices(store_for(
+        let endpoints = Arc::new(Mutex::new(EndpointSource::Slices(SliceIndex::default())));
+        let src = endpoints.clone();
+        let ready = pump_slim(
             Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-            trim_slice,
+            move |ev| {
+                if let EndpointSource::Slices(idx) = &mut *src.lock().unwrap() {
+                    idx.apply(ev);
+                }
+            },
             &notify,
             "endpointslices",
-        ))
+        );
+        (endpoints, ready)
     } else {
         info!("EndpointSlice v1 not served: reading core/v1 Endpoints");
-        EndpointSource::Endpoints(store_for(
+        let endpoints = Arc::new(Mutex::new(EndpointSource::Endpoints(
+            EndpointsIndex::default(),
+        )));
+        let src = endpoints.clone();
+        let ready = pump_slim(
             Api::<Endpoints>::all(client.clone()),
-            watcher::Config::default(),
-            trim_endpoints,
+            move |ev| {
+                if let EndpointSource::Endpoints(idx) = &mut *src.lock().unwrap() {
+                    idx.apply(ev);
+                }
+            },
             &notify,
             "endpoints",
-        ))
+        );
+        (endpoints, ready)
     };
     let nodes = store_for(
         Api::<Node>::all(client.clone()),
@@ -188,17 +242,10 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         },
     );
 
-    let _ = services.wait_until_ready().await;
+    let _ = services_ready.wait_for(|r| *r).await;
     let _ = nodes.wait_until_ready().await;
     let _ = configmaps.wait_until_ready().await;
-    match &endpoints {
-        EndpointSource::Slices(s) => {
-            let _ = s.wait_until_ready().await;
-        }
-        EndpointSource::Endpoints(s) => {
-            let _ = s.wait_until_ready().await;
-        }
-    }
+    let _ = endpoints_ready.wait_for(|r| *r).await;
     info!(node = %opts.node_name, "caches synced");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -246,7 +293,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             &opts.node_name,
             nodes.get(&ObjectRef::new(&opts.node_name)).as_deref(),
         );
-        let states = service_states(&services, &endpoints);
+        let states = service_states(&services.lock().unwrap(), &endpoints.lock().unwrap());
         let (per_peer, decisions) = routes_per_peer(config, &node, states.values());
         let (desired, errors) = desired_sessions(config, &node, &source_address_for);
         for e in errors {
@@ -270,9 +317,16 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 }
             }
         }
-        for key in now_announced.difference(&announced_services) {
+        let newly_announced: Vec<(&String, Option<ObjectReference>)> = {
+            let services = services.lock().unwrap();
+            now_announced
+                .difference(&announced_services)
+                .map(|key| (key, services.object_ref(key)))
+                .collect()
+        };
+        for (key, reference) in newly_announced {
             info!(svc = %key, node = %opts.node_name, "announcing");
-            if let Some(svc) = services.get(&service_ref(key)) {
+            if let Some(reference) = reference {
                 let ev = Event {
                     type_: EventType::Normal,
                     reason: "nodeAssigned".into(),
@@ -283,7 +337,6 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                     action: "Announce".into(),
                     secondary: None,
                 };
-                let reference: ObjectReference = svc.object_ref(&());
                 if events.try_send((ev, reference)).is_err() {
                     warn!(svc = %key, "event queue full: nodeAssigned event dropped");
                 }
@@ -332,11 +385,6 @@ fn spawn_event_publisher(
 
 /// Events waiting to be written before new ones are dropped.
 const EVENT_QUEUE: usize = 16_384;
-
-fn service_ref(key: &str) -> ObjectRef<Service> {
-    let (ns, name) = key.split_once('/').unwrap_or(("", key));
-    ObjectRef::new(name).within(ns)
-}
 
 fn render_metrics(m: &Metrics, node: &str) -> String {
     let mut out = String::new();

@@ -1,30 +1,322 @@
 //! Kubernetes objects → the plain values [`crate::announce`] decides on.
 //!
-//! The conversions are pure functions over reflector stores; the watches that
-//! fill the stores live in [`crate::run`]. Endpoints come from EndpointSlices
+//! The watches in [`crate::run`] fold every event straight into slim maps
+//! ([`Services`], [`EndpointsIndex`], [`SliceIndex`]): each object is reduced,
+//! as it arrives, to the few fields the decision reads, so the speaker never
+//! keeps a Kubernetes object per Service. [`service_states`] turns the maps
+//! into the decision's inputs for one pass. Endpoints come from EndpointSlices
 //! (discovery.k8s.io/v1) when the API server serves them, else from core/v1
 //! Endpoints (a 1.20 server serves slices only as v1beta1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
 
 use crate::announce::{Endpoint, NodeState, ServiceState, TrafficPolicy};
 
 /// Label on an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// `namespace/name` of an object.
+fn key_of<K: Resource>(obj: &K) -> Box<str> {
+    let m = obj.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default()
+    )
+    .into_boxed_str()
+}
+
+/// Slim values keyed `namespace/name`, fed by watcher events with the
+/// reflector's semantics: `Init` starts a fresh buffer, `InitApply` fills it,
+/// `InitDone` swaps it in (so a relist drops what was deleted meanwhile);
+/// `Apply` inserts or replaces, `Delete` removes. An object the conversion
+/// maps to `None` (say a Service that is not a LoadBalancer) is not kept, and
+/// replaces (removes) what was kept under its key.
+#[derive(Debug)]
+pub struct SlimMap<V> {
+    live: BTreeMap<Box<str>, V>,
+    buffer: Option<BTreeMap<Box<str>, V>>,
+}
+
+impl<V> Default for SlimMap<V> {
+    fn default() -> Self {
+        SlimMap {
+            live: BTreeMap::new(),
+            buffer: None,
+        }
+    }
+}
+
+impl<V> SlimMap<V> {
+    /// Apply one watcher event, converting objects with `slim`.
+    pub fn apply<K: Resource>(&mut self, event: &Event<K>, mut slim: impl FnMut(&K) -> Option<V>) {
+        match event {
+            Event::Init => self.buffer = Some(BTreeMap::new()),
+            Event::InitApply(obj) => {
+                let buffer = self.buffer.get_or_insert_with(BTreeMap::new);
+                if let Some(v) = slim(obj) {
+                    buffer.insert(key_of(obj), v);
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = self.buffer.take() {
+                    self.live = buffer;
+                }
+            }
+            Event::Apply(obj) => {
+                let key = key_of(obj);
+                match slim(obj) {
+                    Some(v) => {
+                        self.live.insert(key, v);
+                    }
+                    None => {
+                        self.live.remove(&key);
+                    }
+                }
+            }
+            Event::Delete(obj) => {
+                self.live.remove(&key_of(obj));
+            }
+        }
+    }
+
+    /// The value kept under `namespace/name`.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.live.get(key)
+    }
+
+    /// Everything kept, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.live.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// A Service's IPs; nearly always one, kept inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ips {
+    One(IpAddr),
+    /// None, or more than one.
+    Many(Box<[IpAddr]>),
+}
+
+impl Ips {
+    pub fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            Ips::One(ip) => std::slice::from_ref(ip),
+            Ips::Many(ips) => ips,
+        }
+    }
+}
+
+impl From<Vec<IpAddr>> for Ips {
+    fn from(ips: Vec<IpAddr>) -> Self {
+        match ips.as_slice() {
+            [ip] => Ips::One(*ip),
+            _ => Ips::Many(ips.into_boxed_slice()),
+        }
+    }
+}
+
+/// What the speaker keeps of a LoadBalancer Service: what the decision reads,
+/// and the uid for the Events' object reference (namespace and name are the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimService {
+    pub uid: Option<Box<str>>,
+    pub traffic_policy: TrafficPolicy,
+    pub ips: Ips,
+}
+
+/// The slim form of a Service; `None` unless it is a LoadBalancer.
+pub fn slim_service(svc: &Service) -> Option<SlimService> {
+    is_load_balancer(svc).then(|| SlimService {
+        uid: svc.metadata.uid.as_deref().map(Box::from),
+        traffic_policy: traffic_policy(svc),
+        ips: service_ips(svc).into(),
+    })
+}
+
+/// The LoadBalancer Services, slim, keyed `namespace/name`.
+#[derive(Debug, Default)]
+pub struct Services(SlimMap<SlimService>);
+
+impl Services {
+    /// Fold one watch event in.
+    pub fn apply(&mut self, event: &Event<Service>) {
+        self.0.apply(event, slim_service);
+    }
+
+    pub fn get(&self, key: &str) -> Option<&SlimService> {
+        self.0.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The object reference an Event about Service `namespace/name` points at
+    /// (what `Resource::object_ref` gives for the full object).
+    pub fn object_ref(&self, key: &str) -> Option<ObjectReference> {
+        let svc = self.0.get(key)?;
+        let (ns, name) = key.split_once('/')?;
+        Some(ObjectReference {
+            api_version: Some(Service::api_version(&()).into_owned()),
+            kind: Some(Service::kind(&()).into_owned()),
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: Some(name.to_string()),
+            uid: svc.uid.as_deref().map(str::to_string),
+            ..Default::default()
+        })
+    }
+}
+
+/// Node names seen in endpoints, each stored once; endpoints refer to them by index.
+#[derive(Debug, Default)]
+pub struct NodeNames {
+    names: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+}
+
+impl NodeNames {
+    const NONE: u32 = u32::MAX;
+
+    fn intern(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name else {
+            return Self::NONE;
+        };
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(Self::NONE);
+        if i == Self::NONE {
+            return i;
+        }
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.index.insert(name, i);
+        i
+    }
+
+    fn name(&self, i: u32) -> Option<&str> {
+        self.names.get(i as usize).map(|n| &**n)
+    }
+}
+
+/// One endpoint as kept: its node (an index into [`NodeNames`]) and conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlimEndpoint {
+    node: u32,
+    ready: bool,
+    serving: bool,
+}
+
+fn slim_endpoints(nodes: &mut NodeNames, eps: Vec<Endpoint>) -> Box<[SlimEndpoint]> {
+    eps.into_iter()
+        .map(|e| SlimEndpoint {
+            node: nodes.intern(e.node.as_deref()),
+            ready: e.ready,
+            serving: e.serving,
+        })
+        .collect()
+}
+
+fn expand(nodes: &NodeNames, eps: &[SlimEndpoint], out: &mut Vec<Endpoint>) {
+    out.extend(eps.iter().map(|e| Endpoint {
+        node: nodes.name(e.node).map(str::to_string),
+        ready: e.ready,
+        serving: e.serving,
+    }));
+}
+
+/// core/v1 Endpoints, slim, keyed by their Service's `namespace/name`.
+#[derive(Debug, Default)]
+pub struct EndpointsIndex {
+    map: SlimMap<Box<[SlimEndpoint]>>,
+    nodes: NodeNames,
+}
+
+impl EndpointsIndex {
+    /// Fold one watch event in.
+    pub fn apply(&mut self, event: &Event<Endpoints>) {
+        let nodes = &mut self.nodes;
+        self.map.apply(event, |ep| {
+            Some(slim_endpoints(nodes, endpoints_endpoints(ep)))
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// One EndpointSlice as kept: the Service it belongs to and its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceEntry {
+    /// `namespace/name` of the Service (the slice's service-name label).
+    service: Box<str>,
+    endpoints: Box<[SlimEndpoint]>,
+}
+
+/// EndpointSlices, slim, keyed by the slice's own `namespace/name` (a Service
+/// has several); folded per Service when the decision's inputs are built.
+#[derive(Debug, Default)]
+pub struct SliceIndex {
+    map: SlimMap<SliceEntry>,
+    nodes: NodeNames,
+}
+
+impl SliceIndex {
+    /// Fold one watch event in. A slice without the service-name label is not kept.
+    pub fn apply(&mut self, event: &Event<EndpointSlice>) {
+        let nodes = &mut self.nodes;
+        self.map.apply(event, |slice| {
+            let svc = slice.labels().get(SERVICE_NAME_LABEL)?;
+            Some(SliceEntry {
+                service: format!("{}/{svc}", slice.namespace().unwrap_or_default())
+                    .into_boxed_str(),
+                endpoints: slim_endpoints(nodes, slice_endpoints(slice)),
+            })
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// Where the speaker reads endpoints from.
-#[derive(Clone)]
+#[derive(Debug)]
 pub enum EndpointSource {
     /// discovery.k8s.io/v1 EndpointSlices.
-    Slices(Store<EndpointSlice>),
+    Slices(SliceIndex),
     /// core/v1 Endpoints (fallback for API servers without EndpointSlice v1).
-    Endpoints(Store<Endpoints>),
+    Endpoints(EndpointsIndex),
 }
 
 /// The node as the decision needs it: labels and the `NetworkUnavailable` condition.
@@ -83,25 +375,6 @@ pub fn traffic_policy(svc: &Service) -> TrafficPolicy {
     }
 }
 
-/// Endpoints of one service from the configured source.
-pub fn service_endpoints(source: &EndpointSource, namespace: &str, name: &str) -> Vec<Endpoint> {
-    match source {
-        EndpointSource::Slices(store) => store
-            .state()
-            .iter()
-            .filter(|s| {
-                s.namespace().as_deref() == Some(namespace)
-                    && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
-            })
-            .flat_map(|s| slice_endpoints(s))
-            .collect(),
-        EndpointSource::Endpoints(store) => store
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|e| endpoints_endpoints(&e))
-            .unwrap_or_default(),
-    }
-}
-
 /// Endpoints listed in one EndpointSlice. A missing `ready` means ready (API
 /// contract); a missing `serving` means the same as `ready`.
 pub fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
@@ -146,122 +419,43 @@ pub fn endpoints_endpoints(ep: &Endpoints) -> Vec<Endpoint> {
 
 /// Every LoadBalancer service with its IPs, policy and endpoints, keyed `namespace/name`.
 pub fn service_states(
-    services: &Store<Service>,
+    services: &Services,
     endpoints: &EndpointSource,
 ) -> BTreeMap<String, ServiceState> {
+    // Slices: fold every slice into its Service's endpoint list, once per pass.
+    let mut by_service: HashMap<&str, Vec<Endpoint>> = HashMap::new();
+    if let EndpointSource::Slices(idx) = endpoints {
+        for (_, slice) in idx.map.iter() {
+            expand(
+                &idx.nodes,
+                &slice.endpoints,
+                by_service.entry(&*slice.service).or_default(),
+            );
+        }
+    }
     services
-        .state()
+        .0
         .iter()
-        .filter(|s| is_load_balancer(s))
-        .map(|svc| {
-            let ns = svc.namespace().unwrap_or_default();
-            let name = svc.name_any();
-            let key = format!("{ns}/{name}");
-            let state = ServiceState {
-                key: key.clone(),
-                ips: service_ips(svc),
-                traffic_policy: traffic_policy(svc),
-                endpoints: service_endpoints(endpoints, &ns, &name),
+        .map(|(key, svc)| {
+            let endpoints = match endpoints {
+                EndpointSource::Slices(_) => by_service.remove(key).unwrap_or_default(),
+                EndpointSource::Endpoints(idx) => {
+                    let mut out = Vec::new();
+                    if let Some(eps) = idx.map.get(key) {
+                        expand(&idx.nodes, eps, &mut out);
+                    }
+                    out
+                }
             };
-            (key, state)
+            let state = ServiceState {
+                key: key.to_string(),
+                ips: svc.ips.as_slice().to_vec(),
+                traffic_policy: svc.traffic_policy,
+                endpoints,
+            };
+            (key.to_string(), state)
         })
         .collect()
-}
-
-/// Drops what the speaker never reads from a Service before it enters the
-/// reflector store: managed fields, annotations, labels and every spec/status
-/// field but `type`, `externalTrafficPolicy` and the ingress IPs. The identity
-/// (namespace, name, uid, resourceVersion) stays, for Events. Non-LoadBalancer
-/// Services keep only their identity and type. With 10k Services this is most
-/// of the speaker's memory.
-pub fn trim_service(svc: &mut Service) {
-    trim_meta(&mut svc.metadata);
-    let lb = is_load_balancer(svc);
-    if let Some(spec) = svc.spec.take() {
-        svc.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
-            type_: spec.type_,
-            external_traffic_policy: if lb {
-                spec.external_traffic_policy
-            } else {
-                None
-            },
-            ..Default::default()
-        });
-    }
-    let ingress = if lb {
-        svc.status
-            .take()
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .map(|ing| {
-                ing.into_iter()
-                    .filter(|i| i.ip.is_some())
-                    .map(|i| k8s_openapi::api::core::v1::LoadBalancerIngress {
-                        ip: i.ip,
-                        ..Default::default()
-                    })
-                    .collect::<Vec<_>>()
-            })
-    } else {
-        None
-    };
-    svc.status = ingress.map(|ing| k8s_openapi::api::core::v1::ServiceStatus {
-        load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus { ingress: Some(ing) }),
-        ..Default::default()
-    });
-}
-
-/// Keeps only what [`endpoints_endpoints`] reads: per address, `nodeName`
-/// (the IP string is emptied; ports, target refs and hostnames go).
-pub fn trim_endpoints(ep: &mut Endpoints) {
-    trim_meta(&mut ep.metadata);
-    let slim = |addrs: &mut Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
-        if let Some(v) = addrs {
-            for a in v.iter_mut() {
-                *a = k8s_openapi::api::core::v1::EndpointAddress {
-                    node_name: a.node_name.take(),
-                    ..Default::default()
-                };
-            }
-            v.shrink_to_fit();
-        }
-    };
-    for s in ep.subsets.iter_mut().flatten() {
-        s.ports = None;
-        slim(&mut s.addresses);
-        slim(&mut s.not_ready_addresses);
-    }
-}
-
-/// Keeps only what [`slice_endpoints`] reads (node names and conditions) and
-/// the service-name label.
-pub fn trim_slice(slice: &mut EndpointSlice) {
-    let name = slice
-        .metadata
-        .labels
-        .as_mut()
-        .and_then(|l| l.remove(SERVICE_NAME_LABEL));
-    trim_meta(&mut slice.metadata);
-    if let Some(name) = name {
-        slice.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), name)].into());
-    }
-    slice.ports = None;
-    for e in &mut slice.endpoints {
-        *e = k8s_openapi::api::discovery::v1::Endpoint {
-            node_name: e.node_name.take(),
-            conditions: e.conditions.take(),
-            ..Default::default()
-        };
-    }
-}
-
-fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    m.managed_fields = None;
-    m.annotations = None;
-    m.labels = None;
-    m.owner_references = None;
-    m.finalizers = None;
-    m.generate_name = None;
 }
 
 #[cfg(test)]
@@ -274,8 +468,8 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_service_keeps_what_the_decision_reads() {
-        let mut s = svc(json!({
+    fn slim_service_keeps_what_the_decision_reads() {
+        let s = svc(json!({
             "metadata": {"name": "web", "namespace": "e2e", "uid": "u1", "resourceVersion": "7",
                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
                 "labels": {"app": "web"},
@@ -285,48 +479,62 @@ mod tests {
                 "ports": [{"port": 80, "protocol": "TCP"}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}, {"hostname": "x"}]}}
         }));
-        let before = (service_ips(&s), traffic_policy(&s), is_load_balancer(&s));
-        trim_service(&mut s);
+        let slim = slim_service(&s).expect("a LoadBalancer is kept");
+        assert_eq!(slim.ips.as_slice(), service_ips(&s).as_slice());
+        assert_eq!(slim.ips, Ips::One("172.17.254.1".parse().unwrap()));
+        assert_eq!(slim.traffic_policy, traffic_policy(&s));
+        assert_eq!(slim.uid.as_deref(), Some("u1"));
+
+        let mut services = Services::default();
+        services.apply(&Event::Apply(s.clone()));
         assert_eq!(
-            (service_ips(&s), traffic_policy(&s), is_load_balancer(&s)),
-            before
+            services.object_ref("e2e/web"),
+            Some(s.object_ref(&())),
+            "the Event reference is what the full object gives"
         );
-        assert_eq!(s.metadata.uid.as_deref(), Some("u1"));
-        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
-        assert!(s.metadata.managed_fields.is_none() && s.metadata.annotations.is_none());
-        let spec = s.spec.as_ref().unwrap();
-        assert!(spec.ports.is_none() && spec.selector.is_none() && spec.cluster_ip.is_none());
     }
 
     #[test]
-    fn trimmed_cluster_ip_service_keeps_only_its_type() {
-        let mut s = svc(json!({
+    fn cluster_ip_service_is_not_kept() {
+        let lb = svc(json!({
+            "metadata": {"name": "db", "namespace": "e2e"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"ip": "1.2.3.5"}]}}
+        }));
+        let s = svc(json!({
             "metadata": {"name": "db", "namespace": "e2e"},
             "spec": {"type": "ClusterIP", "externalTrafficPolicy": "Local"},
             "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
         }));
-        trim_service(&mut s);
-        assert!(!is_load_balancer(&s));
-        assert!(s.status.is_none());
+        assert!(slim_service(&s).is_none());
+        let mut services = Services::default();
+        services.apply(&Event::Apply(lb));
+        assert_eq!(services.get("e2e/db").unwrap().ips.as_slice().len(), 2);
+        services.apply(&Event::Apply(s));
+        assert!(
+            services.is_empty(),
+            "a type change away from LoadBalancer drops it"
+        );
     }
 
     #[test]
-    fn trimmed_endpoints_and_slices_keep_nodes_and_readiness() {
-        let mut ep: Endpoints = serde_json::from_value(json!({
+    fn slim_endpoints_and_slices_keep_nodes_and_readiness() {
+        let ep: Endpoints = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "e2e", "managedFields": [{"manager": "m"}]},
             "subsets": [{
                 "addresses": [{"ip": "10.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "p"}}],
-                "notReadyAddresses": [{"ip": "10.0.0.2", "nodeName": "n2"}],
+                "notReadyAddresses": [{"ip": "10.0.0.2", "nodeName": "n2"}, {"ip": "10.0.0.3"}],
                 "ports": [{"port": 8080}]
             }]
         }))
         .unwrap();
-        let before = endpoints_endpoints(&ep);
-        trim_endpoints(&mut ep);
-        assert_eq!(endpoints_endpoints(&ep), before);
-        assert!(ep.metadata.managed_fields.is_none());
+        let mut idx = EndpointsIndex::default();
+        idx.apply(&Event::Apply(ep.clone()));
+        let mut out = Vec::new();
+        expand(&idx.nodes, idx.map.get("e2e/web").unwrap(), &mut out);
+        assert_eq!(out, endpoints_endpoints(&ep));
 
-        let mut slice: EndpointSlice = serde_json::from_value(json!({
+        let slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "web-abc", "namespace": "e2e",
                 "labels": {SERVICE_NAME_LABEL: "web", "other": "x"}},
             "addressType": "IPv4",
@@ -335,13 +543,93 @@ mod tests {
             "ports": [{"port": 8080}]
         }))
         .unwrap();
-        let before = slice_endpoints(&slice);
-        trim_slice(&mut slice);
-        assert_eq!(slice_endpoints(&slice), before);
+        let mut idx = SliceIndex::default();
+        idx.apply(&Event::Apply(slice.clone()));
+        let entry = idx.map.get("e2e/web-abc").unwrap();
+        assert_eq!(&*entry.service, "e2e/web");
+        let mut out = Vec::new();
+        expand(&idx.nodes, &entry.endpoints, &mut out);
+        assert_eq!(out, slice_endpoints(&slice));
+    }
+
+    #[test]
+    fn node_names_are_stored_once() {
+        let mut nodes = NodeNames::default();
+        let a = nodes.intern(Some("n1"));
+        assert_eq!(nodes.intern(Some("n2")), a + 1);
+        assert_eq!(nodes.intern(Some("n1")), a);
+        assert_eq!(nodes.intern(None), NodeNames::NONE);
+        assert_eq!(nodes.name(a), Some("n1"));
+        assert_eq!(nodes.name(NodeNames::NONE), None);
+    }
+
+    fn lb(name: &str, ip: &str) -> Service {
+        svc(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+        }))
+    }
+
+    #[test]
+    fn relist_swaps_in_at_init_done_like_the_reflector() {
+        let mut services = Services::default();
+        services.apply(&Event::Init);
+        services.apply(&Event::InitApply(lb("a", "10.0.0.1")));
+        services.apply(&Event::InitApply(lb("b", "10.0.0.2")));
+        assert!(services.is_empty(), "nothing is visible before InitDone");
+        services.apply(&Event::InitDone);
+        assert_eq!(services.len(), 2);
+
+        services.apply(&Event::Apply(lb("a", "10.0.0.9")));
         assert_eq!(
-            slice.labels().get(SERVICE_NAME_LABEL).map(String::as_str),
-            Some("web")
+            services.get("ns/a").unwrap().ips,
+            Ips::One("10.0.0.9".parse().unwrap())
         );
-        assert_eq!(slice.labels().len(), 1);
+        services.apply(&Event::Delete(lb("b", "10.0.0.2")));
+        assert!(services.get("ns/b").is_none());
+
+        // A relist (after a watch error) in which `a` is gone and `c` is new:
+        // the old view stays until InitDone, then the listed one replaces it.
+        services.apply(&Event::Init);
+        services.apply(&Event::InitApply(lb("c", "10.0.0.3")));
+        assert!(services.get("ns/a").is_some());
+        services.apply(&Event::InitDone);
+        assert!(services.get("ns/a").is_none());
+        assert!(services.get("ns/c").is_some());
+        assert_eq!(services.len(), 1);
+    }
+
+    #[test]
+    fn slices_of_one_service_are_folded_and_deleted_one_by_one() {
+        let slice = |name: &str, svc: &str, node: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns",
+                    "labels": {SERVICE_NAME_LABEL: svc}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node}]
+            }))
+            .unwrap()
+        };
+        let mut services = Services::default();
+        services.apply(&Event::Apply(lb("web", "10.1.0.1")));
+        let mut idx = SliceIndex::default();
+        idx.apply(&Event::Apply(slice("web-1", "web", "n1")));
+        idx.apply(&Event::Apply(slice("web-2", "web", "n2")));
+        idx.apply(&Event::Apply(slice("db-1", "db", "n3")));
+        let mut src = EndpointSource::Slices(idx);
+        let nodes = |src: &EndpointSource| -> Vec<Option<String>> {
+            service_states(&services, src)["ns/web"]
+                .endpoints
+                .iter()
+                .map(|e| e.node.clone())
+                .collect()
+        };
+        assert_eq!(nodes(&src), [Some("n1".into()), Some("n2".into())]);
+        let EndpointSource::Slices(idx) = &mut src else {
+            unreachable!()
+        };
+        idx.apply(&Event::Delete(slice("web-1", "web", "n1")));
+        assert_eq!(nodes(&src), [Some("n2".into())]);
     }
 }

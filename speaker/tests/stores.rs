@@ -1,30 +1,45 @@
-//! Decisions fed through kube reflector stores: Kubernetes objects (as the API
-//! server would send them) → stores → conversions → decision. No network.
+//! Decisions fed through the speaker's slim maps: Kubernetes objects (as the
+//! API server would send them, as a watcher's initial list) → slim maps →
+//! conversions → decision. No network.
 
 use ferrolb_config::Config;
 use ferrolb_speaker::announce::{Decision, SkipReason, routes_per_peer};
-use ferrolb_speaker::watch::{EndpointSource, node_state, service_states};
+use ferrolb_speaker::watch::{
+    EndpointSource, EndpointsIndex, Services, SliceIndex, node_state, service_states,
+};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 
 fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("valid object")
 }
 
-fn store_of<K>(objs: Vec<K>) -> Store<K>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, mut writer) = reflector::store();
-    writer.apply_watcher_event(&Event::Init);
+/// Feed `objs` as a watcher's initial list (Init, InitApply…, InitDone).
+fn listed<K>(objs: Vec<K>, mut apply: impl FnMut(&Event<K>)) {
+    apply(&Event::Init);
     for o in objs {
-        writer.apply_watcher_event(&Event::InitApply(o));
+        apply(&Event::InitApply(o));
     }
-    writer.apply_watcher_event(&Event::InitDone);
-    store
+    apply(&Event::InitDone);
+}
+
+fn services_of(objs: Vec<Service>) -> Services {
+    let mut services = Services::default();
+    listed(objs, |ev| services.apply(ev));
+    services
+}
+
+fn endpoints_of(objs: Vec<Endpoints>) -> EndpointSource {
+    let mut idx = EndpointsIndex::default();
+    listed(objs, |ev| idx.apply(ev));
+    EndpointSource::Endpoints(idx)
+}
+
+fn slices_of(objs: Vec<EndpointSlice>) -> EndpointSource {
+    let mut idx = SliceIndex::default();
+    listed(objs, |ev| idx.apply(ev));
+    EndpointSource::Slices(idx)
 }
 
 fn service(name: &str, ip: Option<&str>, policy: &str) -> Service {
@@ -70,17 +85,17 @@ const CONFIG: &str = "peers:\n- peer-address: 172.17.0.1\n  peer-asn: 64512\n  m
 #[test]
 fn endpoints_objects_drive_local_and_cluster_decisions() {
     let cfg = Config::parse(CONFIG).unwrap();
-    let services = store_of(vec![
+    let services = services_of(vec![
         service("web", Some("172.17.254.1"), "Cluster"),
         service("local", Some("172.17.254.2"), "Local"),
         service("pending", None, "Cluster"),
         service("down", Some("172.17.254.3"), "Cluster"),
     ]);
-    let eps = EndpointSource::Endpoints(store_of(vec![
+    let eps = endpoints_of(vec![
         endpoints("web", &["node-2"], &[]),
         endpoints("local", &["node-2"], &["node-1"]),
         endpoints("down", &[], &["node-1"]),
-    ]));
+    ]);
     let states = service_states(&services, &eps);
     assert_eq!(states.len(), 4);
 
@@ -116,8 +131,8 @@ fn endpoints_objects_drive_local_and_cluster_decisions() {
 #[test]
 fn node_conditions_and_labels() {
     let cfg = Config::parse(CONFIG).unwrap();
-    let services = store_of(vec![service("web", Some("172.17.254.1"), "Cluster")]);
-    let eps = EndpointSource::Endpoints(store_of(vec![endpoints("web", &["node-1"], &[])]));
+    let services = services_of(vec![service("web", Some("172.17.254.1"), "Cluster")]);
+    let eps = endpoints_of(vec![endpoints("web", &["node-1"], &[])]);
     let states = service_states(&services, &eps);
 
     let sick = node_state("node-1", Some(&node("node-1", serde_json::json!({}), true)));
@@ -142,7 +157,7 @@ fn node_conditions_and_labels() {
 #[test]
 fn endpoint_slices_with_conditions() {
     let cfg = Config::parse(CONFIG).unwrap();
-    let services = store_of(vec![service("local", Some("172.17.254.2"), "Local")]);
+    let services = services_of(vec![service("local", Some("172.17.254.2"), "Local")]);
     let slice: EndpointSlice = obj(serde_json::json!({
         "metadata": {"name": "local-abc", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "local"}},
@@ -160,7 +175,7 @@ fn endpoint_slices_with_conditions() {
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.244.3.5"], "nodeName": "node-3"}]
     }));
-    let eps = EndpointSource::Slices(store_of(vec![slice, other]));
+    let eps = slices_of(vec![slice, other]);
     let states = service_states(&services, &eps);
     assert_eq!(
         states["default/local"].endpoints.len(),
