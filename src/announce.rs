@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -272,15 +273,17 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         (Some(n), Some(first)) => host_routes(first, n)?,
         _ => Box::new(args.prefixes.into_iter()),
     };
-    let attrs = RouteAttrs {
-        next_hop: args.next_hop,
-        origin: args.origin,
-        med: args.med,
-        local_pref: args.local_pref,
-        communities: args.communities,
-        large_communities: args.large_communities,
-    }
-    .normalized();
+    let attrs = Arc::new(
+        RouteAttrs {
+            next_hop: args.next_hop,
+            origin: args.origin,
+            med: args.med,
+            local_pref: args.local_pref,
+            communities: args.communities,
+            large_communities: args.large_communities,
+        }
+        .normalized(),
+    );
     let mut families = BTreeSet::new();
     let mut routes = Routes::new();
     for p in prefixes {

@@ -67,8 +67,10 @@ impl RouteAttrs {
     }
 }
 
-/// The complete set of routes the owner wants announced on a session.
-pub type Routes = BTreeMap<IpNet, RouteAttrs>;
+/// The complete set of routes the owner wants announced on a session. The
+/// attributes are shared: a table of any size where every route carries the
+/// same attributes holds one [`RouteAttrs`] and a pointer per route.
+pub type Routes = BTreeMap<IpNet, Arc<RouteAttrs>>;
 
 /// What [`AdjOut::updates`] needs to know about the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,20 +121,32 @@ impl AdjOut {
     /// Replace the desired route set. Nothing is sent until [`updates`](Self::updates).
     pub fn set_desired(&mut self, routes: Routes) {
         let mut interned: HashMap<RouteAttrs, Arc<RouteAttrs>> = HashMap::new();
-        let mut last: Option<(RouteAttrs, Arc<RouteAttrs>)> = None;
+        // Given set (by address) → its interned, normalized form.
+        let mut by_ptr: HashMap<*const RouteAttrs, Arc<RouteAttrs>> = HashMap::new();
+        let mut last: Option<(Arc<RouteAttrs>, Arc<RouteAttrs>)> = None;
         let mut desired = Vec::with_capacity(routes.len());
         let mut host_bits = false;
-        for (prefix, attrs) in routes {
-            // Consecutive routes nearly always share attributes: skip the hash then.
+        // `routes` lives until the loop ends, so a given set's address names it throughout.
+        for (&prefix, attrs) in &routes {
+            // Consecutive routes nearly always share one attribute set: skip the hashes then.
             let arc = match &last {
-                Some((raw, arc)) if *raw == attrs => arc.clone(),
+                Some((given, arc)) if Arc::ptr_eq(given, attrs) => arc.clone(),
                 _ => {
-                    let norm = attrs.clone().normalized();
-                    let arc = interned
-                        .entry(norm.clone())
-                        .or_insert_with(|| Arc::new(norm))
+                    let arc = by_ptr
+                        .entry(Arc::as_ptr(attrs))
+                        .or_insert_with(|| {
+                            let norm = (**attrs).clone().normalized();
+                            // Already normalized (the usual case): keep the given set.
+                            let same = norm == **attrs;
+                            interned
+                                .entry(norm.clone())
+                                .or_insert_with(
+                                    || if same { attrs.clone() } else { Arc::new(norm) },
+                                )
+                                .clone()
+                        })
                         .clone();
-                    last = Some((attrs, arc.clone()));
+                    last = Some((attrs.clone(), arc.clone()));
                     arc
                 }
             };

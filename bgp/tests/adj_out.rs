@@ -1,6 +1,7 @@
 //! Adj-RIB-Out: diffing, grouping and packing, checked against the real encoder.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferrolb_bgp::adj_out::{AdjOut, OutContext, RouteAttrs, Routes};
@@ -49,7 +50,8 @@ fn v6_hosts(n: u32) -> impl Iterator<Item = IpNet> {
 }
 
 fn routes(prefixes: impl Iterator<Item = IpNet>, attrs: &RouteAttrs) -> Routes {
-    prefixes.map(|p| (p, attrs.clone())).collect()
+    let shared = Arc::new(attrs.clone());
+    prefixes.map(|p| (p, shared.clone())).collect()
 }
 
 /// Prefixes an UPDATE announces (classic NLRI and MP_REACH).
@@ -235,7 +237,7 @@ fn groups_by_attribute_set_with_communities_normalised() {
             1 => x_reordered.clone(),
             _ => y.clone(),
         };
-        desired.insert(p, attrs);
+        desired.insert(p, attrs.into());
     }
     let mut a = AdjOut::new();
     a.set_desired(desired);
@@ -272,10 +274,10 @@ fn withdrawals_come_first_and_are_packed() {
     // Keep the odd ones, add 100 new ones.
     let mut desired = Routes::new();
     for p in v4_hosts(5100).skip(1).step_by(2) {
-        desired.insert(p, RouteAttrs::default());
+        desired.insert(p, RouteAttrs::default().into());
     }
     for p in v6_hosts(3000).skip(1).step_by(2) {
-        desired.insert(p, RouteAttrs::default());
+        desired.insert(p, RouteAttrs::default().into());
     }
     a.set_desired(desired);
     let ups = a.updates(&c);
@@ -315,7 +317,7 @@ fn attribute_change_is_an_implicit_withdraw() {
         ..RouteAttrs::default()
     };
     let mut desired = routes(v4_hosts(10), &RouteAttrs::default());
-    desired.insert("10.0.0.3/32".parse().unwrap(), changed.clone());
+    desired.insert("10.0.0.3/32".parse().unwrap(), changed.clone().into());
     a.set_desired(desired);
     let ups = a.updates(&c);
     assert_eq!(ups.len(), 1);
@@ -326,13 +328,13 @@ fn attribute_change_is_an_implicit_withdraw() {
 
     // An explicit next hop equal to the resolved default is no change.
     let mut desired = routes(v4_hosts(10), &RouteAttrs::default());
-    desired.insert("10.0.0.3/32".parse().unwrap(), changed);
+    desired.insert("10.0.0.3/32".parse().unwrap(), changed.into());
     desired.insert(
         "10.0.0.4/32".parse().unwrap(),
-        RouteAttrs {
+        Arc::new(RouteAttrs {
             next_hop: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2))),
             ..RouteAttrs::default()
-        },
+        }),
     );
     a.set_desired(desired);
     assert!(a.updates(&c).is_empty());
@@ -444,10 +446,10 @@ fn routes_without_a_next_hop_of_their_family_are_skipped_or_withdrawn() {
     // An IPv6 route with an IPv4 next hop can never be sent.
     desired.insert(
         "2001:db8:9::/48".parse().unwrap(),
-        RouteAttrs {
+        Arc::new(RouteAttrs {
             next_hop: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
             ..RouteAttrs::default()
-        },
+        }),
     );
     a.set_desired(desired);
     assert_eq!(all_announced(&a.updates(&c)).len(), 6);
@@ -466,8 +468,8 @@ fn host_bits_are_cleared() {
     let c = ctx(false, false);
     let mut a = AdjOut::new();
     let mut desired = Routes::new();
-    desired.insert("10.0.0.5/24".parse().unwrap(), RouteAttrs::default());
-    desired.insert("10.0.0.3/32".parse().unwrap(), RouteAttrs::default());
+    desired.insert("10.0.0.5/24".parse().unwrap(), RouteAttrs::default().into());
+    desired.insert("10.0.0.3/32".parse().unwrap(), RouteAttrs::default().into());
     a.set_desired(desired);
     let ups = a.updates(&c);
     assert_eq!(

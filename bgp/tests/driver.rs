@@ -1,6 +1,7 @@
 //! The tokio driver over real TCP on 127.0.0.1: two ferrolb sessions talk to each other.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
@@ -15,10 +16,11 @@ const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 fn routes(n: u32) -> Routes {
     let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    let attrs = Arc::new(RouteAttrs::default());
     (0..n)
         .map(|i| {
             let net = Ipv4Net::new(Ipv4Addr::from(base + i), 32).unwrap();
-            (IpNet::V4(net), RouteAttrs::default())
+            (IpNet::V4(net), attrs.clone())
         })
         .collect()
 }
@@ -288,11 +290,11 @@ async fn ipv6_peers_with_md5_and_both_families() {
     let mut table: Routes = (0..50u16)
         .map(|i| {
             let net: IpNet = format!("2001:db8:{i:x}::/48").parse().unwrap();
-            (net, RouteAttrs::default())
+            (net, Arc::new(RouteAttrs::default()))
         })
         .collect();
     for (net, mut attrs) in routes(10) {
-        attrs.next_hop = Some(Ipv4Addr::new(198, 18, 0, 2).into());
+        Arc::make_mut(&mut attrs).next_hop = Some(Ipv4Addr::new(198, 18, 0, 2).into());
         table.insert(net, attrs);
     }
     a.set(table);
