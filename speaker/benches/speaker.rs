@@ -98,6 +98,35 @@ fn rss(pid: u32) -> Result<Mem> {
     })
 }
 
+/// Resident KiB per mapping (from /proc/PID/smaps), summed by what is mapped:
+/// the binary, each library, the heap, stacks, other anonymous memory.
+fn rss_by_mapping(pid: u32) -> Result<Vec<(String, u64)>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in s.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let perms = f.next().unwrap_or_default();
+            let path = f.nth(3).unwrap_or("[anon]");
+            let name = Path::new(path)
+                .file_name()
+                .map_or(path.into(), |n| n.to_string_lossy().into_owned());
+            current = format!(
+                "{name} {}",
+                if perms.contains('x') { "code" } else { "data" }
+            );
+        } else if first == "Rss:" {
+            *by.entry(current.clone()).or_default() +=
+                f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<_> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    Ok(v)
+}
+
 fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -390,6 +419,7 @@ fn main() -> Result<()> {
         .with_context(|| sp.stderr_tail(20))?;
     std::thread::sleep(Duration::from_secs(3));
     let idle = rss(pid)?;
+    let idle_maps = rss_by_mapping(pid)?;
     eprintln!("idle: {idle:?} KiB");
 
     // Latency: Service + Endpoints exist, then the status PATCH gives the IP.
@@ -477,6 +507,7 @@ fn main() -> Result<()> {
     let announced = t_bulk.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let full = rss(pid)?;
+    let full_maps = rss_by_mapping(pid)?;
 
     println!();
     println!("speaker benchmark (release build, kube-apiserver v1.20.2, gobgpd rt-01)");
@@ -514,6 +545,14 @@ fn main() -> Result<()> {
                 t
             );
         }
+    }
+    for (when, maps) in [("idle", &idle_maps), ("full", &full_maps)] {
+        let top: Vec<String> = maps
+            .iter()
+            .take(8)
+            .map(|(m, kb)| format!("{m} {:.2}", mib(*kb)))
+            .collect();
+        println!("resident MiB by mapping, {when}: {}", top.join(", "));
     }
     println!(
         "{:<52} {:>10.1} s {:>10}",

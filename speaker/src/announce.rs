@@ -7,12 +7,14 @@
 //! sessions are told to hold. No I/O, no clock.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::wire::{LargeCommunity, Origin};
-use ferrolb_config::{Config, Peer, Protocol};
+use ferrolb_config::{BgpAdvertisement, Config, Peer, Protocol};
 
 /// Label that keeps a node out of external load balancing (Kubernetes well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -52,7 +54,9 @@ impl Endpoint {
     }
 }
 
-/// What the speaker knows about one LoadBalancer service.
+/// What the speaker knows about one LoadBalancer service, as owned values
+/// (tests and tools build these; the speaker itself decides on borrowed
+/// [`ServiceFacts`] straight from its watch maps).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceState {
     /// `namespace/name`.
@@ -61,6 +65,59 @@ pub struct ServiceState {
     pub ips: Vec<IpAddr>,
     pub traffic_policy: TrafficPolicy,
     pub endpoints: Vec<Endpoint>,
+}
+
+impl ServiceState {
+    /// The decision's view of this service from node `node`.
+    pub fn facts(&self, node: &str) -> ServiceFacts<'_> {
+        ServiceFacts {
+            key: &self.key,
+            ips: &self.ips,
+            traffic_policy: self.traffic_policy,
+            endpoints: EndpointSummary::of(node, &self.endpoints),
+        }
+    }
+}
+
+/// What the decision reads of a service's endpoints, seen from one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointSummary {
+    /// Some endpoint, on any node, can take traffic.
+    pub usable_anywhere: bool,
+    /// Some endpoint on this node can take traffic.
+    pub usable_here: bool,
+}
+
+impl EndpointSummary {
+    /// The summary of `endpoints` as seen from node `node`.
+    pub fn of<'e>(node: &str, endpoints: impl IntoIterator<Item = &'e Endpoint>) -> Self {
+        endpoints
+            .into_iter()
+            .filter(|e| e.usable())
+            .fold(Self::default(), |acc, e| EndpointSummary {
+                usable_anywhere: true,
+                usable_here: acc.usable_here || e.node.as_deref() == Some(node),
+            })
+    }
+
+    /// Both summaries together (a service's endpoints spread over several slices).
+    pub fn or(self, other: Self) -> Self {
+        EndpointSummary {
+            usable_anywhere: self.usable_anywhere || other.usable_anywhere,
+            usable_here: self.usable_here || other.usable_here,
+        }
+    }
+}
+
+/// The decision's input for one service: borrowed, nothing allocated per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceFacts<'a> {
+    /// `namespace/name`.
+    pub key: &'a str,
+    /// IPs from `status.loadBalancer.ingress`.
+    pub ips: &'a [IpAddr],
+    pub traffic_policy: TrafficPolicy,
+    pub endpoints: EndpointSummary,
 }
 
 /// Why a node does not announce a service. The same words go to logs, metrics and Events.
@@ -129,12 +186,13 @@ pub fn peer_key(peer: &Peer) -> PeerKey {
     (peer.address, peer.port)
 }
 
-/// One route a node announces for a service: to whom, what prefix, which attributes.
+/// One route a node announces for a service: to whom, what prefix, which
+/// attributes (shared by every route of the same advertisement and peer kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     pub peer: PeerKey,
     pub prefix: ipnet::IpNet,
-    pub attrs: RouteAttrs,
+    pub attrs: Arc<RouteAttrs>,
 }
 
 /// The decision for one service on this node.
@@ -146,142 +204,184 @@ pub enum Decision {
     Skip(SkipReason),
 }
 
-/// Decide whether this node announces `svc`, and how.
-///
-/// Rules, in order (the first that fails is the reason given):
-/// the service has an IP; the node is not `NetworkUnavailable` and not excluded;
-/// endpoints fit the traffic policy; then for each IP, its pool exists, is a BGP
-/// pool with at least one advertisement, and some peer selects the node.
+/// Decide whether this node announces `svc`, and how. One-off form of
+/// [`Decider::decide`] for owned [`ServiceState`]s.
 pub fn decide(config: &Config, node: &NodeState, svc: &ServiceState) -> Decision {
-    if svc.ips.is_empty() {
-        return Decision::Skip(SkipReason::NoIp);
-    }
-    if node.network_unavailable {
-        return Decision::Skip(SkipReason::NodeNetworkUnavailable);
-    }
-    if node.labels.contains_key(EXCLUDE_LABEL) {
-        return Decision::Skip(SkipReason::NodeExcluded);
-    }
-    match svc.traffic_policy {
-        TrafficPolicy::Local => {
-            let local = svc
-                .endpoints
-                .iter()
-                .any(|e| e.usable() && e.node.as_deref() == Some(node.name.as_str()));
-            if !local {
-                return Decision::Skip(SkipReason::NoLocalEndpoint);
-            }
-        }
-        TrafficPolicy::Cluster => {
-            if !svc.endpoints.iter().any(Endpoint::usable) {
-                return Decision::Skip(SkipReason::NoReadyEndpoint);
-            }
-        }
-    }
-    let peers: Vec<&Peer> = config.peers_for_node(&node.labels).collect();
-
-    let mut out = Vec::new();
-    // The most specific reason seen across the service's IPs, if none is announced.
-    let mut reason = SkipReason::NotInPool;
-    for &ip in &svc.ips {
-        let Some(pool) = config.pool_for(ip) else {
-            continue;
-        };
-        if pool.protocol != Protocol::Bgp {
-            reason = reason.max(SkipReason::Layer2Pool);
-            continue;
-        }
-        if pool.advertisements.is_empty() {
-            reason = reason.max(SkipReason::NoAdvertisement);
-            continue;
-        }
-        if peers.is_empty() {
-            reason = reason.max(SkipReason::NoPeerForNode);
-            continue;
-        }
-        for adv in &pool.advertisements {
-            let prefix = adv.prefix_for(ip);
-            for peer in &peers {
-                let mut communities = adv.communities.clone();
-                communities.sort_unstable();
-                communities.dedup();
-                let mut large: Vec<LargeCommunity> = adv
-                    .large_communities
-                    .iter()
-                    .map(|&(global_admin, local1, local2)| LargeCommunity {
-                        global_admin,
-                        local1,
-                        local2,
-                    })
-                    .collect();
-                large.sort_unstable();
-                large.dedup();
-                out.push(Announcement {
-                    peer: peer_key(peer),
-                    prefix,
-                    attrs: RouteAttrs {
-                        next_hop: None,
-                        origin: Origin::Incomplete,
-                        med: None,
-                        local_pref: if peer.is_ibgp() { adv.local_pref } else { None },
-                        communities,
-                        large_communities: large,
-                    },
-                });
-            }
-        }
-    }
-    if out.is_empty() {
-        Decision::Skip(reason)
-    } else {
-        Decision::Announce(out)
-    }
+    Decider::new(config, node).decide(&svc.facts(&node.name))
 }
 
-/// Fold the decisions for all services into the route set each peer selecting
-/// this node must hold. Every peer that selects the node gets an entry, possibly
-/// empty (so its session withdraws everything). Services are visited in key
-/// order; when two announcements share a prefix toward one peer (aggregation),
-/// communities are merged and the highest local preference wins, so the result
-/// does not depend on iteration order.
-pub fn routes_per_peer<'a>(
-    config: &Config,
-    node: &NodeState,
-    services: impl IntoIterator<Item = &'a ServiceState>,
-) -> (BTreeMap<PeerKey, Routes>, BTreeMap<String, Decision>) {
-    let mut per_peer: BTreeMap<PeerKey, Routes> = config
-        .peers_for_node(&node.labels)
-        .map(|p| (peer_key(p), Routes::new()))
-        .collect();
-    let mut decisions = BTreeMap::new();
-    for svc in services {
-        let d = decide(config, node, svc);
-        if let Decision::Announce(anns) = &d {
-            for a in anns {
-                let routes = per_peer.entry(a.peer).or_default();
-                match routes.get_mut(&a.prefix) {
-                    None => {
-                        routes.insert(a.prefix, a.attrs.clone());
-                    }
-                    Some(existing) => merge_attrs(existing, &a.attrs),
+/// The decision for one configuration and one node, prepared once and applied
+/// to every service: the peers selecting the node and, per pool and
+/// advertisement, the attribute sets (one for eBGP peers, one for iBGP peers)
+/// that all of its routes share.
+pub struct Decider<'a> {
+    config: &'a Config,
+    node: &'a NodeState,
+    peers: Vec<&'a Peer>,
+    /// `attrs[pool][advertisement]` = [eBGP, iBGP] attribute sets.
+    attrs: Vec<Vec<[Arc<RouteAttrs>; 2]>>,
+}
+
+impl<'a> Decider<'a> {
+    pub fn new(config: &'a Config, node: &'a NodeState) -> Self {
+        let attrs = config
+            .pools
+            .iter()
+            .map(|pool| {
+                pool.advertisements
+                    .iter()
+                    .map(|adv| [false, true].map(|ibgp| Arc::new(route_attrs(adv, ibgp))))
+                    .collect()
+            })
+            .collect();
+        Decider {
+            config,
+            node,
+            peers: config.peers_for_node(&node.labels).collect(),
+            attrs,
+        }
+    }
+
+    /// Decide for one service.
+    ///
+    /// Rules, in order (the first that fails is the reason given): the service
+    /// has an IP; the node is not `NetworkUnavailable` and not excluded;
+    /// endpoints fit the traffic policy; then for each IP, its pool exists, is a
+    /// BGP pool with at least one advertisement, and some peer selects the node.
+    pub fn decide(&self, svc: &ServiceFacts<'_>) -> Decision {
+        if svc.ips.is_empty() {
+            return Decision::Skip(SkipReason::NoIp);
+        }
+        if self.node.network_unavailable {
+            return Decision::Skip(SkipReason::NodeNetworkUnavailable);
+        }
+        if self.node.labels.contains_key(EXCLUDE_LABEL) {
+            return Decision::Skip(SkipReason::NodeExcluded);
+        }
+        match svc.traffic_policy {
+            TrafficPolicy::Local if !svc.endpoints.usable_here => {
+                return Decision::Skip(SkipReason::NoLocalEndpoint);
+            }
+            TrafficPolicy::Cluster if !svc.endpoints.usable_anywhere => {
+                return Decision::Skip(SkipReason::NoReadyEndpoint);
+            }
+            _ => {}
+        }
+
+        let mut out = Vec::new();
+        // The most specific reason seen across the service's IPs, if none is announced.
+        let mut reason = SkipReason::NotInPool;
+        for &ip in svc.ips {
+            let Some(p) = self.config.pools.iter().position(|p| p.contains(ip)) else {
+                continue;
+            };
+            let pool = &self.config.pools[p];
+            if pool.protocol != Protocol::Bgp {
+                reason = reason.max(SkipReason::Layer2Pool);
+                continue;
+            }
+            if pool.advertisements.is_empty() {
+                reason = reason.max(SkipReason::NoAdvertisement);
+                continue;
+            }
+            if self.peers.is_empty() {
+                reason = reason.max(SkipReason::NoPeerForNode);
+                continue;
+            }
+            for (adv, attrs) in pool.advertisements.iter().zip(&self.attrs[p]) {
+                let prefix = adv.prefix_for(ip);
+                for peer in &self.peers {
+                    out.push(Announcement {
+                        peer: peer_key(peer),
+                        prefix,
+                        attrs: attrs[usize::from(peer.is_ibgp())].clone(),
+                    });
                 }
             }
         }
-        decisions.insert(svc.key.clone(), d);
+        if out.is_empty() {
+            Decision::Skip(reason)
+        } else {
+            Decision::Announce(out)
+        }
     }
-    (per_peer, decisions)
 }
 
-fn merge_attrs(into: &mut RouteAttrs, other: &RouteAttrs) {
-    into.local_pref = match (into.local_pref, other.local_pref) {
+/// The attributes of routes from one advertisement: ORIGIN incomplete (as
+/// MetalLB), next hop = the session's address, communities sorted and
+/// deduplicated, LOCAL_PREF only toward iBGP peers.
+fn route_attrs(adv: &BgpAdvertisement, ibgp: bool) -> RouteAttrs {
+    RouteAttrs {
+        next_hop: None,
+        origin: Origin::Incomplete,
+        med: None,
+        local_pref: if ibgp { adv.local_pref } else { None },
+        communities: adv.communities.clone(),
+        large_communities: adv
+            .large_communities
+            .iter()
+            .map(|&(global_admin, local1, local2)| LargeCommunity {
+                global_admin,
+                local1,
+                local2,
+            })
+            .collect(),
+    }
+    .normalized()
+}
+
+/// Fold the decisions for all services into the route set each peer selecting
+/// this node must hold, telling `seen` each service's decision on the way.
+/// Every peer that selects the node gets an entry, possibly empty (so its
+/// session withdraws everything). When two announcements share a prefix
+/// toward one peer (aggregation), communities are merged and the highest local
+/// preference wins, so the result does not depend on the services' order.
+/// Nothing is kept per service: memory is the route sets.
+pub fn routes_per_peer<'s>(
+    config: &Config,
+    node: &NodeState,
+    services: impl IntoIterator<Item = ServiceFacts<'s>>,
+    mut seen: impl FnMut(&ServiceFacts<'s>, &Decision),
+) -> BTreeMap<PeerKey, Routes> {
+    let decider = Decider::new(config, node);
+    let mut per_peer: BTreeMap<PeerKey, Routes> = decider
+        .peers
+        .iter()
+        .map(|p| (peer_key(p), Routes::new()))
+        .collect();
+    for svc in services {
+        let d = decider.decide(&svc);
+        if let Decision::Announce(anns) = &d {
+            for a in anns {
+                let routes = per_peer.entry(a.peer).or_default();
+                match routes.entry(a.prefix) {
+                    Entry::Vacant(e) => {
+                        e.insert(a.attrs.clone());
+                    }
+                    Entry::Occupied(mut e) => {
+                        if !Arc::ptr_eq(e.get(), &a.attrs) {
+                            let merged = merge_attrs(e.get(), &a.attrs);
+                            if merged != **e.get() {
+                                e.insert(Arc::new(merged));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        seen(&svc, &d);
+    }
+    per_peer
+}
+
+fn merge_attrs(a: &RouteAttrs, b: &RouteAttrs) -> RouteAttrs {
+    let mut into = a.clone();
+    into.local_pref = match (a.local_pref, b.local_pref) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    into.communities.extend_from_slice(&other.communities);
-    into.communities.sort_unstable();
-    into.communities.dedup();
+    into.communities.extend_from_slice(&b.communities);
     into.large_communities
-        .extend_from_slice(&other.large_communities);
-    into.large_communities.sort_unstable();
-    into.large_communities.dedup();
+        .extend_from_slice(&b.large_communities);
+    into.normalized()
 }

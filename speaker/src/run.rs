@@ -2,7 +2,7 @@
 //! the ConfigMap; on any change recomputes the pure decision and tells the BGP
 //! sessions what to hold. Serves `/metrics`, `/healthz`, `/readyz`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +26,8 @@ use tracing::{debug, error, info, warn};
 use crate::announce::{Decision, routes_per_peer};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::watch::{
-    EndpointSource, EndpointsIndex, Services, SliceIndex, node_state, service_states,
+    EndpointSource, EndpointView, EndpointsIndex, Ips, Services, SliceIndex, node_state,
+    service_facts,
 };
 
 /// Flags of `ferrolb speaker`.
@@ -49,14 +50,21 @@ pub struct SpeakerOpts {
     pub metrics_addr: SocketAddr,
 }
 
+/// A service this node announces.
+struct Announced {
+    /// The decision pass that last announced it.
+    pass: u64,
+    ips: Ips,
+}
+
 /// Shared state behind the HTTP endpoints.
 #[derive(Default)]
 struct Metrics {
     config_loaded: bool,
     config_stale: bool,
     synced: bool,
-    /// (service, ip) announced by this node.
-    announced: BTreeSet<(String, String)>,
+    /// Services this node announces (`namespace/name`), with their IPs.
+    announced: BTreeMap<Box<str>, Announced>,
     /// Last rendered BGP session lines (filled at scrape time from handles).
     sessions: Vec<(String, bool, u64, usize)>,
 }
@@ -252,7 +260,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let mut last_good: Option<(String, Config)> = None;
     // The last invalid text, so it is reported once, not on every event.
     let mut last_bad: Option<String> = None;
-    let mut announced_services: BTreeSet<String> = BTreeSet::new();
+    // Decision passes so far; a service announced in an earlier pass and not
+    // seen in this one was deleted.
+    let mut pass: u64 = 0;
     let cm_ref = ObjectRef::<ConfigMap>::new(&opts.config_name).within(&opts.namespace);
     notify.notify_one();
     loop {
@@ -293,66 +303,75 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             &opts.node_name,
             nodes.get(&ObjectRef::new(&opts.node_name)).as_deref(),
         );
-        let states = service_states(&services.lock().unwrap(), &endpoints.lock().unwrap());
-        let (per_peer, decisions) = routes_per_peer(config, &node, states.values());
+        pass += 1;
+        let per_peer = {
+            let services = services.lock().unwrap();
+            let endpoints = endpoints.lock().unwrap();
+            let view = EndpointView::new(&endpoints, &opts.node_name);
+            let mut m = metrics.lock().unwrap();
+            let announced = &mut m.announced;
+            let per_peer = routes_per_peer(
+                config,
+                &node,
+                service_facts(&services, &view),
+                |svc, d| match d {
+                    Decision::Announce(_) => match announced.get_mut(svc.key) {
+                        Some(a) => {
+                            a.pass = pass;
+                            if a.ips.as_slice() != svc.ips {
+                                a.ips = svc.ips.to_vec().into();
+                            }
+                        }
+                        None => {
+                            announced.insert(
+                                svc.key.into(),
+                                Announced {
+                                    pass,
+                                    ips: svc.ips.to_vec().into(),
+                                },
+                            );
+                            info!(svc = %svc.key, node = %opts.node_name, "announcing");
+                            if let Some(reference) = services.object_ref(svc.key) {
+                                let ev = Event {
+                                    type_: EventType::Normal,
+                                    reason: "nodeAssigned".into(),
+                                    note: Some(format!(
+                                        "announcing from node \"{}\" with protocol \"bgp\"",
+                                        opts.node_name
+                                    )),
+                                    action: "Announce".into(),
+                                    secondary: None,
+                                };
+                                if events.try_send((ev, reference)).is_err() {
+                                    warn!(svc = %svc.key, "event queue full: nodeAssigned event dropped");
+                                }
+                            }
+                        }
+                    },
+                    Decision::Skip(reason) => {
+                        debug!(svc = %svc.key, reason = reason.as_str(), "not announcing: {reason}");
+                        if announced.remove(svc.key).is_some() {
+                            info!(svc = %svc.key, "withdrawing: {reason}");
+                        }
+                    }
+                },
+            );
+            // Announced before, and no decision this pass: the Service is gone.
+            announced.retain(|key, a| {
+                let keep = a.pass == pass;
+                if !keep {
+                    info!(svc = %key, "withdrawing: service deleted");
+                }
+                keep
+            });
+            m.synced = true;
+            per_peer
+        };
         let (desired, errors) = desired_sessions(config, &node, &source_address_for);
         for e in errors {
             warn!(error = %e, "peer skipped");
         }
         sessions.lock().await.sync(desired, per_peer).await;
-
-        // Events and metrics for what this node announces.
-        let mut now_announced = BTreeSet::new();
-        let mut announced_ips = BTreeSet::new();
-        for (key, d) in &decisions {
-            match d {
-                Decision::Announce(_) => {
-                    now_announced.insert(key.clone());
-                    for ip in &states[key].ips {
-                        announced_ips.insert((key.clone(), ip.to_string()));
-                    }
-                }
-                Decision::Skip(reason) => {
-                    debug!(svc = %key, reason = reason.as_str(), "not announcing: {reason}");
-                }
-            }
-        }
-        let newly_announced: Vec<(&String, Option<ObjectReference>)> = {
-            let services = services.lock().unwrap();
-            now_announced
-                .difference(&announced_services)
-                .map(|key| (key, services.object_ref(key)))
-                .collect()
-        };
-        for (key, reference) in newly_announced {
-            info!(svc = %key, node = %opts.node_name, "announcing");
-            if let Some(reference) = reference {
-                let ev = Event {
-                    type_: EventType::Normal,
-                    reason: "nodeAssigned".into(),
-                    note: Some(format!(
-                        "announcing from node \"{}\" with protocol \"bgp\"",
-                        opts.node_name
-                    )),
-                    action: "Announce".into(),
-                    secondary: None,
-                };
-                if events.try_send((ev, reference)).is_err() {
-                    warn!(svc = %key, "event queue full: nodeAssigned event dropped");
-                }
-            }
-        }
-        for key in announced_services.difference(&now_announced) {
-            let reason = match decisions.get(key) {
-                Some(Decision::Skip(r)) => r.to_string(),
-                _ => "service deleted".into(),
-            };
-            info!(svc = %key, "withdrawing: {reason}");
-        }
-        announced_services = now_announced;
-        let mut m = metrics.lock().unwrap();
-        m.announced = announced_ips;
-        m.synced = true;
     }
 
     info!("shutting down: withdrawing all routes and closing sessions");
@@ -444,11 +463,13 @@ fn render_metrics(m: &Metrics, node: &str) -> String {
         "# HELP metallb_speaker_announced IPs announced by this speaker."
     );
     let _ = writeln!(out, "# TYPE metallb_speaker_announced gauge");
-    for (svc, ip) in &m.announced {
-        let _ = writeln!(
-            out,
-            "metallb_speaker_announced{{ip=\"{ip}\",node=\"{node}\",protocol=\"bgp\",service=\"{svc}\"}} 1"
-        );
+    for (svc, a) in &m.announced {
+        for ip in a.ips.as_slice() {
+            let _ = writeln!(
+                out,
+                "metallb_speaker_announced{{ip=\"{ip}\",node=\"{node}\",protocol=\"bgp\",service=\"{svc}\"}} 1"
+            );
+        }
     }
     out
 }
@@ -526,7 +547,7 @@ async fn serve_http(
 /// For tests: render with given sessions.
 #[doc(hidden)]
 pub fn render_for_test(
-    announced: &[(&str, &str)],
+    announced: &[(&str, &[&str])],
     sessions: &[(&str, bool, u64, usize)],
 ) -> String {
     let m = Metrics {
@@ -535,7 +556,19 @@ pub fn render_for_test(
         synced: true,
         announced: announced
             .iter()
-            .map(|(s, i)| (s.to_string(), i.to_string()))
+            .map(|(svc, ips)| {
+                let ips: Vec<std::net::IpAddr> = ips
+                    .iter()
+                    .map(|ip| ip.parse().expect("an IP address"))
+                    .collect();
+                (
+                    Box::from(*svc),
+                    Announced {
+                        pass: 0,
+                        ips: ips.into(),
+                    },
+                )
+            })
             .collect(),
         sessions: sessions
             .iter()

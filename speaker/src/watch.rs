@@ -17,7 +17,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::announce::{Endpoint, NodeState, ServiceState, TrafficPolicy};
+use crate::announce::{
+    Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceState, TrafficPolicy,
+};
 
 /// Label on an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -417,36 +419,103 @@ pub fn endpoints_endpoints(ep: &Endpoints) -> Vec<Endpoint> {
     out
 }
 
-/// Every LoadBalancer service with its IPs, policy and endpoints, keyed `namespace/name`.
+/// The endpoints of every service, summarized as seen from one node, for one
+/// decision pass. For EndpointSlices the slices are folded per Service once
+/// (a Service may have several); core/v1 Endpoints are read in place.
+pub struct EndpointView<'a> {
+    source: &'a EndpointSource,
+    /// The node's index among the interned names (Endpoints only).
+    here: Option<u32>,
+    /// Per Service key (EndpointSlices only).
+    by_service: HashMap<&'a str, EndpointSummary>,
+}
+
+impl<'a> EndpointView<'a> {
+    pub fn new(source: &'a EndpointSource, node: &str) -> Self {
+        let mut view = EndpointView {
+            source,
+            here: None,
+            by_service: HashMap::new(),
+        };
+        match source {
+            EndpointSource::Slices(idx) => {
+                let here = idx.nodes.index.get(node).copied();
+                for (_, slice) in idx.map.iter() {
+                    let s = summarize(&slice.endpoints, here);
+                    let e = view.by_service.entry(&slice.service).or_default();
+                    *e = e.or(s);
+                }
+            }
+            EndpointSource::Endpoints(idx) => view.here = idx.nodes.index.get(node).copied(),
+        }
+        view
+    }
+
+    /// The summary for Service `namespace/name` (no endpoints known: nothing usable).
+    pub fn summary(&self, key: &str) -> EndpointSummary {
+        match self.source {
+            EndpointSource::Slices(_) => self.by_service.get(key).copied().unwrap_or_default(),
+            EndpointSource::Endpoints(idx) => idx
+                .map
+                .get(key)
+                .map(|eps| summarize(eps, self.here))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn summarize(eps: &[SlimEndpoint], here: Option<u32>) -> EndpointSummary {
+    eps.iter()
+        .filter(|e| e.ready || e.serving)
+        .fold(EndpointSummary::default(), |acc, e| EndpointSummary {
+            usable_anywhere: true,
+            usable_here: acc.usable_here || Some(e.node) == here,
+        })
+}
+
+/// The decision's input for every LoadBalancer service, in key order, borrowed
+/// from the maps (nothing is allocated per service).
+pub fn service_facts<'a>(
+    services: &'a Services,
+    endpoints: &'a EndpointView<'a>,
+) -> impl Iterator<Item = ServiceFacts<'a>> + 'a {
+    services.0.iter().map(|(key, svc)| ServiceFacts {
+        key,
+        ips: svc.ips.as_slice(),
+        traffic_policy: svc.traffic_policy,
+        endpoints: endpoints.summary(key),
+    })
+}
+
+/// Every LoadBalancer service with its IPs, policy and endpoints as owned
+/// values, keyed `namespace/name` (for tests and diagnostics: the speaker
+/// decides on [`service_facts`], which allocates nothing per service).
 pub fn service_states(
     services: &Services,
     endpoints: &EndpointSource,
 ) -> BTreeMap<String, ServiceState> {
-    // Slices: fold every slice into its Service's endpoint list, once per pass.
     let mut by_service: HashMap<&str, Vec<Endpoint>> = HashMap::new();
-    if let EndpointSource::Slices(idx) = endpoints {
-        for (_, slice) in idx.map.iter() {
-            expand(
-                &idx.nodes,
-                &slice.endpoints,
-                by_service.entry(&*slice.service).or_default(),
-            );
+    match endpoints {
+        EndpointSource::Slices(idx) => {
+            for (_, slice) in idx.map.iter() {
+                expand(
+                    &idx.nodes,
+                    &slice.endpoints,
+                    by_service.entry(&*slice.service).or_default(),
+                );
+            }
+        }
+        EndpointSource::Endpoints(idx) => {
+            for (key, eps) in idx.map.iter() {
+                expand(&idx.nodes, eps, by_service.entry(key).or_default());
+            }
         }
     }
     services
         .0
         .iter()
         .map(|(key, svc)| {
-            let endpoints = match endpoints {
-                EndpointSource::Slices(_) => by_service.remove(key).unwrap_or_default(),
-                EndpointSource::Endpoints(idx) => {
-                    let mut out = Vec::new();
-                    if let Some(eps) = idx.map.get(key) {
-                        expand(&idx.nodes, eps, &mut out);
-                    }
-                    out
-                }
-            };
+            let endpoints = by_service.remove(key).unwrap_or_default();
             let state = ServiceState {
                 key: key.to_string(),
                 ips: svc.ips.as_slice().to_vec(),

@@ -267,7 +267,15 @@ fn aggregation_and_per_peer_folding() {
     );
     d.key = "ns/d".into();
 
-    let (per_peer, decisions) = routes_per_peer(&cfg, &n, [&a, &b, &c, &d]);
+    let mut decisions = std::collections::BTreeMap::new();
+    let per_peer = routes_per_peer(
+        &cfg,
+        &n,
+        [&a, &b, &c, &d].map(|s| s.facts(&n.name)),
+        |svc, d| {
+            decisions.insert(svc.key.to_string(), d.clone());
+        },
+    );
     assert_eq!(per_peer.len(), 2, "both peers select the node");
     for routes in per_peer.values() {
         let prefixes: Vec<String> = routes.keys().map(|p| p.to_string()).collect();
@@ -281,7 +289,9 @@ fn aggregation_and_per_peer_folding() {
     assert!(matches!(decisions["ns/a"], Decision::Announce(_)));
 
     // A node no peer selects... every selecting peer still gets an (empty) entry.
-    let (per_peer, _) = routes_per_peer(&cfg, &node("n9", &[]), std::iter::empty());
+    let per_peer = routes_per_peer(&cfg, &node("n9", &[]), std::iter::empty(), |_, _| {
+        panic!("no service, no decision")
+    });
     assert_eq!(per_peer.len(), 1);
     assert!(per_peer.values().all(|r| r.is_empty()));
 }

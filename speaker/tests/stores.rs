@@ -3,9 +3,13 @@
 //! conversions → decision. No network.
 
 use ferrolb_config::Config;
-use ferrolb_speaker::announce::{Decision, SkipReason, routes_per_peer};
+use std::collections::BTreeMap;
+
+use ferrolb_bgp::adj_out::Routes;
+use ferrolb_speaker::announce::{Decision, NodeState, PeerKey, SkipReason, routes_per_peer};
 use ferrolb_speaker::watch::{
-    EndpointSource, EndpointsIndex, Services, SliceIndex, node_state, service_states,
+    EndpointSource, EndpointView, EndpointsIndex, Services, SliceIndex, node_state, service_facts,
+    service_states,
 };
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -80,6 +84,32 @@ fn node(name: &str, labels: serde_json::Value, net_unavailable: bool) -> Node {
     }))
 }
 
+/// The speaker's own pass: slim maps → borrowed facts → decisions and routes.
+/// Checks on the way that the facts equal what the owned conversion gives.
+fn decide_all(
+    cfg: &Config,
+    node: &NodeState,
+    services: &Services,
+    eps: &EndpointSource,
+) -> (BTreeMap<PeerKey, Routes>, BTreeMap<String, Decision>) {
+    let states = service_states(services, eps);
+    let view = EndpointView::new(eps, &node.name);
+    let facts: Vec<_> = service_facts(services, &view).collect();
+    assert_eq!(
+        facts,
+        states
+            .values()
+            .map(|s| s.facts(&node.name))
+            .collect::<Vec<_>>(),
+        "borrowed facts and owned states agree"
+    );
+    let mut decisions = BTreeMap::new();
+    let per_peer = routes_per_peer(cfg, node, facts, |svc, d| {
+        decisions.insert(svc.key.to_string(), d.clone());
+    });
+    (per_peer, decisions)
+}
+
 const CONFIG: &str = "peers:\n- peer-address: 172.17.0.1\n  peer-asn: 64512\n  my-asn: 64522\naddress-pools:\n- name: default\n  protocol: bgp\n  addresses: [172.17.254.0/24]\n";
 
 #[test]
@@ -96,14 +126,13 @@ fn endpoints_objects_drive_local_and_cluster_decisions() {
         endpoints("local", &["node-2"], &["node-1"]),
         endpoints("down", &[], &["node-1"]),
     ]);
-    let states = service_states(&services, &eps);
-    assert_eq!(states.len(), 4);
+    assert_eq!(service_states(&services, &eps).len(), 4);
 
     let n1 = node_state(
         "node-1",
         Some(&node("node-1", serde_json::json!({}), false)),
     );
-    let (per_peer, d) = routes_per_peer(&cfg, &n1, states.values());
+    let (per_peer, d) = decide_all(&cfg, &n1, &services, &eps);
     assert!(matches!(d["default/web"], Decision::Announce(_)));
     assert_eq!(
         d["default/local"],
@@ -124,7 +153,7 @@ fn endpoints_objects_drive_local_and_cluster_decisions() {
         "node-2",
         Some(&node("node-2", serde_json::json!({}), false)),
     );
-    let (_, d) = routes_per_peer(&cfg, &n2, states.values());
+    let (_, d) = decide_all(&cfg, &n2, &services, &eps);
     assert!(matches!(d["default/local"], Decision::Announce(_)));
 }
 
@@ -133,10 +162,9 @@ fn node_conditions_and_labels() {
     let cfg = Config::parse(CONFIG).unwrap();
     let services = services_of(vec![service("web", Some("172.17.254.1"), "Cluster")]);
     let eps = endpoints_of(vec![endpoints("web", &["node-1"], &[])]);
-    let states = service_states(&services, &eps);
 
     let sick = node_state("node-1", Some(&node("node-1", serde_json::json!({}), true)));
-    let (_, d) = routes_per_peer(&cfg, &sick, states.values());
+    let (_, d) = decide_all(&cfg, &sick, &services, &eps);
     assert_eq!(
         d["default/web"],
         Decision::Skip(SkipReason::NodeNetworkUnavailable)
@@ -150,7 +178,7 @@ fn node_conditions_and_labels() {
             false,
         )),
     );
-    let (_, d) = routes_per_peer(&cfg, &excluded, states.values());
+    let (_, d) = decide_all(&cfg, &excluded, &services, &eps);
     assert_eq!(d["default/web"], Decision::Skip(SkipReason::NodeExcluded));
 }
 
@@ -183,17 +211,17 @@ fn endpoint_slices_with_conditions() {
         "only its own slice counts"
     );
 
-    let d1 = routes_per_peer(&cfg, &node_state("node-1", None), states.values()).1;
+    let d1 = decide_all(&cfg, &node_state("node-1", None), &services, &eps).1;
     assert!(
         matches!(d1["default/local"], Decision::Announce(_)),
         "a serving, terminating endpoint keeps the route"
     );
-    let d2 = routes_per_peer(&cfg, &node_state("node-2", None), states.values()).1;
+    let d2 = decide_all(&cfg, &node_state("node-2", None), &services, &eps).1;
     assert_eq!(
         d2["default/local"],
         Decision::Skip(SkipReason::NoLocalEndpoint)
     );
-    let d3 = routes_per_peer(&cfg, &node_state("node-3", None), states.values()).1;
+    let d3 = decide_all(&cfg, &node_state("node-3", None), &services, &eps).1;
     assert_eq!(
         d3["default/local"],
         Decision::Skip(SkipReason::NoLocalEndpoint)
@@ -203,7 +231,7 @@ fn endpoint_slices_with_conditions() {
 #[test]
 fn metrics_text_uses_metallb_names() {
     let text = ferrolb_speaker::run::render_for_test(
-        &[("default/web", "172.17.254.1")],
+        &[("default/web", &["172.17.254.1"])],
         &[("172.17.0.1:179", true, 3, 1)],
     );
     assert!(text.contains("metallb_bgp_session_up{peer=\"172.17.0.1:179\"} 1"));
