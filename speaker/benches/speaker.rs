@@ -289,6 +289,23 @@ fn rib_count(g: &Gobgpd) -> Option<usize> {
         .ok()
 }
 
+/// Wait (up to 300 s) until rt-01's RIB holds `want` IPv4 prefixes.
+fn wait_for_routes(g: &Gobgpd, want: usize, sp: &Proc, when: &str) -> Result<()> {
+    let mut last = 0;
+    let all =
+        ferrolb_testlab::wait_until(Duration::from_secs(300), Duration::from_millis(250), || {
+            last = rib_count(g).unwrap_or(last);
+            (last >= want).then_some(())
+        });
+    if all.is_none() {
+        bail!(
+            "{when}: rt-01 has {last} of {want} prefixes after 300 s: {}",
+            sp.stderr_tail(20)
+        );
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -401,19 +418,22 @@ fn main() -> Result<()> {
 
     let node = &lab.nodes[0];
     let _socat = relay.spawn_listener_in(node, RELAY_LISTEN.parse()?)?;
-    let mut cmd = std::process::Command::new(&bin);
-    cmd.args([
-        "speaker",
-        "--node-name",
-        NODE,
-        "--metrics-addr",
-        "127.0.0.1:7472",
-    ])
-    .arg("--kubeconfig")
-    .arg(&kubeconfig)
-    .env("RUST_LOG", "warn")
-    .env("NO_COLOR", "1");
-    let sp: Proc = node.spawn_labeled(cmd, "speaker")?;
+    let start_speaker = || -> Result<Proc> {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "speaker",
+            "--node-name",
+            NODE,
+            "--metrics-addr",
+            "127.0.0.1:7472",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1");
+        node.spawn_labeled(cmd, "speaker")
+    };
+    let mut sp = start_speaker()?;
     let pid = sp.pid();
     g.wait_established(NODE_ADDR, Duration::from_secs(30))
         .with_context(|| sp.stderr_tail(20))?;
@@ -493,21 +513,28 @@ fn main() -> Result<()> {
     let created = t_bulk.elapsed();
     eprintln!("{n_bulk} Services + Endpoints written in {created:?}");
     let want = n_bulk + n_lat;
-    let mut last = 0;
-    let all = ferrolb_testlab::wait_until(Duration::from_secs(300), Duration::from_secs(1), || {
-        last = rib_count(&g).unwrap_or(last);
-        (last >= want).then_some(())
-    });
-    if all.is_none() {
-        bail!(
-            "rt-01 has {last} of {want} prefixes after 300 s: {}",
-            sp.stderr_tail(20)
-        );
-    }
+    wait_for_routes(&g, want, &sp, "after the writes")?;
     let announced = t_bulk.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let full = rss(pid)?;
     let full_maps = rss_by_mapping(pid)?;
+
+    // A restart with every Service already there (a DaemonSet rollout): the
+    // new speaker lists 10k Services at once, announces them in one pass and
+    // queues a nodeAssigned Event for each.
+    sp.terminate(Duration::from_secs(10))
+        .context("speaker did not exit on SIGTERM")?;
+    ferrolb_testlab::wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
+        (rib_count(&g) == Some(0)).then_some(())
+    })
+    .context("routes still at rt-01 after the speaker exited")?;
+    let t_restart = Instant::now();
+    sp = start_speaker()?;
+    let pid = sp.pid();
+    wait_for_routes(&g, want, &sp, "after the restart")?;
+    let reannounced = t_restart.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let restarted = rss(pid)?;
 
     println!();
     println!("speaker benchmark (release build, kube-apiserver v1.20.2, gobgpd rt-01)");
@@ -526,7 +553,11 @@ fn main() -> Result<()> {
             );
         }
     }
-    for (when, m) in [("idle", idle), (&*format!("with {n_bulk} Services"), full)] {
+    for (when, m) in [
+        ("idle", idle),
+        (&*format!("with {n_bulk} Services"), full),
+        (&*format!("restarted with {n_bulk} Services"), restarted),
+    ] {
         let target = if when == "idle" {
             "≤ 10 MiB"
         } else {
@@ -564,6 +595,12 @@ fn main() -> Result<()> {
         "{:<52} {:>10.1} s {:>10}",
         format!("first write → all {want} /32 in rt-01 RIB"),
         announced.as_secs_f64(),
+        ""
+    );
+    println!(
+        "{:<52} {:>10.1} s {:>10}",
+        format!("restart → all {want} /32 in rt-01 RIB again"),
+        reannounced.as_secs_f64(),
         ""
     );
     println!("from PATCH returned (ms, sorted): {lat_ms:.1?}");

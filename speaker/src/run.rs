@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use ferrolb_bgp::fsm::State;
 use ferrolb_config::Config;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,7 +27,7 @@ use crate::announce::{Decision, routes_per_peer};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::watch::{
     EndpointSource, EndpointView, EndpointsIndex, Ips, Services, SliceIndex, node_state,
-    service_facts,
+    service_facts, service_ref,
 };
 
 /// Flags of `ferrolb speaker`.
@@ -248,6 +248,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             controller: "ferrolb-speaker".into(),
             instance: Some(opts.node_name.clone()),
         },
+        opts.node_name.clone(),
     );
 
     let _ = services_ready.wait_for(|r| *r).await;
@@ -331,20 +332,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                                 },
                             );
                             info!(svc = %svc.key, node = %opts.node_name, "announcing");
-                            if let Some(reference) = services.object_ref(svc.key) {
-                                let ev = Event {
-                                    type_: EventType::Normal,
-                                    reason: "nodeAssigned".into(),
-                                    note: Some(format!(
-                                        "announcing from node \"{}\" with protocol \"bgp\"",
-                                        opts.node_name
-                                    )),
-                                    action: "Announce".into(),
-                                    secondary: None,
-                                };
-                                if events.try_send((ev, reference)).is_err() {
-                                    warn!(svc = %svc.key, "event queue full: nodeAssigned event dropped");
-                                }
+                            let uid = services.get(svc.key).and_then(|s| s.uid.clone());
+                            if events.try_send((svc.key.into(), uid)).is_err() {
+                                warn!(svc = %svc.key, "event queue full: nodeAssigned event dropped");
                             }
                         }
                     },
@@ -380,22 +370,40 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events are written by their own task, so a burst (10k Services announced at
-/// once) never holds up route decisions. Each event gets a fresh [`Recorder`]:
+/// A `nodeAssigned` Event waiting to be written: the Service's `namespace/name` and uid.
+type PendingEvent = (Box<str>, Option<Box<str>>);
+
+/// `nodeAssigned` Events are written by their own task, so a burst (10k
+/// Services announced at once after a restart) never holds up route
+/// decisions. The queue holds only each Service's key and uid (the Event and
+/// its object reference are built when written), is bounded, and drops
+/// overflow (logged), never awaits. Each event gets a fresh [`Recorder`]:
 /// kube's Recorder caches every event it wrote for 6 minutes (to aggregate
 /// repeats into a series), which is ~1 KiB per Service after a burst and not
-/// worth it for `nodeAssigned`. The queue is bounded; overflow is dropped
-/// (logged), never awaited.
+/// worth it for `nodeAssigned`.
 fn spawn_event_publisher(
     client: Client,
     reporter: Reporter,
-) -> tokio::sync::mpsc::Sender<(Event, ObjectReference)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+    node: String,
+) -> tokio::sync::mpsc::Sender<PendingEvent> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PendingEvent>(EVENT_QUEUE);
     tokio::spawn(async move {
-        while let Some((ev, reference)) = rx.recv().await {
+        while let Some((key, uid)) = rx.recv().await {
+            let Some(reference) = service_ref(&key, uid.as_deref()) else {
+                continue;
+            };
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: "nodeAssigned".into(),
+                note: Some(format!(
+                    "announcing from node \"{node}\" with protocol \"bgp\""
+                )),
+                action: "Announce".into(),
+                secondary: None,
+            };
             let recorder = Recorder::new(client.clone(), reporter.clone());
             if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(obj = ?reference.name, error = %e, "could not record event");
+                warn!(svc = %key, error = %e, "could not record event");
             }
         }
     });

@@ -177,17 +177,21 @@ impl Services {
     /// The object reference an Event about Service `namespace/name` points at
     /// (what `Resource::object_ref` gives for the full object).
     pub fn object_ref(&self, key: &str) -> Option<ObjectReference> {
-        let svc = self.0.get(key)?;
-        let (ns, name) = key.split_once('/')?;
-        Some(ObjectReference {
-            api_version: Some(Service::api_version(&()).into_owned()),
-            kind: Some(Service::kind(&()).into_owned()),
-            namespace: (!ns.is_empty()).then(|| ns.to_string()),
-            name: Some(name.to_string()),
-            uid: svc.uid.as_deref().map(str::to_string),
-            ..Default::default()
-        })
+        service_ref(key, self.0.get(key)?.uid.as_deref())
     }
+}
+
+/// The object reference of Service `namespace/name` with this uid.
+pub fn service_ref(key: &str, uid: Option<&str>) -> Option<ObjectReference> {
+    let (ns, name) = key.split_once('/')?;
+    Some(ObjectReference {
+        api_version: Some(Service::api_version(&()).into_owned()),
+        kind: Some(Service::kind(&()).into_owned()),
+        namespace: (!ns.is_empty()).then(|| ns.to_string()),
+        name: Some(name.to_string()),
+        uid: uid.map(str::to_string),
+        ..Default::default()
+    })
 }
 
 /// Node names seen in endpoints, each stored once; endpoints refer to them by index.
