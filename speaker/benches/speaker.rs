@@ -531,6 +531,9 @@ fn main() -> Result<()> {
     let t_restart = Instant::now();
     sp = start_speaker()?;
     let pid = sp.pid();
+    g.wait_established(NODE_ADDR, Duration::from_secs(60))
+        .with_context(|| sp.stderr_tail(20))?;
+    let reestablished = t_restart.elapsed();
     wait_for_routes(&g, want, &sp, "after the restart")?;
     let reannounced = t_restart.elapsed();
     std::thread::sleep(Duration::from_secs(5));
@@ -595,6 +598,12 @@ fn main() -> Result<()> {
         "{:<52} {:>10.1} s {:>10}",
         format!("first write → all {want} /32 in rt-01 RIB"),
         announced.as_secs_f64(),
+        ""
+    );
+    println!(
+        "{:<52} {:>10.1} s {:>10}",
+        "restart → BGP session Established again",
+        reestablished.as_secs_f64(),
         ""
     );
     println!(
