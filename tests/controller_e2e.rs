@@ -15,7 +15,9 @@
 //! - an invalid ConfigMap changes nothing (IPs unchanged, controller alive,
 //!   stale config reported on /metrics, new Services still served from the
 //!   last good config),
-//! - a valid config that shrinks a pool takes exactly the IPs outside it away
+//! - a valid config that shrinks a pool under assigned IPs is rejected (as
+//!   MetalLB does) and moves nothing; a restarted controller applies it and
+//!   takes exactly the IPs outside it away
 //!   (`ClearAssignment`, then `AllocationFailed`) and moves nothing else,
 //! - a Service changed to ClusterIP loses its ingress,
 //! - `/metrics` counts per pool match the IPs the Services show,
@@ -391,6 +393,15 @@ fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
+/// `ferrolb_config_errors_total` from the controller's /metrics.
+fn config_errors(addr: &str) -> Result<u64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("ferrolb_config_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no ferrolb_config_errors_total on /metrics")
+}
+
 fn wait_ready(addr: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -764,9 +775,12 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     ensure!(ctrl.alive(), "controller died after an invalid config");
     wait_ready(&metrics, Duration::from_secs(1))?;
 
-    // A valid config that shrinks pool b to 10.21.0.0/29: the Services holding
-    // 10.21.0.8-15 lose them (ClearAssignment, then AllocationFailed: b is
-    // full); everything else stays where it is.
+    // A valid config that shrinks pool b to 10.21.0.0/29 would take
+    // 10.21.0.8-15 from the Services holding them. As MetalLB, the running
+    // controller rejects it (counted in ferrolb_config_errors_total) and moves
+    // nothing. A restarted controller starts from it: those Services lose the
+    // IPs (ClearAssignment, then AllocationFailed: b is full); everything else
+    // stays where it is.
     let in_b_before: BTreeMap<String, String> = after
         .iter()
         .filter(|(k, ips)| kinds.get(*k) == Some(&Kind::PoolB) && !ips.is_empty())
@@ -777,6 +791,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         o.exempt.extend(in_b_before.keys().cloned());
     }
     let shrunk = CONFIG.replace("10.21.0.0/28", "10.21.0.0/29");
+    let errors_before = config_errors(&metrics)?;
     cm_api
         .patch(
             "config",
@@ -784,6 +799,35 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
             &Patch::Merge(json!({"data": {"config": shrunk}})),
         )
         .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while config_errors(&metrics)? == errors_before {
+        ensure!(
+            Instant::now() < deadline,
+            "a config that strands 8 IPs was not rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = snapshot(&all_services(&client).await?);
+    for (k, ips) in &after {
+        ensure!(
+            kept.get(k) == Some(ips),
+            "{k}: {ips:?} became {:?} under a rejected config",
+            kept.get(k)
+        );
+    }
+    let log = std::fs::read_to_string(&ctrl.log).unwrap_or_default();
+    ensure!(
+        log.lines().any(
+            |l| l.contains("new config not compatible with assigned IPs: service")
+                && l.contains("cannot own \"10.21.0.")
+                && l.contains("(and 7 more IPs)")
+        ),
+        "no rejection naming the 8 stranded IPs in the controller log"
+    );
+    ctrl.stop(false)?;
+    ctrl.start()?;
+    wait_ready(&metrics, Duration::from_secs(30))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = snapshot(&all_services(&client).await?);
@@ -1006,7 +1050,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     );
     eprintln!(
         "controller e2e: {SERVICES} services ({} deleted, {} without IP, each with its AllocationFailed reason), \
-         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored, pool shrink released exactly the 8 IPs outside it; {:?}",
+         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored, pool shrink rejected, then applied by a restart: exactly the 8 IPs outside it released; {:?}",
         deleted.len(),
         failed,
         ctrl.starts,

@@ -890,6 +890,34 @@ impl Allocator {
         Ok((a, results))
     }
 
+    /// The IPs that pools `pools` would take from the Services holding them:
+    /// each held IP that lies in no pool of `pools`, or that `pools` avoids
+    /// (avoid-buggy-ips), with its Service, sorted by Service key. MetalLB
+    /// rejects a configuration that strands an assigned IP ("new config not
+    /// compatible with assigned IPs"); [`Allocator::set_pools`] would release
+    /// them. Nothing changes here.
+    pub fn stranded_by(
+        &self,
+        pools: Vec<PoolSpec>,
+    ) -> Result<Vec<(ServiceKey, IpAddr)>, PoolError> {
+        let next = Allocator::new(pools)?;
+        let mut out: Vec<(ServiceKey, IpAddr)> = self
+            .slots
+            .iter()
+            .flatten()
+            .flat_map(|slot| {
+                slot.rec
+                    .ips()
+                    .iter()
+                    .filter(|p| next.locate(p.addr()).is_none())
+                    .map(|p| (slot.service_key(), to_ip(p.addr())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Replaces the pools. Services whose IP is no longer in any pool, is now
     /// avoided, or is no longer in their annotated pool lose that IP
     /// ([`Change::Released`]; assign them again). Every other IP stays where it

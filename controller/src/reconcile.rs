@@ -113,6 +113,36 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// Why a Service could not keep `ip` across a restart, in the words of the
+/// allocator's own release reasons.
+fn lost_reason(cfg: &Config, ip: IpAddr) -> String {
+    match cfg.pool_for(ip) {
+        None => format!("IP {ip} is no longer in any address pool"),
+        Some(p) if p.is_buggy(ip) => {
+            format!(
+                "IP {ip} is avoided by pool \"{}\" (avoid-buggy-ips)",
+                p.name
+            )
+        }
+        Some(_) => format!("IP {ip} is not available to this service"),
+    }
+}
+
+/// Why a configuration that strands assigned IPs is rejected, in MetalLB's
+/// words (naming the first Service, and how many more there are).
+pub fn stranded_message(stranded: &[(ServiceKey, IpAddr)]) -> String {
+    let Some((svc, ip)) = stranded.first() else {
+        return String::new();
+    };
+    let more = match stranded.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more IPs)"),
+    };
+    format!(
+        "new config not compatible with assigned IPs: service \"{svc}\" cannot own \"{ip}\" under new config{more}"
+    )
+}
+
 /// The pools of a config as the allocator wants them.
 pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
     cfg.pools
@@ -282,10 +312,12 @@ impl Context {
     }
 
     /// A new configuration text arrived (`None`: the ConfigMap or its key is
-    /// missing). A valid one replaces the pools (IPs no longer valid are
-    /// released and their Services reassigned at the next reconcile); an
-    /// invalid one is logged with every error and otherwise ignored.
-    /// Returns true when the config was applied.
+    /// missing). A valid one replaces the pools, unless it would take an
+    /// assigned IP away (then, as with MetalLB, it is rejected like an invalid
+    /// one: see [`stranded_message`]); IPs that are only outside their
+    /// Service's annotated pool now are released and reassigned at the next
+    /// reconcile. An invalid one is logged with every error and otherwise
+    /// ignored. Returns true when the config was applied.
     pub fn apply_config_text(&self, text: Option<&str>) -> bool {
         let parsed = match text {
             Some(t) => Config::parse(t).map_err(|e| e.to_string()),
@@ -316,6 +348,22 @@ impl Context {
             return false;
         }
         let specs = pool_specs(&cfg);
+        // As MetalLB: a configuration must not break existing Services. One
+        // that would take an assigned IP away (its pool gone or shrunk, or the
+        // IP now avoided) is rejected; the last good one keeps serving. Moving
+        // those Services first (or restarting the controller) lets it in.
+        if let Some(alloc) = st.allocator.as_ref()
+            && let Ok(stranded) = alloc.stranded_by(specs.clone())
+            && !stranded.is_empty()
+        {
+            self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
+            st.config_stale = true;
+            warn!(
+                error = %stranded_message(&stranded),
+                "configuration rejected, keeping the last good one"
+            );
+            return false;
+        }
         if let Some(alloc) = st.allocator.as_mut() {
             match alloc.set_pools(specs) {
                 Ok(changes) => {
@@ -374,6 +422,25 @@ impl Context {
                     holding = reqs.len(),
                     kept, "allocator rebuilt from the Services' current status"
                 );
+                // Services that could not keep an IP they show (the config
+                // changed while no controller ran): say why when they move.
+                let current: HashMap<&ServiceKey, &[IpAddr]> = reqs
+                    .iter()
+                    .map(|r| (&r.key, r.current.as_slice()))
+                    .collect();
+                let mut clear = Vec::new();
+                for (key, result) in &results {
+                    let held = result.as_ref().map(Assignment::addrs).unwrap_or_default();
+                    let lost: Vec<String> = current[key]
+                        .iter()
+                        .filter(|ip| !held.contains(ip))
+                        .map(|&ip| lost_reason(cfg, ip))
+                        .collect();
+                    if !lost.is_empty() {
+                        clear.push((key.clone(), lost.join("; ")));
+                    }
+                }
+                st.pending_clear.extend(clear);
                 st.known = reqs.iter().map(|r| r.key.clone()).collect();
                 st.allocator = Some(alloc);
                 st.synced = true;

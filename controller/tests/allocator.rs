@@ -781,6 +781,65 @@ fn config_changes() {
 }
 
 #[test]
+fn stranded_by_names_the_ips_a_config_would_take_and_changes_nothing() {
+    let mut a = Allocator::new(vec![
+        pool("a", &["10.0.0.0/24"]),
+        pool("v6", &["2001:db8::/120"]),
+    ])
+    .unwrap();
+    for (k, want) in [
+        ("ns/x", "10.0.0.0"),
+        ("ns/y", "10.0.0.1"),
+        ("ns/z", "10.0.0.200"),
+        ("ns/w", "2001:db8::ff"),
+    ] {
+        let fam = if want.contains(':') { V6 } else { V4 };
+        let req = svc(k).families(&[fam], SingleStack).ips(&[want]);
+        let got = a.assign(&req).unwrap();
+        assert_eq!(got.addrs(), vec![ip(want)]);
+    }
+    let before = a.pool_stats();
+    // Shrunk to 10.0.0.0/25 with avoid-buggy-ips, the v6 pool kept: .0 is
+    // avoided, .200 is outside; 2001:db8::ff is not avoided (IPv4 only).
+    let stranded = a
+        .stranded_by(vec![
+            pool("a", &["10.0.0.0/25"]).avoid(),
+            pool("v6", &["2001:db8::/120"]).avoid(),
+        ])
+        .unwrap();
+    assert_eq!(
+        stranded,
+        vec![
+            (key("ns/x"), ip("10.0.0.0")),
+            (key("ns/z"), ip("10.0.0.200"))
+        ]
+    );
+    // A superset, a renamed pool or a split strands nothing.
+    for pools in [
+        vec![pool("a", &["10.0.0.0/23"]), pool("v6", &["2001:db8::/64"])],
+        vec![
+            pool("one", &["10.0.0.0-10.0.0.99"]),
+            pool("two", &["10.0.0.100-10.0.0.255", "2001:db8::/120"]),
+        ],
+    ] {
+        assert_eq!(a.stranded_by(pools).unwrap(), vec![]);
+    }
+    // Invalid pools are an error, as for set_pools.
+    assert!(
+        a.stranded_by(vec![
+            pool("a", &["10.0.0.0/24"]),
+            pool("b", &["10.0.0.5/32"])
+        ])
+        .is_err()
+    );
+    assert_eq!(a.pool_stats(), before, "nothing changed");
+    assert_eq!(
+        a.lookup(&key("ns/z")).unwrap().addrs(),
+        vec![ip("10.0.0.200")]
+    );
+}
+
+#[test]
 fn dual_stack_config_change_keeps_the_other_family() {
     run(
         "lose v6 only",

@@ -351,8 +351,16 @@ async fn bad_load_balancer_ip_is_an_allocation_failure() {
     expect_nothing_more(&mut handle).await;
 }
 
+fn context_with(config: &str) -> (Arc<Context>, MockHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (ctx, _rx) = Context::new(client, None, Some("test-instance".into()));
+    assert!(ctx.apply_config(Config::parse(config).unwrap()));
+    (Arc::new(ctx), handle)
+}
+
 #[tokio::test]
-async fn config_change_moves_an_ip_out_of_the_pools_with_clear_assignment() {
+async fn config_that_strands_an_ip_is_rejected_until_a_restart_applies_it() {
     let (ctx, mut handle) = context();
     let annotations = json!({"metallb.universe.tf/ip-allocated-from-pool": "a"});
     let held = svc(
@@ -363,10 +371,29 @@ async fn config_change_moves_an_ip_out_of_the_pools_with_clear_assignment() {
         annotations,
     );
     assert!(ctx.rebuild(&[Arc::new(held.clone())]));
-    // Pool "a" moves to another address: 10.20.0.1 is in no pool any more.
+    // Pool "a" moves to another address: 10.20.0.1 would be in no pool. As
+    // with MetalLB, the running controller rejects the config and keeps the
+    // last good one: the Service keeps its IP, nothing is written.
     let moved = "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.30.0.1/32]\n";
-    assert!(ctx.apply_config_text(Some(moved)));
+    assert!(!ctx.apply_config_text(Some(moved)));
+    assert_eq!(ctx.counters.config_errors.load(Ordering::Relaxed), 1);
+    assert!(ctx.state().config_stale);
+    assert_eq!(ctx.state().config, Some(Config::parse(CONFIG).unwrap()));
+    assert!(ctx.ready().is_ok());
+    reconcile::reconcile(Arc::new(held.clone()), ctx.clone())
+        .await
+        .unwrap();
+    expect_nothing_more(&mut handle).await;
+    // A config that keeps 10.20.0.1 in a pool is taken.
+    let grown =
+        "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.20.0.0/24, 10.30.0.1/32]\n";
+    assert!(ctx.apply_config_text(Some(grown)));
+    assert!(!ctx.state().config_stale);
 
+    // A controller started with the new config adopts nothing outside it:
+    // the Service is moved (ClearAssignment, then a new IP).
+    let (ctx, mut handle) = context_with(moved);
+    assert!(ctx.rebuild(&[Arc::new(held.clone())]));
     let task = tokio::spawn(reconcile::reconcile(Arc::new(held.clone()), ctx.clone()));
     let ev = expect(
         &mut handle,
