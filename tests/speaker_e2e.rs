@@ -19,7 +19,9 @@
 //! - Local policy, endpoint on node-02 → one path via .22; the endpoint moves to
 //!   node-03 → one path via .23;
 //! - an invalid ConfigMap withdraws nothing, speakers stay up and report
-//!   `metallb_k8s_client_config_stale_bool 1`;
+//!   `metallb_k8s_client_config_stale_bool 1`; a valid one whose pools no
+//!   longer hold the Service's IP is rejected (as MetalLB does) and withdraws
+//!   nothing either;
 //! - SIGTERM on a speaker → its path is gone at rt-01 in under 1 s (withdraw and
 //!   Cease before exit) and it exits 0;
 //! - a `nodeAssigned` Event exists for the Service.
@@ -74,6 +76,18 @@ address-pools:
 - name: default
   protocol: bgp
   addresses: [172.17.254.0/33]
+";
+
+/// Valid, but its pool no longer holds the Service's IP.
+const STRANDING_CONFIG: &str = "peers:
+- peer-address: 172.17.0.1
+  peer-asn: 64512
+  my-asn: 64522
+  hold-time: 3s
+address-pools:
+- name: default
+  protocol: bgp
+  addresses: [172.17.253.0/24]
 ";
 
 /// A kubeconfig for processes in a node namespace: the relay's listener, the API
@@ -399,15 +413,42 @@ fn steps(
             metrics(ns)
         );
     }
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let hops = next_hops(g)?;
+    let routes_stay = |what: &str| -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let hops = next_hops(g)?;
+            ensure!(
+                hops == BTreeSet::from([ADDRS[2].to_string()]),
+                "{what} changed the routes: {hops:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    };
+    routes_stay("an invalid config")?;
+    // A valid config whose pool no longer holds the Service's IP: rejected
+    // as by MetalLB (and by the controller, which keeps the IP assigned).
+    rt.block_on(cms.patch(
+        "config",
+        &pp,
+        &merge(json!({"data": {"config": STRANDING_CONFIG}})),
+    ))?;
+    for s in speakers.iter() {
+        let said = ferrolb_testlab::wait_until(CONVERGE, Duration::from_millis(100), || {
+            s.stderr()
+                .contains(&format!(
+                    "new config not compatible with assigned IPs: service \"{NS}/{SVC}\" cannot own \"{IP}\""
+                ))
+                .then_some(())
+        });
         ensure!(
-            hops == BTreeSet::from([ADDRS[2].to_string()]),
-            "invalid config changed the routes: {hops:?}"
+            said.is_some(),
+            "{}: no rejection of the stranding config: {}",
+            s.label(),
+            s.stderr_tail(10)
         );
-        std::thread::sleep(Duration::from_millis(200));
     }
+    routes_stay("a config that strands the Service's IP")?;
     for s in speakers.iter_mut() {
         ensure!(
             s.is_alive(),

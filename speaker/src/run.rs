@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::announce::{Decision, routes_per_peer};
+use crate::announce::{Decision, routes_per_peer, stranded, stranded_message};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::watch::{
     EndpointSource, EndpointView, EndpointsIndex, Ips, Services, SliceIndex, node_state,
@@ -280,7 +280,23 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             && last_good.as_ref().map(|(t, _)| t) != Some(&text)
             && last_bad.as_ref() != Some(&text)
         {
-            match Config::parse(&text) {
+            // As the controller (and MetalLB): a configuration that would take
+            // an assigned IP away is rejected, and its routes stay.
+            let parsed = Config::parse(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    let Some((_, current)) = &last_good else {
+                        return Ok(cfg);
+                    };
+                    let services = services.lock().unwrap();
+                    let stranded = stranded(current, &cfg, services.ips());
+                    if stranded.is_empty() {
+                        Ok(cfg)
+                    } else {
+                        Err(stranded_message(&stranded))
+                    }
+                });
+            match parsed {
                 Ok(cfg) => {
                     info!(summary = %cfg.summary(), "configuration loaded");
                     last_good = Some((text, cfg));
@@ -290,7 +306,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                     m.config_stale = false;
                 }
                 Err(errs) => {
-                    error!(errors = %errs, "invalid configuration: keeping the last good one, no route changes");
+                    error!(errors = %errs, "configuration rejected: keeping the last good one, no route changes");
                     metrics.lock().unwrap().config_stale = true;
                     last_bad = Some(text);
                 }

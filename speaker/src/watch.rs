@@ -166,6 +166,11 @@ impl Services {
         self.0.get(key)
     }
 
+    /// Every LoadBalancer Service with its IPs, in key order.
+    pub fn ips(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
+        self.0.iter().map(|(k, s)| (k, s.ips.as_slice()))
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
