@@ -825,6 +825,24 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         ),
         "no rejection naming the 8 stranded IPs in the controller log"
     );
+    // …and said so on the ConfigMap, as MetalLB's controller does.
+    let rejected_on_cm = Api::<Event>::namespaced(client.clone(), "metallb-system")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("InvalidConfig")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("config")
+                && e.note.as_deref().is_some_and(|n| {
+                    n.starts_with("configuration rejected: new config not compatible")
+                        && n.ends_with("(and 7 more IPs)")
+                })
+        });
+    ensure!(
+        rejected_on_cm,
+        "no InvalidConfig Event on the ConfigMap for the stranding config"
+    );
     ctrl.stop(false)?;
     ctrl.start()?;
     wait_ready(&metrics, Duration::from_secs(30))?;

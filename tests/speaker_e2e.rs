@@ -449,6 +449,37 @@ fn steps(
         );
     }
     routes_stay("a config that strands the Service's IP")?;
+    // Each speaker said why on the ConfigMap, as MetalLB's speakers do.
+    let reporters = rt.block_on(async {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(c.clone(), "metallb-system");
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let reporters: BTreeSet<String> = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("InvalidConfig")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("config")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.starts_with("configuration rejected: new config not compatible")
+                        })
+                })
+                .filter_map(|e| e.reporting_instance)
+                .collect();
+            if reporters.len() == NODES.len() || Instant::now() > deadline {
+                return anyhow::Ok(reporters);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })?;
+    ensure!(
+        reporters == NODES.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+        "InvalidConfig Events on the ConfigMap from {reporters:?}, want every node"
+    );
     for s in speakers.iter_mut() {
         ensure!(
             s.is_alive(),

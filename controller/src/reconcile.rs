@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ferrolb_config::Config;
 use futures::channel::mpsc;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -45,6 +45,10 @@ pub const REASON_ALLOCATED: &str = "IPAllocated";
 pub const REASON_FAILED: &str = "AllocationFailed";
 /// Event reason: the Service's IPs were taken away.
 pub const REASON_CLEARED: &str = "ClearAssignment";
+/// Event reason (on the ConfigMap): the configuration was rejected, as MetalLB says it.
+pub const REASON_INVALID_CONFIG: &str = "InvalidConfig";
+/// Longest Event note the API server takes (events.k8s.io/v1).
+const NOTE_MAX: usize = 1024;
 
 /// An error of one reconcile (retried by the controller with a delay).
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,9 @@ pub struct State {
     pub allocator: Option<Allocator>,
     /// The last configuration seen was invalid (running on `config`).
     pub config_stale: bool,
+    /// Why the latest configuration text was not applied (invalid, or it
+    /// would strand assigned IPs); `None` once one is applied.
+    pub rejected: Option<String>,
     /// Why nothing is allocated yet (no/invalid config), for `/readyz` and logs.
     pub not_ready_reason: Option<String>,
     /// Initial rebuild done and the first full reconcile requested.
@@ -328,6 +335,7 @@ impl Context {
             Err(msg) => {
                 self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
                 let mut st = self.state();
+                st.rejected = Some(msg.clone());
                 if st.config.is_some() {
                     st.config_stale = true;
                     warn!(errors = %msg, "invalid configuration ignored, keeping the last good one");
@@ -345,6 +353,7 @@ impl Context {
         let mut st = self.state();
         if st.config.as_ref() == Some(&cfg) {
             st.config_stale = false;
+            st.rejected = None;
             return false;
         }
         let specs = pool_specs(&cfg);
@@ -358,10 +367,9 @@ impl Context {
         {
             self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
             st.config_stale = true;
-            warn!(
-                error = %stranded_message(&stranded),
-                "configuration rejected, keeping the last good one"
-            );
+            let why = stranded_message(&stranded);
+            warn!(error = %why, "configuration rejected, keeping the last good one");
+            st.rejected = Some(why);
             return false;
         }
         if let Some(alloc) = st.allocator.as_mut() {
@@ -385,6 +393,7 @@ impl Context {
                     self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
                     st.config_stale = true;
                     warn!(error = %e, "configuration rejected by the allocator, keeping the last good one");
+                    st.rejected = Some(e.to_string());
                     return false;
                 }
             }
@@ -392,6 +401,7 @@ impl Context {
         info!(summary = %cfg.summary(), "configuration loaded");
         st.config = Some(cfg);
         st.config_stale = false;
+        st.rejected = None;
         st.not_ready_reason = None;
         drop(st);
         self.request_reconcile_all();
@@ -501,6 +511,28 @@ impl Context {
     }
 
     async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        self.publish_on(&svc.object_ref(&()), type_, reason, note)
+            .await;
+    }
+
+    /// Why the latest configuration text was not applied, if it was not.
+    pub fn rejection(&self) -> Option<String> {
+        self.state().rejected.clone()
+    }
+
+    /// Publish an Event about any object (the note cut to the API's 1 kB).
+    pub async fn publish_on(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        mut note: String,
+    ) {
+        if note.len() > NOTE_MAX {
+            let end = (0..=NOTE_MAX - 3).rev().find(|&i| note.is_char_boundary(i));
+            note.truncate(end.unwrap_or(0));
+            note.push_str("...");
+        }
         // A fresh Recorder per Event: its cache would otherwise turn a second
         // Event of the same reason into a series update that keeps the first note.
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
@@ -511,7 +543,7 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
+        if let Err(e) = recorder.publish(&ev, regarding).await {
             self.counters.event_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, reason, "could not publish Event");
         }

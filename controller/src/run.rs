@@ -16,16 +16,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::allocator::ServiceKey;
-use crate::reconcile::{self, Context, service_key};
+use crate::reconcile::{self, Context, REASON_INVALID_CONFIG, service_key};
 
 /// Options of `ferrolb controller`.
 #[derive(Debug, Clone, clap::Args)]
@@ -233,6 +234,8 @@ async fn initial_rebuild(
 async fn watch_config(api: Api<ConfigMap>, name: String, ctx: Arc<Context>, loaded: Arc<Notify>) {
     let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut seen_in_init = false;
+    // The rejection last reported on the ConfigMap, so each is reported once.
+    let mut reported: Option<String> = None;
     let mut stream = watcher(api, wc).default_backoff().boxed();
     while let Some(ev) = stream.next().await {
         match ev {
@@ -246,6 +249,20 @@ async fn watch_config(api: Api<ConfigMap>, name: String, ctx: Arc<Context>, load
                     .map(String::as_str);
                 if ctx.apply_config_text(text) {
                     loaded.notify_one();
+                }
+                match ctx.rejection() {
+                    Some(why) if reported.as_ref() != Some(&why) => {
+                        ctx.publish_on(
+                            &cm.object_ref(&()),
+                            EventType::Warning,
+                            REASON_INVALID_CONFIG,
+                            format!("configuration rejected: {why}"),
+                        )
+                        .await;
+                        reported = Some(why);
+                    }
+                    Some(_) => {}
+                    None => reported = None,
                 }
             }
             Ok(watcher::Event::InitDone) => {

@@ -13,12 +13,12 @@ use anyhow::Context as _;
 use ferrolb_bgp::fsm::State;
 use ferrolb_config::Config;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -242,14 +242,11 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         &notify,
         "configmap",
     );
-    let events = spawn_event_publisher(
-        client.clone(),
-        Reporter {
-            controller: "ferrolb-speaker".into(),
-            instance: Some(opts.node_name.clone()),
-        },
-        opts.node_name.clone(),
-    );
+    let reporter = Reporter {
+        controller: "ferrolb-speaker".into(),
+        instance: Some(opts.node_name.clone()),
+    };
+    let events = spawn_event_publisher(client.clone(), reporter.clone(), opts.node_name.clone());
 
     let _ = services_ready.wait_for(|r| *r).await;
     let _ = nodes.wait_until_ready().await;
@@ -308,6 +305,14 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 Err(errs) => {
                     error!(errors = %errs, "configuration rejected: keeping the last good one, no route changes");
                     metrics.lock().unwrap().config_stale = true;
+                    if let Some(cm) = configmaps.get(&cm_ref) {
+                        report_invalid_config(
+                            client.clone(),
+                            reporter.clone(),
+                            cm.object_ref(&()),
+                            format!("configuration rejected: {errs}"),
+                        );
+                    }
                     last_bad = Some(text);
                 }
             }
@@ -424,6 +429,37 @@ fn spawn_event_publisher(
         }
     });
     tx
+}
+
+/// A Warning Event `InvalidConfig` on the ConfigMap (as MetalLB's speaker
+/// writes), from its own task; the note is cut to the API's 1 kB.
+fn report_invalid_config(
+    client: Client,
+    reporter: Reporter,
+    regarding: ObjectReference,
+    mut note: String,
+) {
+    const NOTE_MAX: usize = 1024;
+    if note.len() > NOTE_MAX {
+        let end = (0..=NOTE_MAX - 3).rev().find(|&i| note.is_char_boundary(i));
+        note.truncate(end.unwrap_or(0));
+        note.push_str("...");
+    }
+    tokio::spawn(async move {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidConfig".into(),
+            note: Some(note),
+            action: "LoadConfig".into(),
+            secondary: None,
+        };
+        if let Err(e) = Recorder::new(client, reporter)
+            .publish(&ev, &regarding)
+            .await
+        {
+            warn!(error = %e, "could not record the InvalidConfig event");
+        }
+    });
 }
 
 /// Events waiting to be written before new ones are dropped.
