@@ -78,18 +78,6 @@ address-pools:
   addresses: [172.17.254.0/33]
 ";
 
-/// Valid, but its pool no longer holds the Service's IP.
-const STRANDING_CONFIG: &str = "peers:
-- peer-address: 172.17.0.1
-  peer-asn: 64512
-  my-asn: 64522
-  hold-time: 3s
-address-pools:
-- name: default
-  protocol: bgp
-  addresses: [172.17.253.0/24]
-";
-
 /// A kubeconfig for processes in a node namespace: the relay's listener, the API
 /// server's CA (its certificate has SAN 127.0.0.1) and the admin token.
 fn write_speaker_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
@@ -426,12 +414,12 @@ fn steps(
         Ok(())
     };
     routes_stay("an invalid config")?;
-    // A valid config whose pool no longer holds the Service's IP: rejected
-    // as by MetalLB (and by the controller, which keeps the IP assigned).
+    // A valid config whose pool (moved to 172.17.253.0/24) no longer holds the
+    // Service's IP: rejected as by MetalLB (and by the controller, which keeps the IP assigned).
     rt.block_on(cms.patch(
         "config",
         &pp,
-        &merge(json!({"data": {"config": STRANDING_CONFIG}})),
+        &merge(json!({"data": {"config": CONFIG.replace("172.17.254.0/24", "172.17.253.0/24")}})),
     ))?;
     for s in speakers.iter() {
         let said = ferrolb_testlab::wait_until(CONVERGE, Duration::from_millis(100), || {

@@ -49,7 +49,7 @@ pub use community::Community;
 pub use duration::parse_go_duration;
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use manifest::{ConfigText, config_text};
-pub use model::{BgpAdvertisement, Config, Peer, Pool, Protocol};
+pub use model::{BgpAdvertisement, Config, Peer, Pool, Protocol, stranded_message};
 pub use selector::{LabelRequirement, NodeSelector, SelectorOperator};
 
 impl Config {

@@ -183,6 +183,26 @@ impl Config {
         self.pools.iter().find(|p| p.contains(ip))
     }
 
+    /// The service IPs that moving from this configuration to `next` would
+    /// strand: IPs a pool of this one assigns (holds and does not avoid) that
+    /// no pool of `next` assigns (none holds them, or the pool avoids them:
+    /// avoid-buggy-ips), with their service keys, in the order given. MetalLB's
+    /// controller and speaker both reject such a `next` and keep running on
+    /// this one; so do ferrolb's.
+    pub fn strands<'s, K: Copy>(
+        &self,
+        next: &Config,
+        services: impl IntoIterator<Item = (K, &'s [IpAddr])>,
+    ) -> Vec<(K, IpAddr)> {
+        let assignable =
+            |cfg: &Config, ip: IpAddr| cfg.pool_for(ip).is_some_and(|p| !p.is_buggy(ip));
+        services
+            .into_iter()
+            .flat_map(|(key, ips)| ips.iter().map(move |&ip| (key, ip)))
+            .filter(|&(_, ip)| assignable(self, ip) && !assignable(next, ip))
+            .collect()
+    }
+
     /// The pool named `name`.
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
@@ -230,4 +250,19 @@ fn count(p: &Pool) -> String {
     } else {
         n.to_string()
     }
+}
+
+/// Why a configuration that would take assigned IPs away is rejected, in
+/// MetalLB's words, naming the first service and counting the rest.
+pub fn stranded_message<K: std::fmt::Display>(stranded: &[(K, IpAddr)]) -> String {
+    let Some((svc, ip)) = stranded.first() else {
+        return String::new();
+    };
+    let more = match stranded.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more IPs)"),
+    };
+    format!(
+        "new config not compatible with assigned IPs: service \"{svc}\" cannot own \"{ip}\" under new config{more}"
+    )
 }

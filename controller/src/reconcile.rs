@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ferrolb_config::Config;
+use ferrolb_config::{Config, stranded_message};
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -133,21 +133,6 @@ fn lost_reason(cfg: &Config, ip: IpAddr) -> String {
         }
         Some(_) => format!("IP {ip} is not available to this service"),
     }
-}
-
-/// Why a configuration that strands assigned IPs is rejected, in MetalLB's
-/// words (naming the first Service, and how many more there are).
-pub fn stranded_message(stranded: &[(ServiceKey, IpAddr)]) -> String {
-    let Some((svc, ip)) = stranded.first() else {
-        return String::new();
-    };
-    let more = match stranded.len() - 1 {
-        0 => String::new(),
-        n => format!(" (and {n} more IPs)"),
-    };
-    format!(
-        "new config not compatible with assigned IPs: service \"{svc}\" cannot own \"{ip}\" under new config{more}"
-    )
 }
 
 /// The pools of a config as the allocator wants them.
@@ -321,7 +306,7 @@ impl Context {
     /// A new configuration text arrived (`None`: the ConfigMap or its key is
     /// missing). A valid one replaces the pools, unless it would take an
     /// assigned IP away (then, as with MetalLB, it is rejected like an invalid
-    /// one: see [`stranded_message`]); IPs that are only outside their
+    /// one: see [`ferrolb_config::stranded_message`]); IPs that are only outside their
     /// Service's annotated pool now are released and reassigned at the next
     /// reconcile. An invalid one is logged with every error and otherwise
     /// ignored. Returns true when the config was applied.

@@ -385,37 +385,3 @@ fn merge_attrs(a: &RouteAttrs, b: &RouteAttrs) -> RouteAttrs {
         .extend_from_slice(&b.large_communities);
     into.normalized()
 }
-
-/// The Service IPs that moving from configuration `current` to `next` would
-/// strand: IPs a pool of `current` holds (and does not avoid) that no pool of
-/// `next` holds, or that `next` avoids (avoid-buggy-ips), with their Service
-/// keys, in the order given. The controller rejects such a configuration and
-/// keeps those IPs assigned, as MetalLB's controller and speaker both do, so
-/// the speaker rejects it too and keeps announcing them.
-pub fn stranded<'s>(
-    current: &Config,
-    next: &Config,
-    services: impl IntoIterator<Item = (&'s str, &'s [IpAddr])>,
-) -> Vec<(&'s str, IpAddr)> {
-    let assignable = |cfg: &Config, ip: IpAddr| cfg.pool_for(ip).is_some_and(|p| !p.is_buggy(ip));
-    services
-        .into_iter()
-        .flat_map(|(key, ips)| ips.iter().map(move |&ip| (key, ip)))
-        .filter(|&(_, ip)| assignable(current, ip) && !assignable(next, ip))
-        .collect()
-}
-
-/// Why a configuration that strands IPs is rejected, in MetalLB's words
-/// (the first Service named, and how many more IPs there are).
-pub fn stranded_message(stranded: &[(&str, IpAddr)]) -> String {
-    let Some((svc, ip)) = stranded.first() else {
-        return String::new();
-    };
-    let more = match stranded.len() - 1 {
-        0 => String::new(),
-        n => format!(" (and {n} more IPs)"),
-    };
-    format!(
-        "new config not compatible with assigned IPs: service \"{svc}\" cannot own \"{ip}\" under new config{more}"
-    )
-}

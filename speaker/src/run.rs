@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrolb_bgp::fsm::State;
-use ferrolb_config::Config;
+use ferrolb_config::{Config, stranded_message};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::announce::{Decision, routes_per_peer, stranded, stranded_message};
+use crate::announce::{Decision, routes_per_peer};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::watch::{
     EndpointSource, EndpointView, EndpointsIndex, Ips, Services, SliceIndex, node_state,
@@ -286,7 +286,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                         return Ok(cfg);
                     };
                     let services = services.lock().unwrap();
-                    let stranded = stranded(current, &cfg, services.ips());
+                    let stranded = current.strands(&cfg, services.ips());
                     if stranded.is_empty() {
                         Ok(cfg)
                     } else {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ferrolb_config::Config;
 use ferrolb_speaker::announce::{
     Decision, EXCLUDE_LABEL, Endpoint, NodeState, ServiceState, SkipReason, TrafficPolicy, decide,
-    routes_per_peer, stranded, stranded_message,
+    routes_per_peer,
 };
 
 const CONFIG: &str = r#"
@@ -314,42 +314,4 @@ fn skip_reasons_have_stable_names_and_messages() {
     for r in all {
         assert!(!r.to_string().is_empty());
     }
-}
-
-#[test]
-fn a_config_strands_the_ips_it_no_longer_holds() {
-    let current = Config::parse(
-        "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24, 2001:db8::/120]\n",
-    )
-    .unwrap();
-    let next = Config::parse(
-        "address-pools:\n- name: a\n  protocol: bgp\n  avoid-buggy-ips: true\n  addresses: [10.0.0.0/25, 2001:db8::/120]\n",
-    )
-    .unwrap();
-    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
-    let held = [
-        ("ns/zero", vec![ip("10.0.0.0")]),
-        ("ns/low", vec![ip("10.0.0.1")]),
-        ("ns/high", vec![ip("10.0.0.200")]),
-        ("ns/v6", vec![ip("2001:db8::ff")]),
-        // Never in a pool of the current config: not ours to protect.
-        ("ns/foreign", vec![ip("192.0.2.1")]),
-        ("ns/none", vec![]),
-    ];
-    let services = || held.iter().map(|(k, ips)| (*k, ips.as_slice()));
-    let got = stranded(&current, &next, services());
-    assert_eq!(
-        got,
-        vec![("ns/zero", ip("10.0.0.0")), ("ns/high", ip("10.0.0.200"))],
-        ".0 is avoided now, .200 is outside; IPv6 ::ff is not avoided"
-    );
-    assert_eq!(
-        stranded_message(&got),
-        "new config not compatible with assigned IPs: service \"ns/zero\" cannot own \"10.0.0.0\" under new config (and 1 more IPs)"
-    );
-    assert!(stranded(&current, &current, services()).is_empty());
-    assert!(
-        stranded(&next, &current, services()).is_empty(),
-        "growing strands nothing"
-    );
 }
