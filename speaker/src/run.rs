@@ -45,6 +45,10 @@ pub struct SpeakerOpts {
     /// Name of the ConfigMap (key `config`).
     #[arg(long, env = "METALLB_CONFIG", default_value = "config")]
     pub config_name: String,
+    /// Announce only Services with this `spec.loadBalancerClass` (default:
+    /// only those without one), as the controller's `--lb-class`.
+    #[arg(long, env = "FERROLB_LB_CLASS")]
+    pub lb_class: Option<String>,
     /// Listen address for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:7472")]
     pub metrics_addr: SocketAddr,
@@ -185,7 +189,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     )
     .await?;
 
-    let services = Arc::new(Mutex::new(Services::default()));
+    let services = Arc::new(Mutex::new(Services::with_class(opts.lb_class.clone())));
     let mut services_ready = {
         let services = services.clone();
         pump_slim(

@@ -143,23 +143,36 @@ pub struct SlimService {
     pub ips: Ips,
 }
 
-/// The slim form of a Service; `None` unless it is a LoadBalancer.
-pub fn slim_service(svc: &Service) -> Option<SlimService> {
-    is_load_balancer(svc).then(|| SlimService {
+/// The slim form of a Service; `None` unless it is a LoadBalancer of class
+/// `lb_class` (`None`: a LoadBalancer without `spec.loadBalancerClass`, as
+/// the controller's `--lb-class` decides which Services it gives IPs).
+pub fn slim_service(svc: &Service, lb_class: Option<&str>) -> Option<SlimService> {
+    let class = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref());
+    (is_load_balancer(svc) && class == lb_class).then(|| SlimService {
         uid: svc.metadata.uid.as_deref().map(Box::from),
         traffic_policy: traffic_policy(svc),
         ips: service_ips(svc).into(),
     })
 }
 
-/// The LoadBalancer Services, slim, keyed `namespace/name`.
+/// The LoadBalancer Services of one load-balancer class, slim, keyed
+/// `namespace/name`. The default keeps those without a class.
 #[derive(Debug, Default)]
-pub struct Services(SlimMap<SlimService>);
+pub struct Services(SlimMap<SlimService>, Option<String>);
 
 impl Services {
+    /// Keep the LoadBalancer Services of class `lb_class` (`None`: without one).
+    pub fn with_class(lb_class: Option<String>) -> Self {
+        Services(SlimMap::default(), lb_class)
+    }
+
     /// Fold one watch event in.
     pub fn apply(&mut self, event: &Event<Service>) {
-        self.0.apply(event, slim_service);
+        let class = self.1.as_deref();
+        self.0.apply(event, |svc| slim_service(svc, class));
     }
 
     pub fn get(&self, key: &str) -> Option<&SlimService> {
@@ -557,7 +570,7 @@ mod tests {
                 "ports": [{"port": 80, "protocol": "TCP"}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}, {"hostname": "x"}]}}
         }));
-        let slim = slim_service(&s).expect("a LoadBalancer is kept");
+        let slim = slim_service(&s, None).expect("a LoadBalancer is kept");
         assert_eq!(slim.ips.as_slice(), service_ips(&s).as_slice());
         assert_eq!(slim.ips, Ips::One("172.17.254.1".parse().unwrap()));
         assert_eq!(slim.traffic_policy, traffic_policy(&s));
@@ -584,7 +597,7 @@ mod tests {
             "spec": {"type": "ClusterIP", "externalTrafficPolicy": "Local"},
             "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
         }));
-        assert!(slim_service(&s).is_none());
+        assert!(slim_service(&s, None).is_none());
         let mut services = Services::default();
         services.apply(&Event::Apply(lb));
         assert_eq!(services.get("e2e/db").unwrap().ips.as_slice().len(), 2);
@@ -593,6 +606,30 @@ mod tests {
             services.is_empty(),
             "a type change away from LoadBalancer drops it"
         );
+    }
+
+    #[test]
+    fn only_services_of_the_speakers_load_balancer_class_are_kept() {
+        let of_class = |class: Option<&str>| {
+            svc(json!({
+                "metadata": {"name": "web", "namespace": "ns"},
+                "spec": {"type": "LoadBalancer", "loadBalancerClass": class},
+                "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
+            }))
+        };
+        let mut default = Services::default();
+        let mut ours = Services::with_class(Some("ferrolb.io/bgp".into()));
+        for class in [None, Some("ferrolb.io/bgp"), Some("other")] {
+            for s in [&mut default, &mut ours] {
+                s.apply(&Event::Apply(of_class(class)));
+            }
+            assert_eq!(default.len(), usize::from(class.is_none()), "{class:?}");
+            assert_eq!(
+                ours.len(),
+                usize::from(class == Some("ferrolb.io/bgp")),
+                "{class:?}"
+            );
+        }
     }
 
     #[test]
