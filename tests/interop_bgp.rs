@@ -95,62 +95,170 @@ fn stop_ok(p: &mut Proc) -> Result<()> {
     Ok(())
 }
 
-fn passive_gobgp(addr: &str, asn: u32, fams: &[Family]) -> GobgpNeighbor {
-    let mut n = GobgpNeighbor::new(addr, asn);
-    n.passive = true;
-    n.families = fams.to_vec();
-    n
+/// What the tests need of a routing daemon started in the peer namespace.
+trait Daemon: Sized {
+    /// How the test output names it.
+    const NAME: &'static str;
+    /// The binaries it needs, for [`require_root_or_skip`].
+    const BINS: &'static [&'static str];
+    /// Its neighbor config.
+    type Neighbor;
+    /// A passive neighbor `addr` in AS `asn` for `fams`.
+    fn passive(addr: &str, asn: u32, fams: &[Family]) -> Self::Neighbor;
+    /// Starts it in `ns` as AS `asn`, router id [`PEER`], with the one neighbor `n`.
+    fn start_with(ns: &Netns, asn: u32, n: Self::Neighbor) -> Result<Self>;
+    /// Waits until its RIB holds exactly `n` routes of `family`, and returns them.
+    fn rib_count(&self, family: Family, n: usize, timeout: Duration) -> Result<Vec<Route>>;
 }
 
-fn passive_frr(addr: &str, asn: u32, fams: &[Family]) -> FrrNeighbor {
-    let mut n = FrrNeighbor::new(addr, asn);
-    n.passive = true;
-    n.families = fams.to_vec();
-    n
+/// Implements [`Daemon`] for a testlab daemon guard from its config and neighbor types.
+macro_rules! daemon {
+    ($t:ident, $name:expr, $bins:expr, $config:ident, $neighbor:ident) => {
+        impl Daemon for $t {
+            const NAME: &'static str = $name;
+            const BINS: &'static [&'static str] = $bins;
+            type Neighbor = $neighbor;
+            fn passive(addr: &str, asn: u32, fams: &[Family]) -> $neighbor {
+                let mut n = $neighbor::new(addr, asn);
+                n.passive = true;
+                n.families = fams.to_vec();
+                n
+            }
+            fn start_with(ns: &Netns, asn: u32, n: $neighbor) -> Result<$t> {
+                $t::start(ns, $config::new(asn, PEER).neighbor(n))
+            }
+            fn rib_count(&self, family: Family, n: usize, timeout: Duration) -> Result<Vec<Route>> {
+                self.wait_rib_count(family, n, timeout)
+            }
+        }
+    };
 }
 
-fn passive_bird(addr: &str, asn: u32, fams: &[Family]) -> BirdNeighbor {
-    let mut n = BirdNeighbor::new(addr, asn);
-    n.passive = true;
-    n.families = fams.to_vec();
-    n
+daemon!(
+    Gobgpd,
+    "gobgpd",
+    &["gobgpd", "gobgp"],
+    GobgpdConfig,
+    GobgpNeighbor
+);
+daemon!(
+    Frr,
+    "FRR",
+    &["vtysh", util::FRR_BGPD],
+    FrrConfig,
+    FrrNeighbor
+);
+daemon!(Bird, "BIRD", &["bird", "birdc"], BirdConfig, BirdNeighbor);
+
+/// One daemon test's lab: the [`Pair`] (ferrolb in `a`, the daemon in `b`), the daemon and
+/// the family of its session. Fields drop in order: the daemon first, then the namespaces.
+struct Lab<D> {
+    d: D,
+    pair: Pair,
+    family: Family,
 }
 
-const V4: &[Family] = &[Family::Ipv4Unicast];
-const V6: &[Family] = &[Family::Ipv6Unicast];
+impl<D: Daemon> Lab<D> {
+    /// `None` (with the reason printed) when `test` cannot run here; otherwise the pair
+    /// with `D` started as AS `asn` and `speaker` in AS `speaker_as` as passive neighbor
+    /// for the family of `speaker`'s address.
+    fn start(test: &str, asn: u32, speaker: &str, speaker_as: u32) -> Result<Option<Lab<D>>> {
+        let family = Family::of(speaker);
+        let n = D::passive(speaker, speaker_as, &[family]);
+        Lab::start_with(test, asn, family, n)
+    }
+
+    /// [`Lab::start`] with the neighbor config `n` (for `family`) as given.
+    fn start_with(test: &str, asn: u32, family: Family, n: D::Neighbor) -> Result<Option<Lab<D>>> {
+        if !require_root_or_skip(test, D::BINS) {
+            return Ok(None);
+        }
+        let pair = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+        let d = D::start_with(&pair.b, asn, n)?;
+        Ok(Some(Lab { d, pair, family }))
+    }
+
+    /// Runs `a` in the speaker namespace.
+    fn spawn(&self, a: Announce) -> Result<Proc> {
+        a.spawn_in(&self.pair.a)
+    }
+
+    /// Runs `a` in the speaker namespace and [`wait_up`]: (ferrolb, established line,
+    /// initial-routes-sent line).
+    fn up(&self, a: Announce) -> Result<(Proc, String, String)> {
+        let mut f = self.spawn(a)?;
+        let (est, sent) = wait_up(&mut f)?;
+        Ok((f, est, sent))
+    }
+
+    /// Waits (up to [`T`]) until the daemon's RIB holds exactly `n` routes of the
+    /// session's family, and returns them.
+    fn routes(&self, n: usize) -> Result<Vec<Route>> {
+        self.d.rib_count(self.family, n, T)
+    }
+
+    /// [`stop_ok`] on `f`, then waits (up to `within`) until the daemon has no routes of
+    /// the session's family left.
+    fn stop_withdraws(&self, f: &mut Proc, within: Duration) -> Result<()> {
+        stop_ok(f)?;
+        self.d.rib_count(self.family, 0, within)?;
+        Ok(())
+    }
+}
 
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
+}
+
+/// ferrolb (AS 64522) announces `count` routes from 172.17.254.1 to `D` (AS 64512);
+/// after `restart` of the daemon it reconnects (generation 2) and `D` has all of them
+/// again.
+fn restart_gets_full_table_again<D: Daemon>(
+    test: &str,
+    count: usize,
+    restart: impl FnOnce(&mut D) -> Result<()>,
+) -> Result<()> {
+    let Some(mut lab) = Lab::<D>::start(test, 64512, SPEAKER, 64522)? else {
+        return Ok(());
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER, SPEAKER, 64522, 64512)
+        .arg("--count", &count.to_string())
+        .arg("--first", "172.17.254.1"))?;
+    lab.routes(count)?;
+    let t0 = Instant::now();
+    restart(&mut lab.d)?;
+    let (est, _) = wait_up(&mut f)?;
+    assert!(est.contains("generation=2"), "{est}");
+    lab.routes(count)?;
+    eprintln!(
+        "table back at restarted {} after {:?}",
+        D::NAME,
+        t0.elapsed()
+    );
+    assert!(f.is_alive());
+    stop_ok(&mut f)?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- gobgpd
 
 #[test]
 fn gobgpd_ebgp_4octet_communities_then_sigterm_withdraws() -> Result<()> {
-    if !require_root_or_skip(
-        "gobgpd_ebgp_4octet_communities_then_sigterm_withdraws",
-        &["gobgpd", "gobgp"],
-    ) {
+    let test = "gobgpd_ebgp_4octet_communities_then_sigterm_withdraws";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 4_200_000_001)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let g = Gobgpd::start(
-        &lab.b,
-        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 4_200_000_001, V4)),
-    )?;
+    };
     let t0 = Instant::now();
-    let mut f = Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
+    let (mut f, est, _) = lab.up(Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
         .prefixes(&["172.17.254.1/32", "172.17.254.2/32", "172.17.254.3/32"])
         .arg("--community", "64512:100")
         .arg("--community", "no-export")
         .arg("--large-community", "4200000001:1:2")
         .arg("--med", "5")
-        .arg("--origin", "igp")
-        .spawn_in(&lab.a)?;
-    let (est, _) = wait_up(&mut f)?;
+        .arg("--origin", "igp"))?;
     assert!(est.contains("local_as=4200000001"), "{est}");
-    g.wait_established(SPEAKER, T)?;
-    let rib = g.wait_rib_count(Family::Ipv4Unicast, 3, T)?;
+    lab.d.wait_established(SPEAKER, T)?;
+    let rib = lab.routes(3)?;
     eprintln!("3 routes at gobgpd {:?} after start", t0.elapsed());
     for r in &rib {
         let p = r.best().context("no path")?;
@@ -167,9 +275,8 @@ fn gobgpd_ebgp_4octet_communities_then_sigterm_withdraws() -> Result<()> {
         ["172.17.254.1/32", "172.17.254.2/32", "172.17.254.3/32"]
     );
 
-    stop_ok(&mut f)?;
-    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
-    let log = g.log();
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
+    let log = lab.d.log();
     assert!(
         log.contains("notification-received"),
         "gobgpd should log the Cease as notification-received"
@@ -179,30 +286,21 @@ fn gobgpd_ebgp_4octet_communities_then_sigterm_withdraws() -> Result<()> {
 
 #[test]
 fn gobgpd_ibgp_1000_host_routes_with_attributes() -> Result<()> {
-    if !require_root_or_skip(
-        "gobgpd_ibgp_1000_host_routes_with_attributes",
-        &["gobgpd", "gobgp"],
-    ) {
+    let test = "gobgpd_ibgp_1000_host_routes_with_attributes";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64522, SPEAKER, 64522)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let g = Gobgpd::start(
-        &lab.b,
-        GobgpdConfig::new(64522, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
-    )?;
+    };
     let t0 = Instant::now();
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64522)
+    let (mut f, _, sent) = lab.up(Announce::new(PEER, SPEAKER, 64522, 64522)
         .arg("--count", "1000")
         .arg("--first", "10.1.0.0")
         .arg("--community", "64522:1")
         .arg("--community", "64522:2")
         .arg("--large-community", "64522:3:4")
-        .arg("--local-pref", "250")
-        .spawn_in(&lab.a)?;
-    let (_, sent) = wait_up(&mut f)?;
+        .arg("--local-pref", "250"))?;
     eprintln!("ferrolb: {sent}");
     assert!(sent.contains("prefixes=1000"), "{sent}");
-    let rib = g.wait_rib_count(Family::Ipv4Unicast, 1000, T)?;
+    let rib = lab.routes(1000)?;
     eprintln!("1000 routes in gobgpd's RIB {:?} after start", t0.elapsed());
     let mut seen = std::collections::BTreeSet::new();
     for r in &rib {
@@ -223,30 +321,24 @@ fn gobgpd_ibgp_1000_host_routes_with_attributes() -> Result<()> {
     eprintln!(
         "ferrolb announce peak RSS {:?} kB, gobgpd adj-in has {} prefixes",
         f.rss_peak_kb(),
-        g.adj_in(SPEAKER, Family::Ipv4Unicast)?.len()
+        lab.d.adj_in(SPEAKER, Family::Ipv4Unicast)?.len()
     );
-    stop_ok(&mut f)?;
-    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(30))?;
+    lab.stop_withdraws(&mut f, Duration::from_secs(30))?;
     Ok(())
 }
 
 #[test]
 fn gobgpd_ipv6_128_over_ipv6_session() -> Result<()> {
-    if !require_root_or_skip("gobgpd_ipv6_128_over_ipv6_session", &["gobgpd", "gobgp"]) {
+    let Some(lab) =
+        Lab::<Gobgpd>::start("gobgpd_ipv6_128_over_ipv6_session", 64512, SPEAKER6, 64522)?
+    else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let g = Gobgpd::start(
-        &lab.b,
-        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER6, 64522, V6)),
-    )?;
-    let mut f = Announce::new(PEER6, SPEAKER6, 64522, 64512)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER6, SPEAKER6, 64522, 64512)
         .arg("--router-id", SPEAKER)
         .prefixes(&["2001:db8:254::1/128", "2001:db8:254::2/128"])
-        .arg("--large-community", "64522:6:6")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    let rib = g.wait_rib_count(Family::Ipv6Unicast, 2, T)?;
+        .arg("--large-community", "64522:6:6"))?;
+    let rib = lab.routes(2)?;
     for r in &rib {
         let p = r.best().context("no path")?;
         assert_eq!(p.nexthop, SPEAKER6, "{r:?}");
@@ -254,68 +346,38 @@ fn gobgpd_ipv6_128_over_ipv6_session() -> Result<()> {
         assert_eq!(p.large_communities, strs(&["64522:6:6"]));
     }
     assert_eq!(rib[0].prefix, "2001:db8:254::1/128");
-    stop_ok(&mut f)?;
-    g.wait_rib_count(Family::Ipv6Unicast, 0, Duration::from_secs(10))?;
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
     Ok(())
 }
 
 #[test]
 fn gobgpd_restart_gets_full_table_again() -> Result<()> {
-    if !require_root_or_skip("gobgpd_restart_gets_full_table_again", &["gobgpd", "gobgp"]) {
-        return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let mut g = Gobgpd::start(
-        &lab.b,
-        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
-        .arg("--count", "50")
-        .arg("--first", "172.17.254.1")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    g.wait_rib_count(Family::Ipv4Unicast, 50, T)?;
-    let t0 = Instant::now();
-    g.restart()?; // SIGKILL by PID, start again with the same config
-    let (est, _) = wait_up(&mut f)?;
-    assert!(est.contains("generation=2"), "{est}");
-    g.wait_rib_count(Family::Ipv4Unicast, 50, T)?;
-    eprintln!("table back at restarted gobgpd after {:?}", t0.elapsed());
-    assert!(f.is_alive());
-    stop_ok(&mut f)?;
-    Ok(())
+    // SIGKILL by PID, start again with the same config.
+    restart_gets_full_table_again("gobgpd_restart_gets_full_table_again", 50, Gobgpd::restart)
 }
 
 #[test]
 fn gobgpd_drops_stopped_speaker_after_hold_time_then_relearns() -> Result<()> {
-    if !require_root_or_skip(
-        "gobgpd_drops_stopped_speaker_after_hold_time_then_relearns",
-        &["gobgpd", "gobgp"],
-    ) {
+    let test = "gobgpd_drops_stopped_speaker_after_hold_time_then_relearns";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 64522)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let g = Gobgpd::start(
-        &lab.b,
-        GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER, SPEAKER, 64522, 64512)
         .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
-        .arg("--hold-time", "3")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    g.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+        .arg("--hold-time", "3"))?;
+    lab.routes(2)?;
     // A node that goes silent: gobgpd must drop its routes after the 3 s hold time.
     f.signal("STOP")?;
     let t0 = Instant::now();
-    g.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    lab.d
+        .wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
     let gone = t0.elapsed();
     eprintln!("gobgpd dropped the silent speaker's routes after {gone:?}");
     assert!(gone >= Duration::from_millis(1500), "too early: {gone:?}");
     f.signal("CONT")?;
     let (est, _) = wait_up(&mut f)?;
     assert!(est.contains("generation=2"), "{est}");
-    g.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+    lab.routes(2)?;
     stop_ok(&mut f)?;
     Ok(())
 }
@@ -324,22 +386,15 @@ fn gobgpd_drops_stopped_speaker_after_hold_time_then_relearns() -> Result<()> {
 
 #[test]
 fn frr_ebgp_ipv4_communities() -> Result<()> {
-    if !require_root_or_skip("frr_ebgp_ipv4_communities", &["vtysh", util::FRR_BGPD]) {
+    let Some(lab) = Lab::<Frr>::start("frr_ebgp_ipv4_communities", 64512, SPEAKER, 64522)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let frr = Frr::start(
-        &lab.b,
-        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER, 64522, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER, SPEAKER, 64522, 64512)
         .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
         .arg("--community", "64512:7")
-        .arg("--large-community", "64522:1:1")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    frr.wait_established(SPEAKER, T)?;
-    let rib = frr.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+        .arg("--large-community", "64522:1:1"))?;
+    lab.d.wait_established(SPEAKER, T)?;
+    let rib = lab.routes(2)?;
     for r in &rib {
         let p = r.best().context("no path")?;
         assert_eq!(p.nexthop, SPEAKER);
@@ -348,79 +403,67 @@ fn frr_ebgp_ipv4_communities() -> Result<()> {
         assert_eq!(p.large_communities, strs(&["64522:1:1"]));
         assert_eq!(p.origin, Some(Origin::Incomplete));
     }
-    stop_ok(&mut f)?;
-    frr.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
     Ok(())
 }
 
 #[test]
 fn frr_ipv6_128_mp_bgp() -> Result<()> {
-    if !require_root_or_skip("frr_ipv6_128_mp_bgp", &["vtysh", util::FRR_BGPD]) {
+    let Some(lab) = Lab::<Frr>::start("frr_ipv6_128_mp_bgp", 64512, SPEAKER6, 64522)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let frr = Frr::start(
-        &lab.b,
-        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER6, 64522, V6)),
-    )?;
-    let mut f = Announce::new(PEER6, SPEAKER6, 64522, 64512)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER6, SPEAKER6, 64522, 64512)
         .arg("--router-id", SPEAKER)
         .prefixes(&["2001:db8:254::1/128"])
-        .arg("--community", "64512:6")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    let rib = frr.wait_rib_count(Family::Ipv6Unicast, 1, T)?;
+        .arg("--community", "64512:6"))?;
+    let rib = lab.routes(1)?;
     let p = rib[0].best().context("no path")?;
     assert_eq!(rib[0].prefix, "2001:db8:254::1/128");
     assert_eq!(p.nexthop, SPEAKER6);
     assert_eq!(p.as_path, vec![64522]);
     assert_eq!(p.communities, strs(&["64512:6"]));
-    stop_ok(&mut f)?;
-    frr.wait_rib_count(Family::Ipv6Unicast, 0, Duration::from_secs(10))?;
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
     Ok(())
 }
 
-fn frr_md5(name: &str, ferrolb_password: &str) -> Result<(Frr, Proc, Pair)> {
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let mut n = passive_frr(SPEAKER, 64522, V4);
+/// `None` when `test` cannot run here; otherwise FRR with MD5 password "frr-md5-secret"
+/// on the session, and ferrolb announcing 172.17.254.9/32 with `ferrolb_password`.
+fn frr_md5(test: &str, ferrolb_password: &str) -> Result<Option<(Lab<Frr>, Proc)>> {
+    let mut n = Frr::passive(SPEAKER, 64522, &[Family::Ipv4Unicast]);
     n.password = Some("frr-md5-secret".into());
-    let frr = Frr::start(&lab.b, FrrConfig::new(64512, PEER).neighbor(n))?;
-    let f = Announce::new(PEER, SPEAKER, 64522, 64512)
-        .prefixes(&["172.17.254.9/32"])
-        .arg("--password", ferrolb_password)
-        .spawn_in(&lab.a)
-        .with_context(|| name.to_string())?;
-    Ok((frr, f, lab))
+    let Some(lab) = Lab::<Frr>::start_with(test, 64512, Family::Ipv4Unicast, n)? else {
+        return Ok(None);
+    };
+    let f = lab.spawn(
+        Announce::new(PEER, SPEAKER, 64522, 64512)
+            .prefixes(&["172.17.254.9/32"])
+            .arg("--password", ferrolb_password),
+    )?;
+    Ok(Some((lab, f)))
 }
 
 #[test]
 fn frr_md5_right_password_establishes() -> Result<()> {
-    if !require_root_or_skip(
-        "frr_md5_right_password_establishes",
-        &["vtysh", util::FRR_BGPD],
-    ) {
+    let Some((lab, mut f)) = frr_md5("frr_md5_right_password_establishes", "frr-md5-secret")?
+    else {
         return Ok(());
-    }
-    let (frr, mut f, _lab) = frr_md5("right", "frr-md5-secret")?;
+    };
     wait_up(&mut f)?;
-    frr.wait_established(SPEAKER, T)?;
-    frr.wait_rib_count(Family::Ipv4Unicast, 1, T)?;
+    lab.d.wait_established(SPEAKER, T)?;
+    lab.routes(1)?;
     stop_ok(&mut f)?;
     Ok(())
 }
 
 #[test]
 fn frr_md5_wrong_password_never_establishes() -> Result<()> {
-    if !require_root_or_skip(
-        "frr_md5_wrong_password_never_establishes",
-        &["vtysh", util::FRR_BGPD],
-    ) {
+    let Some((lab, mut f)) = frr_md5("frr_md5_wrong_password_never_establishes", "not-the-secret")?
+    else {
         return Ok(());
-    }
-    let (frr, mut f, _lab) = frr_md5("wrong", "not-the-secret")?;
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let st = frr.neighbor_state(SPEAKER)?;
+        let st = lab.d.neighbor_state(SPEAKER)?;
         assert!(
             !st.is_established(),
             "FRR established with a wrong MD5 password"
@@ -437,60 +480,29 @@ fn frr_md5_wrong_password_never_establishes() -> Result<()> {
         "ferrolb should keep retrying: {}",
         f.stderr_tail(10)
     );
-    assert!(frr.rib(Family::Ipv4Unicast)?.is_empty());
+    assert!(lab.d.rib(Family::Ipv4Unicast)?.is_empty());
     stop_ok(&mut f)?;
     Ok(())
 }
 
 #[test]
 fn frr_restart_gets_full_table_again() -> Result<()> {
-    if !require_root_or_skip(
-        "frr_restart_gets_full_table_again",
-        &["vtysh", util::FRR_BGPD],
-    ) {
-        return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let mut frr = Frr::start(
-        &lab.b,
-        FrrConfig::new(64512, PEER).neighbor(passive_frr(SPEAKER, 64522, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
-        .arg("--count", "100")
-        .arg("--first", "172.17.254.1")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    frr.wait_rib_count(Family::Ipv4Unicast, 100, T)?;
-    let t0 = Instant::now();
-    frr.restart_bgpd()?;
-    let (est, _) = wait_up(&mut f)?;
-    assert!(est.contains("generation=2"), "{est}");
-    frr.wait_rib_count(Family::Ipv4Unicast, 100, T)?;
-    eprintln!("table back at restarted FRR after {:?}", t0.elapsed());
-    stop_ok(&mut f)?;
-    Ok(())
+    restart_gets_full_table_again("frr_restart_gets_full_table_again", 100, Frr::restart_bgpd)
 }
 
 // ---------------------------------------------------------------- BIRD
 
 #[test]
 fn bird_ebgp_4octet() -> Result<()> {
-    if !require_root_or_skip("bird_ebgp_4octet", &["bird", "birdc"]) {
+    let Some(lab) = Lab::<Bird>::start("bird_ebgp_4octet", 64512, SPEAKER, 4_200_000_001)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let bird = Bird::start(
-        &lab.b,
-        BirdConfig::new(64512, PEER).neighbor(passive_bird(SPEAKER, 4_200_000_001, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER, SPEAKER, 4_200_000_001, 64512)
         .prefixes(&["172.17.254.1/32", "172.17.254.2/32"])
         .arg("--community", "64512:100")
-        .arg("--large-community", "4200000001:1:2")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    bird.wait_established(SPEAKER, T)?;
-    let rib = bird.wait_rib_count(Family::Ipv4Unicast, 2, T)?;
+        .arg("--large-community", "4200000001:1:2"))?;
+    lab.d.wait_established(SPEAKER, T)?;
+    let rib = lab.routes(2)?;
     for r in &rib {
         let p = r.best().context("no path")?;
         assert_eq!(p.nexthop, SPEAKER);
@@ -498,27 +510,19 @@ fn bird_ebgp_4octet() -> Result<()> {
         assert_eq!(p.communities, strs(&["64512:100"]));
         assert_eq!(p.large_communities, strs(&["4200000001:1:2"]));
     }
-    stop_ok(&mut f)?;
-    bird.wait_rib_count(Family::Ipv4Unicast, 0, Duration::from_secs(10))?;
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
     Ok(())
 }
 
 #[test]
 fn bird_ibgp_local_pref() -> Result<()> {
-    if !require_root_or_skip("bird_ibgp_local_pref", &["bird", "birdc"]) {
+    let Some(lab) = Lab::<Bird>::start("bird_ibgp_local_pref", 64522, SPEAKER, 64522)? else {
         return Ok(());
-    }
-    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-    let bird = Bird::start(
-        &lab.b,
-        BirdConfig::new(64522, PEER).neighbor(passive_bird(SPEAKER, 64522, V4)),
-    )?;
-    let mut f = Announce::new(PEER, SPEAKER, 64522, 64522)
+    };
+    let (mut f, _, _) = lab.up(Announce::new(PEER, SPEAKER, 64522, 64522)
         .prefixes(&["172.17.254.1/32"])
-        .arg("--local-pref", "300")
-        .spawn_in(&lab.a)?;
-    wait_up(&mut f)?;
-    let rib = bird.wait_rib_count(Family::Ipv4Unicast, 1, T)?;
+        .arg("--local-pref", "300"))?;
+    let rib = lab.routes(1)?;
     let p = rib[0].best().context("no path")?;
     assert_eq!(p.nexthop, SPEAKER);
     assert!(p.as_path.is_empty());
@@ -603,57 +607,86 @@ fn our_open() -> Vec<u8> {
     msg(1, &b)
 }
 
+/// ferrolb (AS 64522, router id [`SPEAKER`], 172.17.254.1/32) run in its own test
+/// directory against a [`RawPeer`], with the connection it opened and the body of its
+/// OPEN. Fields drop in order: the connection, ferrolb, the listener, the directory.
+struct RawSession {
+    s: TcpStream,
+    open: Vec<u8>,
+    f: Proc,
+    peer: RawPeer,
+    _dir: TestDir,
+}
+
+impl RawSession {
+    /// Starts ferrolb against a new [`RawPeer`] (loopback in the root namespace only: no
+    /// root or namespaces needed), accepts its connection and reads its OPEN.
+    fn start(label: &str) -> Result<RawSession> {
+        let dir = TestDir::new(label)?;
+        let peer = RawPeer::new()?;
+        let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
+            .arg("--router-id", SPEAKER)
+            .prefixes(&["172.17.254.1/32"])
+            .command();
+        cmd.current_dir(dir.path());
+        let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
+        let mut s = peer.accept(T, &mut f)?;
+        let (ty, open) = read_msg(&mut s)?;
+        assert_eq!(ty, 1, "first message must be OPEN");
+        Ok(RawSession {
+            s,
+            open,
+            f,
+            peer,
+            _dir: dir,
+        })
+    }
+}
+
+/// Reads messages until a NOTIFICATION and returns its (code, subcode).
+fn read_notification(s: &mut TcpStream) -> Result<(u8, u8)> {
+    loop {
+        let (ty, b) = read_msg(s)?;
+        if ty == 3 {
+            return Ok((b[0], b[1]));
+        }
+    }
+}
+
 /// Handshake, then send `bad` (an UPDATE body) and return ferrolb's NOTIFICATION (code, subcode).
 fn malformed_update_case(test: &str, bad_body: &[u8], want: (u8, u8)) -> Result<()> {
-    // Loopback in the root namespace only: no root or namespaces needed.
-    let dir = TestDir::new(test)?;
-    let peer = RawPeer::new()?;
-    let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
-        .arg("--router-id", SPEAKER)
-        .prefixes(&["172.17.254.1/32"])
-        .command();
-    cmd.current_dir(dir.path());
-    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
-
-    let mut s = peer.accept(T, &mut f)?;
-    let (ty, open) = read_msg(&mut s)?;
-    assert_eq!(ty, 1, "first message must be OPEN");
-    assert_eq!(u16::from_be_bytes([open[1], open[2]]), 64522);
-    s.write_all(&our_open())?;
-    s.write_all(&msg(4, &[]))?;
+    let mut x = RawSession::start(test)?;
+    assert_eq!(u16::from_be_bytes([x.open[1], x.open[2]]), 64522);
+    x.s.write_all(&our_open())?;
+    x.s.write_all(&msg(4, &[]))?;
     // Until ferrolb's KEEPALIVE (UPDATEs may already follow).
     loop {
-        let (ty, _) = read_msg(&mut s)?;
+        let (ty, _) = read_msg(&mut x.s)?;
         if ty == 4 {
             break;
         }
         assert_ne!(ty, 3, "NOTIFICATION during handshake");
     }
-    f.wait_for_line("established", T)?;
-    s.write_all(&msg(2, bad_body))?;
-    let got = loop {
-        let (ty, b) = read_msg(&mut s)?;
-        if ty == 3 {
-            break (b[0], b[1]);
-        }
-    };
+    x.f.wait_for_line("established", T)?;
+    x.s.write_all(&msg(2, bad_body))?;
+    let got = read_notification(&mut x.s)?;
     assert_eq!(got, want, "{test}: NOTIFICATION code/subcode");
     // The connection is closed by ferrolb after the NOTIFICATION.
     let mut rest = [0u8; 64];
-    let n = s.read(&mut rest).unwrap_or(0);
+    let n = x.s.read(&mut rest).unwrap_or(0);
     assert_eq!(
         n, 0,
         "ferrolb should close the TCP connection after the NOTIFICATION"
     );
-    drop(s);
-    assert!(f.is_alive(), "ferrolb died: {}", f.stderr_tail(20));
+    drop(x.s);
+    assert!(x.f.is_alive(), "ferrolb died: {}", x.f.stderr_tail(20));
     // It reconnects and opens a new session.
-    let mut s2 = peer.accept(T, &mut f)?;
+    let mut s2 = x.peer.accept(T, &mut x.f)?;
     let (ty, _) = read_msg(&mut s2)?;
     assert_eq!(ty, 1, "reconnect starts with an OPEN");
-    assert!(f.is_alive());
+    assert!(x.f.is_alive());
     drop(s2);
-    stop_ok(&mut f)?;
+    stop_ok(&mut x.f)?;
     Ok(())
 }
 
@@ -698,30 +731,15 @@ fn malformed_update_nlri_prefix_length_33_3_10() -> Result<()> {
 fn silent_peer_gets_hold_timer_expired_4_0() -> Result<()> {
     // Loopback in the root namespace only. The raw peer offers hold time 3 and then
     // never sends a KEEPALIVE: ferrolb must send NOTIFICATION 4/0 after ~3 s.
-    let dir = TestDir::new("silent-peer")?;
-    let peer = RawPeer::new()?;
-    let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
-        .arg("--router-id", SPEAKER)
-        .prefixes(&["172.17.254.1/32"])
-        .command();
-    cmd.current_dir(dir.path());
-    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
-    let mut s = peer.accept(T, &mut f)?;
-    let (ty, _) = read_msg(&mut s)?;
-    assert_eq!(ty, 1);
+    let mut x = RawSession::start("silent-peer")?;
     let mut open = our_open();
     // Hold time field: after marker(16) + length(2) + type(1) + version(1) + AS(2).
     open[22..24].copy_from_slice(&3u16.to_be_bytes());
-    s.write_all(&open)?;
-    s.write_all(&msg(4, &[]))?;
-    f.wait_for_line("established", T)?;
+    x.s.write_all(&open)?;
+    x.s.write_all(&msg(4, &[]))?;
+    x.f.wait_for_line("established", T)?;
     let t0 = Instant::now();
-    let got = loop {
-        let (ty, b) = read_msg(&mut s)?;
-        if ty == 3 {
-            break (b[0], b[1]);
-        }
-    };
+    let got = read_notification(&mut x.s)?;
     let after = t0.elapsed();
     eprintln!("ferrolb sent NOTIFICATION {got:?} {after:?} after Established");
     assert_eq!(got, (4, 0), "Hold Timer Expired");
@@ -729,8 +747,8 @@ fn silent_peer_gets_hold_timer_expired_4_0() -> Result<()> {
         after >= Duration::from_secs(2) && after <= Duration::from_secs(5),
         "{after:?}"
     );
-    assert!(f.is_alive());
-    stop_ok(&mut f)?;
+    assert!(x.f.is_alive());
+    stop_ok(&mut x.f)?;
     Ok(())
 }
 
@@ -738,27 +756,19 @@ fn silent_peer_gets_hold_timer_expired_4_0() -> Result<()> {
 
 #[test]
 fn guards_leave_no_namespaces_or_processes() -> Result<()> {
-    if !require_root_or_skip(
-        "guards_leave_no_namespaces_or_processes",
-        &["gobgpd", "gobgp"],
-    ) {
-        return Ok(());
-    }
     let (names, pids) = {
-        let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
-        let g = Gobgpd::start(
-            &lab.b,
-            GobgpdConfig::new(64512, PEER).neighbor(passive_gobgp(SPEAKER, 64522, V4)),
-        )?;
-        let mut f = Announce::new(PEER, SPEAKER, 64522, 64512)
-            .prefixes(&["172.17.254.1/32"])
-            .spawn_in(&lab.a)?;
+        let test = "guards_leave_no_namespaces_or_processes";
+        let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 64522)? else {
+            return Ok(());
+        };
+        let mut f =
+            lab.spawn(Announce::new(PEER, SPEAKER, 64522, 64512).prefixes(&["172.17.254.1/32"]))?;
         f.wait_for_line("established", T)?;
-        let names = vec![lab.a.name().to_string(), lab.b.name().to_string()];
-        let pids = vec![f.pid(), g.pid().context("gobgpd pid")?];
+        let names = vec![lab.pair.a.name().to_string(), lab.pair.b.name().to_string()];
+        let pids = vec![f.pid(), lab.d.pid().context("gobgpd pid")?];
         assert!(pids.iter().all(|p| pid_alive(*p)));
         (names, pids)
-        // drop order: f, g, lab (namespaces)
+        // drop order: f, then lab (gobgpd, then the namespaces)
     };
     let left: Vec<String> = list_netns()
         .into_iter()
