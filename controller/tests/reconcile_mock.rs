@@ -162,10 +162,15 @@ async fn expect_pool_patch(handle: &mut MockHandle, name: &str, reply: &Service,
 
 /// Reconciles `service` to completion and checks that it made no request at all.
 async fn reconcile_silently(ctx: &Arc<Context>, handle: &mut MockHandle, service: Service) {
-    reconcile::reconcile(Arc::new(service), ctx.clone())
-        .await
-        .unwrap();
+    // Spawned, so a request it should not make fails the test instead of
+    // waiting forever for an answer.
+    let task = tokio::spawn(reconcile::reconcile(Arc::new(service), ctx.clone()));
     expect_nothing_more(handle).await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("reconcile did not end")
+        .unwrap()
+        .unwrap();
 }
 
 /// Reconciles `service` and checks only its first request: the status patch
