@@ -30,6 +30,15 @@ macro_rules! capture {
     };
 }
 
+/// A capture's bytes and its decoding, after checking its length.
+macro_rules! decoded {
+    ($name:literal, $len:expr) => {{
+        let bytes = capture!($name);
+        let m = decode_len(&bytes, $len);
+        (bytes, m)
+    }};
+}
+
 /// Every captured session negotiated the 4-octet AS capability.
 fn neg() -> Negotiated {
     Negotiated {
@@ -98,6 +107,75 @@ fn check_clean(u: &Update) {
     assert!(u.discarded.is_empty());
 }
 
+/// Checks a capture's length, then decodes it.
+fn decode_len(bytes: &[u8], len: usize) -> Message {
+    assert_eq!(bytes.len(), len);
+    decode(bytes)
+}
+
+/// Capability codes of an OPEN, in the order they were sent.
+fn capability_codes(o: &Open) -> Vec<u8> {
+    o.capabilities.iter().map(Capability::code).collect()
+}
+
+/// AS_PATH of one AS_SEQUENCE segment holding `asn`.
+fn seq(asn: u32) -> Vec<AsSegment> {
+    vec![AsSegment::Sequence(vec![asn])]
+}
+
+/// The path attributes checked on every captured announcement.
+struct Route {
+    origin: Origin,
+    as_path: Vec<AsSegment>,
+    communities: Vec<u32>,
+    large: Vec<LargeCommunity>,
+}
+
+impl Route {
+    /// gobgpd's tagged routes: communities 64512:100, 64512:200, large 4200000001:1:1.
+    fn gobgpd_tagged(origin: Origin, as_path: Vec<AsSegment>) -> Self {
+        Route {
+            origin,
+            as_path,
+            communities: vec![comm(64512, 100), comm(64512, 200)],
+            large: vec![large(4_200_000_001, 1, 1)],
+        }
+    }
+
+    /// gobgpd's 172.17.254.4: INCOMPLETE, NO_EXPORT, large 4200000001:4:4.
+    fn gobgpd_no_export(as_path: Vec<AsSegment>) -> Self {
+        Route {
+            origin: Origin::Incomplete,
+            as_path,
+            communities: vec![0xffff_ff01],
+            large: vec![large(4_200_000_001, 4, 4)],
+        }
+    }
+
+    /// FRR's routes (IPv4 and IPv6): IGP, AS 64513, 64513:100, 64513:200, large 64513:1:1.
+    fn frr_tagged() -> Self {
+        Route {
+            origin: Origin::Igp,
+            as_path: seq(64513),
+            communities: vec![comm(64513, 100), comm(64513, 200)],
+            large: vec![large(64513, 1, 1)],
+        }
+    }
+
+    /// Checks `m` is an UPDATE with no attribute errors carrying exactly
+    /// these ORIGIN, AS_PATH, COMMUNITIES and LARGE_COMMUNITIES.
+    fn check<'a>(&self, m: &'a Message) -> &'a Update {
+        let u = update(m);
+        check_clean(u);
+        let a = &u.attributes;
+        assert_eq!(a.origin, Some(self.origin));
+        assert_eq!(a.as_path.as_ref(), Some(&self.as_path));
+        assert_eq!(a.communities, self.communities);
+        assert_eq!(a.large_communities, self.large);
+        u
+    }
+}
+
 #[test]
 fn keepalives() {
     for b in [capture!("gobgpd-keepalive"), capture!("frr-keepalive")] {
@@ -109,9 +187,7 @@ fn keepalives() {
 
 #[test]
 fn gobgpd_open_ebgp() {
-    let b = capture!("gobgpd-open-ebgp-as4200000001");
-    assert_eq!(b.len(), 77);
-    let m = decode(&b);
+    let (b, m) = decoded!("gobgpd-open-ebgp-as4200000001", 77);
     let o = open(&m);
     assert_eq!(o.version, 4);
     assert_eq!(o.my_as_field, AS_TRANS);
@@ -158,14 +234,11 @@ fn gobgpd_open_receiver_and_ibgp() {
     assert!(o.capabilities.contains(&Capability::FourOctetAs(64512)));
     byte_exact(&b, &m);
 
-    let b = capture!("gobgpd-open-ibgp-as4200000001");
-    assert_eq!(b.len(), 59);
-    let m = decode(&b);
+    let (b, m) = decoded!("gobgpd-open-ibgp-as4200000001", 59);
     let o = open(&m);
     assert_eq!((o.my_as_field, o.asn()), (AS_TRANS, 4_200_000_001));
     assert_eq!(o.router_id, Ipv4Addr::new(198, 18, 0, 1));
-    let codes: Vec<u8> = o.capabilities.iter().map(Capability::code).collect();
-    assert_eq!(codes, vec![2, 73, 1, 65, 5]);
+    assert_eq!(capability_codes(o), vec![2, 73, 1, 65, 5]);
     assert!(
         !o.capabilities
             .contains(&Capability::Multiprotocol(Family::IPV6_UNICAST))
@@ -179,13 +252,14 @@ fn frr_opens() {
         (capture!("frr-open-ipv4-session"), Family::IPV4_UNICAST),
         (capture!("frr-open-ipv6-session"), Family::IPV6_UNICAST),
     ] {
-        assert_eq!(file.len(), 98);
-        let m = decode(&file);
+        let m = decode_len(&file, 98);
         let o = open(&m);
         assert_eq!((o.my_as_field, o.asn(), o.hold_time), (64513, 64513, 180));
         assert_eq!(o.router_id, Ipv4Addr::new(198, 18, 0, 3));
-        let codes: Vec<u8> = o.capabilities.iter().map(Capability::code).collect();
-        assert_eq!(codes, vec![1, 128, 2, 70, 65, 6, 69, 73, 64, 71]);
+        assert_eq!(
+            capability_codes(o),
+            vec![1, 128, 2, 70, 65, 6, 69, 73, 64, 71]
+        );
         assert_eq!(o.capabilities[0], Capability::Multiprotocol(family));
         assert!(o.capabilities.contains(&Capability::EnhancedRouteRefresh));
         assert!(o.capabilities.contains(&Capability::ExtendedMessage));
@@ -205,23 +279,13 @@ fn frr_opens() {
 
 #[test]
 fn gobgpd_update_ipv4_communities_large() {
-    let b = capture!("gobgpd-update-ipv4-communities-large");
-    assert_eq!(b.len(), 91);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
+    let (b, m) = decoded!("gobgpd-update-ipv4-communities-large", 91);
+    let u = Route::gobgpd_tagged(Origin::Igp, seq(4_200_000_001)).check(&m);
     assert!(u.withdrawn.is_empty());
     let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Igp));
-    assert_eq!(
-        a.as_path,
-        Some(vec![AsSegment::Sequence(vec![4_200_000_001])])
-    );
     assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 18, 0, 1)));
     assert_eq!(a.med, Some(10));
     assert_eq!(a.local_pref, None);
-    assert_eq!(a.communities, vec![comm(64512, 100), comm(64512, 200)]);
-    assert_eq!(a.large_communities, vec![large(4_200_000_001, 1, 1)]);
     assert_eq!(
         u.nlri,
         vec![
@@ -235,72 +299,42 @@ fn gobgpd_update_ipv4_communities_large() {
 
 #[test]
 fn gobgpd_update_no_export() {
-    let b = capture!("gobgpd-update-ipv4-incomplete-no-export");
-    assert_eq!(b.len(), 70);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
-    let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Incomplete));
-    assert_eq!(
-        a.as_path,
-        Some(vec![AsSegment::Sequence(vec![4_200_000_001])])
-    );
-    assert_eq!(a.med, None);
-    assert_eq!(a.communities, vec![0xffff_ff01]);
-    assert_eq!(a.large_communities, vec![large(4_200_000_001, 4, 4)]);
+    let (b, m) = decoded!("gobgpd-update-ipv4-incomplete-no-export", 70);
+    let u = Route::gobgpd_no_export(seq(4_200_000_001)).check(&m);
+    assert_eq!(u.attributes.med, None);
     assert_eq!(u.nlri, vec![v4("172.17.254.4/32")]);
     byte_exact(&b, &m);
 }
 
 #[test]
 fn gobgpd_ibgp_updates() {
-    let b = capture!("gobgpd-update-ibgp-ipv4-local-pref");
-    assert_eq!(b.len(), 87);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
+    let (b, m) = decoded!("gobgpd-update-ibgp-ipv4-local-pref", 87);
+    let u = Route::gobgpd_tagged(Origin::Igp, vec![]).check(&m);
     let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Igp));
-    assert_eq!(a.as_path, Some(vec![]));
     assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 18, 0, 1)));
     assert_eq!((a.med, a.local_pref), (Some(10), Some(200)));
-    assert_eq!(a.communities, vec![comm(64512, 100), comm(64512, 200)]);
-    assert_eq!(a.large_communities, vec![large(4_200_000_001, 1, 1)]);
     assert_eq!(u.nlri, vec![v4("172.17.254.2/32"), v4("172.17.254.1/32")]);
     byte_exact(&b, &m);
 
-    let b = capture!("gobgpd-update-ibgp-ipv4-incomplete");
-    assert_eq!(b.len(), 71);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
-    let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Incomplete));
-    assert_eq!(a.as_path, Some(vec![]));
-    assert_eq!(a.local_pref, Some(100));
-    assert_eq!(a.communities, vec![0xffff_ff01]);
-    assert_eq!(a.large_communities, vec![large(4_200_000_001, 4, 4)]);
+    let (b, m) = decoded!("gobgpd-update-ibgp-ipv4-incomplete", 71);
+    let u = Route::gobgpd_no_export(vec![]).check(&m);
+    assert_eq!(u.attributes.local_pref, Some(100));
     assert_eq!(u.nlri, vec![v4("172.17.254.4/32")]);
     byte_exact(&b, &m);
 }
 
 #[test]
 fn gobgpd_ipv6_mp_reach() {
-    let b = capture!("gobgpd-update-ipv6-mp-reach");
-    assert_eq!(b.len(), 99);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
+    let (b, m) = decoded!("gobgpd-update-ipv6-mp-reach", 99);
+    let u = Route {
+        origin: Origin::Igp,
+        as_path: seq(4_200_000_001),
+        communities: vec![comm(64512, 100)],
+        large: vec![large(4_200_000_001, 6, 1)],
+    }
+    .check(&m);
     let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Igp));
-    assert_eq!(
-        a.as_path,
-        Some(vec![AsSegment::Sequence(vec![4_200_000_001])])
-    );
     assert_eq!(a.next_hop, None);
-    assert_eq!(a.communities, vec![comm(64512, 100)]);
-    assert_eq!(a.large_communities, vec![large(4_200_000_001, 6, 1)]);
     assert_eq!(
         a.mp_reach,
         Some(MpReach {
@@ -315,23 +349,17 @@ fn gobgpd_ipv6_mp_reach() {
 
 #[test]
 fn gobgpd_end_of_rib_and_withdrawals() {
-    let b = capture!("gobgpd-eor-ipv4");
-    assert_eq!(b.len(), 23);
-    let m = decode(&b);
-    assert_eq!(update(&m).end_of_rib_family(), Some(Family::IPV4_UNICAST));
-    assert_eq!(m, Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)));
-    byte_exact(&b, &m);
+    for (b, len, family) in [
+        (capture!("gobgpd-eor-ipv4"), 23, Family::IPV4_UNICAST),
+        (capture!("gobgpd-eor-ipv6"), 29, Family::IPV6_UNICAST),
+    ] {
+        let m = decode_len(&b, len);
+        assert_eq!(update(&m).end_of_rib_family(), Some(family));
+        assert_eq!(m, Message::Update(Update::end_of_rib(family)));
+        byte_exact(&b, &m);
+    }
 
-    let b = capture!("gobgpd-eor-ipv6");
-    assert_eq!(b.len(), 29);
-    let m = decode(&b);
-    assert_eq!(update(&m).end_of_rib_family(), Some(Family::IPV6_UNICAST));
-    assert_eq!(m, Message::Update(Update::end_of_rib(Family::IPV6_UNICAST)));
-    byte_exact(&b, &m);
-
-    let b = capture!("gobgpd-withdraw-ipv4");
-    assert_eq!(b.len(), 28);
-    let m = decode(&b);
+    let (b, m) = decoded!("gobgpd-withdraw-ipv4", 28);
     let u = update(&m);
     assert_eq!(u.withdrawn, vec![v4("172.17.254.3/32")]);
     assert_eq!(u.attributes, PathAttributes::default());
@@ -339,9 +367,7 @@ fn gobgpd_end_of_rib_and_withdrawals() {
     assert_eq!(u.end_of_rib_family(), None);
     byte_exact(&b, &m);
 
-    let b = capture!("gobgpd-withdraw-ipv6-mp-unreach");
-    assert_eq!(b.len(), 46);
-    let m = decode(&b);
+    let (b, m) = decoded!("gobgpd-withdraw-ipv6-mp-unreach", 46);
     let u = update(&m);
     assert_eq!(
         u.attributes.mp_unreach,
@@ -356,34 +382,22 @@ fn gobgpd_end_of_rib_and_withdrawals() {
 
 #[test]
 fn frr_ipv4_updates() {
-    let b = capture!("frr-update-ipv4-communities-large");
-    assert_eq!(b.len(), 87);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
+    let (b, m) = decoded!("frr-update-ipv4-communities-large", 87);
+    let u = Route::frr_tagged().check(&m);
     let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Igp));
-    assert_eq!(a.as_path, Some(vec![AsSegment::Sequence(vec![64513])]));
     assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 18, 0, 3)));
     assert_eq!(a.med, Some(50));
-    assert_eq!(a.communities, vec![comm(64513, 100), comm(64513, 200)]);
-    assert_eq!(a.large_communities, vec![large(64513, 1, 1)]);
     assert_eq!(u.nlri, vec![v4("172.17.254.10/32"), v4("172.17.254.11/32")]);
     // FRR's AS_PATH carries the Extended Length flag (0x50, 2-octet length).
     let ours = encode(&m);
     assert_eq!(ours.len(), b.len() - 1);
     same_meaning(&b, &m);
 
-    let b = capture!("frr-update-ipv4-plain");
-    assert_eq!(b.len(), 56);
-    let m = decode(&b);
+    let (b, m) = decoded!("frr-update-ipv4-plain", 56);
     let u = update(&m);
     check_clean(u);
     assert_eq!(u.attributes.med, Some(0));
-    assert_eq!(
-        u.attributes.as_path,
-        Some(vec![AsSegment::Sequence(vec![64513])])
-    );
+    assert_eq!(u.attributes.as_path, Some(seq(64513)));
     assert!(u.attributes.communities.is_empty());
     assert_eq!(u.nlri, vec![v4("172.17.254.12/32")]);
     same_meaning(&b, &m);
@@ -391,17 +405,10 @@ fn frr_ipv4_updates() {
 
 #[test]
 fn frr_ipv6_global_and_link_local() {
-    let b = capture!("frr-update-ipv6-global-linklocal");
-    assert_eq!(b.len(), 128);
-    let m = decode(&b);
-    let u = update(&m);
-    check_clean(u);
+    let (b, m) = decoded!("frr-update-ipv6-global-linklocal", 128);
+    let u = Route::frr_tagged().check(&m);
     let a = &u.attributes;
-    assert_eq!(a.origin, Some(Origin::Igp));
-    assert_eq!(a.as_path, Some(vec![AsSegment::Sequence(vec![64513])]));
     assert_eq!(a.med, Some(50));
-    assert_eq!(a.communities, vec![comm(64513, 100), comm(64513, 200)]);
-    assert_eq!(a.large_communities, vec![large(64513, 1, 1)]);
     let mp = a.mp_reach.as_ref().unwrap();
     assert_eq!(mp.family, Family::IPV6_UNICAST);
     assert_eq!(
@@ -418,9 +425,7 @@ fn frr_ipv6_global_and_link_local() {
 
 #[test]
 fn frr_shutdown_communication() {
-    let b = capture!("frr-notification-cease-shutdown-message");
-    assert_eq!(b.len(), 52);
-    let m = decode(&b);
+    let (b, m) = decoded!("frr-notification-cease-shutdown-message", 52);
     let Message::Notification(n) = &m else {
         panic!("{m:?}")
     };
