@@ -464,6 +464,25 @@ async fn failure_notes(client: &Client) -> Result<HashMap<String, Vec<String>>> 
     Ok(out)
 }
 
+/// Waits 2 s, then checks that every Service in `before` still shows the same
+/// IPs; returns the new snapshot.
+async fn unchanged_after_2s(
+    client: &Client,
+    before: &BTreeMap<String, Vec<String>>,
+    when: &str,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = snapshot(&all_services(client).await?);
+    for (k, ips) in before {
+        ensure!(
+            now.get(k) == Some(ips),
+            "{k}: {ips:?} became {:?} {when}",
+            now.get(k)
+        );
+    }
+    Ok(now)
+}
+
 fn snapshot(svcs: &[Service]) -> BTreeMap<String, Vec<String>> {
     svcs.iter()
         .map(|s| {
@@ -763,15 +782,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = snapshot(&all_services(&client).await?);
-    for (k, ips) in &before {
-        ensure!(
-            after.get(k) == Some(ips),
-            "{k}: {ips:?} became {:?} after an invalid config",
-            after.get(k)
-        );
-    }
+    let after = unchanged_after_2s(&client, &before, "after an invalid config").await?;
     ensure!(ctrl.alive(), "controller died after an invalid config");
     wait_ready(&metrics, Duration::from_secs(1))?;
 
@@ -807,15 +818,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let kept = snapshot(&all_services(&client).await?);
-    for (k, ips) in &after {
-        ensure!(
-            kept.get(k) == Some(ips),
-            "{k}: {ips:?} became {:?} under a rejected config",
-            kept.get(k)
-        );
-    }
+    unchanged_after_2s(&client, &after, "under a rejected config").await?;
     let log = std::fs::read_to_string(&ctrl.log).unwrap_or_default();
     ensure!(
         log.lines().any(
