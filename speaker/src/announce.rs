@@ -47,13 +47,6 @@ pub struct Endpoint {
     pub serving: bool,
 }
 
-impl Endpoint {
-    /// Ready, or serving while terminating (KEP-1669): it can take traffic.
-    pub fn usable(&self) -> bool {
-        self.ready || self.serving
-    }
-}
-
 /// What the speaker knows about one LoadBalancer service, as owned values
 /// (tests and tools build these; the speaker itself decides on borrowed
 /// [`ServiceFacts`] straight from its watch maps).
@@ -89,15 +82,22 @@ pub struct EndpointSummary {
 }
 
 impl EndpointSummary {
+    /// This summary with one more endpoint, seen from this node. An endpoint
+    /// can take traffic when it is ready, or serving while terminating
+    /// (KEP-1669); `here`: it runs on this node.
+    pub fn with(self, ready: bool, serving: bool, here: bool) -> Self {
+        let usable = ready || serving;
+        EndpointSummary {
+            usable_anywhere: self.usable_anywhere || usable,
+            usable_here: self.usable_here || (usable && here),
+        }
+    }
+
     /// The summary of `endpoints` as seen from node `node`.
     pub fn of<'e>(node: &str, endpoints: impl IntoIterator<Item = &'e Endpoint>) -> Self {
-        endpoints
-            .into_iter()
-            .filter(|e| e.usable())
-            .fold(Self::default(), |acc, e| EndpointSummary {
-                usable_anywhere: true,
-                usable_here: acc.usable_here || e.node.as_deref() == Some(node),
-            })
+        endpoints.into_iter().fold(Self::default(), |s, e| {
+            s.with(e.ready, e.serving, e.node.as_deref() == Some(node))
+        })
     }
 
     /// Both summaries together (a service's endpoints spread over several slices).

@@ -487,12 +487,9 @@ impl<'a> EndpointView<'a> {
 }
 
 fn summarize(eps: &[SlimEndpoint], here: Option<u32>) -> EndpointSummary {
-    eps.iter()
-        .filter(|e| e.ready || e.serving)
-        .fold(EndpointSummary::default(), |acc, e| EndpointSummary {
-            usable_anywhere: true,
-            usable_here: acc.usable_here || Some(e.node) == here,
-        })
+    eps.iter().fold(EndpointSummary::default(), |s, e| {
+        s.with(e.ready, e.serving, Some(e.node) == here)
+    })
 }
 
 /// The decision's input for every LoadBalancer service, in key order, borrowed
