@@ -36,6 +36,14 @@ fn a_config_strands_the_ips_it_no_longer_holds() {
         "new config not compatible with assigned IPs: service \"ns/zero\" cannot own \"10.0.0.0\" under new config (and 1 more IPs)"
     );
     assert!(current.strands(&current, services()).is_empty());
+    // A renamed pool, or the same addresses split over two pools, strand nothing.
+    for moved in [
+        "address-pools:\n- name: renamed\n  protocol: bgp\n  addresses: [10.0.0.0/23, 2001:db8::/64]\n",
+        "address-pools:\n- name: one\n  protocol: bgp\n  addresses: [10.0.0.0-10.0.0.99]\n- name: two\n  protocol: bgp\n  addresses: [10.0.0.100-10.0.0.255, 2001:db8::/120]\n",
+    ] {
+        let moved = Config::parse(moved).unwrap();
+        assert!(current.strands(&moved, services()).is_empty(), "{moved:?}");
+    }
     assert!(
         next.strands(&current, services()).is_empty(),
         "growing strands nothing"

@@ -890,32 +890,12 @@ impl Allocator {
         Ok((a, results))
     }
 
-    /// The IPs that pools `pools` would take from the Services holding them:
-    /// each held IP that lies in no pool of `pools`, or that `pools` avoids
-    /// (avoid-buggy-ips), with its Service, sorted by Service key. MetalLB
-    /// rejects a configuration that strands an assigned IP ("new config not
-    /// compatible with assigned IPs"); [`Allocator::set_pools`] would release
-    /// them. Nothing changes here.
-    pub fn stranded_by(
-        &self,
-        pools: Vec<PoolSpec>,
-    ) -> Result<Vec<(ServiceKey, IpAddr)>, PoolError> {
-        let next = Allocator::new(pools)?;
-        let mut out: Vec<(ServiceKey, IpAddr)> = self
-            .slots
-            .iter()
-            .flatten()
-            .flat_map(|slot| {
-                slot.rec
-                    .ips()
-                    .iter()
-                    .filter(|p| next.locate(p.addr()).is_none())
-                    .map(|p| (slot.service_key(), to_ip(p.addr())))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+    /// Every service holding IPs, with its IPs, in no particular order.
+    pub fn held(&self) -> impl Iterator<Item = (ServiceKey, Vec<IpAddr>)> + '_ {
+        self.slots.iter().flatten().map(|slot| {
+            let ips = slot.rec.ips().iter().map(|p| to_ip(p.addr())).collect();
+            (slot.service_key(), ips)
+        })
     }
 
     /// Replaces the pools. Services whose IP is no longer in any pool, is now

@@ -346,16 +346,18 @@ impl Context {
         // that would take an assigned IP away (its pool gone or shrunk, or the
         // IP now avoided) is rejected; the last good one keeps serving. Moving
         // those Services first (or restarting the controller) lets it in.
-        if let Some(alloc) = st.allocator.as_ref()
-            && let Ok(stranded) = alloc.stranded_by(specs.clone())
-            && !stranded.is_empty()
-        {
-            self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
-            st.config_stale = true;
-            let why = stranded_message(&stranded);
-            warn!(error = %why, "configuration rejected, keeping the last good one");
-            st.rejected = Some(why);
-            return false;
+        if let (Some(alloc), Some(current)) = (st.allocator.as_ref(), st.config.as_ref()) {
+            let held: Vec<(ServiceKey, Vec<IpAddr>)> = alloc.held().collect();
+            let mut stranded = current.strands(&cfg, held.iter().map(|(k, ips)| (k, &ips[..])));
+            if !stranded.is_empty() {
+                stranded.sort();
+                let why = stranded_message(&stranded);
+                self.counters.config_errors.fetch_add(1, Ordering::Relaxed);
+                st.config_stale = true;
+                warn!(error = %why, "configuration rejected, keeping the last good one");
+                st.rejected = Some(why);
+                return false;
+            }
         }
         if let Some(alloc) = st.allocator.as_mut() {
             match alloc.set_pools(specs) {

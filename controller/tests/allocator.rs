@@ -781,7 +781,7 @@ fn config_changes() {
 }
 
 #[test]
-fn stranded_by_names_the_ips_a_config_would_take_and_changes_nothing() {
+fn held_lists_every_service_with_its_ips() {
     let mut a = Allocator::new(vec![
         pool("a", &["10.0.0.0/24"]),
         pool("v6", &["2001:db8::/120"]),
@@ -798,44 +798,27 @@ fn stranded_by_names_the_ips_a_config_would_take_and_changes_nothing() {
         let got = a.assign(&req).unwrap();
         assert_eq!(got.addrs(), vec![ip(want)]);
     }
-    let before = a.pool_stats();
-    // Shrunk to 10.0.0.0/25 with avoid-buggy-ips, the v6 pool kept: .0 is
-    // avoided, .200 is outside; 2001:db8::ff is not avoided (IPv4 only).
-    let stranded = a
-        .stranded_by(vec![
-            pool("a", &["10.0.0.0/25"]).avoid(),
-            pool("v6", &["2001:db8::/120"]).avoid(),
-        ])
-        .unwrap();
+    let held = |a: &Allocator| {
+        let mut v: Vec<(ServiceKey, Vec<IpAddr>)> = a.held().collect();
+        v.sort();
+        v
+    };
     assert_eq!(
-        stranded,
+        held(&a),
         vec![
-            (key("ns/x"), ip("10.0.0.0")),
-            (key("ns/z"), ip("10.0.0.200"))
+            (key("ns/w"), vec![ip("2001:db8::ff")]),
+            (key("ns/x"), vec![ip("10.0.0.0")]),
+            (key("ns/y"), vec![ip("10.0.0.1")]),
+            (key("ns/z"), vec![ip("10.0.0.200")]),
         ]
     );
-    // A superset, a renamed pool or a split strands nothing.
-    for pools in [
-        vec![pool("a", &["10.0.0.0/23"]), pool("v6", &["2001:db8::/64"])],
-        vec![
-            pool("one", &["10.0.0.0-10.0.0.99"]),
-            pool("two", &["10.0.0.100-10.0.0.255", "2001:db8::/120"]),
-        ],
-    ] {
-        assert_eq!(a.stranded_by(pools).unwrap(), vec![]);
-    }
-    // Invalid pools are an error, as for set_pools.
-    assert!(
-        a.stranded_by(vec![
-            pool("a", &["10.0.0.0/24"]),
-            pool("b", &["10.0.0.5/32"])
-        ])
-        .is_err()
-    );
-    assert_eq!(a.pool_stats(), before, "nothing changed");
+    a.release(&key("ns/y"));
     assert_eq!(
-        a.lookup(&key("ns/z")).unwrap().addrs(),
-        vec![ip("10.0.0.200")]
+        held(&a)
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect::<Vec<_>>(),
+        ["ns/w", "ns/x", "ns/z"]
     );
 }
 
