@@ -180,7 +180,12 @@ impl BgpAdvertisement {
 impl Config {
     /// The pool that holds `ip`, if any (pools never overlap, so there is at most one).
     pub fn pool_for(&self, ip: IpAddr) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.contains(ip))
+        self.pool_index_for(ip).map(|i| &self.pools[i])
+    }
+
+    /// The index in `pools` of the pool that holds `ip`, if any.
+    pub fn pool_index_for(&self, ip: IpAddr) -> Option<usize> {
+        self.pools.iter().position(|p| p.contains(ip))
     }
 
     /// The service IPs that moving from this configuration to `next` would

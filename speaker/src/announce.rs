@@ -272,7 +272,7 @@ impl<'a> Decider<'a> {
         // The most specific reason seen across the service's IPs, if none is announced.
         let mut reason = SkipReason::NotInPool;
         for &ip in svc.ips {
-            let Some(p) = self.config.pools.iter().position(|p| p.contains(ip)) else {
+            let Some(p) = self.config.pool_index_for(ip) else {
                 continue;
             };
             let pool = &self.config.pools[p];
