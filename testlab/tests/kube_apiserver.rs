@@ -1,5 +1,7 @@
 //! Starts the cached kube-apiserver v1.20.2 (see scripts/kube-apiserver) and checks
-//! `/version` over HTTPS with the static admin token. Skips when not built / not root.
+//! `/version` over HTTPS with the static admin token; starts another with extra flags
+//! and the EndpointSlice v1 CRD and checks what it accepts and refuses. Skips when not
+//! built / not root.
 
 use std::process::Command;
 
