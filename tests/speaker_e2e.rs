@@ -3,30 +3,62 @@
 //! gobgpd as rt-01 (ASN 64512, multipath) and three speakers, one inside each
 //! node namespace. There is no kubelet and no controller: the test writes the
 //! Nodes, the ConfigMap, the Service (with its `status.loadBalancer.ingress`)
-//! and its core/v1 Endpoints itself (a 1.20 server has no EndpointSlice v1, so
-//! the speaker's Endpoints fallback is what runs).
+//! and its endpoints itself.
+//!
+//! It runs twice, once per way the speaker reads endpoints, as two tests that
+//! run in parallel, each with its own API server and its own lab namespaces:
+//! - `speaker_on_core_v1_endpoints`: a plain 1.20 server, which serves EndpointSlices only as
+//!   v1beta1, so the speaker falls back to core/v1 Endpoints (it must log
+//!   `EndpointSlice v1 not served: reading core/v1 Endpoints`); the test writes
+//!   one Endpoints object (a group of endpoints = one subset) and no slice;
+//! - `speaker_on_endpointslices_v1`: a server with the built-in v1beta1 group off and testlab's
+//!   EndpointSlice v1 CRD, so `discovery.k8s.io/v1` is served and the speaker
+//!   reads it (it must log `reading endpoints from discovery.k8s.io/v1
+//!   EndpointSlices`); the test writes EndpointSlices labelled
+//!   `kubernetes.io/service-name` (a group of endpoints = one slice) and never
+//!   a core Endpoints object, and checks at the end that none exists.
 //!
 //! The speakers reach the API server, which listens on 127.0.0.1 of the root
 //! namespace, through testlab's UNIX-socket relay: `socat` listens on
 //! 127.0.0.1:6443 inside each node namespace. No address is added to the root
 //! namespace.
 //!
-//! Checked at rt-01 (gobgpd's RIB), every wait bounded:
+//! Checked at rt-01 (gobgpd's RIB), every wait bounded, on both paths unless
+//! said otherwise:
 //! - Cluster policy, ready endpoint on node-01 only → three paths for
 //!   172.17.254.1/32 (next hops .21 .22 .23, AS path [64522], origin incomplete);
 //! - the exclude-from-external-load-balancers label on node-01 → its path goes,
 //!   the others stay;
+//! - Cluster, the only endpoint turns not ready → every path withdrawn; ready
+//!   again → all three back;
+//! - (slices) Cluster, the only endpoint not ready but serving while terminating
+//!   (KEP-1669) → all three announced; `serving: false` → withdrawn;
 //! - Local policy, endpoint on node-02 → one path via .22; the endpoint moves to
 //!   node-03 → one path via .23;
+//! - Local, that endpoint turns not ready → node-03's path withdrawn; ready
+//!   again → back;
+//! - (slices) Local, ready → serving while terminating: still announced; then
+//!   `serving: false` → withdrawn; ready again → back;
+//! - Local, endpoints split over two slices (two subsets on the Endpoints path)
+//!   on node-02 and node-03 → both announce (folded per Service); node-02's
+//!   endpoint not ready → only .23; ready again → both; node-03's slice
+//!   deleted → only .22;
 //! - an invalid ConfigMap withdraws nothing, speakers stay up and report
 //!   `metallb_k8s_client_config_stale_bool 1`; a valid one whose pools no
 //!   longer hold the Service's IP is rejected (as MetalLB does) and withdraws
 //!   nothing either;
 //! - SIGTERM on a speaker → its path is gone at rt-01 in under 1 s (withdraw and
 //!   Cease before exit) and it exits 0;
-//! - a `nodeAssigned` Event exists for the Service.
+//! - a `nodeAssigned` Event exists for the Service;
+//! - the run used the API it claims: the slices run has no core/v1 Endpoints
+//!   object, the Endpoints run's server serves no `discovery.k8s.io/v1` and
+//!   holds no (v1beta1) slice; no speaker logged an error on its endpoints watch.
+//!
+//! Each run prints one line per step with the time rt-01 took to show the
+//! change, and its wall time (about 15 s each, run in parallel).
 
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,9 +70,12 @@ use ferrolb_testlab::{
     require_or_return,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 const NS: &str = "e2e";
@@ -50,6 +85,8 @@ const PREFIX: &str = "172.17.254.1/32";
 const NODES: [&str; 3] = ["k8s-node-01", "k8s-node-02", "k8s-node-03"];
 const ADDRS: [&str; 3] = ["172.17.0.21", "172.17.0.22", "172.17.0.23"];
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// The label naming an EndpointSlice's Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Where each namespace's socat listens (and the speakers' kubeconfig points).
 const RELAY_LISTEN: &str = "127.0.0.1:6443";
 const METRICS: &str = "127.0.0.1:7472";
@@ -77,6 +114,203 @@ address-pools:
   protocol: bgp
   addresses: [172.17.254.0/33]
 ";
+
+/// Which endpoints API a run writes and its speakers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// core/v1 Endpoints on a plain 1.20 server (the speaker's fallback).
+    Endpoints,
+    /// discovery.k8s.io/v1 EndpointSlices through testlab's CRD.
+    Slices,
+}
+
+impl Source {
+    fn tag(self) -> &'static str {
+        match self {
+            Source::Endpoints => "endpoints",
+            Source::Slices => "slices",
+        }
+    }
+
+    /// What every speaker must log about where it reads endpoints from.
+    fn speaker_says(self) -> &'static str {
+        match self {
+            Source::Endpoints => "EndpointSlice v1 not served: reading core/v1 Endpoints",
+            Source::Slices => "reading endpoints from discovery.k8s.io/v1 EndpointSlices",
+        }
+    }
+
+    /// What holds one group of endpoints.
+    fn group(self) -> &'static str {
+        match self {
+            Source::Endpoints => "subset",
+            Source::Slices => "slice",
+        }
+    }
+
+    /// The speaker's name for its endpoints watch (in `watch error` lines).
+    fn watch_name(self) -> &'static str {
+        match self {
+            Source::Endpoints => "watch=\"endpoints\"",
+            Source::Slices => "watch=\"endpointslices\"",
+        }
+    }
+}
+
+/// One endpoint of the Service as the test writes it.
+#[derive(Debug, Clone, Copy)]
+struct Ep {
+    /// Index into `NODES`.
+    node: usize,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+fn ready(node: usize) -> Ep {
+    Ep {
+        node,
+        ready: true,
+        serving: true,
+        terminating: false,
+    }
+}
+
+fn not_ready(node: usize) -> Ep {
+    Ep {
+        node,
+        ready: false,
+        serving: false,
+        terminating: false,
+    }
+}
+
+/// A terminating endpoint (never ready), still `serving` or not.
+fn terminating(node: usize, serving: bool) -> Ep {
+    Ep {
+        node,
+        ready: false,
+        serving,
+        terminating: true,
+    }
+}
+
+/// Endpoint `i` of group `g` on `node` gets 10.244.<node+1>.<10 g + i + 5>.
+fn ep_ip(g: usize, i: usize, e: &Ep) -> String {
+    format!("10.244.{}.{}", e.node + 1, 10 * g + i + 5)
+}
+
+fn target_ref(g: usize, i: usize, e: &Ep) -> serde_json::Value {
+    json!({"kind": "Pod", "namespace": NS, "name": format!("{SVC}-{}-{g}{i}", e.node + 1)})
+}
+
+/// The core/v1 Endpoints object for `groups`, one subset per non-empty group:
+/// ready endpoints in `addresses`, the others in `notReadyAddresses`. Terminating
+/// endpoints have no form here (the Endpoints controller leaves terminating pods
+/// out), so they are refused.
+fn endpoints_object(groups: &[&[Ep]]) -> Result<Endpoints> {
+    let mut subsets = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+        for (i, e) in group.iter().enumerate() {
+            ensure!(
+                !e.terminating,
+                "core/v1 Endpoints cannot carry a terminating endpoint: {e:?}"
+            );
+            let a = json!({"ip": ep_ip(g, i, e), "nodeName": NODES[e.node],
+                           "targetRef": target_ref(g, i, e)});
+            if e.ready {
+                ready.push(a)
+            } else {
+                not_ready.push(a)
+            }
+        }
+        subsets.push(json!({
+            "addresses": ready,
+            "notReadyAddresses": not_ready,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }));
+    }
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": SVC, "namespace": NS},
+        "subsets": subsets
+    }))?)
+}
+
+/// The EndpointSlice `web-<g>` for group `g`, labelled as the EndpointSlice
+/// controller labels them.
+fn slice_object(g: usize, group: &[Ep]) -> Result<EndpointSlice> {
+    let endpoints: Vec<_> = group
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            json!({
+                "addresses": [ep_ip(g, i, e)],
+                "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+                "nodeName": NODES[e.node],
+                "targetRef": target_ref(g, i, e)
+            })
+        })
+        .collect();
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{SVC}-{g}"), "namespace": NS, "labels": {
+            SERVICE_NAME_LABEL: SVC,
+            "endpointslice.kubernetes.io/managed-by": "e2e.ferrolb.test"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    }))?)
+}
+
+/// Create, or replace (PUT, with the current resourceVersion): a CRD takes no
+/// strategic merge patch, and replace is what works for both kinds.
+async fn put<K>(api: &Api<K>, mut obj: K) -> Result<()>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = obj.name_any();
+    match api.get_opt(&name).await? {
+        Some(cur) => {
+            obj.meta_mut().resource_version = cur.resource_version();
+            api.replace(&name, &PostParams::default(), &obj).await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &obj).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the Service's endpoints exactly `groups`: on the Endpoints path one
+/// Endpoints object with a subset per group; on the slices path one
+/// EndpointSlice per group (`web-0`, `web-1`, …; slices beyond are deleted).
+async fn set_endpoints(c: &Client, path: Source, groups: &[&[Ep]]) -> Result<()> {
+    match path {
+        Source::Endpoints => put(&Api::namespaced(c.clone(), NS), endpoints_object(groups)?).await,
+        Source::Slices => {
+            let slices: Api<EndpointSlice> = Api::namespaced(c.clone(), NS);
+            let mut want = BTreeSet::new();
+            for (g, group) in groups.iter().enumerate() {
+                let s = slice_object(g, group)?;
+                want.insert(s.name_any());
+                put(&slices, s).await?;
+            }
+            let lp = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={SVC}"));
+            for s in slices.list(&lp).await?.items {
+                if !want.contains(&s.name_any()) {
+                    slices
+                        .delete(&s.name_any(), &DeleteParams::default())
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
 
 /// A kubeconfig for processes in a node namespace: the relay's listener, the API
 /// server's CA (its certificate has SAN 127.0.0.1) and the admin token.
@@ -174,46 +408,57 @@ fn metrics(ns: &Netns) -> Result<String> {
     ])
 }
 
-fn endpoints(node: &str) -> Result<Endpoints> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": SVC, "namespace": NS},
-        "subsets": [{
-            "addresses": [{"ip": "10.244.9.5", "nodeName": node}],
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
-        }]
-    }))?)
-}
-
 fn merge(v: serde_json::Value) -> Patch<serde_json::Value> {
     Patch::Merge(v)
 }
 
+/// The speakers read core/v1 Endpoints (a plain 1.20 server).
 #[test]
-fn speaker_against_real_apiserver_and_gobgpd() -> Result<()> {
-    require_or_return!(
-        "speaker_against_real_apiserver_and_gobgpd",
-        "gobgpd",
-        "gobgp",
-        "socat",
-        "curl",
-        "ss"
-    );
-    let Some(api) = KubeApiServer::start()? else {
+fn speaker_on_core_v1_endpoints() -> Result<()> {
+    run(Source::Endpoints)
+}
+
+/// The speakers read discovery.k8s.io/v1 EndpointSlices (1.20 with testlab's CRD).
+#[test]
+fn speaker_on_endpointslices_v1() -> Result<()> {
+    run(Source::Slices)
+}
+
+fn run(source: Source) -> Result<()> {
+    let test = format!("speaker_e2e ({})", source.tag());
+    require_or_return!(&test, "gobgpd", "gobgp", "socat", "curl", "ss");
+    let t0 = Instant::now();
+    let api = match source {
+        Source::Endpoints => KubeApiServer::start()?,
+        Source::Slices => KubeApiServer::start_with_slices_v1()?,
+    };
+    let Some(api) = api else {
         return Ok(());
     };
+    eprintln!(
+        "[{}] kube-apiserver ready after {:?}",
+        source.tag(),
+        t0.elapsed()
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let res = scenario(&rt, &api);
+    let res = scenario(&rt, &api, source);
     if res.is_err() {
-        eprintln!("kube-apiserver logs: {}", api.dir().display());
+        eprintln!(
+            "[{}] kube-apiserver logs: {}",
+            source.tag(),
+            api.dir().display()
+        );
+    } else {
+        eprintln!("[{}] whole run took {:?}", source.tag(), t0.elapsed());
     }
     res
 }
 
-fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer) -> Result<()> {
-    let dir = TestDir::new("speaker-e2e")?;
+fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer, source: Source) -> Result<()> {
+    let dir = TestDir::new(&format!("speaker-e2e-{}", source.tag()))?;
     let lab = RefLab::new()?;
     let relay = UnixTcpRelay::start(
         &dir.path().join("api.sock"),
@@ -278,10 +523,7 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer) -> Result<()> {
             &merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": IP}]}}})),
         )
         .await?;
-        let eps: Api<Endpoints> = Api::namespaced(c.clone(), NS);
-        eps.create(&PostParams::default(), &endpoints(NODES[0])?)
-            .await?;
-        anyhow::Ok(())
+        set_endpoints(&c, source, &[&[ready(0)]]).await
     })?;
 
     // One socat per node namespace, then the speakers.
@@ -299,8 +541,28 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer) -> Result<()> {
             s.stderr().contains("caches synced").then_some(())
         })
         .with_context(|| format!("{} never synced: {}", s.label(), s.stderr_tail(20)))?;
+        // It says which endpoints API it reads, before it syncs.
+        let log = s.stderr();
+        let other = match source {
+            Source::Endpoints => Source::Slices,
+            Source::Slices => Source::Endpoints,
+        };
+        ensure!(
+            log.contains(source.speaker_says()) && !log.contains(other.speaker_says()),
+            "{}: want {:?} in its log, not {:?}: {}",
+            s.label(),
+            source.speaker_says(),
+            other.speaker_says(),
+            s.stderr_tail(20)
+        );
     }
-    let result = steps(rt, &c, &g, &lab, &mut speakers);
+    let run = Run {
+        source,
+        rt,
+        c: &c,
+        g: &g,
+    };
+    let result = steps(&run, api, &lab, &mut speakers);
     if result.is_err() {
         for s in &speakers {
             eprintln!("--- {} stderr (tail):\n{}", s.label(), s.stderr_tail(30));
@@ -316,24 +578,75 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn steps(
-    rt: &tokio::runtime::Runtime,
-    c: &Client,
-    g: &Gobgpd,
-    lab: &RefLab,
-    speakers: &mut [Proc],
-) -> Result<()> {
-    let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
-    let eps: Api<Endpoints> = Api::namespaced(c.clone(), NS);
+/// One run's handles, so that the steps read as the scenario.
+struct Run<'a> {
+    source: Source,
+    rt: &'a tokio::runtime::Runtime,
+    c: &'a Client,
+    g: &'a Gobgpd,
+}
+
+impl Run<'_> {
+    fn what(&self, what: &str) -> String {
+        format!("[{}] {what}", self.source.tag())
+    }
+
+    /// Waits (up to `CONVERGE`) until rt-01's next hops are exactly `want`.
+    fn wait(&self, want: &[&str], what: &str) -> Result<Duration> {
+        wait_next_hops(self.g, want, CONVERGE, &self.what(what))
+    }
+
+    /// Checks for `dur` that rt-01's next hops stay exactly `want`.
+    fn hold(&self, want: &[&str], dur: Duration, what: &str) -> Result<()> {
+        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        let until = Instant::now() + dur;
+        while Instant::now() < until {
+            let hops = next_hops(self.g)?;
+            ensure!(
+                hops == want,
+                "{}: rt-01 next hops changed to {hops:?}, want {want:?}",
+                self.what(what)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{}: {want:?} held for {dur:?}", self.what(what));
+        Ok(())
+    }
+
+    /// Makes the Service's endpoints exactly `groups` ([`set_endpoints`]).
+    fn set(&self, groups: &[&[Ep]]) -> Result<()> {
+        self.rt.block_on(set_endpoints(self.c, self.source, groups))
+    }
+
+    /// Sets the Service's `externalTrafficPolicy`.
+    fn policy(&self, policy: &str) -> Result<()> {
+        let svcs: Api<Service> = Api::namespaced(self.c.clone(), NS);
+        self.rt.block_on(svcs.patch(
+            SVC,
+            &PatchParams::default(),
+            &merge(json!({"spec": {"externalTrafficPolicy": policy}})),
+        ))?;
+        Ok(())
+    }
+}
+
+fn steps(run: &Run, api: &KubeApiServer, lab: &RefLab, speakers: &mut [Proc]) -> Result<()> {
+    let (rt, c, g) = (run.rt, run.c, run.g);
     let nodes: Api<Node> = Api::all(c.clone());
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "metallb-system");
     let pp = PatchParams::default();
+    let none: &[&str] = &[];
 
     // 1. Cluster policy, the only endpoint on node-01: every node announces.
     for a in ADDRS {
         g.wait_established(a, Duration::from_secs(20))?;
     }
-    wait_next_hops(g, &ADDRS, Duration::from_secs(20), "cluster policy")?;
+    wait_next_hops(
+        g,
+        &ADDRS,
+        Duration::from_secs(20),
+        &run.what("cluster policy"),
+    )?;
     for p in paths(g)? {
         ensure!(p.as_path == vec![64522], "AS path {:?}", p.as_path);
         ensure!(
@@ -349,40 +662,100 @@ fn steps(
         &pp,
         &merge(json!({"metadata": {"labels": {EXCLUDE: ""}}})),
     ))?;
-    wait_next_hops(g, &ADDRS[1..], CONVERGE, "node-01 excluded")?;
+    run.wait(&ADDRS[1..], "node-01 excluded")?;
     rt.block_on(nodes.patch(
         NODES[0],
         &pp,
         &merge(json!({"metadata": {"labels": {EXCLUDE: null}}})),
     ))?;
-    wait_next_hops(g, &ADDRS, CONVERGE, "node-01 label removed")?;
+    run.wait(&ADDRS, "node-01 label removed")?;
 
-    // 3. Local policy: only the node with the endpoint announces.
-    rt.block_on(async {
-        eps.replace(SVC, &PostParams::default(), &with_rv(&eps, NODES[1]).await?)
-            .await?;
-        svcs.patch(
-            SVC,
-            &pp,
-            &merge(json!({"spec": {"externalTrafficPolicy": "Local"}})),
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    wait_next_hops(
-        g,
-        &[ADDRS[1]],
-        CONVERGE,
-        "local policy, endpoint on node-02",
+    // 3. Cluster policy, readiness: no ready endpoint anywhere → no node announces.
+    run.set(&[&[not_ready(0)]])?;
+    run.wait(none, "cluster policy, the only endpoint not ready")?;
+    run.set(&[&[ready(0)]])?;
+    run.wait(&ADDRS, "cluster policy, the endpoint ready again")?;
+    match run.source {
+        Source::Slices => {
+            // Serving while terminating (KEP-1669) can take traffic: from nothing
+            // announced, such an endpoint alone brings every path back.
+            run.set(&[&[not_ready(0)]])?;
+            run.wait(none, "cluster policy, not ready")?;
+            run.set(&[&[terminating(0, true)]])?;
+            run.wait(&ADDRS, "cluster policy, terminating but serving")?;
+            run.set(&[&[terminating(0, false)]])?;
+            run.wait(none, "cluster policy, terminating, no longer serving")?;
+            run.set(&[&[ready(0)]])?;
+            run.wait(&ADDRS, "cluster policy, ready again")?;
+        }
+        // The case does not exist on core/v1 Endpoints: the Endpoints controller
+        // lists a terminating pod in neither `addresses` nor `notReadyAddresses`
+        // (only `publishNotReadyAddresses` keeps it, as a ready address), so a
+        // terminating endpoint is simply gone, as in step 3 with no endpoint.
+        Source::Endpoints => {}
+    }
+
+    // 4. Local policy: only the node with the endpoint announces.
+    run.set(&[&[ready(1)]])?;
+    run.policy("Local")?;
+    run.wait(&[ADDRS[1]], "local policy, endpoint on node-02")?;
+    run.set(&[&[ready(2)]])?;
+    run.wait(&[ADDRS[2]], "endpoint moved to node-03")?;
+
+    // 5. Local policy, readiness: that node's path goes and comes back.
+    run.set(&[&[not_ready(2)]])?;
+    run.wait(none, "local policy, the endpoint on node-03 not ready")?;
+    run.set(&[&[ready(2)]])?;
+    run.wait(
+        &[ADDRS[2]],
+        "local policy, the endpoint on node-03 ready again",
     )?;
-    rt.block_on(async {
-        eps.replace(SVC, &PostParams::default(), &with_rv(&eps, NODES[2]).await?)
-            .await?;
-        anyhow::Ok(())
-    })?;
-    wait_next_hops(g, &[ADDRS[2]], CONVERGE, "endpoint moved to node-03")?;
 
-    // 4. An invalid ConfigMap: nothing withdrawn, speakers alive, config stale.
+    // 6. Local policy, the pod on node-03 starts terminating while still serving:
+    //    still announced; once it stops serving, withdrawn (slices only, see 3).
+    if run.source == Source::Slices {
+        run.set(&[&[terminating(2, true)]])?;
+        run.hold(
+            &[ADDRS[2]],
+            Duration::from_millis(1500),
+            "local policy, node-03 terminating but serving: still announced",
+        )?;
+        run.set(&[&[terminating(2, false)]])?;
+        run.wait(none, "local policy, node-03 terminating, no longer serving")?;
+        run.set(&[&[ready(2)]])?;
+        run.wait(&[ADDRS[2]], "local policy, node-03 ready again")?;
+    }
+
+    // 7. Endpoints split over two slices (two subsets of the Endpoints object),
+    //    folded per Service: each node sees its own endpoint in its slice.
+    let group = run.source.group();
+    run.set(&[&[ready(1)], &[ready(2)]])?;
+    run.wait(
+        &ADDRS[1..],
+        &format!("local policy, two {group}s: node-02 and node-03"),
+    )?;
+    run.set(&[&[not_ready(1)], &[ready(2)]])?;
+    run.wait(
+        &[ADDRS[2]],
+        &format!("local policy, two {group}s: node-02's not ready"),
+    )?;
+    run.set(&[&[ready(1)], &[ready(2)]])?;
+    run.wait(
+        &ADDRS[1..],
+        &format!("local policy, two {group}s: node-02's ready again"),
+    )?;
+    run.set(&[&[ready(1)]])?;
+    run.wait(
+        &[ADDRS[1]],
+        &format!("local policy, node-03's {group} deleted"),
+    )?;
+    run.set(&[&[ready(2)]])?;
+    run.wait(
+        &[ADDRS[2]],
+        &format!("local policy, one {group}, endpoint on node-03"),
+    )?;
+
+    // 8. An invalid ConfigMap: nothing withdrawn, speakers alive, config stale.
     rt.block_on(cms.patch(
         "config",
         &pp,
@@ -401,19 +774,7 @@ fn steps(
             metrics(ns)
         );
     }
-    let routes_stay = |what: &str| -> Result<()> {
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until {
-            let hops = next_hops(g)?;
-            ensure!(
-                hops == BTreeSet::from([ADDRS[2].to_string()]),
-                "{what} changed the routes: {hops:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
-    };
-    routes_stay("an invalid config")?;
+    run.hold(&[ADDRS[2]], Duration::from_secs(3), "an invalid config")?;
     // A valid config whose pool (moved to 172.17.253.0/24) no longer holds the
     // Service's IP: rejected as by MetalLB (and by the controller, which keeps the IP assigned).
     rt.block_on(cms.patch(
@@ -436,7 +797,11 @@ fn steps(
             s.stderr_tail(10)
         );
     }
-    routes_stay("a config that strands the Service's IP")?;
+    run.hold(
+        &[ADDRS[2]],
+        Duration::from_secs(3),
+        "a config that strands the Service's IP",
+    )?;
     // Each speaker said why on the ConfigMap, as MetalLB's speakers do.
     let reporters = rt.block_on(async {
         let events: Api<k8s_openapi::api::events::v1::Event> =
@@ -477,29 +842,25 @@ fn steps(
         );
     }
     // Service changes still work on the last good config: back to Cluster.
-    rt.block_on(svcs.patch(
-        SVC,
-        &pp,
-        &merge(json!({"spec": {"externalTrafficPolicy": "Cluster"}})),
-    ))?;
-    wait_next_hops(
-        g,
-        &ADDRS,
-        CONVERGE,
-        "cluster policy on the last good config",
-    )?;
+    run.policy("Cluster")?;
+    run.wait(&ADDRS, "cluster policy on the last good config")?;
 
-    // 5. SIGTERM on node-02's speaker: its path gone within 1 s, exit 0.
+    // 9. SIGTERM on node-02's speaker: its path gone within 1 s, exit 0.
     let t0 = Instant::now();
     speakers[1].signal("TERM")?;
     let gone = wait_next_hops(
         g,
         &[ADDRS[0], ADDRS[2]],
         Duration::from_secs(5),
-        "node-02 speaker SIGTERM",
+        &run.what("node-02 speaker SIGTERM"),
     )?;
     let elapsed = t0.elapsed();
-    eprintln!("SIGTERM → path gone at rt-01 in {elapsed:?} (poll saw it after {gone:?})");
+    eprintln!(
+        "{}",
+        run.what(&format!(
+            "SIGTERM → path gone at rt-01 in {elapsed:?} (poll saw it after {gone:?})"
+        ))
+    );
     ensure!(
         elapsed < Duration::from_secs(1),
         "withdrawal after SIGTERM took {elapsed:?} (bound: 1 s)"
@@ -514,7 +875,7 @@ fn steps(
         "gobgpd should have seen the Cease NOTIFICATION"
     );
 
-    // 6. The nodeAssigned Event.
+    // 10. The nodeAssigned Event.
     let found = rt.block_on(async {
         let deadline = Instant::now() + CONVERGE;
         loop {
@@ -544,7 +905,14 @@ fn steps(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })?;
-    eprintln!("nodeAssigned events: {found:?}");
+    eprintln!(
+        "{}",
+        run.what(&format!(
+            "{} nodeAssigned events, first: {:?}",
+            found.len(),
+            found[0]
+        ))
+    );
 
     // The other speakers are still fine and still announce.
     for i in [0, 2] {
@@ -562,14 +930,63 @@ fn steps(
         m.contains("metallb_bgp_session_up{peer=\"172.17.0.1:179\"} 1"),
         "node-01 session not up in metrics:\n{m}"
     );
-    Ok(())
-}
 
-/// The Endpoints object with its endpoint on `node`, carrying the current
-/// resourceVersion so `replace` is a plain update.
-async fn with_rv(eps: &Api<Endpoints>, node: &str) -> Result<Endpoints> {
-    let cur = eps.get(SVC).await?;
-    let mut e = endpoints(node)?;
-    e.metadata.resource_version = cur.resource_version();
-    Ok(e)
+    // 11. The run went through the API it claims, and its watch never failed.
+    match run.source {
+        Source::Slices => {
+            let eps: Api<Endpoints> = Api::namespaced(c.clone(), NS);
+            let listed = rt.block_on(eps.list(&ListParams::default()))?.items;
+            ensure!(
+                listed.is_empty(),
+                "the slices run has core/v1 Endpoints: {:?}",
+                listed.iter().map(|e| e.name_any()).collect::<Vec<_>>()
+            );
+            let slices: Api<EndpointSlice> = Api::namespaced(c.clone(), NS);
+            let names: Vec<String> = rt
+                .block_on(slices.list(&ListParams::default()))?
+                .items
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            ensure!(
+                names == [format!("{SVC}-0")],
+                "slices at the end: {names:?}"
+            );
+        }
+        Source::Endpoints => {
+            let v1 = api.request("GET", "/apis/discovery.k8s.io/v1", None)?;
+            ensure!(
+                v1.status == 404,
+                "the Endpoints run's server serves discovery.k8s.io/v1: HTTP {}",
+                v1.status
+            );
+            let beta = api
+                .request("GET", "/apis/discovery.k8s.io/v1beta1/endpointslices", None)?
+                .json()?;
+            ensure!(
+                beta["items"].as_array().is_some_and(Vec::is_empty),
+                "the Endpoints run has EndpointSlices: {beta}"
+            );
+        }
+    }
+    for s in speakers.iter() {
+        let log = s.stderr();
+        let failed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("watch error") && l.contains(run.source.watch_name()))
+            .collect();
+        ensure!(failed.is_empty(), "{}: {failed:?}", s.label());
+    }
+    eprintln!(
+        "{}",
+        run.what(&format!(
+            "endpoints read only through {}",
+            match run.source {
+                Source::Slices => "discovery.k8s.io/v1 EndpointSlices (no core/v1 Endpoints exist)",
+                Source::Endpoints =>
+                    "core/v1 Endpoints (no EndpointSlice exists or is served as v1)",
+            }
+        ))
+    );
+    Ok(())
 }

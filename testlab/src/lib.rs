@@ -4,7 +4,8 @@
 //! processes inside them as guards killed by PID on drop ([`Proc`]), and starts the real
 //! Debian routing daemons with generated configs, with typed queries of their sessions and
 //! RIBs: [`Gobgpd`] (gobgpd 3.10), [`Frr`] (FRR 8.4 bgpd/zebra), [`Bird`] (BIRD 2.0).
-//! [`kube`] runs a real kube-apiserver.
+//! [`kube`] runs a real kube-apiserver (optionally serving discovery.k8s.io/v1
+//! EndpointSlices through a CRD).
 //!
 //! It is not a general network library: it shells out to `ip`, `gobgp`, `vtysh` and
 //! `birdc`, needs root, and never adds an address or route in the root namespace: every
