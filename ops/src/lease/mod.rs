@@ -109,6 +109,11 @@ impl LeaderElector {
                 // Not leading (never acquired, or released): nothing to hold.
                 return Lost::Cleared;
             };
+            if left.is_zero()
+                && let Some(why) = self.core.failed(now)
+            {
+                return self.lost(why);
+            }
             let outcome = match tokio::time::timeout(left, self.attempt()).await {
                 Ok(o) => o,
                 Err(_) => {
