@@ -1,0 +1,25 @@
+//! ferrolb-ops: the operations layer the controller and the speaker share, the
+//! I/O glue both binaries would otherwise write twice: building a kube
+//! [`Client`](kube::Client) ([`kube_client`]), the HTTP endpoints `/metrics`,
+//! `/healthz`, `/livez`, `/readyz` ([`http`]) with Prometheus text rendering
+//! ([`metrics`]), Event publishing ([`events`]), logging set-up ([`logging`]),
+//! the shutdown signal ([`signal`]) and leader election on a Lease ([`lease`],
+//! whose decision core is pure).
+//!
+//! It makes no decisions of its own: what to allocate, what to announce and
+//! what a configuration means stay in the controller's and the speaker's own
+//! crates (and in `ferrolb-config`). Nothing here picks a Kubernetes version
+//! feature of `k8s-openapi`; the binary does.
+
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod kube_client;
+pub mod lease;
+pub mod logging;
+pub mod metrics;
+pub mod signal;
+
+pub use error::Error;
+pub use http::{Limits, Probe, Server, serve, serve_with};
+pub use kube_client::client;
