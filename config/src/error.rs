@@ -12,7 +12,9 @@ use std::fmt;
 pub struct ConfigError {
     /// 1-based line in the text given to the parser (for a ConfigMap manifest: in the manifest).
     pub line: Option<usize>,
-    /// Field path such as `peers[0].hold-time` (empty for the whole document).
+    /// Where in the source, in the front end's own terms: `peers[0].hold-time` for
+    /// ConfigMap text, `IPAddressPool/default: spec.addresses[0]` style for custom
+    /// resources; empty for the whole document.
     pub path: String,
     /// What is wrong.
     pub kind: ErrorKind,
