@@ -45,6 +45,11 @@
 //! auto-assign true; avoid-buggy-ips false; aggregation-length 32 / 128; and a `bgp`
 //! pool without `bgp-advertisements` gets one default advertisement.
 //!
+//! # Duplicates (MetalLB's rules)
+//! Pool names are unique; addresses never overlap; a peer equal in every parsed
+//! field to an earlier one is rejected (peers differing only in ASN, password, hold
+//! time… are kept); two advertisements of one pool written the same are rejected.
+//!
 //! ```
 //! let cfg = ferrolb_config::Config::parse(
 //!     "peers:\n- {peer-address: 172.17.0.1, peer-asn: 64512, my-asn: 64522}\n\

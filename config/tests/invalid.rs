@@ -119,10 +119,10 @@ fn table_of_single_errors() {
             "is required",
         ),
         (
-            format!("{PEER}- peer-address: 10.0.0.1\n  peer-asn: 64513\n  my-asn: 64522\n"),
+            format!("{PEER}- peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64522\n"),
             5,
-            "peers[1].peer-address",
-            "duplicate peer: same address, port and node selectors as peers[0]",
+            "peers[1]",
+            "duplicate peer: identical to peers[0]",
         ),
         // Pools.
         ("address-pools:\n- protocol: bgp\n  addresses: [10.0.0.0/24]\n".into(), 2, "address-pools[0].name", "is required"),
@@ -222,6 +222,30 @@ fn table_of_single_errors() {
             8,
             "address-pools[0].bgp-advertisements[0].communities[1]",
             "duplicate community \"1:1\"",
+        ),
+        (
+            pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - {}\n  - {}\n"),
+            7,
+            "address-pools[0].bgp-advertisements[1]",
+            "duplicate advertisement: written the same as address-pools[0].bgp-advertisements[0]",
+        ),
+        (
+            pool_with(
+                "10.0.0.0/24",
+                "  bgp-advertisements:\n  - {aggregation-length: 32, localpref: 100, communities: [\"1:1\", \"2:2\"]}\n\
+                 \x20 - {aggregation-length: 24}\n\
+                 \x20 - {communities: [\"1:1\", \"2:2\"], localpref: 100, aggregation-length: 32}\n",
+            ),
+            8,
+            "address-pools[0].bgp-advertisements[2]",
+            "written the same as address-pools[0].bgp-advertisements[0]",
+        ),
+        (
+            // MetalLB compares the decoded values: 0x20 is 32.
+            pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - aggregation-length: 32\n  - aggregation-length: 0x20\n"),
+            7,
+            "address-pools[0].bgp-advertisements[1]",
+            "duplicate advertisement",
         ),
         (
             pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - localpref: -5\n"),
@@ -335,23 +359,66 @@ fn duplicate_pool_names() {
 }
 
 #[test]
-fn duplicate_peers_need_same_address_port_and_selectors() {
-    let base = "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}\n";
-    // Another port, or other node selectors: a different session, accepted.
-    Config::parse(&format!(
-        "{base}- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, peer-port: 1179}}\n"
+fn duplicate_peers_follow_metallb() {
+    let base = "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw}\n";
+    let with = |second: &str| format!("{base}- {{{second}}}\n");
+    // MetalLB rejects a peer only when every parsed field equals an earlier peer's.
+    let e = Config::parse(&with(
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw",
     ))
-    .unwrap();
-    Config::parse(&format!(
-        "{base}- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 3, node-selectors: [{{match-labels: {{rack: b}}}}]}}\n"
-    ))
-    .unwrap();
+    .unwrap_err();
     assert_eq!(
-        where_(&format!(
-            "{base}- {{peer-address: 10.0.0.1, peer-asn: 5, my-asn: 2, hold-time: 9s}}\n"
-        )),
-        [(Some(3), "peers[1].peer-address".to_string())]
+        e.to_string(),
+        "line 3: peers[1]: duplicate peer: identical to peers[0]"
     );
+    for same in [
+        // Written differently, parsed the same.
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, hold-time: 90s, peer-port: 179",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, peer-port: 0, keepalive-time: 30s",
+        "peer-address: \"::ffff:10.0.0.1\", peer-asn: 0x1, my-asn: 2, password: pw, ebgp-multihop: no",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, node-selectors: [{}]",
+    ] {
+        assert_eq!(
+            where_(&with(same)),
+            [(Some(3), "peers[1]".to_string())],
+            "{same}"
+        );
+    }
+    // Differing in one field only: a peer of its own, accepted.
+    for other in [
+        "peer-address: 10.0.0.1, peer-asn: 5, my-asn: 2, password: pw",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 3, password: pw",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: other",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, hold-time: 9s",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, peer-port: 1179",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, ebgp-multihop: true",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, router-id: 1.1.1.1",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, node-selectors: [{match-labels: {rack: b}}]",
+    ] {
+        let cfg = Config::parse(&with(other)).unwrap_or_else(|e| panic!("{other}: {e}"));
+        assert_eq!(cfg.peers.len(), 2, "{other}");
+    }
+    // Selectors compare as the requirements they become: order inside one selector
+    // does not matter, and a label is not an `In` expression.
+    let sel = |s: &str| {
+        format!(
+            "peers:\n- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{{match-labels: {{a: x}}, \
+             match-expressions: [{{key: b, operator: Exists}}, {{key: c, operator: In, values: [y]}}]}}]}}\n\
+             - {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{s}]}}\n"
+        )
+    };
+    assert_eq!(
+        where_(&sel(
+            "{match-expressions: [{key: c, operator: In, values: [y]}, {key: b, operator: Exists}], match-labels: {a: x}}"
+        )),
+        [(Some(3), "peers[1]".to_string())]
+    );
+    let cfg = Config::parse(&sel(
+        "{match-expressions: [{key: a, operator: In, values: [x]}, {key: b, operator: Exists}, {key: c, operator: In, values: [y]}]}",
+    ))
+    .unwrap();
+    assert_eq!(cfg.peers.len(), 2);
 }
 
 #[test]

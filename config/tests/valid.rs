@@ -409,6 +409,37 @@ fn yaml_1_1_booleans_as_go_yaml_reads_them() {
 }
 
 #[test]
+fn advertisements_written_differently_are_not_duplicates() {
+    // MetalLB compares advertisements as written: an absent field is not its default,
+    // `communities: []` is not "no communities", and the order of communities counts.
+    for (a, b) in [
+        ("{}", "{aggregation-length: 32}"),
+        ("{}", "{aggregation-length-v6: 128}"),
+        ("{}", "{localpref: 0}"),
+        ("{}", "{communities: []}"),
+        (
+            "{communities: [\"1:1\", \"2:2\"]}",
+            "{communities: [\"2:2\", \"1:1\"]}",
+        ),
+        (
+            "{aggregation-length: 32}",
+            "{aggregation-length: 32, localpref: 100}",
+        ),
+    ] {
+        let cfg = parse(&format!(
+            "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{a}, {b}]\n"
+        ));
+        assert_eq!(cfg.pools[0].advertisements.len(), 2, "{a} {b}");
+    }
+    // The same advertisement in two pools is fine too.
+    let cfg = parse(
+        "address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/24], bgp-advertisements: [{}]}\n\
+         - {name: b, protocol: bgp, addresses: [10.0.1.0/24], bgp-advertisements: [{}]}\n",
+    );
+    assert_eq!(cfg.pools.len(), 2);
+}
+
+#[test]
 fn yaml_1_1_scalars_as_metallb_reads_them() {
     // Integers in Go's notations; text fields keep the scalar exactly as written.
     let cfg = parse(

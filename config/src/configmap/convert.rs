@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::read::{Ctx, Schema, Slot};
-use super::yaml::Node;
+use super::yaml::{Node, Value};
 use crate::duration::parse_go_duration;
 use crate::{
     AddrRange, BgpAdvertisement, Community, Config, ConfigError, ErrorKind, LabelRequirement,
@@ -133,19 +133,77 @@ fn peers(ctx: &mut Ctx, at: &Slot<'_, '_>) -> Vec<Peer> {
         if ctx.errors.len() != before {
             continue;
         }
-        if let Some(j) = peers.iter().position(|p| {
-            p.address == peer.address
-                && p.port == peer.port
-                && p.node_selectors == peer.node_selectors
-        }) {
-            let path = format!("{}.peer-address", item.path);
-            ctx.err(item.line, path, ErrorKind::DuplicatePeer(paths[j].clone()));
+        // MetalLB rejects a peer only when it equals an earlier one in every parsed
+        // field (reflect.DeepEqual); peers that differ in anything are accepted.
+        if let Some(j) = peers.iter().position(|p| same_parsed_peer(p, &peer)) {
+            ctx.err(
+                item.line,
+                item.path,
+                ErrorKind::DuplicatePeer(paths[j].clone()),
+            );
             continue;
         }
         peers.push(peer);
         paths.push(item.path);
     }
     peers
+}
+
+/// MetalLB's notion of two equal peers: its parsed `Peer` structs are deeply equal.
+/// Where the Go values normalise something ours keep apart, the comparison does too:
+/// an IPv4-mapped IPv6 address is the IPv4 address (`net.IP` holds both in 16
+/// bytes), and node selectors compare as the label requirements they become (no
+/// selectors ≡ one empty selector; requirements in key order).
+fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
+    let Peer {
+        address,
+        port,
+        my_asn,
+        peer_asn,
+        hold_time,
+        keepalive_time,
+        router_id,
+        source_address,
+        password,
+        ebgp_multihop,
+        node_selectors,
+    } = a;
+    address.to_canonical() == b.address.to_canonical()
+        && *port == b.port
+        && *my_asn == b.my_asn
+        && *peer_asn == b.peer_asn
+        && *hold_time == b.hold_time
+        && *keepalive_time == b.keepalive_time
+        && *router_id == b.router_id
+        && source_address.map(|s| s.to_canonical()) == b.source_address.map(|s| s.to_canonical())
+        && *password == b.password
+        && *ebgp_multihop == b.ebgp_multihop
+        && selector_requirements(node_selectors) == selector_requirements(&b.node_selectors)
+}
+
+/// Node selectors as MetalLB holds them after parsing: one list of requirements
+/// per selector, `match-labels` as `key = value`, sorted by key.
+fn selector_requirements(selectors: &[NodeSelector]) -> Vec<Vec<(&str, &str, &[String])>> {
+    if selectors.is_empty() {
+        return vec![Vec::new()];
+    }
+    selectors
+        .iter()
+        .map(|s| {
+            let mut reqs: Vec<(&str, &str, &[String])> = s
+                .match_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), "=", std::slice::from_ref(v)))
+                .chain(
+                    s.match_expressions
+                        .iter()
+                        .map(|e| (e.key.as_str(), e.operator.as_str(), e.values.as_slice())),
+                )
+                .collect();
+            reqs.sort();
+            reqs
+        })
+        .collect()
 }
 
 fn ip(ctx: &mut Ctx, at: &Slot<'_, '_>) -> Result<Option<IpAddr>, ()> {
@@ -481,10 +539,23 @@ fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Commun
                 ctx.err(ads_at.line, ads_at.path, ErrorKind::AdvertisementsOnLayer2);
             }
         } else {
+            // Each advertisement as written, to find duplicates as MetalLB does.
+            let mut written: Vec<(AsWritten, String)> = Vec::new();
             for item in items {
-                if let Some(ad) = advertisement(ctx, &item, entries, communities) {
-                    advertisements.push(ad);
+                let before = ctx.errors.len();
+                let Some((ad, as_written)) = advertisement(ctx, &item, entries, communities) else {
+                    continue;
+                };
+                if ctx.errors.len() != before {
+                    continue;
                 }
+                if let Some((_, first)) = written.iter().find(|(w, _)| *w == as_written) {
+                    let kind = ErrorKind::DuplicateAdvertisement(first.clone());
+                    ctx.err(item.line, item.path, kind);
+                    continue;
+                }
+                written.push((as_written, item.path));
+                advertisements.push(ad);
             }
             if advertisements.is_empty() {
                 advertisements.push(BgpAdvertisement::default());
@@ -509,6 +580,18 @@ fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Commun
     pools
 }
 
+/// An advertisement as MetalLB v0.12 decodes it before any check (its raw struct),
+/// which is what its duplicate rule compares: absent (or null) is not the same as
+/// a value, `communities: []` is not the same as no communities, the order of
+/// communities matters, and `0x20` is the same as `32`.
+#[derive(Debug, PartialEq, Eq)]
+struct AsWritten {
+    aggregation_length: Option<i128>,
+    aggregation_length_v6: Option<i128>,
+    localpref: Option<i128>,
+    communities: Option<Vec<String>>,
+}
+
 fn aggregation(ctx: &mut Ctx, at: &Slot<'_, '_>, max: u8) -> Result<Option<u8>, ()> {
     let Some(n) = ctx.integer(at, i64::MIN.into(), i64::MAX.into())? else {
         return Ok(None);
@@ -528,7 +611,7 @@ fn advertisement(
     item: &Slot<'_, '_>,
     entries: &[Entry],
     aliases: &BTreeMap<String, Community>,
-) -> Option<BgpAdvertisement> {
+) -> Option<(BgpAdvertisement, AsWritten)> {
     let f = ctx.fields(item, &ADVERTISEMENT)?;
     let before = ctx.errors.len();
     let mut ad = BgpAdvertisement::default();
@@ -567,7 +650,7 @@ fn advertisement(
 
     let communities_at = f.get("communities");
     let items = ctx.seq(&communities_at).unwrap_or_default();
-    let mut seen: Vec<String> = Vec::with_capacity(items.len());
+    let mut written: Vec<String> = Vec::with_capacity(items.len());
     for c in items {
         let s = match ctx.text(&c) {
             Ok(Some(s)) => s,
@@ -577,11 +660,11 @@ fn advertisement(
             }
             Err(()) => continue,
         };
-        if seen.contains(&s) {
+        if written.contains(&s) {
             ctx.err(c.line, c.path, ErrorKind::DuplicateCommunity(s));
             continue;
         }
-        seen.push(s.clone());
+        written.push(s.clone());
         let value = if let Some(c) = aliases.get(&s) {
             Ok(*c)
         } else if s.contains(':') {
@@ -603,5 +686,14 @@ fn advertisement(
     if ctx.errors.len() != before {
         return None;
     }
-    Some(ad)
+    let as_written = AsWritten {
+        aggregation_length: v4.ok().flatten().map(i128::from),
+        aggregation_length_v6: v6.ok().flatten().map(i128::from),
+        localpref: localpref.ok().flatten(),
+        communities: communities_at
+            .value()
+            .is_some_and(|n| matches!(n.value, Value::Seq(_)))
+            .then_some(written),
+    };
+    Some((ad, as_written))
 }
