@@ -36,8 +36,10 @@
 //! overlap). Serde front ends (`serde_yaml`, deprecated; `serde-saphyr`) stop at the
 //! first error and report an unknown key only as message text; saphyr's own
 //! `MarkedYaml` loader resolves scalars by YAML 1.2, hashes every key, and fails the
-//! whole document at the first duplicate key. Owning a ~100-line tree over the
-//! parser's events and the scalar resolution gives exactly MetalLB's reading.
+//! whole document at the first duplicate key. Owning a small tree over the
+//! parser's events and the scalar resolution gives MetalLB's reading of scalars
+//! and keys (not its merge keys `<<`, nor its silent float → integer conversion,
+//! both refused here).
 //!
 //! # Defaults (MetalLB's)
 //! peer-port 179; hold-time 90s (truncated to whole seconds, 0 or ≥ 3s);
