@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 
 use crate::ErrorKind;
 
@@ -110,46 +110,15 @@ impl AddrRange {
     }
 
     /// The fewest CIDRs that exactly cover the range, in address order
-    /// (what MetalLB gets from `ipaddr.Summarize`).
+    /// (what MetalLB gets from `ipaddr.Summarize`), from `ipnet`'s subnet iterators.
+    /// Empty only for a range whose ends are of different families (which
+    /// [`AddrRange::new`] and [`AddrRange::parse`] never build).
     pub fn to_cidrs(&self) -> Vec<IpNet> {
-        let v4 = self.is_ipv4();
-        let bits: u32 = if v4 { 32 } else { 128 };
-        let end = self.end_u128();
-        let mut cur = self.start_u128();
-        let mut out = Vec::new();
-        loop {
-            // Largest block aligned at `cur` that stays within `end`.
-            let mut size_log = if cur == 0 {
-                bits
-            } else {
-                cur.trailing_zeros().min(bits)
-            };
-            let span = |l: u32| {
-                if l >= 128 {
-                    u128::MAX
-                } else {
-                    (1u128 << l) - 1
-                }
-            };
-            while size_log > 0
-                && cur
-                    .checked_add(span(size_log))
-                    .is_none_or(|last| last > end)
-            {
-                size_log -= 1;
-            }
-            let prefix = (bits - size_log) as u8;
-            out.push(match u128_to_ip(cur, v4) {
-                IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, prefix).expect("prefix <= 32")),
-                IpAddr::V6(a) => IpNet::V6(Ipv6Net::new(a, prefix).expect("prefix <= 128")),
-            });
-            let last = cur + span(size_log);
-            if last >= end {
-                break;
-            }
-            cur = last + 1;
+        match (self.start, self.end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect(),
+            (IpAddr::V6(a), IpAddr::V6(b)) => Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect(),
+            _ => Vec::new(),
         }
-        out
     }
 }
 

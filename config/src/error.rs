@@ -12,7 +12,9 @@ use std::fmt;
 pub struct ConfigError {
     /// 1-based line in the text given to the parser (for a ConfigMap manifest: in the manifest).
     pub line: Option<usize>,
-    /// Field path such as `peers[0].hold-time` (empty for the whole document).
+    /// Where in the source, in the front end's own terms: `peers[0].hold-time` for
+    /// ConfigMap text, `IPAddressPool/default: spec.addresses[0]` style for custom
+    /// resources; empty for the whole document.
     pub path: String,
     /// What is wrong.
     pub kind: ErrorKind,
@@ -76,8 +78,10 @@ pub enum ErrorKind {
         /// Effective hold time.
         hold: std::time::Duration,
     },
-    /// Two peers with the same address, port and node selectors.
-    #[error("duplicate peer: same address, port and node selectors as {0}")]
+    /// A peer equal in every parsed field to an earlier one (MetalLB's rule: peers
+    /// that differ in anything, even only the ASN or password, are accepted). Holds
+    /// the earlier peer's path.
+    #[error("duplicate peer: identical to {0}")]
     DuplicatePeer(String),
     /// A node-selector operator other than In, NotIn, Exists, DoesNotExist.
     #[error("unknown operator {0:?} (expected In, NotIn, Exists or DoesNotExist)")]
@@ -115,6 +119,11 @@ pub enum ErrorKind {
         /// Pool of the earlier entry.
         other_pool: String,
     },
+    /// An advertisement of a pool written exactly as an earlier one of the same pool
+    /// (MetalLB compares them as written: an absent field differs from any value).
+    /// Holds the earlier advertisement's path.
+    #[error("duplicate advertisement: written the same as {0}")]
+    DuplicateAdvertisement(String),
     /// `bgp-advertisements` on a layer2 pool.
     #[error("bgp-advertisements are not allowed in a layer2 pool")]
     AdvertisementsOnLayer2,

@@ -1,28 +1,59 @@
-//! ferrolb-config: MetalLB v0.12's legacy configuration format (the text under key
-//! `config` of ConfigMap `metallb-system/config`) parsed and validated into a typed
-//! [`Config`], or every problem found, each with its field path and line.
+//! ferrolb-config: the configuration ferrolb runs on, as one typed, validated
+//! model ([`Config`]), and the front end that reads it from MetalLB v0.12's legacy
+//! format (the text under key `config` of ConfigMap `metallb-system/config`),
+//! reporting every problem found, each with its field path and line.
 //!
 //! It is pure: text in, values out; no Kubernetes client, no I/O, no clock. Both
 //! binaries (controller, speaker) and `ferrolb validate` call [`Config::parse`] /
 //! [`Config::parse_document`], so runtime code never sees raw YAML.
 //!
-//! It is not: a reader of MetalLB's CRDs (v0.13+), nor of options this format never
-//! had; BFD profiles (`bfd-profiles`, `bfd-profile`) are not supported and are
-//! rejected as unknown keys.
+//! It is not: a Kubernetes client, nor (yet) a reader of MetalLB's `metallb.io`
+//! custom resources (v0.13+), nor of options the v0.12 format never had; BFD
+//! profiles (`bfd-profiles`, `bfd-profile`) are rejected as unsupported.
+//!
+//! # Layout
+//! - The model, which knows nothing of where a configuration came from:
+//!   [`Config`], [`Peer`], [`Pool`], [`BgpAdvertisement`] (`model`), [`AddrRange`]
+//!   (`addr`), [`Community`], [`NodeSelector`] (`selector`), Go durations
+//!   (`duration`), and the errors (`error`): a [`ConfigError`] carries a free-form
+//!   field path, so every front end names fields its own way
+//!   (`peers[0].hold-time` here; `IPAddressPool/default: spec.addresses[0]` for
+//!   custom resources).
+//! - `configmap`: the v0.12 ConfigMap front end — YAML tree, field readers, the
+//!   format's levels read into the model with MetalLB's checks, and
+//!   [`config_text`] for manifests. A custom-resource front end goes beside it
+//!   and builds the same model.
+//! - [`gate`]: MetalLB's rules for letting a new configuration in ([`ConfigGate`]:
+//!   last good, rejected, stale, reported once, retried when the cluster changes),
+//!   used by both binaries whatever the front end.
 //!
 //! # Parsing
-//! Stage 1 deserialises YAML into raw serde structs with `deny_unknown_fields` at
-//! every level (MetalLB parses strictly); stage 2 checks and converts each field,
-//! collecting all errors. YAML crates: `serde_yaml` 0.9 (deprecated but stable, it
-//! reports locations for syntax errors and is what the raw structs deserialise
-//! through) and `saphyr`, whose marked nodes give the line of every key and list item
-//! for the errors found in stage 2 (serde_yaml has no spans after deserialisation).
+//! The text is parsed once, by `saphyr-parser` (the event parser under `saphyr`),
+//! into a small tree of our own whose nodes keep their line, the scalar text as
+//! written and its style; a schema-driven walker then reads each level, reports a
+//! key outside the level's schema with the keys it allows, and collects every error.
+//! Why not a serde deserialiser: MetalLB's Go decoder (yaml.v2) follows YAML 1.1 —
+//! `yes`/`on` are booleans, a number in a string field is the text as written
+//! (`password: 0012`), duplicate keys are errors — and ferrolb reports *every*
+//! problem with a path and a line, including those found after decoding (an
+//! overlap). Serde front ends (`serde_yaml`, deprecated; `serde-saphyr`) stop at the
+//! first error and report an unknown key only as message text; saphyr's own
+//! `MarkedYaml` loader resolves scalars by YAML 1.2, hashes every key, and fails the
+//! whole document at the first duplicate key. Owning a small tree over the
+//! parser's events and the scalar resolution gives MetalLB's reading of scalars
+//! and keys (not its merge keys `<<`, nor its silent float → integer conversion,
+//! both refused here).
 //!
 //! # Defaults (MetalLB's)
 //! peer-port 179; hold-time 90s (truncated to whole seconds, 0 or ≥ 3s);
 //! keepalive-time hold-time / 3; ebgp-multihop false; no node-selectors = all nodes;
 //! auto-assign true; avoid-buggy-ips false; aggregation-length 32 / 128; and a `bgp`
 //! pool without `bgp-advertisements` gets one default advertisement.
+//!
+//! # Duplicates (MetalLB's rules)
+//! Pool names are unique; addresses never overlap; a peer equal in every parsed
+//! field to an earlier one is rejected (peers differing only in ASN, password, hold
+//! time… are kept); two advertisements of one pool written the same are rejected.
 //!
 //! ```
 //! let cfg = ferrolb_config::Config::parse(
@@ -36,46 +67,18 @@
 
 mod addr;
 mod community;
+mod configmap;
 mod duration;
 mod error;
 pub mod gate;
-mod manifest;
 mod model;
-mod parse;
-mod positions;
 mod selector;
 
 pub use addr::{AddrRange, ip_to_u128, u128_to_ip};
 pub use community::Community;
+pub use configmap::{ConfigText, config_text};
 pub use duration::parse_go_duration;
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use gate::{ConfigGate, Verdict};
-pub use manifest::{ConfigText, config_text};
 pub use model::{BgpAdvertisement, Config, Peer, Pool, Protocol, stranded_message};
 pub use selector::{LabelRequirement, NodeSelector, SelectorOperator};
-
-impl Config {
-    /// Parse and validate bare MetalLB config text (what is under the ConfigMap's
-    /// `config` key). Returns every error found, in line order; lines are 1-based
-    /// lines of `text`. An empty text is a valid, empty config.
-    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let pos = positions::Positions::index(text);
-        parse::parse_config(text, &pos, 0).map_err(ConfigErrors)
-    }
-
-    /// Parse either a ConfigMap manifest (see [`config_text`]) or bare config text.
-    /// Error lines refer to `document` (for a manifest whose config is a `|` block:
-    /// the manifest's lines; otherwise lines are dropped).
-    pub fn parse_document(document: &str) -> Result<Config, ConfigErrors> {
-        let found = config_text(document)?;
-        Config::parse(&found.text).map_err(|mut errs| {
-            for e in &mut errs.0 {
-                e.line = match (e.line, found.line_offset) {
-                    (Some(l), Some(o)) => Some(l + o),
-                    _ => None,
-                };
-            }
-            errs
-        })
-    }
-}

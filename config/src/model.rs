@@ -1,4 +1,9 @@
 //! The validated configuration that the controller and the speaker consume.
+//!
+//! It does not know where it came from: the v0.12 ConfigMap front end
+//! (`crate::configmap`) builds it today, a `metallb.io` custom-resource front end can
+//! build the same values. Field docs name the v0.12 key a field comes from, for
+//! orientation only.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,8 +13,9 @@ use ipnet::IpNet;
 
 use crate::{AddrRange, Community, NodeSelector};
 
-/// A validated MetalLB-format configuration. Build it with [`Config::parse`] (bare
-/// config text) or [`Config::parse_document`] (a ConfigMap manifest or bare text).
+/// A validated configuration. The v0.12 ConfigMap front end builds it with
+/// [`Config::parse`] (bare config text) or [`Config::parse_document`] (a ConfigMap
+/// manifest or bare text).
 ///
 /// Everything here has passed validation: addresses parse, pools do not overlap,
 /// pool names are unique, timers are consistent, community aliases are resolved.

@@ -119,10 +119,10 @@ fn table_of_single_errors() {
             "is required",
         ),
         (
-            format!("{PEER}- peer-address: 10.0.0.1\n  peer-asn: 64513\n  my-asn: 64522\n"),
+            format!("{PEER}- peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64522\n"),
             5,
-            "peers[1].peer-address",
-            "duplicate peer: same address, port and node selectors as peers[0]",
+            "peers[1]",
+            "duplicate peer: identical to peers[0]",
         ),
         // Pools.
         ("address-pools:\n- protocol: bgp\n  addresses: [10.0.0.0/24]\n".into(), 2, "address-pools[0].name", "is required"),
@@ -222,6 +222,30 @@ fn table_of_single_errors() {
             8,
             "address-pools[0].bgp-advertisements[0].communities[1]",
             "duplicate community \"1:1\"",
+        ),
+        (
+            pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - {}\n  - {}\n"),
+            7,
+            "address-pools[0].bgp-advertisements[1]",
+            "duplicate advertisement: written the same as address-pools[0].bgp-advertisements[0]",
+        ),
+        (
+            pool_with(
+                "10.0.0.0/24",
+                "  bgp-advertisements:\n  - {aggregation-length: 32, localpref: 100, communities: [\"1:1\", \"2:2\"]}\n\
+                 \x20 - {aggregation-length: 24}\n\
+                 \x20 - {communities: [\"1:1\", \"2:2\"], localpref: 100, aggregation-length: 32}\n",
+            ),
+            8,
+            "address-pools[0].bgp-advertisements[2]",
+            "written the same as address-pools[0].bgp-advertisements[0]",
+        ),
+        (
+            // MetalLB compares the decoded values: 0x20 is 32.
+            pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - aggregation-length: 32\n  - aggregation-length: 0x20\n"),
+            7,
+            "address-pools[0].bgp-advertisements[1]",
+            "duplicate advertisement",
         ),
         (
             pool_with("10.0.0.0/24", "  bgp-advertisements:\n  - localpref: -5\n"),
@@ -335,22 +359,162 @@ fn duplicate_pool_names() {
 }
 
 #[test]
-fn duplicate_peers_need_same_address_port_and_selectors() {
-    let base = "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}\n";
-    // Another port, or other node selectors: a different session, accepted.
-    Config::parse(&format!(
-        "{base}- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, peer-port: 1179}}\n"
+fn duplicate_peers_follow_metallb() {
+    let base = "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw}\n";
+    let with = |second: &str| format!("{base}- {{{second}}}\n");
+    // MetalLB rejects a peer only when every parsed field equals an earlier peer's.
+    let e = Config::parse(&with(
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw",
     ))
-    .unwrap();
-    Config::parse(&format!(
-        "{base}- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 3, node-selectors: [{{match-labels: {{rack: b}}}}]}}\n"
-    ))
-    .unwrap();
+    .unwrap_err();
     assert_eq!(
-        where_(&format!(
-            "{base}- {{peer-address: 10.0.0.1, peer-asn: 5, my-asn: 2, hold-time: 9s}}\n"
+        e.to_string(),
+        "line 3: peers[1]: duplicate peer: identical to peers[0]"
+    );
+    for same in [
+        // Written differently, parsed the same.
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, hold-time: 90s, peer-port: 179",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, peer-port: 0, keepalive-time: 30s",
+        "peer-address: \"::ffff:10.0.0.1\", peer-asn: 0x1, my-asn: 2, password: pw, ebgp-multihop: no",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, node-selectors: [{}]",
+    ] {
+        assert_eq!(
+            where_(&with(same)),
+            [(Some(3), "peers[1]".to_string())],
+            "{same}"
+        );
+    }
+    // Differing in one field only: a peer of its own, accepted.
+    for other in [
+        "peer-address: 10.0.0.1, peer-asn: 5, my-asn: 2, password: pw",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 3, password: pw",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: other",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, hold-time: 9s",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, peer-port: 1179",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, ebgp-multihop: true",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, router-id: 1.1.1.1",
+        "peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: pw, node-selectors: [{match-labels: {rack: b}}]",
+    ] {
+        let cfg = Config::parse(&with(other)).unwrap_or_else(|e| panic!("{other}: {e}"));
+        assert_eq!(cfg.peers.len(), 2, "{other}");
+    }
+    // Selectors compare as the requirements they become: order inside one selector
+    // does not matter, and a label is not an `In` expression.
+    let sel = |s: &str| {
+        format!(
+            "peers:\n- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{{match-labels: {{a: x}}, \
+             match-expressions: [{{key: b, operator: Exists}}, {{key: c, operator: In, values: [y]}}]}}]}}\n\
+             - {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{s}]}}\n"
+        )
+    };
+    assert_eq!(
+        where_(&sel(
+            "{match-expressions: [{key: c, operator: In, values: [y]}, {key: b, operator: Exists}], match-labels: {a: x}}"
         )),
-        [(Some(3), "peers[1].peer-address".to_string())]
+        [(Some(3), "peers[1]".to_string())]
+    );
+    let cfg = Config::parse(&sel(
+        "{match-expressions: [{key: a, operator: In, values: [x]}, {key: b, operator: Exists}, {key: c, operator: In, values: [y]}]}",
+    ))
+    .unwrap();
+    assert_eq!(cfg.peers.len(), 2);
+}
+
+#[test]
+fn unknown_keys_name_the_allowed_keys_at_every_level() {
+    let text = r#"bogus: 1
+peers:
+- peer-address: 10.0.0.1
+  peer-asn: 1
+  my-asn: 2
+  peer-adress: 10.0.0.2
+  node-selectors:
+  - match-label: {a: b}
+    match-expressions:
+    - {key: a, operator: Exists, value: x}
+address-pools:
+- name: a
+  protocol: bgp
+  addresses: [10.0.0.0/24]
+  avoid-buggy-ip: true
+  bgp-advertisements:
+  - aggregation-length: 32
+    community: [no-export]
+bgp-communities: {}
+bfd-profiles: []
+"#;
+    let got: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "line 1: bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities)",
+            "line 6: peers[0].peer-adress: unknown key \"peer-adress\" (expected one of: peer-address, peer-asn, \
+             my-asn, peer-port, hold-time, keepalive-time, router-id, source-address, password, ebgp-multihop, node-selectors)",
+            "line 8: peers[0].node-selectors[0].match-label: unknown key \"match-label\" (expected one of: match-labels, match-expressions)",
+            "line 10: peers[0].node-selectors[0].match-expressions[0].value: unknown key \"value\" (expected one of: key, operator, values)",
+            "line 15: address-pools[0].avoid-buggy-ip: unknown key \"avoid-buggy-ip\" (expected one of: name, protocol, \
+             addresses, auto-assign, avoid-buggy-ips, bgp-advertisements)",
+            "line 18: address-pools[0].bgp-advertisements[0].community: unknown key \"community\" (expected one of: \
+             aggregation-length, aggregation-length-v6, localpref, communities)",
+            "line 20: bfd-profiles: \"bfd-profiles\" is not supported by ferrolb: BFD is not implemented (MetalLB supports it only in FRR mode)",
+        ]
+    );
+    let e = &errors(text)[0];
+    assert_eq!(
+        e.kind,
+        ErrorKind::UnknownKey {
+            key: "bogus".into(),
+            expected: "peers, address-pools, bgp-communities".into()
+        }
+    );
+}
+
+#[test]
+fn wrong_yaml_types_at_nested_paths() {
+    let text = "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 1\n  my-asn: 2\n  node-selectors:\n\
+                \x20 - match-expressions:\n    - key: a\n      operator: In\n      values:\n        x: y\n\
+                address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements:\n\
+                \x20 - localpref: \"100\"\n    aggregation-length: 24.0\n  - [32]\n  auto-assign: \"false\"\n";
+    let got: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "line 9: peers[0].node-selectors[0].match-expressions[0].values: invalid type: mapping, expected a list",
+            "line 16: address-pools[0].bgp-advertisements[0].localpref: invalid type: string \"100\", expected an integer",
+            "line 17: address-pools[0].bgp-advertisements[0].aggregation-length: invalid type: float `24.0`, expected an integer",
+            "line 18: address-pools[0].bgp-advertisements[1]: invalid type: sequence, expected a bgp advertisement (mapping)",
+            "line 19: address-pools[0].auto-assign: expected a boolean, found \"false\" (a quoted value is a string: write the boolean unquoted)",
+        ]
+    );
+}
+
+#[test]
+fn yaml_level_errors() {
+    // A repeated key is reported at its mapping; both documents of a stream at once are not a config.
+    assert_eq!(
+        errors("peers: []\npeers: []\n")[0].to_string(),
+        "line 1: duplicate entry with key \"peers\""
+    );
+    assert_eq!(
+        errors("bgp-communities:\n  a: \"1:1\"\n  a: \"1:2\"\n")[0].to_string(),
+        "line 1: bgp-communities: duplicate entry with key \"a\""
+    );
+    assert_eq!(
+        errors("peers: []\n---\naddress-pools: []\n")[0].to_string(),
+        "line 3: a second YAML document: the config is one document (no `---` inside)"
+    );
+    // Syntax errors name the line where the parser stopped.
+    let e = &errors("peers:\n  - peer-address: 10.0.0.1\n   my-asn: 2\n")[0];
+    assert_eq!((e.line, e.path.as_str()), (Some(3), ""));
+    assert!(
+        e.to_string().starts_with("line 3: YAML syntax error: "),
+        "{e}"
+    );
+    // An unknown tag makes a string (as in yaml.v2), which an integer field refuses.
+    assert_eq!(
+        errors("peers:\n- {peer-address: 10.0.0.1, peer-asn: !x 1, my-asn: 2}\n")[0].to_string(),
+        "line 2: peers[0].peer-asn: invalid type: string \"1\", expected an integer"
     );
 }
 
@@ -430,5 +594,39 @@ fn manifest_errors_carry_manifest_lines() {
     assert_eq!(
         Config::parse_document(no_config).unwrap_err().to_string(),
         "line 3: data.config: is required"
+    );
+}
+
+#[test]
+fn manifest_block_lines_map_back() {
+    // Comment and blank line inside the block, an indentation indicator, nested data.
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config, namespace: metallb-system}\n\
+                    data:\n  other: |\n    x\n  config: |2\n\n    # pools\n    address-pools:\n    - name: a\n\
+                    \x20     protocol: bgp\n      addresses:\n      - 10.0.0.0/24\n      - 10.0.0.300/24\n      bogus: 1\n";
+    let found = ferrolb_config::config_text(manifest).unwrap();
+    assert_eq!(found.line_offset, Some(7));
+    let e = Config::parse_document(manifest).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "line 15: address-pools[0].addresses[1]: \"10.0.0.300/24\" is not a CIDR or an IP range\n\
+         line 16: address-pools[0].bogus: unknown key \"bogus\" (expected one of: name, protocol, addresses, \
+         auto-assign, avoid-buggy-ips, bgp-advertisements)"
+    );
+    // A folded block does not keep lines: errors come without one.
+    let folded = "kind: ConfigMap\ndata:\n  config: >\n    bogus: 1\n";
+    let e = Config::parse_document(folded).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities)"
+    );
+    // Bare text goes through parse_document with its own lines.
+    let e = Config::parse_document("peers:\n- {peer-address: 10.0.0.1, my-asn: 2}\n").unwrap_err();
+    assert_eq!(e.to_string(), "line 2: peers[0].peer-asn: is required");
+    // A config that is not text.
+    let e =
+        Config::parse_document("kind: ConfigMap\ndata:\n  config:\n    peers: []\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "line 3: data.config: invalid type: mapping, expected a string"
     );
 }

@@ -2,8 +2,81 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ferrolb_config::{AddrRange, Config, ip_to_u128};
+use ferrolb_config::{AddrRange, Config, ip_to_u128, u128_to_ip};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
+
+/// The hand-written decomposition `AddrRange::to_cidrs` used before it went through
+/// `ipnet`'s subnet iterators, kept as the reference the new one must equal.
+fn old_to_cidrs(r: &AddrRange) -> Vec<IpNet> {
+    let v4 = r.is_ipv4();
+    let bits: u32 = if v4 { 32 } else { 128 };
+    let end = r.end_u128();
+    let mut cur = r.start_u128();
+    let mut out = Vec::new();
+    loop {
+        // Largest block aligned at `cur` that stays within `end`.
+        let mut size_log = if cur == 0 {
+            bits
+        } else {
+            cur.trailing_zeros().min(bits)
+        };
+        let span = |l: u32| {
+            if l >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << l) - 1
+            }
+        };
+        while size_log > 0
+            && cur
+                .checked_add(span(size_log))
+                .is_none_or(|last| last > end)
+        {
+            size_log -= 1;
+        }
+        let prefix = (bits - size_log) as u8;
+        out.push(match u128_to_ip(cur, v4) {
+            IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, prefix).unwrap()),
+            IpAddr::V6(a) => IpNet::V6(Ipv6Net::new(a, prefix).unwrap()),
+        });
+        let last = cur + span(size_log);
+        if last >= end {
+            break;
+        }
+        cur = last + 1;
+    }
+    out
+}
+
+fn v4(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(n))
+}
+
+fn v6(n: u128) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(n))
+}
+
+#[test]
+fn edges_equal_the_old_decomposition() {
+    let ranges = [
+        (v4(0), v4(u32::MAX)),
+        (v4(0), v4(0)),
+        (v4(u32::MAX), v4(u32::MAX)),
+        (v4(u32::MAX - 1), v4(u32::MAX)),
+        (v4(1), v4(u32::MAX - 1)),
+        (v6(0), v6(u128::MAX)),
+        (v6(1), v6(u128::MAX)),
+        (v6(0), v6(u128::MAX - 1)),
+        (v6(u128::MAX), v6(u128::MAX)),
+        (v6(1 << 64), v6((1 << 65) - 1)),
+    ];
+    for (a, b) in ranges {
+        let r = AddrRange::new(a, b).unwrap();
+        assert_eq!(r.to_cidrs(), old_to_cidrs(&r), "{r}");
+        check_cover(&r);
+    }
+}
 
 fn check_cover(r: &AddrRange) {
     let cidrs = r.to_cidrs();
@@ -45,6 +118,7 @@ proptest! {
         let (s, e) = (a.min(b), a.max(b));
         let r = AddrRange::new(IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(e))).unwrap();
         check_cover(&r);
+        prop_assert_eq!(r.to_cidrs(), old_to_cidrs(&r));
         prop_assert_eq!(r.len(), u128::from(e - s) + 1);
     }
 
@@ -53,6 +127,14 @@ proptest! {
         let e = a.saturating_add(span);
         let r = AddrRange::new(IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(e))).unwrap();
         check_cover(&r);
+        prop_assert_eq!(r.to_cidrs(), old_to_cidrs(&r));
+    }
+
+    #[test]
+    fn wide_v6_ranges_equal_the_old_decomposition(a in any::<u128>(), b in any::<u128>()) {
+        let r = AddrRange::new(v6(a.min(b)), v6(a.max(b))).unwrap();
+        check_cover(&r);
+        prop_assert_eq!(r.to_cidrs(), old_to_cidrs(&r));
     }
 
     #[test]

@@ -407,3 +407,66 @@ fn yaml_1_1_booleans_as_go_yaml_reads_them() {
     assert!(!cfg.pools[0].auto_assign);
     assert!(cfg.pools[0].avoid_buggy_ips);
 }
+
+#[test]
+fn advertisements_written_differently_are_not_duplicates() {
+    // MetalLB compares advertisements as written: an absent field is not its default,
+    // `communities: []` is not "no communities", and the order of communities counts.
+    for (a, b) in [
+        ("{}", "{aggregation-length: 32}"),
+        ("{}", "{aggregation-length-v6: 128}"),
+        ("{}", "{localpref: 0}"),
+        ("{}", "{communities: []}"),
+        (
+            "{communities: [\"1:1\", \"2:2\"]}",
+            "{communities: [\"2:2\", \"1:1\"]}",
+        ),
+        (
+            "{aggregation-length: 32}",
+            "{aggregation-length: 32, localpref: 100}",
+        ),
+    ] {
+        let cfg = parse(&format!(
+            "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{a}, {b}]\n"
+        ));
+        assert_eq!(cfg.pools[0].advertisements.len(), 2, "{a} {b}");
+    }
+    // The same advertisement in two pools is fine too.
+    let cfg = parse(
+        "address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/24], bgp-advertisements: [{}]}\n\
+         - {name: b, protocol: bgp, addresses: [10.0.1.0/24], bgp-advertisements: [{}]}\n",
+    );
+    assert_eq!(cfg.pools.len(), 2);
+}
+
+#[test]
+fn yaml_1_1_scalars_as_metallb_reads_them() {
+    // Integers in Go's notations; text fields keep the scalar exactly as written.
+    let cfg = parse(
+        "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 0xFC00\n  my-asn: 64_522\n  peer-port: 0o263\n\
+         \x20 password: 0012\n  node-selectors:\n  - match-labels: {rack: 1.50, on: off}\n\
+         address-pools:\n- name: 007\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  auto-assign: N\n\
+         \x20 bgp-advertisements:\n  - {localpref: +100, communities: [1]}\n\
+         bgp-communities:\n  1: \"65535:65281\"\n",
+    );
+    let p = &cfg.peers[0];
+    assert_eq!((p.peer_asn, p.my_asn, p.port), (64512, 64522, 179));
+    assert_eq!(p.password.as_deref(), Some("0012"));
+    assert_eq!(p.node_selectors[0].match_labels["rack"], "1.50");
+    assert_eq!(p.node_selectors[0].match_labels["on"], "off");
+    assert_eq!(cfg.pools[0].name, "007");
+    assert!(!cfg.pools[0].auto_assign);
+    assert_eq!(cfg.pools[0].advertisements[0].local_pref, Some(100));
+    assert_eq!(
+        cfg.pools[0].advertisements[0].communities,
+        [STD(65535, 65281)]
+    );
+    // Null is "not set"; anchors and aliases work; empty trailing documents are ignored.
+    let cfg = parse(
+        "peers:\n- &p {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: ~, hold-time: null}\n\
+         - {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2}\n---\n",
+    );
+    assert_eq!(cfg.peers[0].password, None);
+    assert_eq!(cfg.peers[0].hold_time, Duration::from_secs(90));
+    assert_eq!(cfg.peers.len(), 2);
+}

@@ -1,9 +1,7 @@
 //! Reading the config text out of a ConfigMap manifest, so tools accept either the
 //! manifest users `kubectl apply` or the bare text under its `config` key.
 
-use serde_yaml::Value;
-
-use crate::positions::Positions;
+use super::yaml::{self, Node};
 use crate::{ConfigError, ConfigErrors, ErrorKind};
 
 /// The MetalLB config text found in a document, and how its lines map back.
@@ -31,64 +29,67 @@ pub fn config_text(document: &str) -> Result<ConfigText, ConfigErrors> {
         line_offset: Some(0),
         from_manifest: false,
     };
-    let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(document) {
-        match serde::Deserialize::deserialize(d) {
-            Ok(v) => docs.push(v),
-            Err(_) => return Ok(bare()),
-        }
+    match yaml::load(document) {
+        Ok(docs) => find(&docs).unwrap_or_else(|| Ok(bare())),
+        Err(_) => Ok(bare()),
     }
-    let kind_of = |v: &Value| v.get("kind").map(|k| k.as_str().unwrap_or("?").to_string());
-    if docs.iter().all(|d: &Value| kind_of(d).is_none()) {
-        return Ok(bare());
+}
+
+/// The config of parsed `docs` if they are manifests (some document has a `kind`),
+/// `None` if they are bare config.
+pub(crate) fn find(docs: &[Option<Node<'_>>]) -> Option<Result<ConfigText, ConfigErrors>> {
+    let kind_of = |d: &Option<Node<'_>>| {
+        let (k, v) = d.as_ref()?.get("kind")?;
+        let text = v.scalar().map_or("?".into(), |s| s.text.to_string());
+        Some((k.line, text))
+    };
+    if docs.iter().all(|d| kind_of(d).is_none()) {
+        return None;
     }
-    let pos = Positions::index(document);
     let mut first_err = None;
-    for (i, d) in docs.iter().enumerate() {
-        match kind_of(d).as_deref() {
-            Some("ConfigMap") => {}
-            Some(other) => {
+    for d in docs {
+        match kind_of(d) {
+            Some((_, kind)) if kind == "ConfigMap" => {}
+            Some((line, other)) => {
                 first_err.get_or_insert(ConfigError {
-                    line: pos.line(i, "kind"),
+                    line: Some(line),
                     path: "kind".into(),
-                    kind: ErrorKind::NotConfigMap(other.to_string()),
+                    kind: ErrorKind::NotConfigMap(other),
                 });
                 continue;
             }
             None => continue,
         }
-        let Some(config) = d.get("data").and_then(|data| data.get("config")) else {
+        let root = d.as_ref().expect("a document with a kind");
+        let data = root.get("data");
+        let Some((key, config)) = data.and_then(|(_, data)| data.get("config")) else {
             first_err = Some(ConfigError {
-                line: pos.line(i, "data"),
+                line: Some(data.map_or(root.line, |(k, _)| k.line)),
                 path: "data.config".into(),
                 kind: ErrorKind::Missing,
             });
             continue;
         };
-        let Some(text) = config.as_str() else {
-            return Err(ConfigErrors(vec![ConfigError {
-                line: pos.line(i, "data.config"),
+        let Some(scalar) = config.scalar().filter(|_| !config.is_null()) else {
+            return Some(Err(ConfigErrors(vec![ConfigError {
+                line: Some(key.line),
                 path: "data.config".into(),
-                kind: ErrorKind::Yaml("expected a string".into()),
-            }]));
+                kind: ErrorKind::Yaml(format!(
+                    "invalid type: {}, expected a string",
+                    config.describe()
+                )),
+            }])));
         };
-        // A literal block (`config: |`) keeps the lines: text line 1 is the line after.
-        let line_offset = pos.line(i, "data.config").filter(|&l| {
-            document
-                .lines()
-                .nth(l - 1)
-                .and_then(|line| line.split_once("config:"))
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('|'))
-        });
-        return Ok(ConfigText {
-            text: text.to_string(),
-            line_offset,
+        // A literal block (`config: |`) keeps the lines.
+        return Some(Ok(ConfigText {
+            text: scalar.text.to_string(),
+            line_offset: scalar.line_offset,
             from_manifest: true,
-        });
+        }));
     }
-    Err(ConfigErrors(vec![first_err.unwrap_or(ConfigError {
+    Some(Err(ConfigErrors(vec![first_err.unwrap_or(ConfigError {
         line: None,
         path: String::new(),
         kind: ErrorKind::Missing,
-    })]))
+    })])))
 }
