@@ -11,6 +11,7 @@
 //! crates (and in `ferrolb-config`). Nothing here picks a Kubernetes version
 //! feature of `k8s-openapi`; the binary does.
 
+pub mod cli;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod kube_client;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod service;
 pub mod signal;
 
 pub use error::Error;
