@@ -26,15 +26,12 @@ pub struct NodeState {
     pub labels: BTreeMap<String, String>,
     /// The node condition `NetworkUnavailable` is `True`.
     pub network_unavailable: bool,
+    /// The node is out of external load balancing: it carries [`EXCLUDE_LABEL`]
+    /// and the speaker does not ignore it (`--ignore-exclude-lb`).
+    pub excluded: bool,
 }
 
-/// `spec.externalTrafficPolicy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum TrafficPolicy {
-    #[default]
-    Cluster,
-    Local,
-}
+pub use ferrolb_ops::service::TrafficPolicy;
 
 /// One endpoint of a service, from an EndpointSlice or a core/v1 Endpoints object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,12 +175,66 @@ impl fmt::Display for SkipReason {
     }
 }
 
-/// Identity of a configured peer (address and port), the key of the per-peer route sets.
-pub type PeerKey = (IpAddr, u16);
+/// Identity of a configured peer, the key of the per-peer route sets and
+/// sessions: its address and port, and which of the peers with that address
+/// and port it is (MetalLB accepts peers that differ only in ASN, password or
+/// timers, and runs a session for each that selects the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// 0 for the first peer with this address and port in the configuration, 1 for the next…
+    pub nth: u16,
+}
 
-/// The key of a peer.
-pub fn peer_key(peer: &Peer) -> PeerKey {
-    (peer.address, peer.port)
+impl PeerKey {
+    /// The first (usually only) peer at `addr:port`.
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        PeerKey { addr, port, nth: 0 }
+    }
+}
+
+/// `addr:port` (`[v6]:port`), with `#2`, `#3`… for the second, third… peer at that address:
+/// the `peer` label of the BGP metrics.
+impl fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        std::net::SocketAddr::new(self.addr, self.port).fmt(f)?;
+        if self.nth > 0 {
+            write!(f, "#{}", self.nth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of every configured peer, in configuration order.
+pub fn peer_keys(config: &Config) -> Vec<PeerKey> {
+    let mut seen: BTreeMap<(IpAddr, u16), u16> = BTreeMap::new();
+    config
+        .peers
+        .iter()
+        .map(|p| {
+            let n = seen.entry((p.address, p.port)).or_default();
+            let key = PeerKey {
+                addr: p.address,
+                port: p.port,
+                nth: *n,
+            };
+            *n += 1;
+            key
+        })
+        .collect()
+}
+
+/// The peers selecting a node with these labels, with their keys, in configuration order.
+pub fn peers_for_node<'a>(
+    config: &'a Config,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(PeerKey, &'a Peer)> {
+    peer_keys(config)
+        .into_iter()
+        .zip(&config.peers)
+        .filter(|(_, p)| p.selects_node(labels))
+        .collect()
 }
 
 /// One route a node announces for a service: to whom, what prefix, which
@@ -217,7 +268,7 @@ pub fn decide(config: &Config, node: &NodeState, svc: &ServiceState) -> Decision
 pub struct Decider<'a> {
     config: &'a Config,
     node: &'a NodeState,
-    peers: Vec<&'a Peer>,
+    peers: Vec<(PeerKey, &'a Peer)>,
     /// `attrs[pool][advertisement]` = [eBGP, iBGP] attribute sets.
     attrs: Vec<Vec<[Arc<RouteAttrs>; 2]>>,
 }
@@ -237,7 +288,7 @@ impl<'a> Decider<'a> {
         Decider {
             config,
             node,
-            peers: config.peers_for_node(&node.labels).collect(),
+            peers: peers_for_node(config, &node.labels),
             attrs,
         }
     }
@@ -255,7 +306,7 @@ impl<'a> Decider<'a> {
         if self.node.network_unavailable {
             return Decision::Skip(SkipReason::NodeNetworkUnavailable);
         }
-        if self.node.labels.contains_key(EXCLUDE_LABEL) {
+        if self.node.excluded {
             return Decision::Skip(SkipReason::NodeExcluded);
         }
         match svc.traffic_policy {
@@ -290,9 +341,9 @@ impl<'a> Decider<'a> {
             }
             for (adv, attrs) in pool.advertisements.iter().zip(&self.attrs[p]) {
                 let prefix = adv.prefix_for(ip);
-                for peer in &self.peers {
+                for (key, peer) in &self.peers {
                     out.push(Announcement {
-                        peer: peer_key(peer),
+                        peer: *key,
                         prefix,
                         attrs: attrs[usize::from(peer.is_ibgp())].clone(),
                     });
@@ -347,7 +398,7 @@ pub fn routes_per_peer<'s>(
     let mut per_peer: BTreeMap<PeerKey, Routes> = decider
         .peers
         .iter()
-        .map(|p| (peer_key(p), Routes::new()))
+        .map(|(key, _)| (*key, Routes::new()))
         .collect();
     for svc in services {
         let d = decider.decide(&svc);

@@ -7,8 +7,11 @@
 //! allocate IPs (the controller does) and does not touch the node's forwarding.
 
 pub mod announce;
+pub mod metrics;
+pub mod pass;
 pub mod peers;
 pub mod run;
+pub mod sources;
 pub mod watch;
 
 pub use run::{SpeakerOpts, run};

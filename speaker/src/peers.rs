@@ -14,7 +14,8 @@ use ferrolb_bgp::wire::Family;
 use ferrolb_config::{Config, Peer};
 use tracing::{info, warn};
 
-use crate::announce::{NodeState, PeerKey, peer_key};
+use crate::announce::{NodeState, PeerKey, peers_for_node};
+use crate::metrics::SessionView;
 
 /// Why a peer that selects the node gets no session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,18 +77,18 @@ pub fn desired_sessions(
     node: &NodeState,
     resolve: &dyn Fn(IpAddr) -> Option<IpAddr>,
 ) -> (BTreeMap<PeerKey, PeerConfig>, Vec<PeerError>) {
-    let peers: Vec<&Peer> = config.peers_for_node(&node.labels).collect();
+    let peers = peers_for_node(config, &node.labels);
     // A router-id for IPv6-only sessions: the node's first IPv4 source address toward any peer.
-    let fallback_id = peers.iter().find_map(|p| match resolve(p.address) {
+    let fallback_id = peers.iter().find_map(|(_, p)| match resolve(p.address) {
         Some(IpAddr::V4(v4)) => Some(v4),
         _ => None,
     });
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
-    for p in peers {
+    for (key, p) in peers {
         match session_config(p, resolve, fallback_id) {
             Ok(c) => {
-                out.insert(peer_key(p), c);
+                out.insert(key, c);
             }
             Err(e) => errors.push(e),
         }
@@ -139,13 +140,21 @@ impl PeerSessions {
             r.handle.set(routes.remove(&key).unwrap_or_default());
         }
         for key in routes.keys() {
-            warn!(peer = ?key, "routes for a peer without a session (no source address?)");
+            warn!(peer = %key, "routes for a peer without a session (no source address?)");
         }
     }
 
-    /// The handles, for metrics.
-    pub fn handles(&self) -> impl Iterator<Item = (&PeerKey, &SessionHandle)> {
-        self.running.iter().map(|(k, r)| (k, &r.handle))
+    /// The sessions as `/metrics` shows them; `desired` is the number of
+    /// prefixes each peer should hold.
+    pub fn views(&self, desired: &BTreeMap<PeerKey, usize>) -> Vec<SessionView> {
+        self.running
+            .iter()
+            .map(|(k, r)| SessionView {
+                peer: *k,
+                status: r.handle.status(),
+                desired: desired.get(k).copied().unwrap_or(0),
+            })
+            .collect()
     }
 
     /// Withdraw everything from every peer, give the withdrawals a moment to
@@ -187,7 +196,7 @@ mod tests {
         let resolve = |_: IpAddr| Some("172.17.0.21".parse().unwrap());
         let (sessions, errors) = desired_sessions(&c, &node, &resolve);
         assert!(errors.is_empty());
-        let s = &sessions[&("172.17.0.1".parse().unwrap(), 179)];
+        let s = &sessions[&PeerKey::new("172.17.0.1".parse().unwrap(), 179)];
         assert_eq!(s.local_addr, Some("172.17.0.21".parse().unwrap()));
         assert_eq!(s.router_id, "172.17.0.21".parse::<Ipv4Addr>().unwrap());
         assert_eq!((s.local_as, s.peer_as), (64522, 64512));
@@ -208,6 +217,7 @@ mod tests {
             name: "n".into(),
             labels: [("rack".to_string(), "a".to_string())].into(),
             network_unavailable: false,
+            excluded: false,
         };
         let resolve = |_: IpAddr| None;
         let (sessions, errors) = desired_sessions(&c, &node, &resolve);

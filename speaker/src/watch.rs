@@ -12,13 +12,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ferrolb_ops::service;
 use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
 use crate::announce::{
-    Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceState, TrafficPolicy,
+    EXCLUDE_LABEL, Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceState, TrafficPolicy,
 };
 
 /// Label on an EndpointSlice naming its Service.
@@ -147,14 +148,12 @@ pub struct SlimService {
 /// `lb_class` (`None`: a LoadBalancer without `spec.loadBalancerClass`, as
 /// the controller's `--lb-class` decides which Services it gives IPs).
 pub fn slim_service(svc: &Service, lb_class: Option<&str>) -> Option<SlimService> {
-    let class = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_class.as_deref());
-    (is_load_balancer(svc) && class == lb_class).then(|| SlimService {
-        uid: svc.metadata.uid.as_deref().map(Box::from),
-        traffic_policy: traffic_policy(svc),
-        ips: service_ips(svc).into(),
+    (service::is_load_balancer(svc) && service::load_balancer_class(svc) == lb_class).then(|| {
+        SlimService {
+            uid: svc.metadata.uid.as_deref().map(Box::from),
+            traffic_policy: service::traffic_policy(svc),
+            ips: service::ingress_ips(svc).into(),
+        }
     })
 }
 
@@ -343,7 +342,9 @@ pub enum EndpointSource {
     Endpoints(EndpointsIndex),
 }
 
-/// The node as the decision needs it: labels and the `NetworkUnavailable` condition.
+/// The node as the decision needs it: labels, the `NetworkUnavailable`
+/// condition, and whether it carries the exclude-from-external-load-balancers
+/// label.
 pub fn node_state(name: &str, node: Option<&Node>) -> NodeState {
     let Some(node) = node else {
         // Not seen yet: no labels, so selectors with labels do not match.
@@ -360,42 +361,35 @@ pub fn node_state(name: &str, node: Option<&Node>) -> NodeState {
             cs.iter()
                 .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
         });
+    let labels = node.labels().clone();
     NodeState {
         name: name.to_string(),
-        labels: node.labels().clone(),
+        excluded: labels.contains_key(EXCLUDE_LABEL),
+        labels,
         network_unavailable,
     }
 }
 
-/// Is this a Service the speaker should consider (type LoadBalancer)?
-pub fn is_load_balancer(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+/// This node as last seen. A Node object that disappears (deleted, or renamed
+/// away) keeps its last known labels and conditions until it comes back or the
+/// speaker restarts, so peers selected by its labels do not drop because the
+/// object is briefly gone.
+#[derive(Debug, Default)]
+pub struct KnownNode {
+    last: Option<NodeState>,
 }
 
-/// The IPs a Service holds (`status.loadBalancer.ingress[].ip`), parsed; hostnames ignored.
-pub fn service_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ing| {
-            ing.iter()
-                .filter_map(|i| i.ip.as_deref())
-                .filter_map(|ip| ip.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `spec.externalTrafficPolicy` (Kubernetes' default is Cluster).
-pub fn traffic_policy(svc: &Service) -> TrafficPolicy {
-    match svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-    {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
+impl KnownNode {
+    /// The node's state given the object now in the watch (`None`: absent).
+    pub fn observe(&mut self, name: &str, node: Option<&Node>) -> NodeState {
+        match node {
+            Some(n) => {
+                let state = node_state(name, Some(n));
+                self.last = Some(state.clone());
+                state
+            }
+            None => self.last.clone().unwrap_or_else(|| node_state(name, None)),
+        }
     }
 }
 
@@ -568,9 +562,9 @@ mod tests {
             "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}, {"hostname": "x"}]}}
         }));
         let slim = slim_service(&s, None).expect("a LoadBalancer is kept");
-        assert_eq!(slim.ips.as_slice(), service_ips(&s).as_slice());
+        assert_eq!(slim.ips.as_slice(), service::ingress_ips(&s).as_slice());
         assert_eq!(slim.ips, Ips::One("172.17.254.1".parse().unwrap()));
-        assert_eq!(slim.traffic_policy, traffic_policy(&s));
+        assert_eq!(slim.traffic_policy, TrafficPolicy::Local);
         assert_eq!(slim.uid.as_deref(), Some("u1"));
 
         let mut services = Services::default();

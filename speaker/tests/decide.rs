@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use ferrolb_config::Config;
 use ferrolb_speaker::announce::{
-    Decision, EXCLUDE_LABEL, Endpoint, NodeState, ServiceState, SkipReason, TrafficPolicy, decide,
-    routes_per_peer,
+    Decision, EXCLUDE_LABEL, Endpoint, NodeState, PeerKey, ServiceState, SkipReason, TrafficPolicy,
+    decide, routes_per_peer,
 };
 
 const CONFIG: &str = r#"
@@ -59,6 +59,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeState {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         network_unavailable: false,
+        excluded: labels.iter().any(|(k, _)| *k == EXCLUDE_LABEL),
     }
 }
 
@@ -221,7 +222,8 @@ fn announce_attributes_and_peer_selection() {
     };
     assert_eq!(anns.len(), 1);
     let a = &anns[0];
-    assert_eq!(a.peer, ("172.17.0.1".parse().unwrap(), 179));
+    assert_eq!(a.peer, PeerKey::new("172.17.0.1".parse().unwrap(), 179));
+    assert_eq!(a.peer.to_string(), "172.17.0.1:179");
     assert_eq!(a.prefix.to_string(), "172.17.254.7/32");
     assert_eq!(
         a.attrs.next_hop, None,
@@ -244,7 +246,7 @@ fn announce_attributes_and_peer_selection() {
     assert_eq!(anns.len(), 2);
     let ibgp = anns
         .iter()
-        .find(|a| a.peer.0 == "172.17.0.2".parse::<IpAddr>().unwrap())
+        .find(|a| a.peer.addr == "172.17.0.2".parse::<IpAddr>().unwrap())
         .unwrap();
     assert_eq!(ibgp.attrs.local_pref, Some(200));
 }

@@ -227,17 +227,3 @@ fn endpoint_slices_with_conditions() {
         Decision::Skip(SkipReason::NoLocalEndpoint)
     );
 }
-
-#[test]
-fn metrics_text_uses_metallb_names() {
-    let text = ferrolb_speaker::run::render_for_test(
-        &[("default/web", &["172.17.254.1"])],
-        &[("172.17.0.1:179", true, 3, 1)],
-    );
-    assert!(text.contains("metallb_bgp_session_up{peer=\"172.17.0.1:179\"} 1"));
-    assert!(text.contains("metallb_bgp_updates_total{peer=\"172.17.0.1:179\"} 3"));
-    assert!(text.contains("metallb_bgp_announced_prefixes_total{peer=\"172.17.0.1:179\"} 1"));
-    assert!(text.contains(
-        "metallb_speaker_announced{ip=\"172.17.254.1\",node=\"n1\",protocol=\"bgp\",service=\"default/web\"} 1"
-    ));
-}

@@ -1,0 +1,139 @@
+//! The speaker's `/metrics`, under MetalLB's names, computed at scrape time
+//! from the speaker's state (nothing is kept per label set between scrapes),
+//! and its `/readyz`.
+
+use std::sync::{Arc, Mutex};
+
+use ferrolb_bgp::driver::SessionStatus;
+use ferrolb_bgp::fsm::State;
+use ferrolb_ops::metrics::{Registry, ScrapeCollectorBuilder};
+use tokio::sync::watch;
+
+use crate::announce::PeerKey;
+use crate::pass::Announcer;
+
+/// One BGP session as `/metrics` shows it.
+#[derive(Debug)]
+pub struct SessionView {
+    /// The peer (label `peer`).
+    pub peer: PeerKey,
+    /// The session's live status.
+    pub status: watch::Receiver<SessionStatus>,
+    /// Prefixes the peer should hold (`metallb_bgp_pending_prefixes_total`).
+    pub desired: usize,
+}
+
+/// What the speaker's endpoints read.
+#[derive(Debug, Default)]
+pub struct SpeakerState {
+    /// The caches are synced and a first pass ran (ready).
+    pub synced: bool,
+    /// A configuration was ever loaded.
+    pub config_loaded: bool,
+    /// Running on an older configuration because the latest was rejected.
+    pub config_stale: bool,
+    /// The Services this node announces.
+    pub announcer: Announcer,
+    /// The BGP sessions.
+    pub sessions: Vec<SessionView>,
+}
+
+/// Shared between the decision loop and the HTTP endpoints.
+pub type Shared = Arc<Mutex<SpeakerState>>;
+
+/// Locks the state (a panic elsewhere does not make it unusable).
+pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, SpeakerState> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Registers the speaker's metrics, read from `shared` at each scrape. `node`
+/// is the `node` label of `metallb_speaker_announced`.
+pub fn register(
+    registry: &Registry,
+    shared: Shared,
+    node: String,
+) -> Result<(), ferrolb_ops::Error> {
+    let mut b = ScrapeCollectorBuilder::new();
+    let loaded = b.gauge(
+        "metallb_k8s_client_config_loaded_bool",
+        "1 if the MetalLB configuration was successfully loaded at least once.",
+        &[],
+    )?;
+    let stale = b.gauge(
+        "metallb_k8s_client_config_stale_bool",
+        "1 if running on a stale configuration, because the latest config failed to load.",
+        &[],
+    )?;
+    let up = b.gauge(
+        "metallb_bgp_session_up",
+        "BGP session state (1 is up, 0 is down)",
+        &["peer"],
+    )?;
+    let updates = b.counter(
+        "metallb_bgp_updates_total",
+        "Number of BGP UPDATE messages sent",
+        &["peer"],
+    )?;
+    let prefixes = b.gauge(
+        "metallb_bgp_announced_prefixes_total",
+        "Number of prefixes currently being advertised on the BGP session",
+        &["peer"],
+    )?;
+    let pending = b.gauge(
+        "metallb_bgp_pending_prefixes_total",
+        "Number of prefixes that should be advertised on the BGP session",
+        &["peer"],
+    )?;
+    let announced = b.gauge(
+        "metallb_speaker_announced",
+        "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.",
+        &["service", "protocol", "node", "ip"],
+    )?;
+    let collector = b.build(move |out| {
+        let st = lock(&shared);
+        out.add(
+            loaded,
+            &[] as &[&str],
+            f64::from(u8::from(st.config_loaded)),
+        );
+        out.add(stale, &[] as &[&str], f64::from(u8::from(st.config_stale)));
+        for s in &st.sessions {
+            let peer = [s.peer.to_string()];
+            let status = s.status.borrow();
+            let established = status.state == State::Established;
+            out.add(up, &peer, f64::from(u8::from(established)));
+            out.add(updates, &peer, status.updates_sent as f64);
+            out.add(prefixes, &peer, status.prefixes_announced as f64);
+            out.add(pending, &peer, s.desired as f64);
+        }
+        for (svc, ips) in st.announcer.announced() {
+            for ip in ips {
+                out.add(announced, &[svc, "bgp", &node, &ip.to_string()], 1.0);
+            }
+        }
+    });
+    registry.register(Box::new(collector))?;
+    Ok(())
+}
+
+/// `/readyz` and `/metrics` of the speaker.
+pub struct Probe {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// The state `/readyz` reads.
+    pub shared: Shared,
+}
+
+impl ferrolb_ops::Probe for Probe {
+    fn ready(&self) -> Result<(), String> {
+        if lock(&self.shared).synced {
+            Ok(())
+        } else {
+            Err("caches not synced yet".to_string())
+        }
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

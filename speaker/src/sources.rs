@@ -1,0 +1,218 @@
+//! The speaker's watches: Services, endpoints (EndpointSlices when the API
+//! server serves discovery.k8s.io/v1, else core/v1 Endpoints), its own Node
+//! and the configuration ConfigMap, each driven by its own task into the
+//! slim maps of [`crate::watch`] or a reflector store, ringing one [`Notify`]
+//! whenever what the decision reads may have changed.
+
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::watch::{EndpointSource, EndpointsIndex, Services, SliceIndex};
+
+/// Everything the speaker watches.
+pub struct Sources {
+    /// LoadBalancer Services of the speaker's class.
+    pub services: Arc<Mutex<Services>>,
+    /// Endpoints, from whichever API the server serves.
+    pub endpoints: Arc<Mutex<EndpointSource>>,
+    /// This node.
+    pub nodes: Store<Node>,
+    /// The configuration ConfigMap.
+    pub configmaps: Store<ConfigMap>,
+    services_ready: tokio::sync::watch::Receiver<bool>,
+    endpoints_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Where the watches look.
+pub struct Watched<'a> {
+    /// This node's name.
+    pub node: &'a str,
+    /// Namespace of the ConfigMap.
+    pub namespace: &'a str,
+    /// Name of the ConfigMap.
+    pub config_name: &'a str,
+    /// `spec.loadBalancerClass` of the Services to keep.
+    pub lb_class: Option<String>,
+}
+
+impl Sources {
+    /// Starts every watch; `notify` rings on each change.
+    pub async fn start(client: &Client, w: Watched<'_>, notify: &Arc<Notify>) -> Sources {
+        let services = Arc::new(Mutex::new(Services::with_class(w.lb_class)));
+        let services_ready = {
+            let services = services.clone();
+            pump_slim(
+                Api::<Service>::all(client.clone()),
+                move |ev| lock(&services).apply(ev),
+                notify,
+                "services",
+            )
+        };
+        let (endpoints, endpoints_ready) = if serves_slices_v1(client).await {
+            info!("reading endpoints from discovery.k8s.io/v1 EndpointSlices");
+            let src = Arc::new(Mutex::new(EndpointSource::Slices(SliceIndex::default())));
+            let s = src.clone();
+            let ready = pump_slim(
+                Api::<EndpointSlice>::all(client.clone()),
+                move |ev| {
+                    if let EndpointSource::Slices(idx) = &mut *lock(&s) {
+                        idx.apply(ev);
+                    }
+                },
+                notify,
+                "endpointslices",
+            );
+            (src, ready)
+        } else {
+            info!("EndpointSlice v1 not served: reading core/v1 Endpoints");
+            let src = Arc::new(Mutex::new(EndpointSource::Endpoints(
+                EndpointsIndex::default(),
+            )));
+            let s = src.clone();
+            let ready = pump_slim(
+                Api::<Endpoints>::all(client.clone()),
+                move |ev| {
+                    if let EndpointSource::Endpoints(idx) = &mut *lock(&s) {
+                        idx.apply(ev);
+                    }
+                },
+                notify,
+                "endpoints",
+            );
+            (src, ready)
+        };
+        let nodes = store_for(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", w.node)),
+            |n: &mut Node| n.metadata.managed_fields = None,
+            notify,
+            "node",
+        );
+        let configmaps = store_for(
+            Api::<ConfigMap>::namespaced(client.clone(), w.namespace),
+            watcher::Config::default().fields(&format!("metadata.name={}", w.config_name)),
+            |c: &mut ConfigMap| c.metadata.managed_fields = None,
+            notify,
+            "configmap",
+        );
+        Sources {
+            services,
+            endpoints,
+            nodes,
+            configmaps,
+            services_ready,
+            endpoints_ready,
+        }
+    }
+
+    /// Waits until every watch has listed once.
+    pub async fn synced(&mut self) {
+        let _ = self.services_ready.wait_for(|r| *r).await;
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.configmaps.wait_until_ready().await;
+        let _ = self.endpoints_ready.wait_for(|r| *r).await;
+    }
+}
+
+/// Locks a slim map (a panic elsewhere does not make it unusable).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drive a watch stream into a store, ringing `notify` on every event.
+fn pump<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    notify: Arc<Notify>,
+    what: &'static str,
+) where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream.default_backoff().reflect(writer));
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                warn!(watch = what, error = %e, "watch error (retrying)");
+            }
+            notify.notify_one();
+        }
+    });
+}
+
+/// A reflector store fed by a watch; `trim` drops what the speaker never reads
+/// before an object is stored.
+fn store_for<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    trim: fn(&mut K),
+    notify: &Arc<Notify>,
+    what: &'static str,
+) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    pump(watcher(api, cfg).modify(trim), writer, notify.clone(), what);
+    store
+}
+
+/// Drive a watch into a slim map (`apply` folds each event in), ringing
+/// `notify` whenever what the map shows changed. The receiver turns true at
+/// the first complete list.
+fn pump_slim<K>(
+    api: Api<K>,
+    mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    notify: &Arc<Notify>,
+    what: &'static str,
+) -> tokio::sync::watch::Receiver<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let notify = notify.clone();
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(ev) => {
+                    apply(&ev);
+                    match ev {
+                        // Listed objects become visible only at InitDone.
+                        watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+                        watcher::Event::InitDone => {
+                            ready_tx.send_replace(true);
+                        }
+                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+                    }
+                }
+                Err(e) => warn!(watch = what, error = %e, "watch error (retrying)"),
+            }
+            notify.notify_one();
+        }
+    });
+    ready_rx
+}
+
+/// Does the API server serve discovery.k8s.io/v1 EndpointSlices?
+async fn serves_slices_v1(client: &Client) -> bool {
+    match client.list_api_group_resources("discovery.k8s.io/v1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "endpointslices"),
+        Err(_) => false,
+    }
+}
