@@ -1,5 +1,8 @@
 //! Stateful scenario tables for the allocator, MetalLB style: each scenario is
 //! a pool list and a sequence of steps with the expected outcome of each.
+//! After every step the allocator checks its own bookkeeping
+//! (`Allocator::check_consistency`, from the crate's `check` feature, which
+//! controller/Cargo.toml turns on for tests through a dev-dependency).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -1,5 +1,6 @@
 //! The consistency checker for tests: the allocator's bookkeeping checked
-//! against itself.
+//! against itself. Compiled only under `cfg(test)` or the `check` feature,
+//! never into the product.
 
 use super::Allocator;
 use super::ids::Id;
@@ -8,8 +9,8 @@ use super::ranges::to_ip;
 impl Allocator {
     /// Checks the internal bookkeeping (free intervals against addresses in
     /// use, holders against records, the key index against the records).
-    /// Cost is proportional to allocations and free intervals; meant for tests.
-    #[doc(hidden)]
+    /// Cost is proportional to allocations and free intervals. Only built for
+    /// tests (`cfg(test)` or the crate's `check` feature).
     pub fn check_consistency(&self) -> Result<(), String> {
         for (packed, u) in &self.ips {
             let addr = packed.addr();

@@ -30,7 +30,8 @@
 //! intervals, packed addresses), `pools.rs` (pool validation and lookup),
 //! `ids.rs` (service ids and records), `sharing.rs` (holders and the sharing
 //! rules), `plan.rs` (families, keep/pick, requested IPs, commit) and
-//! `check.rs` (the consistency checker for tests).
+//! `check.rs` (the consistency checker, built only for tests: `cfg(test)` or
+//! the `check` feature).
 
 mod error;
 mod ids;
@@ -40,6 +41,7 @@ mod ranges;
 mod request;
 mod sharing;
 
+#[cfg(any(test, feature = "check"))]
 mod check;
 
 use std::collections::{BTreeMap, HashMap};
