@@ -179,7 +179,8 @@ pub enum AllocError {
         /// The holder.
         other: ServiceKey,
     },
-    /// `RequireDualStack` could not be satisfied.
+    /// `RequireDualStack` could not be satisfied: the service lists one family
+    /// only, or no candidate pool has both families free.
     #[error("RequireDualStack: cannot allocate both an IPv4 and an IPv6 address: {reason}")]
     DualStackImpossible {
         /// Why.

@@ -24,6 +24,11 @@
 //! IPv4 addresses whose last octet is 0 or 255, and an IP is shared only by
 //! services with the same `allow-shared-ip` key, disjoint ports and compatible
 //! traffic policies (all `Cluster`, or all `Local` with the same selector).
+//! Families come from the service (those of its cluster IPs), never from its
+//! `ipFamilyPolicy`: one listed family means one address whatever the policy;
+//! with two listed, SingleStack takes the first, PreferDualStack what the
+//! pools can give, RequireDualStack both or an error (an error too when only
+//! one family is listed).
 //!
 //! Where things are: `request.rs` (what goes in and comes out; re-exported
 //! here), `error.rs` ([`PoolError`], [`AllocError`]), `ranges.rs` (free

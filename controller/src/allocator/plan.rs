@@ -28,25 +28,43 @@ fn pools_phrase(req: &ServiceRequest) -> String {
 }
 
 impl Allocator {
-    fn desired_families(req: &ServiceRequest) -> Families {
+    /// The families `req` gets an address of, primary first, as MetalLB
+    /// decides them: the listed `families` (duplicates dropped), or when none
+    /// are listed the families of the requested IPs, else IPv4. The policy
+    /// never adds a family: a PreferDualStack Service on a single-stack
+    /// cluster lists one family and gets one address. SingleStack keeps the
+    /// first family only; RequireDualStack with one family is an error.
+    fn desired_families(req: &ServiceRequest) -> Result<Families, AllocError> {
         let mut fams = Families::new();
-        for f in &req.families {
-            if !fams.contains(f) {
-                fams.push(*f);
+        for &f in &req.families {
+            if !fams.contains(&f) {
+                fams.push(f);
             }
         }
         if fams.is_empty() {
-            fams.push(req.requested_ips.first().map_or(IpFamily::V4, IpFamily::of));
-        }
-        match req.family_policy {
-            FamilyPolicy::SingleStack => fams.truncate(1),
-            _ => {
-                if fams.len() == 1 {
-                    fams.push(fams[0].other());
+            for f in req.requested_ips.iter().map(IpFamily::of) {
+                if !fams.contains(&f) {
+                    fams.push(f);
                 }
             }
         }
-        fams
+        if fams.is_empty() {
+            fams.push(IpFamily::V4);
+        }
+        match req.family_policy {
+            FamilyPolicy::SingleStack => fams.truncate(1),
+            FamilyPolicy::PreferDualStack => {}
+            FamilyPolicy::RequireDualStack if fams.len() < 2 => {
+                return Err(AllocError::DualStackImpossible {
+                    reason: format!(
+                        "the service's IP families are {} only (its cluster IPs are not dual-stack)",
+                        fams[0]
+                    ),
+                });
+            }
+            FamilyPolicy::RequireDualStack => {}
+        }
+        Ok(fams)
     }
 
     /// Is a held `addr` still good for `req` (pool, annotation, sharing)?
@@ -102,7 +120,7 @@ impl Allocator {
 
     /// What `req` (service `me`, if known) should hold; changes nothing.
     pub(super) fn plan(&self, req: &ServiceRequest, me: Option<Id>) -> Result<Plan, AllocError> {
-        let fams = Self::desired_families(req);
+        let fams = Self::desired_families(req)?;
         if !req.requested_ips.is_empty() {
             return self.plan_requested(req, &fams, me);
         }
@@ -262,7 +280,9 @@ impl Allocator {
     /// Rebuild step for a service not yet known (key hash `h`): keep the
     /// valid `current` IPs of `req`, allocate nothing new.
     pub(super) fn adopt(&mut self, req: &ServiceRequest, h: u64) {
-        let fams = Self::desired_families(req);
+        let Ok(fams) = Self::desired_families(req) else {
+            return;
+        };
         let mut plan: Plan = SmallVec::new();
         for &f in &fams {
             let requested = req.requested_ips.iter().find(|ip| IpFamily::of(ip) == f);

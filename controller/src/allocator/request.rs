@@ -51,9 +51,13 @@ pub enum FamilyPolicy {
     /// One address, of the first family in `families`.
     #[default]
     SingleStack,
-    /// Both families if the pools allow it, else whatever can be had.
+    /// One address per family in `families` if the pools allow it, else
+    /// whatever can be had. One family listed (a single-stack cluster) means
+    /// one address.
     PreferDualStack,
-    /// Both families or nothing.
+    /// An address of each of the two families in `families`, or an error;
+    /// also an error when `families` lists only one (cluster IPs not
+    /// dual-stack).
     RequireDualStack,
 }
 
@@ -140,7 +144,9 @@ pub struct PoolSpec {
 pub struct ServiceRequest {
     /// The service.
     pub key: ServiceKey,
-    /// `spec.ipFamilies`, primary first. Empty means IPv4 (or the family of the requested IP).
+    /// `spec.ipFamilies` (or the families of `spec.clusterIPs`), primary
+    /// first: one address per listed family, duplicates ignored. Empty means
+    /// the families of the requested IPs, else IPv4.
     pub families: Vec<IpFamily>,
     /// `spec.ipFamilyPolicy`.
     pub family_policy: FamilyPolicy,
