@@ -1,5 +1,8 @@
 //! Stateful scenario tables for the allocator, MetalLB style: each scenario is
 //! a pool list and a sequence of steps with the expected outcome of each.
+//! After every step the allocator checks its own bookkeeping
+//! (`Allocator::check_consistency`, from the crate's `check` feature, which
+//! controller/Cargo.toml turns on for tests through a dev-dependency).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -845,6 +848,159 @@ fn dual_stack_config_change_keeps_the_other_family() {
     );
 }
 
+/// IP families as MetalLB takes them: from the Service's listed families
+/// (`spec.ipFamilies`, else its cluster IPs); the policy never adds one.
+#[test]
+fn families_as_listed_policy_only_decides_strictness() {
+    let ds = || vec![pool("ds", &["10.0.0.0/30", "2001:db8::/126"])];
+    run(
+        "PreferDualStack on a single-stack cluster",
+        ds(),
+        vec![
+            // The API server lists one family there: one address, not two.
+            Assign(
+                svc("ns/p4").families(&[V4], PreferDualStack),
+                Ips(&["10.0.0.0"]),
+            ),
+            // Idempotent: a second pass adds no IPv6 address either.
+            Assign(
+                svc("ns/p4").families(&[V4], PreferDualStack),
+                Ips(&["10.0.0.0"]),
+            ),
+            Assign(
+                svc("ns/p6").families(&[V6], PreferDualStack),
+                Ips(&["2001:db8::"]),
+            ),
+            Stats("ds", 8, 2),
+            // Duplicates count once.
+            Assign(
+                svc("ns/dup").families(&[V4, V4], PreferDualStack),
+                Ips(&["10.0.0.1"]),
+            ),
+        ],
+    );
+    run(
+        "PreferDualStack with both families and only an IPv4 pool",
+        vec![pool("v4", &["10.0.0.0/30"])],
+        vec![
+            Assign(
+                svc("ns/p").families(&[V6, V4], PreferDualStack),
+                Ips(&["10.0.0.0"]),
+            ),
+            Holds("ns/p", &["10.0.0.0"]),
+        ],
+    );
+    run(
+        "RequireDualStack with one family listed",
+        ds(),
+        vec![
+            Assign(
+                svc("ns/r4").families(&[V4], RequireDualStack),
+                Fails(
+                    "RequireDualStack: cannot allocate both an IPv4 and an IPv6 address: \
+                     the service's IP families are IPv4 only (its cluster IPs are not dual-stack)",
+                ),
+            ),
+            Holds("ns/r4", &[]),
+            Assign(
+                svc("ns/r6")
+                    .families(&[V6], RequireDualStack)
+                    .ips(&["2001:db8::3"]),
+                Fails("the service's IP families are IPv6 only"),
+            ),
+            // Nothing listed and nothing requested: IPv4 only, so refused too.
+            Assign(
+                svc("ns/r").families(&[], RequireDualStack),
+                Fails("the service's IP families are IPv4 only"),
+            ),
+            Stats("ds", 8, 0),
+            // A holder whose policy becomes RequireDualStack loses its address.
+            Assign(svc("ns/held"), Ips(&["10.0.0.0"])),
+            Assign(
+                svc("ns/held").families(&[V4], RequireDualStack),
+                Fails("not dual-stack"),
+            ),
+            Holds("ns/held", &[]),
+            Stats("ds", 8, 0),
+        ],
+    );
+    run(
+        "RequireDualStack with both families and pools for both",
+        vec![
+            pool("v4", &["10.0.1.0/30"]),
+            pool("ds", &["10.0.0.0/30", "2001:db8::/126"]),
+        ],
+        vec![
+            // The first pool has no IPv6: both come from "ds", primary first.
+            Assign(
+                svc("ns/r64").families(&[V6, V4], RequireDualStack),
+                Ips(&["2001:db8::", "10.0.0.0"]),
+            ),
+            Assign(
+                svc("ns/r46").families(&[V4, V6], RequireDualStack),
+                Ips(&["10.0.0.1", "2001:db8::1"]),
+            ),
+            Stats("ds", 8, 4),
+            Stats("v4", 4, 0),
+        ],
+    );
+    run(
+        "no families listed: those of the requested IPs",
+        ds(),
+        vec![
+            Assign(
+                svc("ns/q")
+                    .families(&[], PreferDualStack)
+                    .ips(&["2001:db8::2", "10.0.0.2"]),
+                Ips(&["2001:db8::2", "10.0.0.2"]),
+            ),
+            Assign(
+                svc("ns/q6")
+                    .families(&[], SingleStack)
+                    .ips(&["2001:db8::3"]),
+                Ips(&["2001:db8::3"]),
+            ),
+            Assign(
+                svc("ns/none").families(&[], PreferDualStack),
+                Ips(&["10.0.0.0"]),
+            ),
+        ],
+    );
+}
+
+/// A RequireDualStack service with one family keeps nothing across a rebuild.
+#[test]
+fn rebuild_refuses_require_dual_stack_with_one_family() {
+    let pools = vec![pool("ds", &["10.0.0.0/30", "2001:db8::/126"])];
+    let reqs = vec![
+        svc("ns/r")
+            .families(&[V4], RequireDualStack)
+            .current(&["10.0.0.0"])
+            .created(1),
+        svc("ns/ok").current(&["10.0.0.1"]).created(2),
+    ];
+    let (a, results) = Allocator::rebuild(pools, &reqs).unwrap();
+    let got: BTreeMap<String, Result<Vec<IpAddr>, String>> = results
+        .into_iter()
+        .map(|(k, r)| {
+            (
+                k.to_string(),
+                r.map(|x| x.addrs()).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    assert!(
+        got["ns/r"]
+            .as_ref()
+            .is_err_and(|e| e.contains("not dual-stack")),
+        "{got:?}"
+    );
+    assert_eq!(got["ns/ok"], Ok(vec![ip("10.0.0.1")]));
+    assert_eq!(a.lookup(&key("ns/r")), None);
+    assert_eq!(a.pool_stats()[0].in_use, 1);
+    a.check_consistency().unwrap();
+}
+
 // ---------- rebuild ----------
 
 #[test]
@@ -1141,6 +1297,9 @@ mod prop {
                 Just((vec![V6], SingleStack)),
                 Just((vec![V4, V6], PreferDualStack)),
                 Just((vec![V6, V4], RequireDualStack)),
+                // Single-stack clusters list one family whatever the policy.
+                Just((vec![V4], PreferDualStack)),
+                Just((vec![V6], RequireDualStack)),
             ],
             proptest::collection::vec(any_ip(), 0..2),
             prop_oneof![
@@ -1237,6 +1396,10 @@ mod prop {
                 for i in 0..SVCS {
                     let Some(asg) = a.lookup(&key(&format!("ns/s{i}"))) else { continue };
                     prop_assert!(model.contains_key(&i), "s{} holds {:?} without a live request", i, asg);
+                    // At most one address per family, and only of listed families.
+                    let fams: Vec<IpFamily> = asg.addrs().iter().map(IpFamily::of).collect();
+                    prop_assert!(fams.len() <= 2 && (fams.len() < 2 || fams[0] != fams[1]), "s{} holds {:?}", i, asg);
+                    prop_assert!(fams.iter().all(|f| model[&i].families.contains(f)), "s{} holds {:?} for families {:?}", i, asg, model[&i].families);
                     for (addr, pool_name) in &asg.ips {
                         prop_assert!(in_pool(&pools, *addr, pool_name), "{} not in pool {}", addr, pool_name);
                         if let Some(p) = &model[&i].pool {
