@@ -3,11 +3,14 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferrolb_config::Config;
-use ferrolb_controller::reconcile::{self, Context};
+use ferrolb_controller::core::ControllerCore;
+use ferrolb_controller::facts::service_facts;
+use ferrolb_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
+use ferrolb_ops::events::{Events, Reporter};
+use ferrolb_ops::metrics::{Registry, render};
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -55,12 +58,40 @@ fn mock_client() -> (Client, MockHandle) {
     (Client::new(service, "default"), handle)
 }
 
+/// A context for Services of class `lb_class` on `client`, nothing loaded.
+fn bare_context(client: Client, lb_class: Option<&str>) -> Context {
+    let events = Events::new(
+        client.clone(),
+        Reporter {
+            controller: REPORTING_CONTROLLER.into(),
+            instance: Some("test-instance".into()),
+        },
+    );
+    Context::new(
+        client,
+        ControllerCore::new(lb_class.map(Into::into)),
+        events,
+    )
+    .0
+}
+
 /// A context serving every class, with `config` applied.
 fn context_with(config: &str) -> (Arc<Context>, MockHandle) {
     let (client, handle) = mock_client();
-    let (ctx, _rx) = Context::new(client, None, Some("test-instance".into()));
-    assert!(ctx.apply_config(Config::parse(config).unwrap()));
+    let ctx = bare_context(client, None);
+    assert!(ctx.core().offer_config(Some(config)).applied);
     (Arc::new(ctx), handle)
+}
+
+/// Rebuilds the allocator from these Services (as at start-up).
+fn rebuild(ctx: &Context, services: &[&Service]) -> bool {
+    let facts: Vec<_> = services.iter().filter_map(|s| service_facts(s)).collect();
+    ctx.core().rebuild(&facts)
+}
+
+/// Events the context could not publish.
+fn event_errors(ctx: &Context) -> u64 {
+    ctx.events().failed().get()
 }
 
 /// A context serving every class, with `CONFIG` applied.
@@ -187,7 +218,7 @@ async fn expect_first_ip(ctx: &Arc<Context>, mut handle: MockHandle, service: Se
 #[tokio::test]
 async fn load_balancer_gets_ip_status_annotation_and_one_event() {
     let (ctx, mut handle) = context();
-    assert!(ctx.rebuild(&[]));
+    assert!(rebuild(&ctx, &[]));
     let web = svc("default", "web", "LoadBalancer", &[], json!({}));
     let task = tokio::spawn(reconcile::reconcile(Arc::new(web.clone()), ctx.clone()));
 
@@ -198,9 +229,9 @@ async fn load_balancer_gets_ip_status_annotation_and_one_event() {
     );
     let ingress = json!([{"ip": "10.20.0.1"}]);
     expect_ingress_patch(&mut handle, "web", &patched, ingress).await;
+    expect_pool_patch(&mut handle, "web", &patched, json!("a")).await;
     let note = "Assigned IP [\"10.20.0.1\"]";
     expect_event(&mut handle, "Normal", "IPAllocated", "web", note).await;
-    expect_pool_patch(&mut handle, "web", &patched, json!("a")).await;
     task.await.unwrap().unwrap();
     expect_nothing_more(&mut handle).await;
 
@@ -208,15 +239,23 @@ async fn load_balancer_gets_ip_status_annotation_and_one_event() {
     let mut done = patched.clone();
     done.metadata.annotations = Some([(POOL.to_string(), "a".to_string())].into());
     reconcile_silently(&ctx, &mut handle, done).await;
-    assert_eq!(ctx.counters.event_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(event_errors(&ctx), 0);
 
-    let metrics = ferrolb_controller::run::render_metrics(&ctx);
+    let registry = Registry::new();
+    ferrolb_controller::metrics::register(&registry, ctx.clone()).unwrap();
+    let metrics = render(&registry);
     for line in [
         "metallb_allocator_addresses_total{pool=\"a\"} 1",
+        "metallb_allocator_ipv4_addresses_total{pool=\"a\"} 1",
+        "metallb_allocator_ipv6_addresses_total{pool=\"a\"} 0",
         "metallb_allocator_addresses_in_use_total{pool=\"a\"} 1",
+        "metallb_allocator_ipv4_addresses_in_use_total{pool=\"a\"} 1",
+        "metallb_allocator_services_allocated_total{pool=\"a\"} 1",
         "metallb_k8s_client_config_loaded_bool 1",
         "metallb_k8s_client_config_stale_bool 0",
-        "ferrolb_reconcile_errors_total 0",
+        "metallb_k8s_client_updates_total 2",
+        "metallb_k8s_client_update_errors_total 0",
+        "ferrolb_event_errors_total 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -236,7 +275,7 @@ async fn exhausted_pool_gives_allocation_failed_and_no_ingress() {
         &["10.20.0.1"],
         json!({}),
     );
-    assert!(ctx.rebuild(&[Arc::new(first)]));
+    assert!(rebuild(&ctx, &[&first]));
 
     let second = svc("default", "second", "LoadBalancer", &[], json!({}));
     let task = tokio::spawn(reconcile::reconcile(Arc::new(second.clone()), ctx.clone()));
@@ -248,7 +287,7 @@ async fn exhausted_pool_gives_allocation_failed_and_no_ingress() {
 
     // The same failure again: no second Event, no status write.
     reconcile_silently(&ctx, &mut handle, second).await;
-    assert_eq!(ctx.counters.event_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(event_errors(&ctx), 0);
 }
 
 #[tokio::test]
@@ -262,7 +301,7 @@ async fn former_load_balancer_gets_its_ingress_cleared() {
         &["10.20.0.1"],
         annotations.clone(),
     );
-    assert!(ctx.rebuild(&[Arc::new(before)]));
+    assert!(rebuild(&ctx, &[&before]));
 
     let now = svc("default", "old", "ClusterIP", &["10.20.0.1"], annotations);
     let task = tokio::spawn(reconcile::reconcile(Arc::new(now.clone()), ctx.clone()));
@@ -272,7 +311,7 @@ async fn former_load_balancer_gets_its_ingress_cleared() {
     expect_event(&mut handle, "Normal", "ClearAssignment", "old", note).await;
     task.await.unwrap().unwrap();
     expect_nothing_more(&mut handle).await;
-    assert_eq!(ctx.counters.event_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(event_errors(&ctx), 0);
 
     // The address is free again: a new LoadBalancer Service gets it.
     let next = svc("default", "next", "LoadBalancer", &[], json!({}));
@@ -282,9 +321,9 @@ async fn former_load_balancer_gets_its_ingress_cleared() {
 #[tokio::test]
 async fn other_load_balancer_class_is_left_alone() {
     let (client, mut handle) = mock_client();
-    let (ctx, _rx) = Context::new(client, Some("ferrolb".into()), Some("test-instance".into()));
-    assert!(ctx.apply_config(Config::parse(CONFIG).unwrap()));
-    assert!(ctx.rebuild(&[]));
+    let ctx = bare_context(client, Some("ferrolb"));
+    assert!(ctx.core().offer_config(Some(CONFIG)).applied);
+    assert!(rebuild(&ctx, &[]));
     let ctx = Arc::new(ctx);
 
     // No class while we only serve "ferrolb": not ours, no request at all.
@@ -300,7 +339,7 @@ async fn other_load_balancer_class_is_left_alone() {
 #[tokio::test]
 async fn bad_load_balancer_ip_is_an_allocation_failure() {
     let (ctx, mut handle) = context();
-    assert!(ctx.rebuild(&[]));
+    assert!(rebuild(&ctx, &[]));
     let mut bad = svc("default", "bad", "LoadBalancer", &[], json!({}));
     bad.spec.as_mut().unwrap().load_balancer_ip = Some("10.20.0.300".into());
     let task = tokio::spawn(reconcile::reconcile(Arc::new(bad), ctx.clone()));
@@ -321,32 +360,54 @@ async fn config_that_strands_an_ip_is_rejected_until_a_restart_applies_it() {
         &["10.20.0.1"],
         annotations,
     );
-    assert!(ctx.rebuild(&[Arc::new(held.clone())]));
+    assert!(rebuild(&ctx, &[&held]));
     // Pool "a" moves to another address: 10.20.0.1 would be in no pool. As
     // with MetalLB, the running controller rejects the config and keeps the
-    // last good one: the Service keeps its IP, nothing is written.
+    // last good one: the Service keeps its IP, nothing is written but one
+    // Warning Event on the ConfigMap.
     let moved = "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.30.0.1/32]\n";
-    assert!(!ctx.apply_config_text(Some(moved)));
-    assert_eq!(ctx.counters.config_errors.load(Ordering::Relaxed), 1);
-    assert!(ctx.state().config_stale);
-    assert_eq!(ctx.state().config, Some(Config::parse(CONFIG).unwrap()));
+    let cm: k8s_openapi::api::core::v1::ObjectReference = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
+        "name": "config", "uid": "uid-config"
+    }))
+    .unwrap();
+    let offer = {
+        let ctx = ctx.clone();
+        let cm = cm.clone();
+        tokio::spawn(async move { ctx.offer_config(Some(moved), Some(&cm)).await })
+    };
+    let ev = expect(&mut handle, Method::POST, EVENTS, Value::Null).await;
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "InvalidConfig");
+    assert_eq!(ev["regarding"]["kind"], "ConfigMap");
+    assert_eq!(
+        ev["note"],
+        "configuration rejected: new config not compatible with assigned IPs: service \"default/held\" cannot own \"10.20.0.1\" under new config"
+    );
+    assert!(!offer.await.unwrap());
+    // Offered again (a resync): neither applied nor reported again.
+    assert!(!ctx.offer_config(Some(moved), Some(&cm)).await);
+    expect_nothing_more(&mut handle).await;
+    assert_eq!(ctx.core().config_rejections, 1);
+    assert!(ctx.core().gate().stale());
+    assert_eq!(ctx.core().config(), Some(&Config::parse(CONFIG).unwrap()));
     assert!(ctx.ready().is_ok());
     reconcile_silently(&ctx, &mut handle, held.clone()).await;
     // A config that keeps 10.20.0.1 in a pool is taken.
     let grown =
         "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.20.0.0/24, 10.30.0.1/32]\n";
-    assert!(ctx.apply_config_text(Some(grown)));
-    assert!(!ctx.state().config_stale);
+    assert!(ctx.core().offer_config(Some(grown)).applied);
+    assert!(!ctx.core().gate().stale());
 
     // A controller started with the new config adopts nothing outside it:
-    // the Service is moved (ClearAssignment, then a new IP).
+    // the Service is moved (a new IP, then ClearAssignment and IPAllocated).
     let (ctx, mut handle) = context_with(moved);
-    assert!(ctx.rebuild(&[Arc::new(held.clone())]));
+    assert!(rebuild(&ctx, &[&held]));
     let task = tokio::spawn(reconcile::reconcile(Arc::new(held.clone()), ctx.clone()));
-    let note = "current IP [\"10.20.0.1\"] not allowed by config, clearing: IP 10.20.0.1 is no longer in any address pool";
-    expect_event(&mut handle, "Normal", "ClearAssignment", "held", note).await;
     let ingress = json!([{"ip": "10.30.0.1"}]);
     expect_ingress_patch(&mut handle, "held", &held, ingress).await;
+    let note = "current IP [\"10.20.0.1\"] not allowed by config, clearing: IP 10.20.0.1 is no longer in any address pool";
+    expect_event(&mut handle, "Normal", "ClearAssignment", "held", note).await;
     let note = "Assigned IP [\"10.30.0.1\"]";
     expect_event(&mut handle, "Normal", "IPAllocated", "held", note).await;
     // Same pool name: the annotation is already right.
@@ -354,9 +415,12 @@ async fn config_that_strands_an_ip_is_rejected_until_a_restart_applies_it() {
     expect_nothing_more(&mut handle).await;
 
     // An invalid config afterwards changes nothing and is counted.
-    assert!(!ctx.apply_config_text(Some("address-pools: [{name: a, bogus: 1}]\n")));
-    assert_eq!(ctx.counters.config_errors.load(Ordering::Relaxed), 1);
-    assert!(ctx.state().config_stale);
+    let out = ctx
+        .core()
+        .offer_config(Some("address-pools: [{name: a, bogus: 1}]\n"));
+    assert!(!out.applied && out.report.is_some());
+    assert_eq!(ctx.core().config_rejections, 1);
+    assert!(ctx.core().gate().stale());
     assert!(ctx.ready().is_ok());
     expect_nothing_more(&mut handle).await;
 }
@@ -364,12 +428,39 @@ async fn config_that_strands_an_ip_is_rejected_until_a_restart_applies_it() {
 #[tokio::test]
 async fn nothing_is_allocated_without_a_valid_config() {
     let (client, mut handle) = mock_client();
-    let (ctx, _rx) = Context::new(client, None, None);
-    assert!(!ctx.apply_config_text(Some("address-pools: [{name: a}]\n")));
+    let ctx = bare_context(client, None);
+    assert!(
+        !ctx.core()
+            .offer_config(Some("address-pools: [{name: a}]\n"))
+            .applied
+    );
     let why = ctx.ready().unwrap_err();
     assert!(why.starts_with("no valid configuration: "), "{why}");
-    assert!(!ctx.rebuild(&[]));
+    assert!(!rebuild(&ctx, &[]));
     let ctx = Arc::new(ctx);
     let web = svc("default", "web", "LoadBalancer", &[], json!({}));
     reconcile_silently(&ctx, &mut handle, web).await;
+}
+
+#[tokio::test]
+async fn a_service_deleted_while_reconciled_is_forgotten() {
+    let (ctx, mut handle) = context();
+    assert!(rebuild(&ctx, &[]));
+    let gone = svc("default", "gone", "LoadBalancer", &[], json!({}));
+    let task = tokio::spawn(reconcile::reconcile(Arc::new(gone), ctx.clone()));
+    // The status write finds no Service: 404.
+    let mut handle_pin = pin!(&mut handle);
+    let (req, send) = handle_pin.next_request().await.unwrap();
+    assert_eq!(req.method(), Method::PATCH);
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "services \"gone\" not found", "reason": "NotFound", "code": 404});
+    send.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap(),
+    );
+    // Done, not an error; its address is free again.
+    task.await.unwrap().unwrap();
+    assert!(ctx.core().allocator().unwrap().is_empty());
 }

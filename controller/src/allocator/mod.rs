@@ -18,7 +18,9 @@
 //! only services with a sharing key store what sharing checks compare (ports,
 //! traffic policy, selector).
 //!
-//! Semantics follow MetalLB v0.12: pools are tried in configuration order, the
+//! Semantics follow MetalLB v0.12, with one deliberate difference: pools are
+//! tried in configuration order (MetalLB iterates a Go map, so its choice among
+//! several auto-assign pools is random; ours is predictable). The
 //! lowest free address wins, `auto-assign: false` pools are used only when a
 //! service names them or requests one of their IPs, `avoid-buggy-ips` skips
 //! IPv4 addresses whose last octet is 0 or 255, and an IP is shared only by
@@ -291,17 +293,46 @@ impl Allocator {
     }
 
     /// Counters per pool, in configuration order.
+    /// Cost: the pools' ranges, the addresses in use and the services.
     pub fn pool_stats(&self) -> Vec<PoolStats> {
-        self.pools
+        let mut stats: Vec<PoolStats> = self
+            .pools
             .iter()
-            .map(|p| PoolStats {
-                name: p.name.clone(),
-                total: p
-                    .ranges
-                    .iter()
-                    .fold(0u128, |t, r| t.saturating_add(r.total())),
-                in_use: p.in_use,
+            .map(|p| {
+                let total = |f: Option<IpFamily>| {
+                    p.ranges
+                        .iter()
+                        .filter(|r| f.is_none_or(|f| r.fam == f))
+                        .fold(0u128, |t, r| t.saturating_add(r.total()))
+                };
+                PoolStats {
+                    name: p.name.clone(),
+                    total: total(None),
+                    total_v4: total(Some(IpFamily::V4)),
+                    total_v6: total(Some(IpFamily::V6)),
+                    in_use: p.in_use,
+                    in_use_v4: 0,
+                    in_use_v6: 0,
+                    services: 0,
+                }
             })
-            .collect()
+            .collect();
+        for (packed, used) in &self.ips {
+            let s = &mut stats[used.pool as usize];
+            match packed.fam {
+                IpFamily::V4 => s.in_use_v4 += 1,
+                IpFamily::V6 => s.in_use_v6 += 1,
+            }
+        }
+        for slot in self.slots.iter().flatten() {
+            let mut pools: SmallVec<[u32; 2]> = SmallVec::new();
+            for used in slot.rec.ips().iter().filter_map(|p| self.ips.get(p)) {
+                if !pools.contains(&used.pool) {
+                    pools.push(used.pool);
+                    stats[used.pool as usize].services += 1;
+                }
+            }
+        }
+        stats
     }
 }

@@ -82,24 +82,8 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// `spec.externalTrafficPolicy` of a Service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum TrafficPolicy {
-    /// Traffic may go to any node.
-    #[default]
-    Cluster,
-    /// Traffic goes only to nodes with a local endpoint.
-    Local,
-}
-
-impl fmt::Display for TrafficPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrafficPolicy::Cluster => "Cluster",
-            TrafficPolicy::Local => "Local",
-        })
-    }
-}
+/// `spec.externalTrafficPolicy` of a Service (one type for both binaries).
+pub use ferrolb_ops::service::TrafficPolicy;
 
 /// Identity of a Service: namespace and name. Displays as `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -214,6 +198,16 @@ pub struct PoolStats {
     pub name: String,
     /// Assignable addresses (buggy ones excluded when avoided); saturates at `u128::MAX`.
     pub total: u128,
+    /// Of `total`, IPv4.
+    pub total_v4: u128,
+    /// Of `total`, IPv6 (saturating).
+    pub total_v6: u128,
     /// Distinct addresses in use.
     pub in_use: u128,
+    /// Of `in_use`, IPv4.
+    pub in_use_v4: u128,
+    /// Of `in_use`, IPv6.
+    pub in_use_v6: u128,
+    /// Services holding an address of this pool.
+    pub services: u64,
 }
