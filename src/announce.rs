@@ -5,7 +5,7 @@
 //! lines on stdout, and stop with a Cease on a signal.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ Output (stdout, one line each, flushed at once; programs wait for them):
   initial-routes-sent prefixes=N updates=M elapsed_ms=T generation=G
       when every initial route of that session is on the wire (N prefixes
       announced in M UPDATE messages, T ms after Established)
-Logs go to stderr (RUST_LOG filters them, default info).
+Logs go to stderr (--log-level or RUST_LOG filters them, default info).
 On SIGINT or SIGTERM the session is closed with a Cease NOTIFICATION
 (6/2, Administrative Shutdown, with a message) and the program exits 0.
 
@@ -65,12 +65,7 @@ pub struct Args {
     #[arg(long, value_name = "S")]
     keepalive: Option<u16>,
     /// TCP MD5 signature password (RFC 2385).
-    #[arg(
-        long,
-        value_name = "P",
-        env = "FERROLB_BGP_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "P", hide_env_values = true)]
     password: Option<String>,
     /// Allow the peer this many hops away (eBGP TTL); default 1 for eBGP.
     #[arg(long, value_name = "TTL")]
@@ -343,14 +338,6 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 /// Run the announcer until SIGINT/SIGTERM.
 pub fn run(args: Args) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let (cfg, routes) = plan(args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,4 +1,9 @@
 //! `ferrolb`: the one binary users run (k3s-style). Thin dispatch only.
+//!
+//! Every flag of every subcommand can also be given as the environment
+//! variable `FERROLB_<FLAG>` (`--node-name` → `FERROLB_NODE_NAME`); older
+//! spellings (`NODE_NAME`, `METALLB_NAMESPACE`, …) are still read, with a
+//! deprecation warning. `--log-level` (or `RUST_LOG`) filters the logs of all.
 
 mod announce;
 mod validate;
@@ -6,15 +11,27 @@ mod validate;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// `ferrolb --version`: the version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERROLB_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "ferrolb",
-    version,
+    version = VERSION,
     about = "Bare-metal LoadBalancer for Kubernetes (MetalLB-compatible config, BGP)"
 )]
 struct Cli {
+    /// Log filter for every subcommand: a level (error, warn, info, debug,
+    /// trace) or a tracing EnvFilter directive; default: RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,8 +48,19 @@ enum Cmd {
     Announce(announce::Args),
 }
 
+/// The command line, with the `FERROLB_<FLAG>` variables (and deprecated
+/// ones, whose warnings are returned).
+fn command() -> (clap::Command, Vec<String>) {
+    ferrolb_ops::cli::env_for_every_flag(Cli::command(), &|name| std::env::var(name).ok())
+}
+
 fn main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let (cmd, deprecated) = command();
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    ferrolb_ops::logging::init(cli.log_level.as_deref());
+    for warning in &deprecated {
+        tracing::warn!("{warning}");
+    }
     match cli.cmd {
         Cmd::Validate(args) => validate::run(args),
         Cmd::Announce(args) => announce::run(args).map(|()| ExitCode::SUCCESS),
@@ -42,7 +70,6 @@ fn main() -> Result<ExitCode> {
             .block_on(ferrolb_controller::run(opts))
             .map(|()| ExitCode::SUCCESS),
         Cmd::Speaker(opts) => {
-            init_logging();
             // One thread: the speaker runs on every node, so its footprint matters.
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -53,12 +80,95 @@ fn main() -> Result<ExitCode> {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every subcommand has its `FERROLB_<FLAG>` variable.
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        let (mut cmd, _) = ferrolb_ops::cli::env_for_every_flag(Cli::command(), &|_| None);
+        cmd.build();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" || long == "version" {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert_eq!(
+                    env.as_deref(),
+                    Some(ferrolb_ops::cli::env_name(long).as_str()),
+                    "ferrolb {} --{long}",
+                    sub.get_name()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 30, "only {seen} flags seen");
+    }
+
+    /// The variable a flag of a subcommand reads.
+    fn env_of(cmd: &clap::Command, sub: &str, long: &str) -> Option<String> {
+        let sub = cmd.find_subcommand(sub)?;
+        let arg = sub.get_arguments().find(|a| a.get_long() == Some(long))?;
+        arg.get_env().map(|e| e.to_string_lossy().into_owned())
+    }
+
+    /// A deprecated variable feeds its flag when the new one is unset, with
+    /// a warning; when both are set, the new one wins.
+    #[test]
+    fn deprecated_variables_still_work_and_warn() {
+        let old_only = |name: &str| (name == "NODE_NAME").then(|| "n1".to_string());
+        let (cmd, warnings) = ferrolb_ops::cli::env_for_every_flag(Cli::command(), &old_only);
+        assert_eq!(
+            env_of(&cmd, "speaker", "node-name").as_deref(),
+            Some("NODE_NAME")
+        );
+        assert_eq!(
+            warnings,
+            [
+                "environment variable NODE_NAME is deprecated: use FERROLB_NODE_NAME (or --node-name)"
+            ]
+        );
+        // Other flags keep their own names.
+        assert_eq!(
+            env_of(&cmd, "speaker", "namespace").as_deref(),
+            Some("FERROLB_NAMESPACE")
+        );
+
+        let both = |name: &str| {
+            matches!(name, "NODE_NAME" | "FERROLB_NODE_NAME").then(|| "n1".to_string())
+        };
+        let (cmd, warnings) = ferrolb_ops::cli::env_for_every_flag(Cli::command(), &both);
+        assert_eq!(
+            env_of(&cmd, "speaker", "node-name").as_deref(),
+            Some("FERROLB_NODE_NAME")
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        let all_old = |name: &str| {
+            matches!(
+                name,
+                "METALLB_NAMESPACE" | "METALLB_CONFIG" | "METRICS_ADDR" | "FERROLB_BGP_PASSWORD"
+            )
+            .then(|| "x".to_string())
+        };
+        let (cmd, warnings) = ferrolb_ops::cli::env_for_every_flag(Cli::command(), &all_old);
+        for (sub, flag, var) in [
+            ("speaker", "namespace", "METALLB_NAMESPACE"),
+            ("controller", "namespace", "METALLB_NAMESPACE"),
+            ("speaker", "config-name", "METALLB_CONFIG"),
+            ("controller", "metrics-addr", "METRICS_ADDR"),
+            ("announce", "password", "FERROLB_BGP_PASSWORD"),
+        ] {
+            assert_eq!(
+                env_of(&cmd, sub, flag).as_deref(),
+                Some(var),
+                "{sub} --{flag}"
+            );
+        }
+        assert_eq!(warnings.len(), 4, "one warning per variable: {warnings:?}");
+    }
 }

@@ -194,7 +194,13 @@ fn workloads_run_real_subcommands_unprivileged_with_probes_on_the_metrics_port()
         // An explicit METRICS_ADDR must agree with the port too.
         if let Some(env) = c["env"].as_array() {
             for e in env {
-                if e["name"] == "METRICS_ADDR" || e["name"] == "FERROLB_METRICS_ADDR" {
+                let name = s(&e["name"]);
+                // One naming rule: every variable is a flag's FERROLB_<FLAG>.
+                assert!(
+                    name.starts_with("FERROLB_") || name == "POD_NAME",
+                    "{name}: use the FERROLB_ name"
+                );
+                if e["name"] == "FERROLB_METRICS_ADDR" {
                     let a: std::net::SocketAddr = s(&e["value"]).parse().unwrap();
                     assert_eq!(a.port(), port, "{name} {}", e["name"]);
                 }
@@ -212,8 +218,8 @@ fn workloads_run_real_subcommands_unprivileged_with_probes_on_the_metrics_port()
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "NODE_NAME")
-        .expect("NODE_NAME env");
+        .find(|e| e["name"] == "FERROLB_NODE_NAME")
+        .expect("FERROLB_NODE_NAME env");
     assert_eq!(
         node_name["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
@@ -1033,6 +1039,8 @@ fn run_as_service_accounts(http: &Http, admin_kc: &Path, dir: &Path) -> Result<(
             "--metrics-addr",
             &addr,
         ],
+        // The variable of earlier releases (still in MetalLB-style
+        // manifests): read, with a deprecation warning.
         &[("NODE_NAME", "node-1")],
         dir.join("speaker.log"),
     )?;
@@ -1049,6 +1057,10 @@ fn run_as_service_accounts(http: &Http, admin_kc: &Path, dir: &Path) -> Result<(
     ensure!(
         !log.to_lowercase().contains("forbidden") && !log.contains("watch error"),
         "speaker log:\n{log}"
+    );
+    ensure!(
+        log.contains("environment variable NODE_NAME is deprecated: use FERROLB_NODE_NAME"),
+        "no deprecation warning for NODE_NAME; speaker log:\n{log}"
     );
     eprintln!("speaker log (tail):");
     for l in log
