@@ -4,13 +4,19 @@ use tracing_subscriber::EnvFilter;
 
 /// The filter directive in force: `level` when given, else `RUST_LOG` (`env`),
 /// else `info`. Empty strings count as absent.
+/// MetalLB's level names `all` and `none` are read as `trace` and `off`.
 pub fn directive<'a>(level: Option<&'a str>, env: Option<&'a str>) -> &'a str {
-    [level, env]
+    let d = [level, env]
         .into_iter()
         .flatten()
         .map(str::trim)
         .find(|s| !s.is_empty())
-        .unwrap_or("info")
+        .unwrap_or("info");
+    match d {
+        "all" => "trace",
+        "none" => "off",
+        d => d,
+    }
 }
 
 /// Logs to stderr, filtered by `level` (a level such as `debug`, or any
@@ -27,6 +33,8 @@ pub fn init(level: Option<&str>) {
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init()
         .is_ok();
     if installed && let Some(e) = bad {

@@ -9,6 +9,9 @@ fn level_then_rust_log_then_info() {
     assert_eq!(directive(None, None), "info");
     assert_eq!(directive(Some(""), Some("warn")), "warn");
     assert_eq!(directive(Some("  "), None), "info");
+    // MetalLB's --log-level names.
+    assert_eq!(directive(Some("all"), None), "trace");
+    assert_eq!(directive(None, Some("none")), "off");
 }
 
 #[test]

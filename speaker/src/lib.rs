@@ -1,10 +1,22 @@
 //! ferrolb-speaker: the per-node half of ferrolb.
 //!
-//! It decides which LoadBalancer service IPs this node announces
-//! ([`announce`], pure), keeps one BGP session per configured peer that selects
-//! the node and tells each the routes it must hold ([`peers`]), and watches the
-//! Kubernetes objects those decisions depend on ([`watch`]). It does not
-//! allocate IPs (the controller does) and does not touch the node's forwarding.
+//! Pure parts carry the decisions:
+//! - [`announce`]: does this node announce a Service's IPs, to which peers,
+//!   with which attributes — or why not ([`announce::SkipReason`]);
+//! - [`pass`]: one decision pass over every Service: the routes each peer
+//!   must hold, the Services newly announced (for `nodeAssigned` Events) and
+//!   those withdrawn, and the announced set `/metrics` shows;
+//! - [`watch`]: Kubernetes objects folded into slim maps of what the
+//!   decision reads (nothing is kept per Service beyond that), and this node
+//!   as last seen;
+//! - [`peers`] (`desired_sessions`): the BGP session each selected peer gets.
+//!
+//! The I/O shell is thin: [`sources`] runs the watches, [`run`] offers the
+//! configuration to `ferrolb_config::ConfigGate`, runs a pass on every change
+//! and hands each BGP session its routes ([`peers::PeerSessions`]); [`metrics`]
+//! serves `/metrics` and `/readyz` through the shared operations layer
+//! (`ferrolb-ops`). It does not allocate IPs (the controller does) and does
+//! not touch the node's forwarding.
 
 pub mod announce;
 pub mod metrics;

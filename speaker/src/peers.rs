@@ -64,7 +64,11 @@ pub fn session_config(
     );
     cfg.local_addr = Some(source);
     cfg.hold_time = secs(peer.hold_time);
-    cfg.keepalive = Some(secs(peer.keepalive_time));
+    // The default keepalive (a third of the configured hold time) is left to the
+    // session, which then sends one every third of the *negotiated* hold time,
+    // as MetalLB's native speaker does: a router proposing a shorter hold time
+    // gets keepalives often enough. A keepalive written in the config is kept.
+    cfg.keepalive = (peer.keepalive_time != peer.hold_time / 3).then(|| secs(peer.keepalive_time));
     cfg.password = peer.password.clone();
     cfg.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
     cfg.ebgp_multihop = peer.ebgp_multihop.then_some(255);
@@ -201,9 +205,23 @@ mod tests {
         assert_eq!(s.router_id, "172.17.0.21".parse::<Ipv4Addr>().unwrap());
         assert_eq!((s.local_as, s.peer_as), (64522, 64512));
         assert_eq!(s.hold_time, 3);
-        assert_eq!(s.keepalive, Some(1));
+        assert_eq!(
+            s.keepalive, None,
+            "the default: a third of the negotiated hold time"
+        );
         assert_eq!(s.password.as_deref(), Some("s3cret"));
         assert_eq!(s.ebgp_multihop, None);
+    }
+
+    #[test]
+    fn a_written_keepalive_is_kept() {
+        let c = cfg(
+            "peers:\n- {peer-address: 172.17.0.1, peer-asn: 1, my-asn: 2, hold-time: 9s, keepalive-time: 2s}\n",
+        );
+        let resolve = |_: IpAddr| Some("172.17.0.21".parse().unwrap());
+        let (sessions, _) = desired_sessions(&c, &NodeState::default(), &resolve);
+        let s = sessions.values().next().unwrap();
+        assert_eq!((s.hold_time, s.keepalive), (9, Some(2)));
     }
 
     #[test]

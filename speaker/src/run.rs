@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::{self, Probe, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
-use crate::sources::{Sources, Watched, lock};
+use crate::sources::{Sources, WatchCounters, Watched, lock};
 use crate::watch::{EndpointView, KnownNode, Services, service_facts};
 
 /// Flags of `ferrolb speaker` (each also read from `FERROLB_<FLAG>`).
@@ -40,6 +40,9 @@ pub struct SpeakerOpts {
 
 /// Events waiting to be written before new ones are dropped.
 const EVENT_QUEUE: usize = 16_384;
+
+/// How soon a peer that got no session (no route to it) is looked at again.
+const PEER_RECHECK: Duration = Duration::from_secs(10);
 
 /// The admission check of a new configuration on the speaker: as the
 /// controller (and MetalLB), a configuration that would take an assigned IP
@@ -78,6 +81,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         EVENT_QUEUE,
     );
     events.register(&registry)?;
+    let counters = WatchCounters::new(&registry)?;
     let _http = ferrolb_ops::serve(
         opts.kube.metrics_addr,
         Arc::new(Probe {
@@ -96,6 +100,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             lb_class: opts.kube.lb_class.clone(),
         },
         &notify,
+        &counters,
     )
     .await;
     sources.synced().await;
@@ -109,10 +114,20 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let mut sessions = PeerSessions::default();
     let shutdown = ferrolb_ops::signal::shutdown();
     tokio::pin!(shutdown);
+    // While a peer that selects this node gets no session (no route to it
+    // yet), look again on a timer too: nothing in the cluster may change.
+    let mut recheck: Option<tokio::time::Instant> = None;
     notify.notify_one();
     loop {
+        let timer = async {
+            match recheck {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = notify.notified() => {}
+            () = timer => {}
             _ = &mut shutdown => break,
         }
         // The configuration: the gate keeps the last good one.
@@ -190,8 +205,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         let desired: BTreeMap<_, usize> =
             outcome.routes.iter().map(|(k, r)| (*k, r.len())).collect();
         let (wanted, errors) = desired_sessions(config, &this, &source_address_for);
+        recheck = (!errors.is_empty()).then(|| tokio::time::Instant::now() + PEER_RECHECK);
         for e in errors {
-            warn!(error = %e, "peer skipped");
+            warn!(error = %e, "peer skipped (looked at again in {}s)", PEER_RECHECK.as_secs());
         }
         sessions.sync(wanted, outcome.routes).await;
         metrics::lock(&shared).sessions = sessions.views(&desired);

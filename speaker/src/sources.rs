@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use ferrolb_ops::metrics::{IntCounter, Registry};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -16,6 +17,44 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::watch::{EndpointSource, EndpointsIndex, Services, SliceIndex};
+
+/// Counts of what the watches delivered (MetalLB's
+/// `metallb_k8s_client_updates_total` and `…_update_errors_total`).
+#[derive(Clone)]
+pub struct WatchCounters {
+    /// Watch events applied.
+    pub updates: IntCounter,
+    /// Watch errors (each retried with backoff).
+    pub errors: IntCounter,
+}
+
+impl WatchCounters {
+    /// Fresh counters under MetalLB's names; register them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, ferrolb_ops::Error> {
+        let c = |name: &str, help: &str| -> Result<IntCounter, ferrolb_ops::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(WatchCounters {
+            updates: c(
+                "metallb_k8s_client_updates_total",
+                "Number of k8s object updates that have been processed.",
+            )?,
+            errors: c(
+                "metallb_k8s_client_update_errors_total",
+                "Number of k8s object updates that failed for some reason.",
+            )?,
+        })
+    }
+
+    fn count<T>(&self, r: &Result<T, watcher::Error>) {
+        match r {
+            Ok(_) => self.updates.inc(),
+            Err(_) => self.errors.inc(),
+        }
+    }
+}
 
 /// Everything the speaker watches.
 pub struct Sources {
@@ -45,7 +84,12 @@ pub struct Watched<'a> {
 
 impl Sources {
     /// Starts every watch; `notify` rings on each change.
-    pub async fn start(client: &Client, w: Watched<'_>, notify: &Arc<Notify>) -> Sources {
+    pub async fn start(
+        client: &Client,
+        w: Watched<'_>,
+        notify: &Arc<Notify>,
+        counters: &WatchCounters,
+    ) -> Sources {
         let services = Arc::new(Mutex::new(Services::with_class(w.lb_class)));
         let services_ready = {
             let services = services.clone();
@@ -53,6 +97,7 @@ impl Sources {
                 Api::<Service>::all(client.clone()),
                 move |ev| lock(&services).apply(ev),
                 notify,
+                counters,
                 "services",
             )
         };
@@ -68,6 +113,7 @@ impl Sources {
                     }
                 },
                 notify,
+                counters,
                 "endpointslices",
             );
             (src, ready)
@@ -85,6 +131,7 @@ impl Sources {
                     }
                 },
                 notify,
+                counters,
                 "endpoints",
             );
             (src, ready)
@@ -94,6 +141,7 @@ impl Sources {
             watcher::Config::default().fields(&format!("metadata.name={}", w.node)),
             |n: &mut Node| n.metadata.managed_fields = None,
             notify,
+            counters,
             "node",
         );
         let configmaps = store_for(
@@ -101,6 +149,7 @@ impl Sources {
             watcher::Config::default().fields(&format!("metadata.name={}", w.config_name)),
             |c: &mut ConfigMap| c.metadata.managed_fields = None,
             notify,
+            counters,
             "configmap",
         );
         Sources {
@@ -132,6 +181,7 @@ fn pump<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     writer: reflector::store::Writer<K>,
     notify: Arc<Notify>,
+    counters: WatchCounters,
     what: &'static str,
 ) where
     K: kube::Resource + Clone + Send + Sync + 'static,
@@ -140,6 +190,7 @@ fn pump<K>(
     tokio::spawn(async move {
         let mut s = std::pin::pin!(stream.default_backoff().reflect(writer));
         while let Some(ev) = s.next().await {
+            counters.count(&ev);
             if let Err(e) = ev {
                 warn!(watch = what, error = %e, "watch error (retrying)");
             }
@@ -155,6 +206,7 @@ fn store_for<K>(
     cfg: watcher::Config,
     trim: fn(&mut K),
     notify: &Arc<Notify>,
+    counters: &WatchCounters,
     what: &'static str,
 ) -> Store<K>
 where
@@ -168,7 +220,13 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    pump(watcher(api, cfg).modify(trim), writer, notify.clone(), what);
+    pump(
+        watcher(api, cfg).modify(trim),
+        writer,
+        notify.clone(),
+        counters.clone(),
+        what,
+    );
     store
 }
 
@@ -179,6 +237,7 @@ fn pump_slim<K>(
     api: Api<K>,
     mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
     notify: &Arc<Notify>,
+    counters: &WatchCounters,
     what: &'static str,
 ) -> tokio::sync::watch::Receiver<bool>
 where
@@ -186,9 +245,11 @@ where
 {
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let notify = notify.clone();
+    let counters = counters.clone();
     tokio::spawn(async move {
         let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
         while let Some(ev) = s.next().await {
+            counters.count(&ev);
             match ev {
                 Ok(ev) => {
                     apply(&ev);
