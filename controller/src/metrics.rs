@@ -1,9 +1,9 @@
-//! The controller's `/metrics` (MetalLB's names, computed at scrape time from
-//! the core) and `/readyz`.
+//! The controller's `/metrics`: MetalLB's names, computed at scrape time from
+//! the core.
 
 use std::sync::Arc;
 
-use ferrolb_ops::metrics::{Registry, ScrapeCollectorBuilder};
+use ferrolb_ops::metrics::{ConfigGauges, Registry, ScrapeCollectorBuilder};
 
 use crate::reconcile::Context;
 
@@ -45,16 +45,7 @@ pub fn register(registry: &Registry, ctx: Arc<Context>) -> Result<(), ferrolb_op
         "Number of services allocated, per pool",
         &["pool"],
     )?;
-    let loaded = b.gauge(
-        "metallb_k8s_client_config_loaded_bool",
-        "1 if the MetalLB configuration was successfully loaded at least once.",
-        &[],
-    )?;
-    let stale = b.gauge(
-        "metallb_k8s_client_config_stale_bool",
-        "1 if running on a stale configuration, because the latest config failed to load.",
-        &[],
-    )?;
+    let config = ConfigGauges::declare(&mut b)?;
     let config_errors = b.counter(
         "ferrolb_config_errors_total",
         "Configurations rejected (invalid, missing, or taking assigned IPs away)",
@@ -73,9 +64,7 @@ pub fn register(registry: &Registry, ctx: Arc<Context>) -> Result<(), ferrolb_op
             out.add(in_use_v6, &pool, p.in_use_v6 as f64);
             out.add(services, &pool, p.services as f64);
         }
-        let gate = core.gate();
-        out.add(loaded, &[] as &[&str], f64::from(u8::from(gate.loaded())));
-        out.add(stale, &[] as &[&str], f64::from(u8::from(gate.stale())));
+        config.add(out, core.gate().loaded(), core.gate().stale());
         out.add(config_errors, &[] as &[&str], core.config_rejections as f64);
     });
     registry.register(Box::new(collector))?;
@@ -83,22 +72,4 @@ pub fn register(registry: &Registry, ctx: Arc<Context>) -> Result<(), ferrolb_op
     registry.register(Box::new(ctx.update_errors.clone()))?;
     ctx.events().register(registry)?;
     Ok(())
-}
-
-/// `/readyz` and `/metrics` of the controller.
-pub struct Probe {
-    /// The registry `/metrics` renders.
-    pub registry: Registry,
-    /// The state `/readyz` reads.
-    pub ctx: Arc<Context>,
-}
-
-impl ferrolb_ops::Probe for Probe {
-    fn ready(&self) -> Result<(), String> {
-        self.ctx.ready()
-    }
-
-    fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }

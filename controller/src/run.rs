@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Result;
+use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
 use ferrolb_ops::events::{Events, Reporter};
 use ferrolb_ops::lease::{LeaderElector, Timing};
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 use crate::allocator::ServiceKey;
 use crate::core::ControllerCore;
 use crate::facts::service_facts;
-use crate::metrics::{self, Probe};
+use crate::metrics;
 use crate::reconcile::{self, Context, REPORTING_CONTROLLER};
 
 /// Options of `ferrolb controller` (each also read from `FERROLB_<FLAG>`).
@@ -66,14 +67,11 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
     let ctx = Arc::new(ctx);
     let registry = Registry::new();
     metrics::register(&registry, ctx.clone())?;
-    let _http = ferrolb_ops::serve(
-        opts.kube.metrics_addr,
-        Arc::new(Probe {
-            registry,
-            ctx: ctx.clone(),
-        }),
-    )
-    .await?;
+    let probe = {
+        let ctx = ctx.clone();
+        FnProbe::new(registry, move || ctx.ready())
+    };
+    let _http = ferrolb_ops::serve(opts.kube.metrics_addr, probe).await?;
     let mut elector = if opts.leader_elect {
         let api: Api<Lease> = Api::namespaced(client.clone(), &opts.kube.namespace);
         let mut elector = LeaderElector::new(api, LEASE_NAME, id.clone(), Timing::default())?;

@@ -40,6 +40,35 @@ pub trait Probe: Send + Sync + 'static {
     fn registry(&self) -> &prometheus::Registry;
 }
 
+/// A [`Probe`] made of a registry and a readiness function.
+pub struct FnProbe<F> {
+    registry: prometheus::Registry,
+    ready: F,
+}
+
+impl<F> FnProbe<F>
+where
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
+{
+    /// `/metrics` renders `registry`; `/readyz` asks `ready`.
+    pub fn new(registry: prometheus::Registry, ready: F) -> Arc<Self> {
+        Arc::new(FnProbe { registry, ready })
+    }
+}
+
+impl<F> Probe for FnProbe<F>
+where
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
+{
+    fn ready(&self) -> Result<(), String> {
+        (self.ready)()
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+}
+
 /// Bounds on what clients may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -23,5 +23,5 @@ pub mod service;
 pub mod signal;
 
 pub use error::Error;
-pub use http::{Limits, Probe, Server, serve, serve_with};
+pub use http::{FnProbe, Limits, Probe, Server, serve, serve_with};
 pub use kube_client::client;

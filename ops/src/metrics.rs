@@ -211,3 +211,37 @@ impl Samples<'_> {
         self.metrics[family.0].push(m);
     }
 }
+
+/// The two gauges both binaries show about their configuration, under
+/// MetalLB's names: `metallb_k8s_client_config_loaded_bool` (one was ever
+/// loaded) and `metallb_k8s_client_config_stale_bool` (running on an older
+/// one because the latest was rejected).
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigGauges {
+    loaded: FamilyId,
+    stale: FamilyId,
+}
+
+impl ConfigGauges {
+    /// Declares both families on `b`.
+    pub fn declare(b: &mut ScrapeCollectorBuilder) -> Result<Self, Error> {
+        Ok(ConfigGauges {
+            loaded: b.gauge(
+                "metallb_k8s_client_config_loaded_bool",
+                "1 if the MetalLB configuration was successfully loaded at least once.",
+                &[],
+            )?,
+            stale: b.gauge(
+                "metallb_k8s_client_config_stale_bool",
+                "1 if running on a stale configuration, because the latest config failed to load.",
+                &[],
+            )?,
+        })
+    }
+
+    /// Adds the samples of the moment.
+    pub fn add(&self, out: &mut Samples<'_>, loaded: bool, stale: bool) {
+        out.add(self.loaded, &[] as &[&str], f64::from(u8::from(loaded)));
+        out.add(self.stale, &[] as &[&str], f64::from(u8::from(stale)));
+    }
+}

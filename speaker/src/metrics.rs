@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ferrolb_bgp::driver::SessionStatus;
 use ferrolb_bgp::fsm::State;
-use ferrolb_ops::metrics::{Registry, ScrapeCollectorBuilder};
+use ferrolb_ops::metrics::{ConfigGauges, Registry, ScrapeCollectorBuilder};
 use tokio::sync::watch;
 
 use crate::announce::PeerKey;
@@ -54,16 +54,7 @@ pub fn register(
     node: String,
 ) -> Result<(), ferrolb_ops::Error> {
     let mut b = ScrapeCollectorBuilder::new();
-    let loaded = b.gauge(
-        "metallb_k8s_client_config_loaded_bool",
-        "1 if the MetalLB configuration was successfully loaded at least once.",
-        &[],
-    )?;
-    let stale = b.gauge(
-        "metallb_k8s_client_config_stale_bool",
-        "1 if running on a stale configuration, because the latest config failed to load.",
-        &[],
-    )?;
+    let config = ConfigGauges::declare(&mut b)?;
     let up = b.gauge(
         "metallb_bgp_session_up",
         "BGP session state (1 is up, 0 is down)",
@@ -91,12 +82,7 @@ pub fn register(
     )?;
     let collector = b.build(move |out| {
         let st = lock(&shared);
-        out.add(
-            loaded,
-            &[] as &[&str],
-            f64::from(u8::from(st.config_loaded)),
-        );
-        out.add(stale, &[] as &[&str], f64::from(u8::from(st.config_stale)));
+        config.add(out, st.config_loaded, st.config_stale);
         for s in &st.sessions {
             let peer = [s.peer.to_string()];
             let status = s.status.borrow();
@@ -116,24 +102,11 @@ pub fn register(
     Ok(())
 }
 
-/// `/readyz` and `/metrics` of the speaker.
-pub struct Probe {
-    /// The registry `/metrics` renders.
-    pub registry: Registry,
-    /// The state `/readyz` reads.
-    pub shared: Shared,
-}
-
-impl ferrolb_ops::Probe for Probe {
-    fn ready(&self) -> Result<(), String> {
-        if lock(&self.shared).synced {
-            Ok(())
-        } else {
-            Err("caches not synced yet".to_string())
-        }
-    }
-
-    fn registry(&self) -> &Registry {
-        &self.registry
+/// `/readyz`: ready once the caches are synced and a first pass ran.
+pub fn ready(shared: &Shared) -> Result<(), String> {
+    if lock(shared).synced {
+        Ok(())
+    } else {
+        Err("caches not synced yet".to_string())
     }
 }

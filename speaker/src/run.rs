@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrolb_config::{Config, ConfigGate, Verdict, stranded_message};
+use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
 use ferrolb_ops::events::{EventType, Events, Regarding, Reporter};
 use ferrolb_ops::metrics::Registry;
@@ -18,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::metrics::{self, Probe, SpeakerState};
+use crate::metrics::{self, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
 use crate::watch::{EndpointView, KnownNode, Services, service_facts};
@@ -82,14 +83,11 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     );
     events.register(&registry)?;
     let counters = WatchCounters::new(&registry)?;
-    let _http = ferrolb_ops::serve(
-        opts.kube.metrics_addr,
-        Arc::new(Probe {
-            registry,
-            shared: shared.clone(),
-        }),
-    )
-    .await?;
+    let probe = {
+        let shared = shared.clone();
+        FnProbe::new(registry, move || metrics::ready(&shared))
+    };
+    let _http = ferrolb_ops::serve(opts.kube.metrics_addr, probe).await?;
 
     let mut sources = Sources::start(
         &client,
