@@ -377,21 +377,11 @@ fn expression(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<LabelRequirement> {
         }
         Err(()) => None,
     };
-    let op_at = f.get("operator");
-    let operator = match ctx.text(&op_at) {
-        Ok(Some(o)) => match SelectorOperator::parse(&o) {
-            Some(op) => Some(op),
-            None => {
-                ctx.err(op_at.line, op_at.path, ErrorKind::UnknownOperator(o));
-                None
-            }
-        },
-        Ok(None) => {
-            ctx.err(op_at.line, op_at.path, ErrorKind::Missing);
-            None
-        }
-        Err(()) => None,
-    };
+    let operator = ctx.one_of(
+        &f.get("operator"),
+        SelectorOperator::parse,
+        ErrorKind::UnknownOperator,
+    );
     let values_at = f.get("values");
     let mut values = Vec::new();
     let Ok(items) = ctx.seq(&values_at) else {
@@ -462,23 +452,15 @@ fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Commun
             }
             Err(()) => String::new(),
         };
-        let protocol_at = f.get("protocol");
-        let protocol = match ctx.text(&protocol_at) {
-            Ok(Some(s)) => match s.as_str() {
+        let protocol = ctx.one_of(
+            &f.get("protocol"),
+            |s| match s {
                 "bgp" => Some(Protocol::Bgp),
                 "layer2" => Some(Protocol::Layer2),
-                _ => {
-                    let kind = ErrorKind::UnknownProtocol(s);
-                    ctx.err(protocol_at.line, protocol_at.path, kind);
-                    None
-                }
+                _ => None,
             },
-            Ok(None) => {
-                ctx.err(protocol_at.line, protocol_at.path, ErrorKind::Missing);
-                None
-            }
-            Err(()) => None,
-        };
+            ErrorKind::UnknownProtocol,
+        );
 
         // Addresses: each a CIDR or a range; none may overlap any earlier entry.
         let addresses_at = f.get("addresses");

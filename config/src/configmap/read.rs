@@ -230,6 +230,27 @@ impl Ctx {
         }
     }
 
+    /// A required word from a fixed set: `parse` reads it; an absent one is
+    /// [`ErrorKind::Missing`], an unknown one is `unknown(text)`. `None` on error.
+    pub(crate) fn one_of<T>(
+        &mut self,
+        at: &Slot<'_, '_>,
+        parse: impl FnOnce(&str) -> Option<T>,
+        unknown: impl FnOnce(String) -> ErrorKind,
+    ) -> Option<T> {
+        let (kind, text) = match self.text(at) {
+            Err(()) => return None,
+            Ok(None) => (ErrorKind::Missing, None),
+            Ok(Some(t)) => match parse(&t) {
+                Some(v) => return Some(v),
+                None => (ErrorKind::Missing, Some(t)),
+            },
+        };
+        let kind = text.map_or(kind, unknown);
+        self.err(at.line, at.path.clone(), kind);
+        None
+    }
+
     /// A boolean: `true`/`false` and the YAML 1.1 spellings yaml.v2 reads as booleans
     /// (`yes`, `on`, `n`, …), unquoted. `None` when absent, null or wrong.
     pub(crate) fn boolean(&mut self, at: &Slot<'_, '_>) -> Option<bool> {
