@@ -11,7 +11,7 @@
 //!
 //! The I/O shell is thin: [`reconcile`] fetches nothing itself — it turns the
 //! Service kube-runtime hands it into facts, asks the core and writes the
-//! plan; [`run`] wires the watches, leader election and `/metrics`
+//! plan; [`run`](mod@run) wires the watches, leader election and `/metrics`
 //! ([`metrics`]) through the shared operations layer (`ferrolb-ops`).
 //! It is not a speaker: it never announces anything.
 

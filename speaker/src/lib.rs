@@ -11,7 +11,7 @@
 //!   as last seen;
 //! - [`peers`] (`desired_sessions`): the BGP session each selected peer gets.
 //!
-//! The I/O shell is thin: [`sources`] runs the watches, [`run`] offers the
+//! The I/O shell is thin: [`sources`] runs the watches, [`run`](mod@run) offers the
 //! configuration to `ferrolb_config::ConfigGate`, runs a pass on every change
 //! and hands each BGP session its routes ([`peers::PeerSessions`]); [`metrics`]
 //! serves `/metrics` and `/readyz` through the shared operations layer
