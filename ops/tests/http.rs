@@ -305,3 +305,25 @@ async fn port_in_use_is_an_error_and_drop_stops_serving() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(TcpStream::connect(addr).await.is_err(), "still listening");
 }
+
+/// `FnProbe` (what both binaries serve) answers /readyz from its function.
+#[test]
+fn fn_probe_asks_its_function() {
+    use ferrolb_ops::FnProbe;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = ready.clone();
+    let probe = FnProbe::new(Registry::new(), move || {
+        if flag.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("caches not synced yet".into())
+        }
+    });
+    let resp = ferrolb_ops::http::respond(&*probe, &http::Method::GET, "/readyz");
+    assert_eq!(resp.status(), 503);
+    ready.store(true, Ordering::Relaxed);
+    let resp = ferrolb_ops::http::respond(&*probe, &http::Method::GET, "/readyz");
+    assert_eq!(resp.status(), 200);
+    assert!(ferrolb_ops::Probe::registry(&*probe).gather().is_empty());
+}
