@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use ferrolb_ops::metrics::{ConfigGauges, Registry, ScrapeCollectorBuilder};
+use ferrolb_ops::metrics::{ConfigGauges, Metrics, ScrapeCollectorBuilder};
 
 use crate::reconcile::Context;
 
 /// Registers the controller's metrics in `registry`.
-pub fn register(registry: &Registry, ctx: Arc<Context>) -> Result<(), ferrolb_ops::Error> {
+pub fn register(metrics: &mut Metrics, ctx: Arc<Context>) -> Result<(), ferrolb_ops::Error> {
     let mut b = ScrapeCollectorBuilder::new();
     let total = b.gauge(
         "metallb_allocator_addresses_total",
@@ -67,9 +67,9 @@ pub fn register(registry: &Registry, ctx: Arc<Context>) -> Result<(), ferrolb_op
         config.add(out, core.gate().loaded(), core.gate().stale());
         out.add(config_errors, &[] as &[&str], core.config_rejections as f64);
     });
-    registry.register(Box::new(collector))?;
+    let registry = metrics.registry();
     registry.register(Box::new(ctx.updates.clone()))?;
     registry.register(Box::new(ctx.update_errors.clone()))?;
     ctx.events().register(registry)?;
-    Ok(())
+    metrics.add(collector)
 }

@@ -11,7 +11,7 @@ use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
 use ferrolb_ops::events::{Events, Reporter};
 use ferrolb_ops::lease::{LeaderElector, Timing};
-use ferrolb_ops::metrics::Registry;
+use ferrolb_ops::metrics::Metrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -65,11 +65,11 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
     let core = ControllerCore::new(opts.kube.lb_class.clone());
     let (ctx, reconcile_all_rx) = Context::new(client.clone(), core, events);
     let ctx = Arc::new(ctx);
-    let registry = Registry::new();
-    metrics::register(&registry, ctx.clone())?;
+    let mut all_metrics = Metrics::new();
+    metrics::register(&mut all_metrics, ctx.clone())?;
     let probe = {
         let ctx = ctx.clone();
-        FnProbe::new(registry, move || ctx.ready())
+        FnProbe::new(all_metrics, move || ctx.ready())
     };
     let _http = ferrolb_ops::serve(opts.kube.metrics_addr, probe).await?;
     let mut elector = if opts.leader_elect {

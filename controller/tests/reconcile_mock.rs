@@ -10,7 +10,7 @@ use ferrolb_controller::core::ControllerCore;
 use ferrolb_controller::facts::service_facts;
 use ferrolb_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
 use ferrolb_ops::events::{Events, Reporter};
-use ferrolb_ops::metrics::{Registry, render};
+use ferrolb_ops::metrics::Metrics;
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -241,9 +241,9 @@ async fn load_balancer_gets_ip_status_annotation_and_one_event() {
     reconcile_silently(&ctx, &mut handle, done).await;
     assert_eq!(event_errors(&ctx), 0);
 
-    let registry = Registry::new();
-    ferrolb_controller::metrics::register(&registry, ctx.clone()).unwrap();
-    let metrics = render(&registry);
+    let mut all = Metrics::new();
+    ferrolb_controller::metrics::register(&mut all, ctx.clone()).unwrap();
+    let metrics = all.render();
     for line in [
         "metallb_allocator_addresses_total{pool=\"a\"} 1",
         "metallb_allocator_ipv4_addresses_total{pool=\"a\"} 1",

@@ -36,13 +36,13 @@ use crate::metrics;
 pub trait Probe: Send + Sync + 'static {
     /// Ok when ready; the reason otherwise (shown on /readyz).
     fn ready(&self) -> Result<(), String>;
-    /// The registry /metrics renders (text format 0.0.4).
-    fn registry(&self) -> &prometheus::Registry;
+    /// What /metrics renders (text format 0.0.4).
+    fn metrics(&self) -> &metrics::Metrics;
 }
 
-/// A [`Probe`] made of a registry and a readiness function.
+/// A [`Probe`] made of the metrics and a readiness function.
 pub struct FnProbe<F> {
-    registry: prometheus::Registry,
+    metrics: metrics::Metrics,
     ready: F,
 }
 
@@ -50,9 +50,9 @@ impl<F> FnProbe<F>
 where
     F: Fn() -> Result<(), String> + Send + Sync + 'static,
 {
-    /// `/metrics` renders `registry`; `/readyz` asks `ready`.
-    pub fn new(registry: prometheus::Registry, ready: F) -> Arc<Self> {
-        Arc::new(FnProbe { registry, ready })
+    /// `/metrics` renders `metrics`; `/readyz` asks `ready`.
+    pub fn new(metrics: metrics::Metrics, ready: F) -> Arc<Self> {
+        Arc::new(FnProbe { metrics, ready })
     }
 }
 
@@ -64,8 +64,8 @@ where
         (self.ready)()
     }
 
-    fn registry(&self) -> &prometheus::Registry {
-        &self.registry
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 }
 
@@ -194,7 +194,7 @@ pub fn respond(probe: &dyn Probe, method: &Method, path: &str) -> Response<Full<
     }
     match path {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, metrics::render(probe.registry()));
+            let mut r = text(StatusCode::OK, probe.metrics().render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -7,13 +7,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrolb_ops::http::{Limits, Probe, serve, serve_with};
-use ferrolb_ops::metrics::{IntGauge, Registry};
+use ferrolb_ops::metrics::{IntGauge, Metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 struct TestProbe {
-    registry: Registry,
+    metrics: Metrics,
     not_ready: Mutex<Option<String>>,
 }
 
@@ -24,18 +24,18 @@ impl Probe for TestProbe {
             Some(why) => Err(why.clone()),
         }
     }
-    fn registry(&self) -> &Registry {
-        &self.registry
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
 fn probe() -> Arc<TestProbe> {
-    let registry = Registry::new();
+    let metrics = Metrics::new();
     let g = IntGauge::new("metallb_k8s_client_config_loaded_bool", "1 if loaded").unwrap();
     g.set(1);
-    registry.register(Box::new(g)).unwrap();
+    metrics.registry().register(Box::new(g)).unwrap();
     Arc::new(TestProbe {
-        registry,
+        metrics,
         not_ready: Mutex::new(None),
     })
 }
@@ -313,7 +313,7 @@ fn fn_probe_asks_its_function() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
-    let probe = FnProbe::new(Registry::new(), move || {
+    let probe = FnProbe::new(Metrics::new(), move || {
         if flag.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -325,5 +325,5 @@ fn fn_probe_asks_its_function() {
     ready.store(true, Ordering::Relaxed);
     let resp = ferrolb_ops::http::respond(&*probe, &http::Method::GET, "/readyz");
     assert_eq!(resp.status(), 200);
-    assert!(ferrolb_ops::Probe::registry(&*probe).gather().is_empty());
+    assert!(ferrolb_ops::Probe::metrics(&*probe).render().is_empty());
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ferrolb_bgp::driver::SessionStatus;
 use ferrolb_bgp::fsm::State;
-use ferrolb_ops::metrics::{ConfigGauges, Registry, ScrapeCollectorBuilder};
+use ferrolb_ops::metrics::{ConfigGauges, Metrics, ScrapeCollectorBuilder};
 use tokio::sync::watch;
 
 use crate::announce::PeerKey;
@@ -49,7 +49,7 @@ pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, SpeakerState> {
 /// Registers the speaker's metrics, read from `shared` at each scrape. `node`
 /// is the `node` label of `metallb_speaker_announced`.
 pub fn register(
-    registry: &Registry,
+    metrics: &mut Metrics,
     shared: Shared,
     node: String,
 ) -> Result<(), ferrolb_ops::Error> {
@@ -92,14 +92,15 @@ pub fn register(
             out.add(prefixes, &peer, status.prefixes_announced as f64);
             out.add(pending, &peer, s.desired as f64);
         }
-        for (svc, ips) in st.announcer.announced() {
-            for ip in ips {
-                out.add(announced, &[svc, "bgp", &node, &ip.to_string()], 1.0);
+        if out.wants(announced) {
+            for (svc, ips) in st.announcer.announced() {
+                for ip in ips {
+                    out.add(announced, &[svc, "bgp", &node, &ip.to_string()], 1.0);
+                }
             }
         }
     });
-    registry.register(Box::new(collector))?;
-    Ok(())
+    metrics.add(collector)
 }
 
 /// `/readyz`: ready once the caches are synced and a first pass ran.

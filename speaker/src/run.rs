@@ -12,7 +12,7 @@ use ferrolb_config::{Config, ConfigGate, Verdict, stranded_message};
 use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
 use ferrolb_ops::events::{EventType, Events, Regarding, Reporter};
-use ferrolb_ops::metrics::Registry;
+use ferrolb_ops::metrics::Metrics;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
@@ -71,8 +71,8 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let node_name = opts.node_name.clone();
     let notify = Arc::new(Notify::new());
     let shared: metrics::Shared = Arc::new(Mutex::new(SpeakerState::default()));
-    let registry = Registry::new();
-    metrics::register(&registry, shared.clone(), node_name.clone())?;
+    let mut all_metrics = Metrics::new();
+    metrics::register(&mut all_metrics, shared.clone(), node_name.clone())?;
     let events = Events::with_queue(
         client.clone(),
         Reporter {
@@ -81,11 +81,11 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         },
         EVENT_QUEUE,
     );
-    events.register(&registry)?;
-    let counters = WatchCounters::new(&registry)?;
+    events.register(all_metrics.registry())?;
+    let counters = WatchCounters::new(all_metrics.registry())?;
     let probe = {
         let shared = shared.clone();
-        FnProbe::new(registry, move || metrics::ready(&shared))
+        FnProbe::new(all_metrics, move || metrics::ready(&shared))
     };
     let _http = ferrolb_ops::serve(opts.kube.metrics_addr, probe).await?;
 

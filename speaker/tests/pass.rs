@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use ferrolb_bgp::driver::SessionStatus;
 use ferrolb_bgp::fsm::State;
 use ferrolb_config::Config;
-use ferrolb_ops::metrics::{Registry, render};
+use ferrolb_ops::metrics::Metrics;
 use ferrolb_speaker::announce::{
     EXCLUDE_LABEL, EndpointSummary, NodeState, PeerKey, ServiceFacts, SkipReason, TrafficPolicy,
     peer_keys,
@@ -115,9 +115,9 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
             desired: 2,
         }],
     }));
-    let registry = Registry::new();
-    register(&registry, shared.clone(), "n1".into()).unwrap();
-    let text = render(&registry);
+    let mut metrics = Metrics::new();
+    register(&mut metrics, shared.clone(), "n1".into()).unwrap();
+    let text = metrics.render();
     for line in [
         "metallb_bgp_session_up{peer=\"172.17.0.1:179\"} 1",
         "metallb_bgp_updates_total{peer=\"172.17.0.1:179\"} 3",
@@ -139,7 +139,7 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
         &node,
         [facts("default/web", &a, EndpointSummary::default())],
     );
-    assert!(!render(&registry).contains("metallb_speaker_announced{"));
+    assert!(!metrics.render().contains("metallb_speaker_announced{"));
 }
 
 fn node_object(labels: serde_json::Value) -> Node {
