@@ -518,6 +518,27 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_secs(5));
     let full = rss(pid)?;
     let full_maps = rss_by_mapping(pid)?;
+    // Prometheus scrapes every 15–60 s: what one scrape of /metrics (one
+    // metallb_speaker_announced line per Service) leaves in the speaker.
+    let t_scrape = Instant::now();
+    let text = node.run(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "30",
+        "http://127.0.0.1:7472/metrics",
+    ])?;
+    let scrape_time = t_scrape.elapsed();
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with("metallb_speaker_announced{"))
+        .count();
+    anyhow::ensure!(
+        lines == want,
+        "/metrics shows {lines} announced IPs, want {want}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let scraped = rss(pid)?;
 
     // A restart with every Service already there (a DaemonSet rollout): the
     // new speaker lists 10k Services at once, announces them in one pass and
@@ -559,6 +580,10 @@ fn main() -> Result<()> {
     for (when, m) in [
         ("idle", idle),
         (&*format!("with {n_bulk} Services"), full),
+        (
+            &*format!("{n_bulk} Services, after a /metrics scrape"),
+            scraped,
+        ),
         (&*format!("restarted with {n_bulk} Services"), restarted),
     ] {
         let target = if when == "idle" {
@@ -588,6 +613,15 @@ fn main() -> Result<()> {
             .collect();
         println!("resident MiB by mapping, {when}: {}", top.join(", "));
     }
+    println!(
+        "{:<52} {:>9.1} ms {:>10}",
+        format!(
+            "one /metrics scrape at {n_bulk} Services ({} KiB)",
+            text.len() / 1024
+        ),
+        scrape_time.as_secs_f64() * 1000.0,
+        ""
+    );
     println!(
         "{:<52} {:>10.1} s {:>10}",
         format!("writing {n_bulk} Services+status+Endpoints"),
