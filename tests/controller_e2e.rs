@@ -21,6 +21,16 @@
 //!   (`ClearAssignment`, then `AllocationFailed`) and moves nothing else,
 //! - a Service changed to ClusterIP loses its ingress,
 //! - `/metrics` counts per pool match the IPs the Services show,
+//! - a Service holding an IP that gets an unusable request (a typo in
+//!   `loadBalancerIPs`; `address-pool: nope`) keeps the IP and is not written
+//!   to, with one Warning `LoadBalancerFailed` Event carrying the reason even
+//!   when reconciled again; the fix writes and publishes nothing,
+//! - a stranding config is applied by the running controller, with no edit to
+//!   the ConfigMap, once the Services it names are deleted or moved
+//!   (`spec.loadBalancerIP`): stale back to 0, the log says so, and a Service
+//!   waiting for a pool only the new config has gets an address from it,
+//! - on the 1.20 server (single-stack) a `PreferDualStack` Service in a pool
+//!   with IPv4 and IPv6 ranges gets one IPv4 address,
 //! - with `--leader-elect` only the Lease holder works, and another
 //!   controller takes over after the holder is killed.
 
@@ -505,6 +515,173 @@ fn expected_failure(kind: &Kind) -> Option<&'static str> {
     }
 }
 
+/// A sample of `name` (no labels) from the controller's /metrics.
+fn metric(addr: &str, name: &str) -> Result<f64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {name} on /metrics"))
+}
+
+/// Polls `check` every 200 ms until it gives a value, for at most `timeout`.
+async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        ensure!(Instant::now() < deadline, "{what} (waited {timeout:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Events (events.k8s.io/v1) about the Service `ns/name`.
+async fn events_about(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>> {
+    Ok(Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+/// Checks for `dur` (every 200 ms) that the Service shows exactly `[ip]` and
+/// that nobody wrote it: its resourceVersion stays `rv`.
+async fn hold_service(
+    api: &Api<Service>,
+    name: &str,
+    ip: &str,
+    rv: Option<String>,
+    dur: Duration,
+    when: &str,
+) -> Result<()> {
+    let until = Instant::now() + dur;
+    loop {
+        let s = api.get(name).await?;
+        ensure!(
+            ingress(&s) == [ip],
+            "{name}: status shows {:?} {when}, want [{ip}]",
+            ingress(&s)
+        );
+        ensure!(
+            s.resource_version() == rv,
+            "{name} was written {when} (resourceVersion {:?} → {:?}): {:?}",
+            rv,
+            s.resource_version(),
+            s.metadata.annotations
+        );
+        if Instant::now() >= until {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Service `ns/name`, holding `ip`, gets an unusable request (`bad`,
+/// merged into its annotations). As MetalLB: it keeps the IP (checked for 2 s,
+/// and the controller writes nothing to it), and gets one Warning Event
+/// `LoadBalancerFailed` carrying `reason`, even when reconciled again. Then
+/// `fix` (merged the same way) changes nothing and publishes nothing.
+async fn kept_on_unusable_request(
+    client: &Client,
+    (ns, name): (&str, &str),
+    ip: &str,
+    bad: serde_json::Value,
+    fix: serde_json::Value,
+    reason: &str,
+) -> Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::default();
+    let lb_failed = |evs: &[Event]| -> Vec<Event> {
+        evs.iter()
+            .filter(|e| e.reason.as_deref() == Some("LoadBalancerFailed"))
+            .cloned()
+            .collect()
+    };
+    api.patch(
+        name,
+        &pp,
+        &Patch::Merge(json!({"metadata": {"annotations": bad}})),
+    )
+    .await?;
+    let t0 = Instant::now();
+    poll(
+        Duration::from_secs(20),
+        &format!("{ns}/{name}: no LoadBalancerFailed Event for {bad}"),
+        || async {
+            Ok((!lb_failed(&events_about(client, ns, name).await?).is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "{ns}/{name} with {bad}: LoadBalancerFailed after {:?}",
+        t0.elapsed()
+    );
+    // Reconciled again with the same unusable request (a label changes): no
+    // second Event, no write.
+    let poked = api
+        .patch(
+            name,
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"e2e-poked": "yes"}}})),
+        )
+        .await?;
+    hold_service(
+        &api,
+        name,
+        ip,
+        poked.resource_version(),
+        Duration::from_secs(2),
+        &format!("under the unusable request {bad}"),
+    )
+    .await?;
+    let evs = lb_failed(&events_about(client, ns, name).await?);
+    let want_note = format!("invalid request for \"{ns}/{name}\", keeping IP [\"{ip}\"]: {reason}");
+    ensure!(
+        evs.len() == 1
+            && evs[0].type_.as_deref() == Some("Warning")
+            && evs[0].note.as_deref() == Some(want_note.as_str()),
+        "{ns}/{name}: want one Warning LoadBalancerFailed {want_note:?}, got {:?}",
+        evs.iter()
+            .map(|e| (e.type_.clone(), e.note.clone(), e.series.is_some()))
+            .collect::<Vec<_>>()
+    );
+    // The fix: nothing written, nothing published.
+    let published = events_about(client, ns, name).await?.len();
+    let fixed = api
+        .patch(
+            name,
+            &pp,
+            &Patch::Merge(json!({"metadata": {"annotations": fix}})),
+        )
+        .await?;
+    hold_service(
+        &api,
+        name,
+        ip,
+        fixed.resource_version(),
+        Duration::from_secs(2),
+        &format!("after the fix {fix}"),
+    )
+    .await?;
+    let now = events_about(client, ns, name).await?;
+    ensure!(
+        now.len() == published,
+        "{ns}/{name}: the fix {fix} published {:?}",
+        now[published.min(now.len())..]
+            .iter()
+            .map(|e| (e.reason.clone(), e.note.clone()))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[test]
 fn controller_against_real_apiserver() -> Result<()> {
     let Some(api) = ferrolb_testlab::kube::KubeApiServer::start()? else {
@@ -981,6 +1158,279 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         );
     }
 
+    // An unusable request on a Service that holds an IP keeps the IP (as
+    // MetalLB): a typo in the loadBalancerIPs annotation, then an unknown pool.
+    let annotated = after
+        .iter()
+        .find_map(|(k, ips)| match (kinds.get(k), ips.as_slice()) {
+            (Some(Kind::AnnotatedIp(want)), [got]) if got == want => Some((k.clone(), got.clone())),
+            _ => None,
+        })
+        .context("no Service holding its annotated IP")?;
+    let plain = shown
+        .iter()
+        .find_map(|(k, ips)| match (kinds.get(k), ips.as_slice()) {
+            (Some(Kind::Plain), [got]) if *k != vkey => Some((k.clone(), got.clone())),
+            _ => None,
+        })
+        .context("no plain Service holding an IP")?;
+    let typo = format!("{}5", annotated.1);
+    let typo_reason =
+        format!("metallb.universe.tf/loadBalancerIPs: \"{typo}\" is not a valid IP address");
+    // The two Services are independent: checked side by side.
+    futures::try_join!(
+        kept_on_unusable_request(
+            &client,
+            annotated.0.split_once('/').unwrap(),
+            &annotated.1,
+            json!({"metallb.universe.tf/loadBalancerIPs": typo}),
+            json!({"metallb.universe.tf/loadBalancerIPs": annotated.1}),
+            &typo_reason,
+        ),
+        kept_on_unusable_request(
+            &client,
+            plain.0.split_once('/').unwrap(),
+            &plain.1,
+            json!({"metallb.universe.tf/address-pool": "nope"}),
+            json!({"metallb.universe.tf/address-pool": null}),
+            "unknown address pool \"nope\"",
+        ),
+    )?;
+
+    // A stranding config applies by itself once the Services it names are gone
+    // or moved, with no edit to the ConfigMap. Pool s (10.23.0.0/29, only for
+    // annotated Services, so no other Service waits for its addresses) is
+    // added; s-0 and s-1 take two of its IPs; a config that drops s and adds
+    // c (an IPv4 and an IPv6 range) is rejected. s-0 is deleted (still
+    // rejected: s-1), s-1 moves into pool a with spec.loadBalancerIP: c applies.
+    let svc_b: Api<Service> = Api::namespaced(client.clone(), "e2e-b");
+    let pool_s = "- name: s\n  protocol: bgp\n  addresses: [10.23.0.0/29]\n  auto-assign: false\n";
+    let pool_c = "- name: c\n  protocol: bgp\n  addresses: [10.22.0.0/29, \"fd00:22::/125\"]\n  auto-assign: false\n";
+    cm_api
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config": format!("{shrunk}{pool_s}")}})),
+        )
+        .await?;
+    poll(Duration::from_secs(20), "pool s never in force", || async {
+        Ok(http_get(&metrics, "/metrics")?
+            .1
+            .contains("metallb_allocator_addresses_total{pool=\"s\"} 8")
+            .then_some(()))
+    })
+    .await?;
+    let in_pool = |name: &str, pool: &str| -> Result<Service> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "e2e-b",
+                         "annotations": {"metallb.universe.tf/address-pool": pool}},
+            "spec": {"type": "LoadBalancer",
+                     "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]},
+        }))?)
+    };
+    let mut in_s = Vec::new();
+    for name in ["s-0", "s-1"] {
+        svc_b
+            .create(&PostParams::default(), &in_pool(name, "s")?)
+            .await?;
+        let ip = poll(
+            Duration::from_secs(20),
+            &format!("{name}: no IP from pool s"),
+            || async {
+                Ok(match ingress(&svc_b.get(name).await?).as_slice() {
+                    [ip] => Some(ip.clone()),
+                    _ => None,
+                })
+            },
+        )
+        .await?;
+        ensure!(
+            ip.starts_with("10.23.0."),
+            "{name} got {ip}, not from pool s"
+        );
+        in_s.push(ip);
+    }
+    observed
+        .lock()
+        .unwrap()
+        .exempt
+        .insert("e2e-b/s-1".to_string());
+    let errors_before = config_errors(&metrics)?;
+    cm_api
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config": format!("{shrunk}{pool_c}")}})),
+        )
+        .await?;
+    poll(
+        Duration::from_secs(20),
+        "a config stranding s-0 and s-1 was not rejected",
+        || async { Ok((config_errors(&metrics)? > errors_before).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        metric(&metrics, "metallb_k8s_client_config_stale_bool")? == 1.0,
+        "stale not reported for the config stranding s-0 and s-1"
+    );
+    let log = std::fs::read_to_string(&ctrl.log).unwrap_or_default();
+    ensure!(
+        log.lines().any(|l| l.contains(&format!(
+            "service \"e2e-b/s-0\" cannot own \"{}\" under new config (and 1 more IPs)",
+            in_s[0]
+        ))),
+        "no rejection naming s-0 and one more IP in the controller log"
+    );
+    ensure!(
+        !log.contains("a configuration rejected earlier applies now"),
+        "a retry applied before anything changed"
+    );
+    let cm_version = cm_api.get("config").await?.resource_version();
+    // A Service asking for pool c waits: c is not in force yet.
+    svc_b
+        .create(&PostParams::default(), &in_pool("in-c", "c")?)
+        .await?;
+    poll(
+        Duration::from_secs(20),
+        "in-c: no AllocationFailed for pool c",
+        || async {
+            Ok(failure_notes(&client)
+                .await?
+                .get("e2e-b/in-c")
+                .is_some_and(|n| n.iter().any(|n| n.contains("unknown address pool \"c\"")))
+                .then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        ingress(&svc_b.get("in-c").await?).is_empty(),
+        "in-c got an IP from a rejected config"
+    );
+    // s-0 deleted: still rejected (s-1 holds an IP of s).
+    svc_b.delete("s-0", &DeleteParams::default()).await?;
+    poll(
+        Duration::from_secs(20),
+        "the controller never released s-0",
+        || async {
+            let log = std::fs::read_to_string(&ctrl.log).unwrap_or_default();
+            Ok(log
+                .lines()
+                .any(|l| l.contains("service gone") && l.contains("e2e-b/s-0"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        metric(&metrics, "metallb_k8s_client_config_stale_bool")? == 1.0,
+        "the config applied while s-1 still holds {}",
+        in_s[1]
+    );
+    // s-1 moves to a free IP of pool a (the pool annotation goes with it).
+    let held_now: BTreeSet<String> = snapshot(&all_services(&client).await?)
+        .into_values()
+        .flatten()
+        .collect();
+    let target = (200..240)
+        .map(|i| format!("10.20.0.{i}"))
+        .find(|ip| !held_now.contains(ip))
+        .context("no free IP in 10.20.0.200-239")?;
+    let moved_at = Instant::now();
+    svc_b
+        .patch(
+            "s-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"metallb.universe.tf/address-pool": null}},
+                "spec": {"loadBalancerIP": target},
+            })),
+        )
+        .await?;
+    poll(
+        Duration::from_secs(20),
+        "the stranding config never applied after s-1 moved",
+        || async {
+            Ok((metric(&metrics, "metallb_k8s_client_config_stale_bool")? == 0.0).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "stranding config applied {:?} after the last stranded Service moved",
+        moved_at.elapsed()
+    );
+    let log = std::fs::read_to_string(&ctrl.log).unwrap_or_default();
+    ensure!(
+        log.contains("a configuration rejected earlier applies now"),
+        "no 'a configuration rejected earlier applies now' in the controller log"
+    );
+    ensure!(
+        cm_api.get("config").await?.resource_version() == cm_version,
+        "the ConfigMap changed"
+    );
+    ensure!(
+        ingress(&svc_b.get("s-1").await?) == [target.as_str()],
+        "s-1 does not show {target}"
+    );
+    // in-c gets an address only the new config has.
+    let got = poll(
+        Duration::from_secs(20),
+        "in-c: no IP from pool c",
+        || async {
+            Ok(match ingress(&svc_b.get("in-c").await?).as_slice() {
+                [ip] => Some(ip.clone()),
+                [] => None,
+                more => bail!("in-c got {more:?}"),
+            })
+        },
+    )
+    .await?;
+    ensure!(
+        got.starts_with("10.22.0."),
+        "in-c got {got}, not from pool c"
+    );
+
+    // IP families on a 1.20 server (IPv6DualStack gate off, single-stack
+    // 10.96.0.0/16): a PreferDualStack Service in pool c (IPv4 and IPv6
+    // ranges) gets one IPv4 address. The server drops the dual-stack fields
+    // when the gate is off: read back, spec.ipFamilyPolicy and spec.ipFamilies
+    // are absent and spec.clusterIPs holds the one IPv4 cluster IP, so the
+    // family comes from clusterIPs (as MetalLB reads it).
+    let mut dual = in_pool("dual", "c")?;
+    dual.spec.as_mut().unwrap().ip_family_policy = Some("PreferDualStack".into());
+    let stored = svc_b.create(&PostParams::default(), &dual).await?;
+    let spec = stored.spec.clone().unwrap_or_default();
+    eprintln!(
+        "1.20 stores for a PreferDualStack Service: ipFamilyPolicy {:?}, ipFamilies {:?}, clusterIP {:?}, clusterIPs {:?}",
+        spec.ip_family_policy, spec.ip_families, spec.cluster_ip, spec.cluster_ips
+    );
+    ensure!(
+        spec.ip_family_policy.is_none()
+            && spec.ip_families.is_none()
+            && spec.cluster_ips.as_ref().is_some_and(|c| c.len() == 1
+                && c[0].parse::<std::net::Ipv4Addr>().is_ok()
+                && spec.cluster_ip.as_ref() == Some(&c[0])),
+        "the 1.20 server stored another shape than the comment says: {spec:?}"
+    );
+    let ips = poll(Duration::from_secs(20), "dual: no IP", || async {
+        let ips = ingress(&svc_b.get("dual").await?);
+        Ok((!ips.is_empty()).then_some(ips))
+    })
+    .await?;
+    ensure!(
+        ips.len() == 1 && ips[0].starts_with("10.22.0."),
+        "PreferDualStack on a single-stack server: want one IPv4 address of pool c, got {ips:?}"
+    );
+    let (_, body) = http_get(&metrics, "/metrics")?;
+    for want in [
+        "metallb_allocator_ipv4_addresses_in_use_total{pool=\"c\"} 2",
+        "metallb_allocator_ipv6_addresses_in_use_total{pool=\"c\"} 0",
+    ] {
+        ensure!(body.lines().any(|l| l == want), "want {want:?} in\n{body}");
+    }
+    {
+        let o = observed.lock().unwrap();
+        ensure!(o.violations.is_empty(), "violations: {:#?}", o.violations);
+    }
+
     observer.abort();
     ctrl.stop(false)?;
 
@@ -1071,7 +1521,9 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     );
     eprintln!(
         "controller e2e: {SERVICES} services ({} deleted, {} without IP, each with its AllocationFailed reason), \
-         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored, pool shrink rejected, then applied by a restart: exactly the 8 IPs outside it released; {:?}",
+         {} controller starts ({} SIGTERM exits, {} SIGKILLs), 0 IPs moved, 0 illegal shares, invalid config ignored, pool shrink rejected, then applied by a restart: exactly the 8 IPs outside it released; \
+         unusable requests kept their IPs (one LoadBalancerFailed each); a stranding config applied once its Services went or moved; \
+         PreferDualStack on 1.20 got one IPv4 address; {:?}",
         deleted.len(),
         failed,
         ctrl.starts,

@@ -28,7 +28,9 @@
 //! - Cluster policy, ready endpoint on node-01 only → three paths for
 //!   172.17.254.1/32 (next hops .21 .22 .23, AS path [64522], origin incomplete);
 //! - the exclude-from-external-load-balancers label on node-01 → its path goes,
-//!   the others stay;
+//!   the others stay; (endpoints) node-03, whose speaker runs with
+//!   `FERROLB_IGNORE_EXCLUDE_LB=true` (MetalLB's `--ignore-exclude-lb` by its
+//!   environment variable), carries it too and keeps its path (2 s);
 //! - Cluster, the only endpoint turns not ready → every path withdrawn; ready
 //!   again → all three back;
 //! - (slices) Cluster, the only endpoint not ready but serving while terminating
@@ -46,16 +48,22 @@
 //! - an invalid ConfigMap withdraws nothing, speakers stay up and report
 //!   `metallb_k8s_client_config_stale_bool 1`; a valid one whose pools no
 //!   longer hold the Service's IP is rejected (as MetalLB does) and withdraws
-//!   nothing either;
+//!   nothing either; (endpoints) once the Service's status moves to an IP that
+//!   config keeps, every speaker applies it with no ConfigMap change
+//!   (`metallb_k8s_client_config_stale_bool 0`, `configuration loaded`) and
+//!   announces the new IP;
 //! - SIGTERM on a speaker → its path is gone at rt-01 in under 1 s (withdraw and
 //!   Cease before exit) and it exits 0;
 //! - a `nodeAssigned` Event exists for the Service;
+//! - (slices) the peer selects nodes labelled `rack: a`: node-03's Node object
+//!   deleted → its speaker keeps its last labels, the session and the path
+//!   (3 s); the Node re-created without the label → path and session go;
 //! - the run used the API it claims: the slices run has no core/v1 Endpoints
 //!   object, the Endpoints run's server serves no `discovery.k8s.io/v1` and
 //!   holds no (v1beta1) slice; no speaker logged an error on its endpoints watch.
 //!
 //! Each run prints one line per step with the time rt-01 took to show the
-//! change, and its wall time (about 15 s each, run in parallel).
+//! change, and its wall time (about 16 s for endpoints, 18 s for slices, run in parallel).
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -90,6 +98,11 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Where each namespace's socat listens (and the speakers' kubeconfig points).
 const RELAY_LISTEN: &str = "127.0.0.1:6443";
 const METRICS: &str = "127.0.0.1:7472";
+/// An IP only the stranding config's pool (172.17.253.0/24) holds.
+const MOVED_IP: &str = "172.17.253.1";
+const MOVED_PREFIX: &str = "172.17.253.1/32";
+/// The label every Node carries and the peer selects (`node-selectors`).
+const RACK: &str = "rack";
 /// Bound for a route change to show up at rt-01.
 const CONVERGE: Duration = Duration::from_secs(10);
 
@@ -98,6 +111,9 @@ const CONFIG: &str = "peers:
   peer-asn: 64512
   my-asn: 64522
   hold-time: 3s
+  node-selectors:
+  - match-labels:
+      rack: a
 address-pools:
 - name: default
   protocol: bgp
@@ -109,6 +125,9 @@ const BAD_CONFIG: &str = "peers:
   peer-asn: 64512
   my-asn: 64522
   hold-time: 3s
+  node-selectors:
+  - match-labels:
+      rack: a
 address-pools:
 - name: default
   protocol: bgp
@@ -145,6 +164,16 @@ impl Source {
         match self {
             Source::Endpoints => "subset",
             Source::Slices => "slice",
+        }
+    }
+
+    /// The node (index into `NODES`) whose speaker runs with
+    /// `FERROLB_IGNORE_EXCLUDE_LB=true` (MetalLB's `--ignore-exclude-lb`,
+    /// through its environment variable): node-03 on the Endpoints run.
+    fn ignores_exclude_lb(self) -> Option<usize> {
+        match self {
+            Source::Endpoints => Some(2),
+            Source::Slices => None,
         }
     }
 
@@ -354,48 +383,105 @@ async fn client(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(cfg)?)
 }
 
-fn speaker(ns: &Netns, node: &str, kubeconfig: &Path) -> Result<Proc> {
+/// A speaker for `node`; `ignore_exclude_lb` sets `FERROLB_IGNORE_EXCLUDE_LB=true`
+/// in its environment (and it is removed otherwise).
+fn speaker(ns: &Netns, node: &str, kubeconfig: &Path, ignore_exclude_lb: bool) -> Result<Proc> {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolb"));
     cmd.args(["speaker", "--node-name", node, "--metrics-addr", METRICS])
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
+    if ignore_exclude_lb {
+        cmd.env("FERROLB_IGNORE_EXCLUDE_LB", "true");
+    } else {
+        cmd.env_remove("FERROLB_IGNORE_EXCLUDE_LB");
+    }
     ns.spawn_labeled(cmd, &format!("speaker-{node}"))
 }
 
-/// The paths rt-01 holds for `PREFIX`, by next hop.
-fn paths(g: &Gobgpd) -> Result<Vec<ferrolb_testlab::RoutePath>> {
+/// Node `name` as the test writes it; with `rack` it carries `rack: a`, which
+/// the peer selects.
+fn node_object(name: &str, rack: bool) -> Result<Node> {
+    let mut labels = json!({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"});
+    if rack {
+        labels[RACK] = json!("a");
+    }
+    Ok(serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}}),
+    )?)
+}
+
+/// Sets the Service's `status.loadBalancer.ingress` to `ip`.
+async fn set_status_ip(c: &Client, ip: &str) -> Result<()> {
+    Api::<Service>::namespaced(c.clone(), NS)
+        .patch_status(
+            SVC,
+            &PatchParams::default(),
+            &merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The paths rt-01 holds for `prefix`, by next hop.
+fn paths_of(g: &Gobgpd, prefix: &str) -> Result<Vec<ferrolb_testlab::RoutePath>> {
     let rib: Vec<Route> = g.rib(Family::Ipv4Unicast)?;
     Ok(rib
         .into_iter()
-        .find(|r| r.prefix == PREFIX)
+        .find(|r| r.prefix == prefix)
         .map(|r| r.paths)
         .unwrap_or_default())
 }
 
-fn next_hops(g: &Gobgpd) -> Result<BTreeSet<String>> {
-    Ok(paths(g)?.into_iter().map(|p| p.nexthop).collect())
+/// The paths rt-01 holds for `PREFIX`, by next hop.
+fn paths(g: &Gobgpd) -> Result<Vec<ferrolb_testlab::RoutePath>> {
+    paths_of(g, PREFIX)
 }
 
-/// Waits until rt-01's next hops for `PREFIX` are exactly `want`.
-fn wait_next_hops(g: &Gobgpd, want: &[&str], timeout: Duration, what: &str) -> Result<Duration> {
+fn next_hops_of(g: &Gobgpd, prefix: &str) -> Result<BTreeSet<String>> {
+    Ok(paths_of(g, prefix)?
+        .into_iter()
+        .map(|p| p.nexthop)
+        .collect())
+}
+
+fn next_hops(g: &Gobgpd) -> Result<BTreeSet<String>> {
+    next_hops_of(g, PREFIX)
+}
+
+/// Waits until rt-01's next hops for `prefix` are exactly `want`.
+fn wait_prefix(
+    g: &Gobgpd,
+    prefix: &str,
+    want: &[&str],
+    timeout: Duration,
+    what: &str,
+) -> Result<Duration> {
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     let t0 = Instant::now();
     let mut last;
     loop {
-        last = next_hops(g)?;
+        last = next_hops_of(g, prefix)?;
         if last == want {
-            eprintln!("{what}: {want:?} at rt-01 after {:?}", t0.elapsed());
+            eprintln!(
+                "{what}: {want:?} for {prefix} at rt-01 after {:?}",
+                t0.elapsed()
+            );
             return Ok(t0.elapsed());
         }
         if t0.elapsed() > timeout {
             bail!(
-                "{what}: rt-01 next hops for {PREFIX} are {last:?}, want {want:?} (waited {timeout:?})"
+                "{what}: rt-01 next hops for {prefix} are {last:?}, want {want:?} (waited {timeout:?})"
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until rt-01's next hops for `PREFIX` are exactly `want`.
+fn wait_next_hops(g: &Gobgpd, want: &[&str], timeout: Duration, what: &str) -> Result<Duration> {
+    wait_prefix(g, PREFIX, want, timeout, what)
 }
 
 fn metrics(ns: &Netns) -> Result<String> {
@@ -492,11 +578,7 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer, source: Source) -
         let nodes: Api<Node> = Api::all(c.clone());
         for n in NODES {
             nodes
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": n, "labels": {
-                        "kubernetes.io/hostname": n, "kubernetes.io/os": "linux"}}}))?,
-                )
+                .create(&PostParams::default(), &node_object(n, true)?)
                 .await?;
         }
         let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "metallb-system");
@@ -532,8 +614,9 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer, source: Source) -
         socats.push(relay.spawn_listener_in(ns, RELAY_LISTEN.parse()?)?);
     }
     let mut speakers = Vec::new();
-    for (ns, node) in lab.nodes.iter().zip(NODES) {
-        speakers.push(speaker(ns, node, &kubeconfig)?);
+    for (i, (ns, node)) in lab.nodes.iter().zip(NODES).enumerate() {
+        let ignore = source.ignores_exclude_lb() == Some(i);
+        speakers.push(speaker(ns, node, &kubeconfig, ignore)?);
     }
     for s in &speakers {
         // The speaker logs to stderr.
@@ -657,17 +740,37 @@ fn steps(run: &Run, api: &KubeApiServer, lab: &RefLab, speakers: &mut [Proc]) ->
     }
 
     // 2. node-01 excluded from external load balancers: only its path goes.
-    rt.block_on(nodes.patch(
-        NODES[0],
-        &pp,
-        &merge(json!({"metadata": {"labels": {EXCLUDE: ""}}})),
-    ))?;
+    //    On the Endpoints run node-03 carries the label too, but its speaker
+    //    runs with FERROLB_IGNORE_EXCLUDE_LB=true: it keeps its path.
+    let excluded: Vec<usize> = [0]
+        .into_iter()
+        .chain(run.source.ignores_exclude_lb())
+        .collect();
+    for &i in &excluded {
+        rt.block_on(nodes.patch(
+            NODES[i],
+            &pp,
+            &merge(json!({"metadata": {"labels": {EXCLUDE: ""}}})),
+        ))?;
+    }
     run.wait(&ADDRS[1..], "node-01 excluded")?;
-    rt.block_on(nodes.patch(
-        NODES[0],
-        &pp,
-        &merge(json!({"metadata": {"labels": {EXCLUDE: null}}})),
-    ))?;
+    if let Some(i) = run.source.ignores_exclude_lb() {
+        run.hold(
+            &ADDRS[1..],
+            Duration::from_secs(2),
+            &format!(
+                "node-01 and {} excluded, {}'s speaker with FERROLB_IGNORE_EXCLUDE_LB=true",
+                NODES[i], NODES[i]
+            ),
+        )?;
+    }
+    for &i in &excluded {
+        rt.block_on(nodes.patch(
+            NODES[i],
+            &pp,
+            &merge(json!({"metadata": {"labels": {EXCLUDE: null}}})),
+        ))?;
+    }
     run.wait(&ADDRS, "node-01 label removed")?;
 
     // 3. Cluster policy, readiness: no ready endpoint anywhere → no node announces.
@@ -845,6 +948,73 @@ fn steps(run: &Run, api: &KubeApiServer, lab: &RefLab, speakers: &mut [Proc]) ->
     run.policy("Cluster")?;
     run.wait(&ADDRS, "cluster policy on the last good config")?;
 
+    // 8b. (Endpoints run) The stranding config is looked at again when the
+    //     cluster changes: the Service's status moves to 172.17.253.1, which
+    //     only that config's pool holds, and every speaker applies it with no
+    //     ConfigMap change (stale 0, "configuration loaded" once more, the new
+    //     IP announced). Then back: status to 172.17.254.1 and the first config.
+    if run.source == Source::Endpoints {
+        let cm_version = rt.block_on(cms.get("config"))?.resource_version();
+        let loaded = |s: &Proc| s.stderr().matches("configuration loaded").count();
+        let loads: Vec<usize> = speakers.iter().map(loaded).collect();
+        for ns in &lab.nodes {
+            let m = metrics(ns)?;
+            ensure!(
+                m.contains("metallb_k8s_client_config_stale_bool 1"),
+                "{}: not stale under the stranding config:\n{m}",
+                ns.name()
+            );
+        }
+        let t0 = Instant::now();
+        rt.block_on(set_status_ip(c, MOVED_IP))?;
+        for (i, (s, ns)) in speakers.iter().zip(&lab.nodes).enumerate() {
+            let ok = ferrolb_testlab::wait_until(CONVERGE, Duration::from_millis(100), || {
+                (loaded(s) > loads[i]
+                    && metrics(ns).is_ok_and(|m| {
+                        m.contains("metallb_k8s_client_config_stale_bool 0")
+                            && m.contains("metallb_k8s_client_config_loaded_bool 1")
+                    }))
+                .then_some(())
+            });
+            ensure!(
+                ok.is_some(),
+                "{}: the stranding config was not applied after the Service moved: {:?}\n{}",
+                s.label(),
+                metrics(ns),
+                s.stderr_tail(10)
+            );
+        }
+        eprintln!(
+            "{}",
+            run.what(&format!(
+                "stranding config applied by every speaker {:?} after the Service moved to {MOVED_IP}",
+                t0.elapsed()
+            ))
+        );
+        wait_prefix(
+            g,
+            MOVED_PREFIX,
+            &ADDRS,
+            CONVERGE,
+            &run.what("status moved into the stranding config's pool"),
+        )?;
+        run.wait(none, "status moved away from 172.17.254.1")?;
+        ensure!(
+            rt.block_on(cms.get("config"))?.resource_version() == cm_version,
+            "the ConfigMap changed"
+        );
+        rt.block_on(set_status_ip(c, IP))?;
+        rt.block_on(cms.patch("config", &pp, &merge(json!({"data": {"config": CONFIG}}))))?;
+        run.wait(&ADDRS, "status and config back")?;
+        wait_prefix(
+            g,
+            MOVED_PREFIX,
+            none,
+            CONVERGE,
+            &run.what("status and config back"),
+        )?;
+    }
+
     // 9. SIGTERM on node-02's speaker: its path gone within 1 s, exit 0.
     let t0 = Instant::now();
     speakers[1].signal("TERM")?;
@@ -931,7 +1101,61 @@ fn steps(run: &Run, api: &KubeApiServer, lab: &RefLab, speakers: &mut [Proc]) ->
         "node-01 session not up in metrics:\n{m}"
     );
 
-    // 11. The run went through the API it claims, and its watch never failed.
+    // 11. (Slices run) A Node object that disappears keeps its last labels in
+    //     its speaker: node-03's Node is deleted and its speaker keeps the
+    //     session (selected by rack=a) and the path for 3 s; re-created
+    //     without the label, the path and the session go.
+    if run.source == Source::Slices {
+        rt.block_on(nodes.delete(NODES[2], &DeleteParams::default()))?;
+        ensure!(
+            rt.block_on(nodes.get_opt(NODES[2]))?.is_none(),
+            "{} still exists after its deletion",
+            NODES[2]
+        );
+        let want: BTreeSet<String> = [ADDRS[0], ADDRS[2]].iter().map(|s| s.to_string()).collect();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let hops = next_hops(g)?;
+            ensure!(
+                hops == want,
+                "{} deleted: rt-01 next hops {hops:?}, want {want:?}",
+                NODES[2]
+            );
+            let st = g.neighbor_state(ADDRS[2])?;
+            ensure!(
+                st.is_established(),
+                "{} deleted: its session is {st:?}",
+                NODES[2]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "{}",
+            run.what("node-03's Node deleted: session and path kept for 3s")
+        );
+        let t0 = Instant::now();
+        rt.block_on(nodes.create(&PostParams::default(), &node_object(NODES[2], false)?))?;
+        run.wait(&[ADDRS[0]], "node-03's Node re-created without rack=a")?;
+        let down = ferrolb_testlab::wait_until(CONVERGE, Duration::from_millis(100), || {
+            g.neighbor_state(ADDRS[2])
+                .is_ok_and(|s| !s.is_established())
+                .then_some(())
+        });
+        ensure!(
+            down.is_some(),
+            "node-03's session stayed up with no peer selecting it: {:?}",
+            g.neighbor_state(ADDRS[2])
+        );
+        eprintln!(
+            "{}",
+            run.what(&format!(
+                "node-03's session down {:?} after its Node came back without rack=a",
+                t0.elapsed()
+            ))
+        );
+    }
+
+    // 12. The run went through the API it claims, and its watch never failed.
     match run.source {
         Source::Slices => {
             let eps: Api<Endpoints> = Api::namespaced(c.clone(), NS);
