@@ -103,11 +103,12 @@ pub fn register(
     metrics.add(collector)
 }
 
-/// `/readyz`: ready once the caches are synced and a first pass ran.
+/// `/readyz`: ready once the caches are synced and a first pass ran on a
+/// valid configuration.
 pub fn ready(shared: &Shared) -> Result<(), String> {
     if lock(shared).synced {
         Ok(())
     } else {
-        Err("caches not synced yet".to_string())
+        Err("caches not synced, or no valid configuration loaded yet".to_string())
     }
 }
