@@ -50,22 +50,30 @@ pub fn truncate_note(note: &str) -> Cow<'_, str> {
 pub enum Regarding {
     /// Any object, by its full reference.
     Object(Box<ObjectReference>),
-    /// A core/v1 Service, by `namespace/name` and uid (kept small in a queue).
-    Service {
-        /// `namespace/name`.
-        key: Box<str>,
-        /// The Service's uid, if known.
-        uid: Option<Box<str>>,
-    },
+    /// A core/v1 Service: `namespace/name`, then a space and its uid when
+    /// known, in one allocation (a queue may hold 10k of these).
+    Service(Box<str>),
+}
+
+/// The type, reason and action of an Event, fixed in the code that
+/// publishes it (so a queued Event carries one pointer for the three).
+#[derive(Debug, Clone)]
+pub struct Kind {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// The Event's reason, e.g. `nodeAssigned`.
+    pub reason: &'static str,
+    /// The Event's action, e.g. `Announce`.
+    pub action: &'static str,
 }
 
 impl Regarding {
     /// The Service `key` (`namespace/name`) with this uid.
     pub fn service(key: &str, uid: Option<&str>) -> Self {
-        Regarding::Service {
-            key: key.into(),
-            uid: uid.map(Into::into),
-        }
+        Regarding::Service(match uid {
+            Some(uid) => format!("{key} {uid}").into(),
+            None => key.into(),
+        })
     }
 
     /// The object reference written into the Event; `None` for a Service key
@@ -73,14 +81,18 @@ impl Regarding {
     pub fn reference(&self) -> Option<Cow<'_, ObjectReference>> {
         match self {
             Regarding::Object(r) => Some(Cow::Borrowed(r)),
-            Regarding::Service { key, uid } => {
+            Regarding::Service(key_uid) => {
+                let (key, uid) = match key_uid.split_once(' ') {
+                    Some((key, uid)) => (key, Some(uid)),
+                    None => (&**key_uid, None),
+                };
                 let (ns, name) = key.split_once('/')?;
                 Some(Cow::Owned(ObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Service".into()),
                     namespace: (!ns.is_empty()).then(|| ns.to_string()),
                     name: Some(name.to_string()),
-                    uid: uid.as_deref().map(str::to_string),
+                    uid: uid.map(str::to_string),
                     ..Default::default()
                 }))
             }
@@ -104,9 +116,7 @@ impl From<&ObjectReference> for Regarding {
 #[derive(Debug)]
 struct Pending {
     regarding: Regarding,
-    type_: EventType,
-    reason: &'static str,
-    action: &'static str,
+    kind: &'static Kind,
     note: Arc<str>,
 }
 
@@ -194,8 +204,9 @@ impl Events {
         let inner = events.inner.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
+                let k = p.kind;
                 let _ = inner
-                    .write(&p.regarding, p.type_, p.reason, p.action, &p.note)
+                    .write(&p.regarding, k.type_, k.reason, k.action, &p.note)
                     .await;
             }
         });
@@ -221,19 +232,11 @@ impl Events {
     /// Queues an Event without waiting; true if queued. When the queue is full
     /// (or there is none: built with [`new`](Self::new)), the Event is dropped,
     /// logged and counted.
-    pub fn enqueue(
-        &self,
-        regarding: Regarding,
-        type_: EventType,
-        reason: &'static str,
-        action: &'static str,
-        note: Arc<str>,
-    ) -> bool {
+    pub fn enqueue(&self, regarding: Regarding, kind: &'static Kind, note: Arc<str>) -> bool {
+        let reason = kind.reason;
         let pending = Pending {
             regarding,
-            type_,
-            reason,
-            action,
+            kind,
             note,
         };
         let Some(queue) = &self.queue else {
@@ -283,7 +286,7 @@ mod tests {
     #[test]
     fn queue_entry_is_small() {
         assert!(
-            std::mem::size_of::<Pending>() <= 88,
+            std::mem::size_of::<Pending>() <= 40,
             "{} bytes",
             std::mem::size_of::<Pending>()
         );

@@ -4,7 +4,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_ops::events::{EventType, Events, NOTE_MAX, Regarding, Reporter, truncate_note};
+use ferrolb_ops::events::{EventType, Events, Kind, NOTE_MAX, Regarding, Reporter, truncate_note};
 use ferrolb_ops::metrics::{Registry, render};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -187,6 +187,13 @@ async fn failure_is_counted_and_exposed() {
     );
 }
 
+/// The speaker's Event about a Service it announces.
+static ASSIGNED: Kind = Kind {
+    type_: EventType::Normal,
+    reason: "nodeAssigned",
+    action: "Announce",
+};
+
 #[tokio::test]
 async fn queue_drops_overflow_and_drains_the_rest() {
     let (client, mut handle) = mock_client();
@@ -197,9 +204,7 @@ async fn queue_drops_overflow_and_drains_the_rest() {
         .map(|i| {
             events.enqueue(
                 Regarding::service(&format!("ns1/svc-{i}"), Some(&format!("uid-{i}"))),
-                EventType::Normal,
-                "nodeAssigned",
-                "Announce",
+                &ASSIGNED,
                 note.clone(),
             )
         })
@@ -223,9 +228,7 @@ async fn queue_drops_overflow_and_drains_the_rest() {
     // Drained: there is room again.
     assert!(events.enqueue(
         Regarding::service("ns1/svc-9", None),
-        EventType::Normal,
-        "nodeAssigned",
-        "Announce",
+        &ASSIGNED,
         note.clone(),
     ));
     let ev = expect_post(&mut handle, EVENTS_NS1, StatusCode::CREATED).await;
@@ -238,13 +241,7 @@ async fn queue_drops_overflow_and_drains_the_rest() {
 async fn enqueue_without_queue_drops() {
     let (client, mut handle) = mock_client();
     let events = Events::new(client, reporter());
-    assert!(!events.enqueue(
-        Regarding::service("ns1/a", None),
-        EventType::Normal,
-        "nodeAssigned",
-        "Announce",
-        Arc::from("n"),
-    ));
+    assert!(!events.enqueue(Regarding::service("ns1/a", None), &ASSIGNED, Arc::from("n"),));
     assert_eq!(events.dropped().get(), 1);
     expect_nothing_more(&mut handle).await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrolb_config::{Config, ConfigGate, Verdict, stranded_message};
 use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
-use ferrolb_ops::events::{EventType, Events, Regarding, Reporter};
+use ferrolb_ops::events::{EventType, Events, Kind, Regarding, Reporter};
 use ferrolb_ops::metrics::Metrics;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
@@ -41,6 +41,20 @@ pub struct SpeakerOpts {
 
 /// Events waiting to be written before new ones are dropped.
 const EVENT_QUEUE: usize = 16_384;
+
+/// The Event about a Service this node starts announcing (MetalLB's reason).
+static NODE_ASSIGNED: Kind = Kind {
+    type_: EventType::Normal,
+    reason: "nodeAssigned",
+    action: "Announce",
+};
+
+/// The Event on the ConfigMap when a configuration is rejected (MetalLB's reason).
+static INVALID_CONFIG: Kind = Kind {
+    type_: EventType::Warning,
+    reason: "InvalidConfig",
+    action: "LoadConfig",
+};
 
 /// How soon a peer that got no session (no route to it) is looked at again.
 const PEER_RECHECK: Duration = Duration::from_secs(10);
@@ -149,9 +163,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 if let (Some(note), Some(cm)) = (report, &cm) {
                     events.enqueue(
                         Regarding::from(cm.object_ref(&())),
-                        EventType::Warning,
-                        "InvalidConfig",
-                        "LoadConfig",
+                        &INVALID_CONFIG,
                         format!("configuration rejected: {note}").into(),
                     );
                 }
@@ -189,9 +201,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 let uid = services.get(key).and_then(|s| s.uid.as_deref());
                 events.enqueue(
                     Regarding::service(key, uid),
-                    EventType::Normal,
-                    "nodeAssigned",
-                    "Announce",
+                    &NODE_ASSIGNED,
                     assigned.clone(),
                 );
             }
