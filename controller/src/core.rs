@@ -97,8 +97,8 @@ pub struct ConfigOutcome {
 pub struct ControllerCore {
     lb_class: Option<String>,
     gate: ConfigGate,
+    /// Built by the initial rebuild (nothing is allocated before it).
     allocator: Option<Allocator>,
-    synced: bool,
     failed: HashMap<ServiceKey, String>,
     pending_clear: HashMap<ServiceKey, String>,
     known: HashSet<ServiceKey>,
@@ -159,7 +159,6 @@ impl ControllerCore {
             lb_class,
             gate: ConfigGate::new(),
             allocator: None,
-            synced: false,
             failed: HashMap::new(),
             pending_clear: HashMap::new(),
             known: HashSet::new(),
@@ -193,7 +192,7 @@ impl ControllerCore {
 
     /// The initial rebuild is done.
     pub fn synced(&self) -> bool {
-        self.synced
+        self.allocator.is_some()
     }
 
     /// Ready: a configuration is in force and the initial rebuild is done;
@@ -205,7 +204,7 @@ impl ControllerCore {
                 None => "no configuration loaded yet".to_string(),
             });
         }
-        if !self.synced {
+        if !self.synced() {
             return Err("initial sync not done".to_string());
         }
         Ok(())
@@ -301,13 +300,13 @@ impl ControllerCore {
         let Some(cfg) = self.gate.current() else {
             return false;
         };
-        let reqs: Vec<&ServiceRequest> = services
+        let owned: Vec<ServiceRequest> = services
             .iter()
             .filter(|f| f.load_balancer && self.ours(f.class.as_deref()))
             .filter_map(|f| f.request.as_ref().ok())
             .filter(|r| !r.current.is_empty())
+            .cloned()
             .collect();
-        let owned: Vec<ServiceRequest> = reqs.iter().map(|r| (*r).clone()).collect();
         match Allocator::rebuild(pool_specs(cfg), &owned) {
             Ok((alloc, results)) => {
                 let kept = results.iter().filter(|(_, r)| r.is_ok()).count();
@@ -334,7 +333,6 @@ impl ControllerCore {
                 }
                 self.known = owned.into_iter().map(|r| r.key).collect();
                 self.allocator = Some(alloc);
-                self.synced = true;
                 true
             }
             Err(e) => {
@@ -348,19 +346,25 @@ impl ControllerCore {
     /// every Service should be reconciled again (freed IPs while others wait,
     /// or a configuration that was waiting for this Service now applies).
     pub fn forget(&mut self, key: &ServiceKey) -> bool {
+        let (released, retried) = self.drop_service(key);
+        let Some(a) = released else {
+            return false;
+        };
+        info!(svc = %key, ips = ?a.addrs(), "service gone (or not ours), IPs released");
+        !self.failed.is_empty() || retried
+    }
+
+    /// Forgets everything about `key` and releases what it held; when that
+    /// frees IPs a rejected configuration was waiting for, looks at it again.
+    /// Returns what was released, and whether that configuration now applies.
+    fn drop_service(&mut self, key: &ServiceKey) -> (Option<Assignment>, bool) {
         self.failed.remove(key);
         self.pending_clear.remove(key);
         self.known.remove(key);
         let released = self.allocator.as_mut().and_then(|a| a.release(key));
-        let mut again = false;
-        if let Some(a) = &released {
-            info!(svc = %key, ips = ?a.addrs(), "service gone (or not ours), IPs released");
-            again = !self.failed.is_empty();
-            if self.stranded.contains(key) {
-                again |= self.retry_config().reconcile_all;
-            }
-        }
-        again
+        let retried =
+            released.is_some() && self.stranded.contains(key) && self.retry_config().reconcile_all;
+        (released, retried)
     }
 
     /// Releases every allocation whose Service is not in `present` (after a
@@ -486,10 +490,7 @@ impl ControllerCore {
     /// Takes the IPs away from a Service that is not (or no longer) a LoadBalancer.
     fn clear(&mut self, f: &ServiceFacts, why: &str, plan: &mut ServicePlan) {
         let key = &f.key;
-        self.failed.remove(key);
-        self.pending_clear.remove(key);
-        self.known.remove(key);
-        let released = self.allocator.as_mut().and_then(|a| a.release(key));
+        let (released, retried) = self.drop_service(key);
         if f.ingress_entries > 0 {
             plan.ingress = Some(Vec::new());
         }
@@ -507,10 +508,7 @@ impl ControllerCore {
                 REASON_CLEARED,
                 format!("{why}, clearing IP {}", go_quoted(&ips)),
             );
-            plan.reconcile_all = !self.failed.is_empty();
-            if released.is_some() && self.stranded.contains(key) {
-                plan.reconcile_all |= self.retry_config().reconcile_all;
-            }
+            plan.reconcile_all = !self.failed.is_empty() || retried;
         }
     }
 }
