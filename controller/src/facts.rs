@@ -46,10 +46,7 @@ pub fn service_facts(svc: &Service) -> Option<ServiceFacts> {
     Some(ServiceFacts {
         load_balancer: ferrolb_ops::service::is_load_balancer(svc),
         class: spec.and_then(|s| s.load_balancer_class.clone()),
-        request: build_request(svc).map(|mut r| {
-            r.key = key.clone();
-            r
-        }),
+        request: build_request(svc),
         shown: ferrolb_ops::service::ingress_ips(svc),
         ingress_entries: ingress.len(),
         pool_annotation: svc.annotations().get(POOL_ANNOTATION).cloned(),

@@ -115,8 +115,11 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
                 }
             }
             watcher::Event::InitDone => {
-                let synced = del_ctx.core().synced();
-                if synced && del_ctx.core().forget_missing(&store_keys(&del_reader)) {
+                let again = {
+                    let mut core = del_ctx.core();
+                    core.synced() && core.forget_missing(&store_keys(&del_reader))
+                };
+                if again {
                     del_ctx.request_reconcile_all();
                 }
                 // The reflector has applied the list: the store is complete.
@@ -205,11 +208,13 @@ async fn initial_rebuild(
             .collect();
         let done = {
             let mut core = ctx.core();
-            // Deletions between the snapshot and the rebuild.
-            core.rebuild(&facts) && {
+            let done = core.rebuild(&facts);
+            if done {
+                // Deletions between the snapshot and the rebuild. (A full
+                // reconcile follows anyway.)
                 core.forget_missing(&store_keys(&reader));
-                true
             }
+            done
         };
         if done {
             info!("initial sync done");
