@@ -69,7 +69,7 @@ fn with_env(
     lookup: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Command {
-    let cmd = cmd.mut_args(|arg| {
+    let mut cmd = cmd.mut_args(|arg| {
         let Some(long) = arg.get_long().map(str::to_string) else {
             return arg;
         };
@@ -89,23 +89,12 @@ fn with_env(
         }
         arg.env(name)
     });
-    let mut out = cmd;
-    let names: Vec<String> = out
+    let names: Vec<String> = cmd
         .get_subcommands()
         .map(|s| s.get_name().to_string())
         .collect();
     for name in names {
-        let mut taken = None;
-        out = out.mut_subcommand(&name, |sub| {
-            let (sub, w) = {
-                let mut w = Vec::new();
-                let sub = with_env(sub, lookup, &mut w);
-                (sub, w)
-            };
-            taken = Some(w);
-            sub
-        });
-        warnings.extend(taken.into_iter().flatten());
+        cmd = cmd.mut_subcommand(&name, |sub| with_env(sub, lookup, warnings));
     }
-    out
+    cmd
 }
