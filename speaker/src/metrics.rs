@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::announce::PeerKey;
 use crate::pass::Announcer;
+use crate::sources::lock;
 
 /// One BGP session as `/metrics` shows it.
 #[derive(Debug)]
@@ -40,11 +41,6 @@ pub struct SpeakerState {
 
 /// Shared between the decision loop and the HTTP endpoints.
 pub type Shared = Arc<Mutex<SpeakerState>>;
-
-/// Locks the state (a panic elsewhere does not make it unusable).
-pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, SpeakerState> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Registers the speaker's metrics, read from `shared` at each scrape. `node`
 /// is the `node` label of `metallb_speaker_announced`.

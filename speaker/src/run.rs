@@ -171,7 +171,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             Verdict::Unchanged => {}
         }
         {
-            let mut st = metrics::lock(&shared);
+            let mut st = lock(&shared);
             st.config_loaded = gate.loaded();
             st.config_stale = gate.stale();
         }
@@ -191,7 +191,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             let services = lock(&sources.services);
             let endpoints = lock(&sources.endpoints);
             let view = EndpointView::new(&endpoints, &node_name);
-            let mut st = metrics::lock(&shared);
+            let mut st = lock(&shared);
             let outcome = st
                 .announcer
                 .pass(config, &this, service_facts(&services, &view));
@@ -218,11 +218,11 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             warn!(error = %e, "peer skipped (looked at again in {}s)", PEER_RECHECK.as_secs());
         }
         sessions.sync(wanted, outcome.routes).await;
-        metrics::lock(&shared).sessions = sessions.views(&desired);
+        lock(&shared).sessions = sessions.views(&desired);
     }
 
     info!("shutting down: withdrawing all routes and closing sessions");
-    metrics::lock(&shared).sessions.clear();
+    lock(&shared).sessions.clear();
     sessions.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }

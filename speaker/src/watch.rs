@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferrolb_ops::service;
-use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
@@ -190,25 +190,6 @@ impl Services {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// The object reference an Event about Service `namespace/name` points at
-    /// (what `Resource::object_ref` gives for the full object).
-    pub fn object_ref(&self, key: &str) -> Option<ObjectReference> {
-        service_ref(key, self.0.get(key)?.uid.as_deref())
-    }
-}
-
-/// The object reference of Service `namespace/name` with this uid.
-pub fn service_ref(key: &str, uid: Option<&str>) -> Option<ObjectReference> {
-    let (ns, name) = key.split_once('/')?;
-    Some(ObjectReference {
-        api_version: Some(Service::api_version(&()).into_owned()),
-        kind: Some(Service::kind(&()).into_owned()),
-        namespace: (!ns.is_empty()).then(|| ns.to_string()),
-        name: Some(name.to_string()),
-        uid: uid.map(str::to_string),
-        ..Default::default()
-    })
 }
 
 /// Node names seen in endpoints, each stored once; endpoints refer to them by index.
@@ -569,10 +550,13 @@ mod tests {
 
         let mut services = Services::default();
         services.apply(&Event::Apply(s.clone()));
+        let kept = services.get("e2e/web").unwrap();
         assert_eq!(
-            services.object_ref("e2e/web"),
+            ferrolb_ops::events::Regarding::service("e2e/web", kept.uid.as_deref())
+                .reference()
+                .map(std::borrow::Cow::into_owned),
             Some(s.object_ref(&())),
-            "the Event reference is what the full object gives"
+            "the Event reference built from what is kept is what the full object gives"
         );
     }
 
