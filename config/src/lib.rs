@@ -80,5 +80,8 @@ pub use configmap::{ConfigText, config_text};
 pub use duration::parse_go_duration;
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use gate::{ConfigGate, Verdict};
-pub use model::{BgpAdvertisement, Config, Peer, Pool, Protocol, stranded_message};
+pub use model::{
+    BfdProfile, BgpAdvertisement, Config, ConfigWarning, DynamicAsn, L2Advertisement, Peer, Pool,
+    Protocol, ServiceAllocation, stranded_message,
+};
 pub use selector::{LabelRequirement, NodeSelector, SelectorOperator};

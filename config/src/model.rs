@@ -26,8 +26,87 @@ pub struct Config {
     /// Address pools, in document order (names unique, addresses disjoint across and
     /// within pools).
     pub pools: Vec<Pool>,
-    /// The `bgp-communities` aliases, already parsed (advertisements hold resolved values).
+    /// The `bgp-communities` aliases (custom resources: the `Community` objects'
+    /// aliases), already parsed (advertisements hold resolved values).
     pub communities: BTreeMap<String, Community>,
+    /// BFD profiles by name (custom resources: `BFDProfile`). Peers name them in
+    /// [`Peer::bfd_profile`]; every name a peer uses is here.
+    pub bfd_profiles: BTreeMap<String, BfdProfile>,
+    /// What the configuration asks for that ferrolb does not do (yet): accepted,
+    /// reported (Warning Event on the object + log), never silently ignored. See
+    /// [`Peer::needs_unsupported`] for the peers that get no session because of it.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A field the configuration sets that ferrolb accepts but does not act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Kind of the object that sets it: `BGPPeer`, `BFDProfile`, `ConfigMap`…
+    pub kind: String,
+    /// Name of that object (`config` for the ConfigMap).
+    pub name: String,
+    /// Field path inside the object, e.g. `spec.vrf`.
+    pub field: String,
+    /// What ferrolb does about it, e.g. `VRFs are not supported: no session is made`.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}: {}: {}",
+            self.kind, self.name, self.field, self.message
+        )
+    }
+}
+
+/// `dynamicASN` (BGPPeer v1beta2): accept whatever AS the peer's OPEN carries,
+/// constrained to iBGP or eBGP, instead of a fixed `peerASN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DynamicAsn {
+    /// `internal`: the peer's AS must equal ours.
+    Internal,
+    /// `external`: the peer's AS must differ from ours.
+    External,
+}
+
+/// A BFD profile (`BFDProfile`; MetalLB FRR mode's `bfd-profiles`), MetalLB's
+/// defaults filled in. Intervals in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdProfile {
+    /// Name peers refer to.
+    pub name: String,
+    /// `receiveInterval`, default 300.
+    pub receive_interval_ms: u32,
+    /// `transmitInterval`, default 300.
+    pub transmit_interval_ms: u32,
+    /// `detectMultiplier`, default 3.
+    pub detect_multiplier: u32,
+    /// `echoInterval`, default 50 (echo mode is not implemented).
+    pub echo_interval_ms: u32,
+    /// `echoMode`, default false.
+    pub echo_mode: bool,
+    /// `passiveMode`, default false.
+    pub passive_mode: bool,
+    /// `minimumTtl`, default 254.
+    pub minimum_ttl: u32,
+}
+
+impl BfdProfile {
+    /// A profile with MetalLB's defaults.
+    pub fn with_defaults(name: &str) -> Self {
+        BfdProfile {
+            name: name.to_string(),
+            receive_interval_ms: 300,
+            transmit_interval_ms: 300,
+            detect_multiplier: 3,
+            echo_interval_ms: 50,
+            echo_mode: false,
+            passive_mode: false,
+            minimum_ttl: 254,
+        }
+    }
 }
 
 /// One BGP peer (`peers[i]`), with MetalLB's defaults filled in.
@@ -55,9 +134,57 @@ pub struct Peer {
     pub ebgp_multihop: bool,
     /// `node-selectors`, ORed; empty means every node.
     pub node_selectors: Vec<NodeSelector>,
+    /// The `BGPPeer`'s name (custom resources; advertisements' `peers` lists
+    /// refer to it). `None` for ConfigMap peers, which have no names.
+    pub name: Option<String>,
+    /// `dynamicASN`: when set, `peer_asn` is 0 and the peer's OPEN decides.
+    pub dynamic_asn: Option<DynamicAsn>,
+    /// `connectTime`: the ConnectRetry time; `None` = the speaker's default.
+    pub connect_time: Option<Duration>,
+    /// `bfdProfile` / `bfd-profile`: a key of [`Config::bfd_profiles`].
+    pub bfd_profile: Option<String>,
+    /// `enableGracefulRestart` (RFC 4724), default false.
+    pub graceful_restart: bool,
+    /// `vrf`: the VRF to run the session in. Not supported: such a peer gets no
+    /// session (a session in the default VRF would be wrong).
+    pub vrf: Option<String>,
+    /// `disableMP`: one session per address family instead of multiprotocol.
+    pub disable_mp: bool,
 }
 
 impl Peer {
+    /// A peer with the required fields and MetalLB's defaults for the rest
+    /// (port 179, hold 90 s, keepalive 30 s, nothing optional set).
+    pub fn new(address: IpAddr, my_asn: u32, peer_asn: u32) -> Self {
+        Peer {
+            address,
+            port: 179,
+            my_asn,
+            peer_asn,
+            hold_time: Duration::from_secs(90),
+            keepalive_time: Duration::from_secs(30),
+            router_id: None,
+            source_address: None,
+            password: None,
+            ebgp_multihop: false,
+            node_selectors: Vec::new(),
+            name: None,
+            dynamic_asn: None,
+            connect_time: None,
+            bfd_profile: None,
+            graceful_restart: false,
+            vrf: None,
+            disable_mp: false,
+        }
+    }
+
+    /// Why this peer must get no session at all, if it asks for something that
+    /// would make a session wrong without it (today: a VRF).
+    pub fn needs_unsupported(&self) -> Option<&'static str> {
+        self.vrf
+            .as_ref()
+            .map(|_| "VRFs are not supported: this peer gets no session")
+    }
     /// Should a node with these labels run a session with this peer?
     /// True when there are no selectors or any one selector matches.
     pub fn selects_node(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -70,7 +197,10 @@ impl Peer {
     }
 }
 
-/// How a pool's addresses are announced.
+/// A ConfigMap pool's `protocol` (v0.12). With custom resources a pool has no
+/// protocol: it is announced by whichever BGP and L2 advertisements select it,
+/// which is what [`Pool::advertisements`] and [`Pool::l2_advertisements`] hold
+/// for either front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// `bgp`: announced to the peers with the pool's advertisements.
@@ -95,13 +225,49 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// `serviceAllocation` of an `IPAddressPool`: which Services the pool is for,
+/// and its priority among the pools that are for a Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAllocation {
+    /// `priority`: among pools whose allocation matches a Service, lower is tried
+    /// first; 0 (unset) comes after every set priority.
+    pub priority: i32,
+    /// `namespaces`: the Service's namespace must be one of these (when non-empty).
+    pub namespaces: Vec<String>,
+    /// `namespaceSelectors`: the Service's namespace labels must match one (when non-empty).
+    pub namespace_selectors: Vec<NodeSelector>,
+    /// `serviceSelectors`: the Service's labels must match one (when non-empty).
+    pub service_selectors: Vec<NodeSelector>,
+}
+
+impl ServiceAllocation {
+    /// Is the pool for a Service in `namespace` (with `namespace_labels`) with
+    /// `service_labels`? Every non-empty criterion must hold (MetalLB).
+    pub fn matches(
+        &self,
+        namespace: &str,
+        namespace_labels: &BTreeMap<String, String>,
+        service_labels: &BTreeMap<String, String>,
+    ) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && (self.namespace_selectors.is_empty()
+                || self
+                    .namespace_selectors
+                    .iter()
+                    .any(|s| s.matches(namespace_labels)))
+            && (self.service_selectors.is_empty()
+                || self
+                    .service_selectors
+                    .iter()
+                    .any(|s| s.matches(service_labels)))
+    }
+}
+
 /// One address pool (`address-pools[i]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     /// `name`, unique and non-empty.
     pub name: String,
-    /// `protocol`.
-    pub protocol: Protocol,
     /// One inclusive range per `addresses` entry, in document order (a CIDR entry
     /// becomes network..=last address).
     pub ranges: Vec<AddrRange>,
@@ -110,16 +276,63 @@ pub struct Pool {
     /// `auto-assign`, default true: false means only Services that ask for this pool
     /// (annotation) or for one of its IPs get addresses from it.
     pub auto_assign: bool,
+    /// `serviceAllocation` (custom resources): `None` means any Service may get
+    /// an address from the pool (subject to `auto_assign`).
+    pub service_allocation: Option<ServiceAllocation>,
     /// `avoid-buggy-ips`, default false: never hand out IPv4 addresses ending in .0 or .255.
     pub avoid_buggy_ips: bool,
-    /// How the pool's IPs are announced over BGP. For a `bgp` pool without
-    /// `bgp-advertisements`, MetalLB uses one default advertisement (aggregation
-    /// 32/128, no local-pref, no communities); this list then holds exactly that
-    /// ([`BgpAdvertisement::default`]). Always empty for a `layer2` pool.
+    /// How the pool's IPs are announced over BGP. For a ConfigMap `bgp` pool
+    /// without `bgp-advertisements`, MetalLB uses one default advertisement
+    /// (aggregation 32/128, no local-pref, no communities); this list then holds
+    /// exactly that ([`BgpAdvertisement::default`]). Empty for a ConfigMap
+    /// `layer2` pool; with custom resources, one entry per `BGPAdvertisement`
+    /// selecting the pool (in name order).
     pub advertisements: Vec<BgpAdvertisement>,
+    /// How the pool's IPs are announced in layer 2 mode: one default entry for a
+    /// ConfigMap `layer2` pool; with custom resources, one per `L2Advertisement`
+    /// selecting the pool (in name order).
+    pub l2_advertisements: Vec<L2Advertisement>,
+}
+
+/// How one pool's IPs are answered for in layer 2 mode (`L2Advertisement`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct L2Advertisement {
+    /// `nodeSelectors`, ORed; empty means every node.
+    pub node_selectors: Vec<NodeSelector>,
+    /// `interfaces`: answer only on these; empty means every suitable interface.
+    pub interfaces: Vec<String>,
 }
 
 impl Pool {
+    /// A pool with these ranges, auto-assigned, no advertisements (tests and
+    /// front ends fill in the rest).
+    pub fn new(name: &str, ranges: Vec<AddrRange>) -> Self {
+        Pool {
+            name: name.to_string(),
+            cidrs: ranges.iter().flat_map(AddrRange::to_cidrs).collect(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: None,
+            advertisements: Vec::new(),
+            l2_advertisements: Vec::new(),
+        }
+    }
+
+    /// The ConfigMap `protocol` this pool corresponds to: `Bgp` when it has BGP
+    /// advertisements, `Layer2` when it has only layer 2 ones, `None` when it is
+    /// announced by neither (or, with custom resources, both).
+    pub fn protocol(&self) -> Option<Protocol> {
+        match (
+            self.advertisements.is_empty(),
+            self.l2_advertisements.is_empty(),
+        ) {
+            (false, true) => Some(Protocol::Bgp),
+            (true, false) => Some(Protocol::Layer2),
+            _ => None,
+        }
+    }
+
     /// Does the pool hold this address?
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.ranges.iter().any(|r| r.contains(ip))
@@ -154,6 +367,12 @@ pub struct BgpAdvertisement {
     pub communities: Vec<u32>,
     /// Large communities (aliases resolved), sorted and deduplicated.
     pub large_communities: Vec<(u32, u32, u32)>,
+    /// `nodeSelectors` (custom resources): the nodes that announce with this
+    /// advertisement, ORed; empty means every node.
+    pub node_selectors: Vec<NodeSelector>,
+    /// `peers` (custom resources): names of the `BGPPeer`s to announce to;
+    /// empty means every peer.
+    pub peers: Vec<String>,
 }
 
 impl Default for BgpAdvertisement {
@@ -165,11 +384,24 @@ impl Default for BgpAdvertisement {
             local_pref: None,
             communities: Vec::new(),
             large_communities: Vec::new(),
+            node_selectors: Vec::new(),
+            peers: Vec::new(),
         }
     }
 }
 
 impl BgpAdvertisement {
+    /// Does this advertisement apply on a node with these labels, towards `peer`?
+    pub fn applies(&self, node_labels: &BTreeMap<String, String>, peer: &Peer) -> bool {
+        (self.node_selectors.is_empty()
+            || self.node_selectors.iter().any(|s| s.matches(node_labels)))
+            && (self.peers.is_empty()
+                || peer
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.peers.iter().any(|p| p == n)))
+    }
+
     /// The prefix this advertisement announces for a service IP: the IP rolled up to
     /// the aggregation length of its family.
     pub fn prefix_for(&self, ip: IpAddr) -> IpNet {
@@ -234,9 +466,13 @@ impl Config {
         let bgp = self
             .pools
             .iter()
-            .filter(|p| p.protocol == Protocol::Bgp)
+            .filter(|p| !p.advertisements.is_empty())
             .count();
-        let l2 = self.pools.len() - bgp;
+        let l2 = self
+            .pools
+            .iter()
+            .filter(|p| !p.l2_advertisements.is_empty())
+            .count();
         let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
         let mut s = format!(
             "valid: {}, {} ({bgp} bgp, {l2} layer2)",

@@ -37,7 +37,7 @@ fn lab_example_matches_the_design() {
     assert_eq!(cfg.peers[0].address.to_string(), "172.17.0.1");
     assert_eq!((cfg.peers[0].peer_asn, cfg.peers[0].my_asn), (64512, 64522));
     assert_eq!(cfg.pools[0].name, "default");
-    assert_eq!(cfg.pools[0].protocol, Protocol::Bgp);
+    assert_eq!(cfg.pools[0].protocol(), Some(Protocol::Bgp));
     assert_eq!(cfg.pools[0].cidrs, ["172.17.254.0/24".parse().unwrap()]);
     assert_eq!(
         cfg.pool_for("172.17.254.1".parse().unwrap())

@@ -61,7 +61,7 @@ fn metallb_bgp_example_with_defaults() {
 
     let pool = &cfg.pools[0];
     assert_eq!(pool.name, "default");
-    assert_eq!(pool.protocol, Protocol::Bgp);
+    assert_eq!(pool.protocol(), Some(Protocol::Bgp));
     assert_eq!(
         pool.ranges,
         [AddrRange::new(ip("192.168.10.0"), ip("192.168.10.255")).unwrap()]
@@ -90,7 +90,7 @@ fn metallb_layer2_example() {
     );
     assert!(cfg.peers.is_empty());
     let pool = &cfg.pools[0];
-    assert_eq!(pool.protocol, Protocol::Layer2);
+    assert_eq!(pool.protocol(), Some(Protocol::Layer2));
     assert!(pool.advertisements.is_empty());
     assert_eq!(pool.size(), 11);
     assert_eq!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::wire::{LargeCommunity, Origin};
-use ferrolb_config::{BgpAdvertisement, Config, Peer, Protocol};
+use ferrolb_config::{BgpAdvertisement, Config, Peer};
 
 /// Label that keeps a node out of external load balancing (Kubernetes well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -327,12 +327,12 @@ impl<'a> Decider<'a> {
                 continue;
             };
             let pool = &self.config.pools[p];
-            if pool.protocol != Protocol::Bgp {
-                reason = reason.max(SkipReason::Layer2Pool);
-                continue;
-            }
             if pool.advertisements.is_empty() {
-                reason = reason.max(SkipReason::NoAdvertisement);
+                reason = reason.max(if pool.l2_advertisements.is_empty() {
+                    SkipReason::NoAdvertisement
+                } else {
+                    SkipReason::Layer2Pool
+                });
                 continue;
             }
             if self.peers.is_empty() {
@@ -342,6 +342,9 @@ impl<'a> Decider<'a> {
             for (adv, attrs) in pool.advertisements.iter().zip(&self.attrs[p]) {
                 let prefix = adv.prefix_for(ip);
                 for (key, peer) in &self.peers {
+                    if !adv.applies(&self.node.labels, peer) {
+                        continue;
+                    }
                     out.push(Announcement {
                         peer: *key,
                         prefix,

@@ -3,15 +3,15 @@
 //! error collected with its path and line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::read::{Ctx, Schema, Slot};
 use super::yaml::{Node, Value};
 use crate::duration::parse_go_duration;
 use crate::{
-    AddrRange, BgpAdvertisement, Community, Config, ConfigError, ErrorKind, LabelRequirement,
-    NodeSelector, Peer, Pool, Protocol, SelectorOperator,
+    AddrRange, BgpAdvertisement, Community, Config, ConfigError, ErrorKind, L2Advertisement,
+    LabelRequirement, NodeSelector, Peer, Pool, Protocol, SelectorOperator,
 };
 
 const NO_BFD: &str = "BFD is not implemented (MetalLB supports it only in FRR mode)";
@@ -97,6 +97,8 @@ pub(crate) fn config(root: Option<&Node<'_>>) -> Result<Config, Vec<ConfigError>
             peers,
             pools,
             communities,
+            bfd_profiles: Default::default(),
+            warnings: Vec::new(),
         })
     } else {
         let mut errors = ctx.errors;
@@ -167,6 +169,14 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         password,
         ebgp_multihop,
         node_selectors,
+        // Not in the v0.12 format: always the defaults here.
+        name: _,
+        dynamic_asn: _,
+        connect_time: _,
+        bfd_profile: _,
+        graceful_restart: _,
+        vrf: _,
+        disable_mp: _,
     } = a;
     address.to_canonical() == b.address.to_canonical()
         && *port == b.port
@@ -337,6 +347,7 @@ fn peer(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<Peer> {
         password,
         ebgp_multihop,
         node_selectors,
+        ..Peer::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, 0)
     })
 }
 
@@ -549,14 +560,16 @@ fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Commun
         }
         let Some(protocol) = protocol else { continue };
         let ranges: Vec<AddrRange> = entries.iter().map(|e| e.range).collect();
+        let l2_advertisements = match protocol {
+            Protocol::Layer2 => vec![L2Advertisement::default()],
+            Protocol::Bgp => Vec::new(),
+        };
         pools.push(Pool {
-            name,
-            protocol,
-            cidrs: ranges.iter().flat_map(AddrRange::to_cidrs).collect(),
-            ranges,
             auto_assign,
             avoid_buggy_ips,
             advertisements,
+            l2_advertisements,
+            ..Pool::new(&name, ranges)
         });
     }
     pools
