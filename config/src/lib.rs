@@ -68,6 +68,7 @@
 mod addr;
 mod community;
 mod configmap;
+pub mod crs;
 mod duration;
 mod error;
 pub mod gate;
