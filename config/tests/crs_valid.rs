@@ -208,3 +208,97 @@ fn secrets_ignored_leave_the_password_unset() {
     assert!(r.has_pools());
     assert!(!r.is_empty());
 }
+
+/// The objects of `crs/full.json` (the same set as the API server serves it:
+/// schema defaults, uid, resourceVersion, managedFields, status).
+fn json_resources() -> Resources {
+    let list: serde_json::Value = serde_json::from_str(include_str!("crs/full.json")).unwrap();
+    let mut r = Resources::new();
+    for item in list["items"].as_array().unwrap() {
+        r.add_json(item).unwrap();
+    }
+    r
+}
+
+#[test]
+fn json_from_the_api_server_gives_the_same_config() {
+    let s = secrets();
+    let from_json = Config::from_resources(&json_resources(), Secrets::Given(&s)).unwrap();
+    assert_eq!(from_json, from_yaml(FULL, Secrets::Given(&s)));
+}
+
+#[test]
+fn uids_objects_and_revision() {
+    let r = json_resources();
+    assert_eq!(r.uid("BGPPeer", "tor"), Some("0000-2"));
+    assert_eq!(r.uid("BGPPeer", "nope"), None);
+    let kinds: Vec<(&str, &str)> = r.objects().map(|(k, n, _)| (k, n)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("IPAddressPool", "internal"),
+            ("IPAddressPool", "public"),
+            ("BGPPeer", "old"),
+            ("BGPPeer", "spine"),
+            ("BGPPeer", "tor"),
+            ("BGPAdvertisement", "a-public"),
+            ("BGPAdvertisement", "b-all"),
+            ("L2Advertisement", "l2"),
+            ("Community", "communities"),
+            ("BFDProfile", "fast"),
+        ]
+    );
+    // The revision follows resourceVersions; without them, the content.
+    let list: serde_json::Value = serde_json::from_str(include_str!("crs/full.json")).unwrap();
+    let mut bumped = list.clone();
+    bumped["items"][0]["metadata"]["resourceVersion"] = "9999".into();
+    let revision = |l: &serde_json::Value| {
+        let mut r = Resources::new();
+        for item in l["items"].as_array().unwrap() {
+            r.add_json(item).unwrap();
+        }
+        r.revision()
+    };
+    assert_eq!(revision(&list), r.revision());
+    assert_ne!(revision(&bumped), r.revision());
+    let mut a = Resources::new();
+    a.add_yaml("f", FULL).unwrap();
+    let mut b = Resources::new();
+    b.add_yaml("f", &FULL.replace("localPref: 100", "localPref: 101"))
+        .unwrap();
+    assert_ne!(a.revision(), b.revision());
+    let mut c = Resources::new();
+    c.add_yaml("other-name", FULL).unwrap();
+    assert_eq!(a.revision(), c.revision());
+    assert!(Resources::new().is_empty());
+    assert!(!Resources::new().has_pools());
+}
+
+#[test]
+fn other_documents_come_back_with_their_lines() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/basic-auth\n\
+                stringData: {password: x}\n---\n"
+        .to_string()
+        + FULL
+        + "---\napiVersion: metallb.io/v1beta1\nkind: ServiceBGPStatus\nmetadata: {name: x}\n";
+    let mut r = Resources::new();
+    let others = r.add_yaml("mixed.yaml", &text).unwrap();
+    let found: Vec<(usize, &str)> = others.iter().map(|o| (o.line, o.kind.as_str())).collect();
+    let last = text.lines().count() - 3;
+    assert_eq!(found, [(1, "Secret"), (last, "ServiceBGPStatus")]);
+    assert!(others[0].text.starts_with("apiVersion: v1\nkind: Secret\n"));
+    assert_eq!(r.objects().count(), 10);
+}
+
+#[test]
+fn a_json_object_of_another_kind_is_refused() {
+    let mut r = Resources::new();
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config"}});
+    let e = r.add_json(&cm).unwrap_err();
+    assert_eq!(e.path, "kind");
+    assert!(e.to_string().contains("\"ConfigMap\""), "{e}");
+    let old = serde_json::json!({"apiVersion": "metallb.io/v1alpha1", "kind": "IPAddressPool", "metadata": {"name": "p"}});
+    let e = r.add_json(&old).unwrap_err();
+    assert_eq!(e.path, "apiVersion");
+    assert!(r.is_empty());
+}

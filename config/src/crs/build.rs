@@ -184,7 +184,11 @@ impl Build {
         let before = self.ctx.errors.len();
         let at = Slot {
             path: format!("{}/{}: spec", o.kind(), o.name),
-            line: o.line,
+            line: o
+                .spec
+                .as_ref()
+                .filter(|s| s.line > 0)
+                .map_or(o.line, |s| s.line),
             node: o.spec.as_ref(),
         };
         let out = read(self, at);
@@ -1074,7 +1078,7 @@ fn bgp_advertisement(
         if let Ok(Some(n)) = b.ctx.integer(slot, i64::MIN.into(), i64::MAX.into()) {
             if (min..=i128::from(max)).contains(&n) {
                 *dst = n as u8;
-            } else if n >= 0 {
+            } else if n > i128::from(max) {
                 b.err(
                     slot,
                     ErrorKind::AggregationOutOfRange { len: n as i64, max },
