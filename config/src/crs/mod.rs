@@ -417,3 +417,139 @@ impl Config {
         build::config(resources, secrets)
     }
 }
+
+impl PasswordSecret {
+    /// The name and the parts the front end needs of a `v1` Secret as the API
+    /// server serves it (JSON; `data.password` base64-encoded). Errors name
+    /// what is wrong: not a Secret, no name, `data.password` not base64.
+    pub fn from_json(secret: &serde_json::Value) -> Result<(String, PasswordSecret), String> {
+        Self::from_tree(&tree::from_json(secret))
+    }
+
+    /// The same from a YAML document (e.g. an [`OtherDocument`] of kind
+    /// `Secret` that `ferrolb validate` was given): `data.password`
+    /// (base64) or, as `kubectl apply` merges it, `stringData.password`
+    /// (which wins).
+    pub fn from_yaml(text: &str) -> Result<(String, PasswordSecret), String> {
+        let docs = load(text).map_err(|e| format!("line {}: {}", e.line, e.message))?;
+        let root = docs
+            .iter()
+            .flatten()
+            .find(|n| !n.is_null())
+            .ok_or("an empty document")?;
+        Self::from_tree(&tree::to_owned(root, 0))
+    }
+
+    fn from_tree(node: &tree::Tree) -> Result<(String, PasswordSecret), String> {
+        let text = |path: &[&str]| {
+            let mut n = node;
+            for key in path {
+                n = n.get(key)?.1;
+            }
+            n.scalar()
+                .filter(|s| s.kind != crate::configmap::yaml::Kind::Null)
+                .map(|s| s.text.to_string())
+        };
+        if text(&["kind"]).as_deref() != Some("Secret") {
+            return Err("not a Secret".into());
+        }
+        let name = text(&["metadata", "name"]).ok_or("a Secret without a name")?;
+        let mut password = match text(&["data", "password"]) {
+            Some(b64) => Some(
+                base64_decode(&b64)
+                    .ok_or_else(|| format!("Secret {name:?}: data.password is not base64"))?,
+            ),
+            None => None,
+        };
+        if let Some(plain) = text(&["stringData", "password"]) {
+            password = Some(plain.into_bytes());
+        }
+        Ok((
+            name,
+            PasswordSecret {
+                type_: text(&["type"]),
+                password,
+                resource_version: text(&["metadata", "resourceVersion"]),
+            },
+        ))
+    }
+}
+
+/// Standard base64 with padding (what the API server uses for Secret data);
+/// whitespace is ignored. `None` if the text is not base64.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 4 != 0 {
+        return None;
+    }
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(digits.len() / 4 * 3);
+    for (i, chunk) in digits.chunks(4).enumerate() {
+        let last = i + 1 == digits.len() / 4;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("cGFzcw==").unwrap(), b"pass");
+        assert_eq!(base64_decode("cGFzczE=").unwrap(), b"pass1");
+        assert_eq!(base64_decode("cGFzczEy").unwrap(), b"pass12");
+        assert_eq!(base64_decode("cGFz\nczEy").unwrap(), b"pass12");
+        for bad in ["cGFzcw=", "cG=zcw==", "cGFz!w==", "c==="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_from_yaml_and_json() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: md5, resourceVersion: \"4\"}\n\
+                    type: kubernetes.io/basic-auth\ndata: {password: cGFzcw==}\n";
+        let (name, s) = PasswordSecret::from_yaml(yaml).unwrap();
+        assert_eq!(name, "md5");
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        assert_eq!(s.password.as_deref(), Some(&b"pass"[..]));
+        assert_eq!(s.resource_version.as_deref(), Some("4"));
+        let string_data = yaml.replace(
+            "data: {password: cGFzcw==}",
+            "stringData: {password: \"0012\"}",
+        );
+        let (_, s) = PasswordSecret::from_yaml(&string_data).unwrap();
+        assert_eq!(s.password.as_deref(), Some(&b"0012"[..]));
+        let json = serde_json::json!({"kind": "Secret", "metadata": {"name": "x"}, "type": "Opaque", "data": {}});
+        let (name, s) = PasswordSecret::from_json(&json).unwrap();
+        assert_eq!((name.as_str(), s.password), ("x", None));
+        assert!(PasswordSecret::from_yaml("kind: ConfigMap\n").is_err());
+        let bad = yaml.replace("cGFzcw==", "\"!!\"");
+        assert!(
+            PasswordSecret::from_yaml(&bad)
+                .unwrap_err()
+                .contains("not base64")
+        );
+    }
+}
