@@ -479,7 +479,7 @@ impl PasswordSecret {
 /// whitespace is ignored. `None` if the text is not base64.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 4 != 0 {
+    if !digits.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
