@@ -166,6 +166,9 @@ static BFD_SPEC: Schema = Schema {
 struct Build {
     ctx: Ctx,
     warnings: Vec<ConfigWarning>,
+    /// Community aliases whose definition is in error (already reported):
+    /// advertisements that use them are not reported again.
+    broken_aliases: BTreeSet<String>,
 }
 
 impl Build {
@@ -399,6 +402,7 @@ pub(super) fn config(resources: &Resources, secrets: Secrets<'_>) -> Result<Conf
     let mut b = Build {
         ctx: Ctx::default(),
         warnings: Vec::new(),
+        broken_aliases: BTreeSet::new(),
     };
     b.ctx.errors.extend(resources.problems().iter().cloned());
     let of = |kind: usize| resources.all().iter().filter(move |o| o.kind == kind);
@@ -515,18 +519,16 @@ fn communities<'o>(
                     Err(()) => continue,
                 };
                 let value = match value {
-                    Ok(Some(v)) => match Community::parse(&v) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            b.err(&value_at, e);
-                            continue;
-                        }
-                    },
+                    Ok(Some(v)) => Community::parse(&v).map_err(|e| b.err(&value_at, e)),
                     Ok(None) => {
                         b.err(&value_at, ErrorKind::Missing);
-                        continue;
+                        Err(())
                     }
-                    Err(()) => continue,
+                    Err(()) => Err(()),
+                };
+                let Ok(value) = value else {
+                    b.broken_aliases.insert(name);
+                    continue;
                 };
                 if out.contains_key(&name) {
                     b.invalid(
@@ -1095,6 +1097,9 @@ fn bgp_advertisement(
         .integer(&f.get("localPref"), 0, u32::MAX.into())
         .map(|n| n as u32);
     for (c, c_at) in b.strings(&f.get("communities"), "community") {
+        if b.broken_aliases.contains(&c) {
+            continue;
+        }
         let value = if let Some(v) = aliases.get(&c) {
             Ok(*v)
         } else if c.contains(':') {
