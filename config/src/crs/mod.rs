@@ -1,6 +1,91 @@
-//! The `metallb.io` custom-resource front end (MetalLB v0.13+): a set of
-//! objects (from the API server as JSON, or from YAML files) → the same
-//! validated [`Config`] the ConfigMap front end builds.
+//! The `metallb.io` custom-resource front end (MetalLB v0.13+, as of v0.16):
+//! a set of objects (from the API server as JSON, or from YAML files) → the
+//! same validated [`Config`] the ConfigMap front end builds.
+//!
+//! ```
+//! use ferrolb_config::Config;
+//! use ferrolb_config::crs::{Resources, Secrets};
+//!
+//! let mut set = Resources::new();
+//! let others = set
+//!     .add_yaml(
+//!         "crs.yaml",
+//!         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: default}\n\
+//!          spec: {addresses: [172.17.254.0/24]}\n---\n\
+//!          apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all}\n",
+//!     )
+//!     .unwrap();
+//! assert!(others.is_empty());
+//! let cfg = Config::from_resources(&set, Secrets::Ignore).unwrap();
+//! assert_eq!(cfg.pools[0].advertisements[0].aggregation_length, 32);
+//! ```
+//!
+//! # MetalLB's rules implemented
+//! - **IPAddressPool**: `addresses` required, each a CIDR or an `a-b` range of
+//!   one family; no address in two entries (of any pools); `autoAssign` true,
+//!   `avoidBuggyIPs` false by default; `serviceAllocation` (no repeated
+//!   namespace, no repeated selector; written with nothing but a priority it
+//!   matches every Service).
+//! - **BGPPeer**: `myASN` non-zero; exactly one of `peerASN` and `dynamicASN`
+//!   (`internal`|`external`); `ebgpMultiHop` not for iBGP; exactly one of
+//!   `peerAddress` and `interface`; `peerPort` 179 by default (1..=16384;
+//!   v1beta1 also 0 = default); timers as MetalLB's `parseTimers` (hold alone →
+//!   keepalive hold/3, keepalive alone → hold 3×keepalive, neither → 90s/30s;
+//!   hold truncated to seconds must be 0 or ≥ 3s; keepalive ≤ hold);
+//!   `connectTime` whole seconds in 1..=65535 (the CRD's rules); `routerID`
+//!   IPv4; not both `password` and `passwordSecret`; the Secret (by name, in
+//!   the peer's namespace) of type `kubernetes.io/basic-auth` with key
+//!   `password`; `bfdProfile` names an existing BFDProfile.
+//! - **BGPAdvertisement**: `aggregationLength` 1..=32 (default 32),
+//!   `aggregationLengthV6` 0..=128 (default 128); per `addresses` entry of
+//!   each selected pool, the length is not shorter than the entry's shortest
+//!   CIDR prefix; `communities` are `A:B`, `large:A:B:C` or a Community alias,
+//!   none repeated; no repeated pool name, peer name or selector;
+//!   `serviceSelectors` only with the default lengths; two advertisements of a
+//!   pool that send the same prefixes to the same peers from the same nodes
+//!   agree on `localPref`; no IPv6 pool advertised to a peer whose BFD profile
+//!   has echo mode on.
+//! - **L2Advertisement**: no repeated pool name, interface or selector; an
+//!   advertisement that selects the same nodes and interfaces as an earlier one
+//!   of the pool is kept once.
+//! - **Community**: every alias has a name and a valid value; names unique
+//!   across all Community objects.
+//! - **BFDProfile**: `receiveInterval`, `transmitInterval`, `echoInterval`
+//!   10..=60000 ms (default 300, 300, 50), `detectMultiplier` 2..=255 (3),
+//!   `minimumTtl` 1..=254 (254), `echoMode`, `passiveMode` false.
+//! - Label selectors (`matchLabels`, `matchExpressions` with In, NotIn,
+//!   Exists, DoesNotExist): no repeated selector, expression or value.
+//!
+//! # Decisions
+//! - **Order**: pools, peers and advertisements come in name order (MetalLB
+//!   keeps maps; it has no order). Overlaps are reported at the later pool.
+//! - **Selection**: an advertisement without `ipAddressPools` and
+//!   `ipAddressPoolSelectors` selects every pool; otherwise the pools named or
+//!   whose labels match, each once (MetalLB v0.16 appends a pool matched both
+//!   ways twice).
+//! - **Dangling names** (`ipAddressPools`, `peers` naming no object) are
+//!   warnings, not errors: MetalLB accepts them (the object may come later)
+//!   and applying objects in any order must work.
+//! - **Unannounced pools**: a pool no advertisement selects is allocated from
+//!   and not announced, as MetalLB; a warning says so.
+//! - **Node-dependent rules** (MetalLB evaluates selectors against the cluster's
+//!   Nodes): pure here, two selectors "share a node" when either list is empty
+//!   or they have a selector in common. So: two peers with the same address,
+//!   port, VRF (or interface) and the same node selectors are an error (FRR
+//!   mode's rule; MetalLB native compares whole objects, names included, so
+//!   never fires); the local-preference rule above uses the same test.
+//! - **Accepted, not acted on** (each a [`crate::ConfigWarning`]): `vrf`,
+//!   `interface`, `localASN` (the peer gets no session: see
+//!   [`crate::Peer::needs_unsupported`]); `bfdProfile` and BFDProfiles (kept in
+//!   the model, BFD not run), `echoMode`; `enableGracefulRestart`;
+//!   `dualStackAddressFamily`; advertisements' `serviceSelectors` (the
+//!   advertisement applies to every Service of its pools); L2Advertisements
+//!   (layer 2 is not built: the pools' IPs are allocated, nothing answers ARP/NDP).
+//! - **Files are read as `kubectl apply` would send them**: unknown fields in
+//!   `spec` are errors (the API server would prune them; a strict apply
+//!   refuses them), numbers and booleans where strings belong (and the
+//!   reverse) are type errors; a v1beta1 BGPPeer has v1beta1's fields only. The
+//!   same kind and name twice is an error.
 //!
 //! Layers, each pure:
 //! - `tree`: a JSON object or a YAML document → the crate's YAML tree
@@ -106,7 +191,8 @@ impl Resources {
     /// `apiVersion`, `kind`, `metadata`, `spec`). Objects of other groups or
     /// kinds are an error. Only `metadata.{name, namespace, labels, uid,
     /// resourceVersion}` and `spec` are read (`status`, `managedFields`… are
-    /// left alone).
+    /// left alone). An object whose kind and name are already in the set is
+    /// kept out and reported by [`Config::from_resources`].
     // The signature is the shared API; ConfigError is one error of a list
     // everywhere else, not worth boxing for this one.
     #[allow(clippy::result_large_err)]
