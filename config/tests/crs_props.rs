@@ -68,3 +68,68 @@ proptest! {
         }
     }
 }
+
+/// Any JSON at all, with keys of the kinds' fields now and then.
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    let key = prop_oneof![
+        Just("addresses"),
+        Just("myASN"),
+        Just("peerASN"),
+        Just("peerAddress"),
+        Just("holdTime"),
+        Just("keepaliveTime"),
+        Just("nodeSelectors"),
+        Just("matchLabels"),
+        Just("matchExpressions"),
+        Just("key"),
+        Just("operator"),
+        Just("values"),
+        Just("communities"),
+        Just("name"),
+        Just("value"),
+        Just("passwordSecret"),
+        Just("aggregationLength"),
+        Just("ipAddressPools"),
+        Just("serviceAllocation"),
+        Just("detectMultiplier"),
+        Just("x"),
+    ];
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[a-z0-9:./-]{0,12}".prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from("10.0.0.0/24")),
+        Just(serde_json::Value::from("In")),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::vec((key.clone(), inner), 0..5).prop_map(|kv| {
+                serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the specs hold, the front end answers (a Config or errors
+    /// with paths), never panics.
+    #[test]
+    fn any_spec_is_an_answer(specs in prop::collection::vec(json(), 6)) {
+        let mut r = Resources::new();
+        for ((kind, _, version), spec) in ferrolb_config::crs::KINDS.iter().zip(specs) {
+            r.add_json(&serde_json::json!({
+                "apiVersion": format!("metallb.io/{version}"), "kind": kind,
+                "metadata": {"name": "o"}, "spec": spec,
+            }))
+            .unwrap();
+        }
+        if let Err(e) = Config::from_resources(&r, Secrets::Ignore) {
+            prop_assert!(e.iter().all(|e| e.path.starts_with(|c: char| c.is_ascii_uppercase())), "{e}");
+        }
+    }
+}
