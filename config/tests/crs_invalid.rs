@@ -423,6 +423,10 @@ fn password_secrets() {
     let s = secret("kubernetes.io/basic-auth", Some("pw"));
     let cfg = Config::from_resources(&r, Secrets::Given(&s)).unwrap();
     assert_eq!(cfg.peers[1].password.as_deref(), Some("pw"));
+    // An empty password is no password (no TCP MD5), as MetalLB.
+    let s = secret("kubernetes.io/basic-auth", Some(""));
+    let cfg = Config::from_resources(&r, Secrets::Given(&s)).unwrap();
+    assert_eq!(cfg.peers[1].password, None);
     assert_eq!(r.password_secrets(), ["md5"]);
 }
 

@@ -889,7 +889,7 @@ fn peer(
                 Some(s) => match &s.password {
                     None => b.invalid(&name_at, format!("Secret {name:?} has no key \"password\"")),
                     Some(bytes) => match String::from_utf8(bytes.clone()) {
-                        Ok(p) => password = Some(p),
+                        Ok(p) => password = Some(p).filter(|p| !p.is_empty()),
                         Err(_) => b.invalid(
                             &name_at,
                             format!("the password in Secret {name:?} is not UTF-8"),
@@ -1304,7 +1304,7 @@ fn l2_advertisement(
         o,
         "spec",
         format!(
-            "layer 2 mode is not built yet: IPs of {} are allocated but not answered for (no ARP/NDP)",
+            "layer 2 mode is not built yet: nothing answers ARP/NDP for the IPs of {} (they are allocated all the same)",
             if names.is_empty() {
                 "no pool".to_string()
             } else {
