@@ -526,6 +526,10 @@ fn bgp_advertisements() {
     for (a, b) in [
         ("localPref: 100\npeers: [r]", "localPref: 200\npeers: [s]"),
         ("localPref: 100", "localPref: 200\naggregationLength: 25"),
+        (
+            "localPref: 100\nserviceSelectors:\n- matchLabels: {a: b}",
+            "localPref: 200",
+        ),
     ] {
         let text = after_base(&doc("BGPAdvertisement", "a", a))
             + "---\n"

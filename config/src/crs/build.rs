@@ -169,6 +169,10 @@ struct Build {
     /// Community aliases whose definition is in error (already reported):
     /// advertisements that use them are not reported again.
     broken_aliases: BTreeSet<String>,
+    /// `(pool, advertisement)` indices of BGP advertisements with
+    /// `serviceSelectors` (the model does not keep them): MetalLB leaves
+    /// those out of the local-preference rule.
+    selective_ads: BTreeSet<(usize, usize)>,
 }
 
 impl Build {
@@ -403,6 +407,7 @@ pub(super) fn config(resources: &Resources, secrets: Secrets<'_>) -> Result<Conf
         ctx: Ctx::default(),
         warnings: Vec::new(),
         broken_aliases: BTreeSet::new(),
+        selective_ads: BTreeSet::new(),
     };
     b.ctx.errors.extend(resources.problems().iter().cloned());
     let of = |kind: usize| resources.all().iter().filter(move |o| o.kind == kind);
@@ -1188,19 +1193,25 @@ fn bgp_advertisement(
             entries.iter().any(|e| !e.range.is_ipv4()),
         );
         if service_selectors.is_empty()
-            && let Some(other) = pools[i].advertisements.iter().find(|other| {
-                other.local_pref.unwrap_or(0) != ad.local_pref.unwrap_or(0)
-                    && !aggregation_differs(&ad, other, v4, v6)
-                    && (ad.peers.is_empty()
-                        || other.peers.is_empty()
-                        || ad.peers.iter().any(|p| other.peers.contains(p)))
-                    && (ad.node_selectors.is_empty()
-                        || other.node_selectors.is_empty()
-                        || ad
-                            .node_selectors
-                            .iter()
-                            .any(|s| other.node_selectors.contains(s)))
-            })
+            && let Some((_, other)) =
+                pools[i]
+                    .advertisements
+                    .iter()
+                    .enumerate()
+                    .find(|(j, other)| {
+                        !b.selective_ads.contains(&(i, *j))
+                            && other.local_pref.unwrap_or(0) != ad.local_pref.unwrap_or(0)
+                            && !aggregation_differs(&ad, other, v4, v6)
+                            && (ad.peers.is_empty()
+                                || other.peers.is_empty()
+                                || ad.peers.iter().any(|p| other.peers.contains(p)))
+                            && (ad.node_selectors.is_empty()
+                                || other.node_selectors.is_empty()
+                                || ad
+                                    .node_selectors
+                                    .iter()
+                                    .any(|s| other.node_selectors.contains(s)))
+                    })
         {
             b.invalid(
                 &f.get("localPref"),
@@ -1235,6 +1246,9 @@ fn bgp_advertisement(
             }
         }
         if ok {
+            if !service_selectors.is_empty() {
+                b.selective_ads.insert((i, pools[i].advertisements.len()));
+            }
             pools[i].advertisements.push(ad.clone());
         }
     }
