@@ -179,6 +179,15 @@ fn objects() {
         7,
         "defined twice (first at set.yaml:1)",
     );
+    // One namespace for the whole set.
+    let text = doc("IPAddressPool", "p", "addresses: [10.0.0.0/24]")
+        + "---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a, namespace: other}\n";
+    check(
+        &text,
+        "BGPAdvertisement/a: metadata.namespace",
+        7,
+        "\"other\" is not the namespace of the other objects (\"metallb-system\"",
+    );
     check(
         "apiVersion: metallb.io/v1beta2\nkind: IPAddressPool\nmetadata: {name: p}\n",
         "apiVersion",

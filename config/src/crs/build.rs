@@ -410,6 +410,25 @@ pub(super) fn config(resources: &Resources, secrets: Secrets<'_>) -> Result<Conf
         selective_ads: BTreeSet::new(),
     };
     b.ctx.errors.extend(resources.problems().iter().cloned());
+    // MetalLB reads its own namespace only: a set spread over namespaces is
+    // not one configuration.
+    let mut namespaced = resources.all().iter().filter(|o| o.namespace.is_some());
+    if let Some(first) = namespaced.next() {
+        let ns = first.namespace.as_deref().unwrap_or_default();
+        for o in namespaced.filter(|o| o.namespace.as_deref() != Some(ns)) {
+            b.ctx.errors.push(crate::ConfigError {
+                file: o.file.clone(),
+                line: o.file.as_ref().map(|_| o.line),
+                path: format!("{}/{}: metadata.namespace", o.kind(), o.name),
+                kind: ErrorKind::Invalid(format!(
+                    "{:?} is not the namespace of the other objects ({ns:?}, {}/{})",
+                    o.namespace.as_deref().unwrap_or_default(),
+                    first.kind(),
+                    first.name
+                )),
+            });
+        }
+    }
     let of = |kind: usize| resources.all().iter().filter(move |o| o.kind == kind);
 
     let communities = communities(&mut b, of(COMMUNITY));

@@ -85,7 +85,9 @@
 //!   `spec` are errors (the API server would prune them; a strict apply
 //!   refuses them), numbers and booleans where strings belong (and the
 //!   reverse) are type errors; a v1beta1 BGPPeer has v1beta1's fields only. The
-//!   same kind and name twice is an error.
+//!   same kind and name twice is an error, and so are objects in different
+//!   namespaces (MetalLB reads its own namespace only). Booleans and integers
+//!   are read as `kubectl` reads YAML (YAML 1.1: `yes` is true, `0x10` is 16).
 //!
 //! Layers, each pure:
 //! - `tree`: a JSON object or a YAML document → the crate's YAML tree
