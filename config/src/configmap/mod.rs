@@ -12,7 +12,7 @@
 mod convert;
 mod manifest;
 mod read;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use manifest::{ConfigText, config_text};
 

@@ -7,6 +7,12 @@
 
 use std::collections::BTreeMap;
 
+mod write;
+
+pub use write::{
+    ConvertError, Converted, DEFAULT_NAMESPACE, Rename, configmap_to_resources, write_resources,
+};
+
 use crate::{Config, ConfigError, ConfigErrors};
 
 /// The kinds this front end reads, as `(kind, plural, version)`: what the
