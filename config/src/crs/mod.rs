@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 
+mod documents;
 mod write;
 
+pub use documents::{Document, documents, password_secret};
 pub use write::{
     ConvertError, Converted, DEFAULT_NAMESPACE, Rename, configmap_to_resources, write_resources,
 };
