@@ -256,7 +256,7 @@ fn labelled_summary(labelled: bool, label: &str, cfg: &Config) -> String {
 
 /// `file:line: path: message` (parts left out when unknown).
 fn located(file: &str, e: &ConfigError) -> String {
-    let mut s = file.to_string();
+    let mut s = e.file.as_deref().unwrap_or(file).to_string();
     if let Some(line) = e.line {
         s.push_str(&format!(":{line}"));
     }

@@ -67,7 +67,7 @@
 
 mod addr;
 mod community;
-mod configmap;
+pub(crate) mod configmap;
 pub mod crs;
 mod duration;
 mod error;

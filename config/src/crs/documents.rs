@@ -53,6 +53,7 @@ pub fn documents(text: &str) -> Result<Vec<Document>, ConfigError> {
 
 fn push(out: &mut Vec<Document>, line: usize, text: String) -> Result<(), ConfigError> {
     let docs = yaml::load(&text).map_err(|e| ConfigError {
+        file: None,
         line: Some(line + e.line - 1),
         path: String::new(),
         kind: ErrorKind::Yaml(format!("YAML syntax error: {}", e.message)),
@@ -87,6 +88,7 @@ fn text_of(n: Option<&Node<'_>>) -> String {
 /// `data.password` that is not base64 is an error at its line.
 pub fn password_secret(doc: &Document) -> Result<(String, PasswordSecret), ConfigError> {
     let docs = yaml::load(&doc.text).map_err(|e| ConfigError {
+        file: None,
         line: Some(doc.line + e.line - 1),
         path: String::new(),
         kind: ErrorKind::Yaml(format!("YAML syntax error: {}", e.message)),
@@ -103,6 +105,7 @@ pub fn password_secret(doc: &Document) -> Result<(String, PasswordSecret), Confi
     } else if let Some((k, v)) = get("data") {
         let encoded = text_of(Some(v));
         Some(base64(&encoded).ok_or_else(|| ConfigError {
+            file: None,
             line: Some(doc.line + k.line - 1),
             path: format!("Secret/{}: data.password", doc.name),
             kind: ErrorKind::Yaml("is not base64".into()),
