@@ -301,7 +301,13 @@ fn write_peer(out: &mut String, p: &Peer) {
         Some(crate::DynamicAsn::External) => out.push_str("  dynamicASN: external\n"),
         None => {}
     }
-    if p.ebgp_multihop {
+    if p.ebgp_multihop && p.my_asn == p.peer_asn && p.dynamic_asn.is_none() {
+        // MetalLB's resources refuse it for iBGP, where it changes nothing
+        // (iBGP packets carry TTL 255 anyway).
+        out.push_str(
+            "  # ebgp-multihop dropped: not allowed (and without effect) for an iBGP peer\n",
+        );
+    } else if p.ebgp_multihop {
         out.push_str("  ebgpMultiHop: true\n");
     }
     if p.graceful_restart {
