@@ -31,6 +31,7 @@ impl Document {
 
 /// Split `text` at its `---` (and `...`) lines into the non-empty documents.
 /// A document that is not YAML is an error with its line in `text`.
+#[allow(clippy::result_large_err)] // the crate's one error type
 pub fn documents(text: &str) -> Result<Vec<Document>, ConfigError> {
     let mut out = Vec::new();
     let mut start = 1;
@@ -51,6 +52,7 @@ pub fn documents(text: &str) -> Result<Vec<Document>, ConfigError> {
     Ok(out)
 }
 
+#[allow(clippy::result_large_err)] // the crate's one error type
 fn push(out: &mut Vec<Document>, line: usize, text: String) -> Result<(), ConfigError> {
     let docs = yaml::load(&text).map_err(|e| ConfigError {
         file: None,
@@ -86,6 +88,7 @@ fn text_of(n: Option<&Node<'_>>) -> String {
 /// Read a `kind: Secret` document as [`PasswordSecret`]: its name, `type`,
 /// and `password` from `stringData` (as written) or `data` (base64). A
 /// `data.password` that is not base64 is an error at its line.
+#[allow(clippy::result_large_err)] // the crate's one error type
 pub fn password_secret(doc: &Document) -> Result<(String, PasswordSecret), ConfigError> {
     let docs = yaml::load(&doc.text).map_err(|e| ConfigError {
         file: None,
