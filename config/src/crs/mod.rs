@@ -105,6 +105,14 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+mod documents;
+mod write;
+
+pub use documents::{Document, documents, password_secret};
+pub use write::{
+    ConvertError, Converted, DEFAULT_NAMESPACE, Rename, configmap_to_resources, write_resources,
+};
+
 use crate::configmap::yaml::{Node, Value, load};
 use crate::{Config, ConfigError, ConfigErrors, ErrorKind};
 
