@@ -1,4 +1,5 @@
-//! Every file in manifests/examples/ is a valid config (ConfigMap manifest or bare text).
+//! Every ConfigMap file in manifests/examples/ is a valid config (ConfigMap manifest or
+//! bare text); the `crs-*.yaml` custom-resource files are left to the CR front end.
 
 use std::path::Path;
 
@@ -16,6 +17,11 @@ fn every_example_is_valid() {
         ) {
             continue;
         }
+        // crs-*.yaml are metallb.io custom resources, not ConfigMap text: the
+        // custom-resource front end (issue 10) reads those.
+        if is_custom_resources(&path) {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         if let Err(e) = Config::parse_document(&text) {
             panic!("{}:\n{e}", path.display());
@@ -23,6 +29,12 @@ fn every_example_is_valid() {
         seen += 1;
     }
     assert!(seen >= 5, "only {seen} examples found in {}", dir.display());
+}
+
+fn is_custom_resources(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("crs-"))
 }
 
 #[test]
