@@ -124,12 +124,6 @@ fn shipped_examples_validate() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        // crs-*.yaml are metallb.io custom resources; `validate` reads them
-        // once the custom-resource front end (issue 10) lands.
-        let name = path.file_name().unwrap().to_str().unwrap();
-        if name.starts_with("crs-") {
-            continue;
-        }
         let out = validate(path.to_str().unwrap(), None);
         assert_eq!(
             out.status.code(),

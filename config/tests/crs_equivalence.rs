@@ -1,6 +1,6 @@
 //! ConfigMap ↔ custom resources: each ConfigMap example of manifests/examples
-//! and its hand-written custom-resource version (tests/crs/equiv/) give the
-//! same `Config`, up to what only custom resources have (peer names,
+//! and its custom-resource versions — the shipped `crs-*.yaml` beside it and an
+//! independent hand-written one (tests/crs/equiv/) — give the same `Config`, up to what only custom resources have (peer names,
 //! warnings) and order (custom resources come in name order).
 
 use std::path::Path;
@@ -23,25 +23,30 @@ fn configmap_examples_and_their_custom_resources_agree() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let examples = root.join("../manifests/examples");
     let mut checked = Vec::new();
-    for name in [
-        "config-lab.yaml",
-        "config-lab-split.yaml",
-        "metallb-advertisements.yaml",
-        "metallb-bgp.yaml",
-        "metallb-full.yaml",
-        "metallb-layer2.yaml",
+    for (name, shipped) in [
+        ("config-lab.yaml", "crs-lab.yaml"),
+        ("config-lab-split.yaml", "crs-lab-split.yaml"),
+        ("metallb-advertisements.yaml", "crs-advertisements.yaml"),
+        ("metallb-bgp.yaml", "crs-bgp.yaml"),
+        ("metallb-full.yaml", "crs-metallb-full.yaml"),
+        ("metallb-layer2.yaml", "crs-layer2.yaml"),
     ] {
         let cm = std::fs::read_to_string(examples.join(name)).unwrap();
         let cm = Config::parse_document(&cm).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let path = root.join("tests/crs/equiv").join(name);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut r = Resources::new();
-        let others = r.add_yaml(name, &text).unwrap();
-        assert!(others.is_empty());
-        let crs = Config::from_resources(&r, Secrets::Ignore).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!crs.pools.is_empty(), "{name}");
-        assert_eq!(normalise(crs), normalise(cm), "{name}");
-        checked.push(name);
+        for path in [
+            root.join("tests/crs/equiv").join(name),
+            examples.join(shipped),
+        ] {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut r = Resources::new();
+            let others = r.add_yaml(name, &text).unwrap();
+            assert!(others.is_empty(), "{}", path.display());
+            let crs = Config::from_resources(&r, Secrets::Ignore)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!crs.pools.is_empty(), "{}", path.display());
+            assert_eq!(normalise(crs), normalise(cm.clone()), "{}", path.display());
+            checked.push(path);
+        }
     }
-    assert_eq!(checked.len(), 6);
+    assert_eq!(checked.len(), 12);
 }

@@ -1,5 +1,5 @@
-//! Every ConfigMap file in manifests/examples/ is a valid config (ConfigMap manifest or
-//! bare text); the `crs-*.yaml` custom-resource files are left to the CR front end.
+//! Every file in manifests/examples/ is a valid config: a ConfigMap manifest or bare
+//! text, or (`crs-*.yaml`) a set of metallb.io custom resources.
 
 use std::path::Path;
 
@@ -17,12 +17,18 @@ fn every_example_is_valid() {
         ) {
             continue;
         }
-        // crs-*.yaml are metallb.io custom resources, not ConfigMap text: the
-        // custom-resource front end (issue 10) reads those.
+        let text = std::fs::read_to_string(&path).unwrap();
         if is_custom_resources(&path) {
+            let mut r = ferrolb_config::crs::Resources::new();
+            let name = path.display().to_string();
+            r.add_yaml(&name, &text)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            let cfg = Config::from_resources(&r, ferrolb_config::crs::Secrets::Ignore)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            assert!(!cfg.pools.is_empty(), "{name}: no pool");
+            seen += 1;
             continue;
         }
-        let text = std::fs::read_to_string(&path).unwrap();
         if let Err(e) = Config::parse_document(&text) {
             panic!("{}:\n{e}", path.display());
         }
