@@ -80,6 +80,7 @@ fn pool(name: &str, start: &str, end: &str) -> PoolSpec {
         ranges: vec![(start.parse().unwrap(), end.parse().unwrap())],
         auto_assign: true,
         avoid_buggy_ips: false,
+        allocation: None,
     }
 }
 

@@ -117,6 +117,7 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
             ranges: p.ranges.iter().map(|r| (r.start, r.end)).collect(),
             auto_assign: p.auto_assign,
             avoid_buggy_ips: p.avoid_buggy_ips,
+            allocation: p.service_allocation.clone(),
         })
         .collect()
 }

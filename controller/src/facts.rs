@@ -137,6 +137,8 @@ pub fn build_request(svc: &Service) -> Result<ServiceRequest, RequestError> {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
+        labels: svc.labels().clone(),
+        namespace_labels: BTreeMap::new(),
     })
 }
 

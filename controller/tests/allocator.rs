@@ -42,6 +42,7 @@ fn pool(name: &str, addrs: &[&str]) -> PoolSpec {
         ranges,
         auto_assign: true,
         avoid_buggy_ips: false,
+        allocation: None,
     }
 }
 

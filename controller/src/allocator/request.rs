@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use ferrolb_config::ServiceAllocation;
+
 #[cfg(doc)]
 use super::Allocator;
 
@@ -121,6 +123,22 @@ pub struct PoolSpec {
     pub auto_assign: bool,
     /// Skip IPv4 addresses whose last octet is 0 or 255.
     pub avoid_buggy_ips: bool,
+    /// `spec.serviceAllocation` of an `IPAddressPool`: which Services the pool
+    /// is for, and its priority among such pools. `None`: any Service.
+    pub allocation: Option<ServiceAllocation>,
+}
+
+impl PoolSpec {
+    /// An auto-assign pool over `ranges`, buggy IPs allowed, for any Service.
+    pub fn new(name: impl Into<String>, ranges: Vec<(IpAddr, IpAddr)>) -> Self {
+        PoolSpec {
+            name: name.into(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        }
+    }
 }
 
 /// What a service asks of the allocator (built by the glue from a Service).
@@ -150,6 +168,11 @@ pub struct ServiceRequest {
     pub current: Vec<IpAddr>,
     /// Creation time (any monotonic unit, e.g. Unix seconds); orders [`Allocator::rebuild`].
     pub created: Option<i64>,
+    /// `metadata.labels`, matched against pools' `serviceSelectors`.
+    pub labels: BTreeMap<String, String>,
+    /// The labels of the Service's namespace, matched against pools'
+    /// `namespaceSelectors` (empty when the namespace is not known).
+    pub namespace_labels: BTreeMap<String, String>,
 }
 
 impl ServiceRequest {
