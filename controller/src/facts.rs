@@ -11,7 +11,7 @@ use crate::allocator::{FamilyPolicy, IpFamily, Protocol, ServiceKey, ServiceRequ
 use crate::service::{RequestError, parse_annotations};
 
 /// Annotation the controller writes: the pool the Service's IPs come from.
-pub const POOL_ANNOTATION: &str = "metallb.universe.tf/ip-allocated-from-pool";
+pub const POOL_ANNOTATION: &str = "metallb.io/ip-allocated-from-pool";
 
 /// What the controller's plan reads of one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
