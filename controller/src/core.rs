@@ -173,6 +173,18 @@ impl ControllerCore {
         self.gate.current()
     }
 
+    /// Does the configuration in force select namespaces by label
+    /// (`serviceAllocation.namespaceSelectors`)?
+    pub fn uses_namespace_labels(&self) -> bool {
+        self.gate.current().is_some_and(|c| {
+            c.pools.iter().any(|p| {
+                p.service_allocation
+                    .as_ref()
+                    .is_some_and(|sa| !sa.namespace_selectors.is_empty())
+            })
+        })
+    }
+
     /// The configuration gate (loaded, stale, rejection).
     pub fn gate(&self) -> &ConfigGate {
         &self.gate

@@ -33,7 +33,20 @@ pub struct ServiceFacts {
     pub pool_annotation: Option<String>,
 }
 
-/// The facts of a Service; `None` when it has no namespace or name.
+impl ServiceFacts {
+    /// The same facts with the labels of the Service's namespace (matched
+    /// against pools' `serviceAllocation.namespaceSelectors`).
+    pub fn with_namespace_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        if let Ok(req) = &mut self.request {
+            req.namespace_labels = labels;
+        }
+        self
+    }
+}
+
+/// The facts of a Service (namespace labels not filled in: see
+/// [`ServiceFacts::with_namespace_labels`]); `None` when it has no namespace
+/// or name.
 pub fn service_facts(svc: &Service) -> Option<ServiceFacts> {
     let key = ServiceKey::new(svc.metadata.namespace.clone()?, svc.metadata.name.clone()?);
     let spec = svc.spec.as_ref();
@@ -206,6 +219,21 @@ mod tests {
         assert_eq!(f.ingress_entries, 3);
         assert_eq!(f.shown.len(), 2);
         assert!(f.load_balancer && f.class.is_none() && f.pool_annotation.is_none());
+    }
+
+    #[test]
+    fn service_and_namespace_labels_reach_the_request() {
+        let svc = service(json!({
+            "metadata": {"namespace": "ns", "name": "web", "labels": {"app": "web"}},
+            "spec": {"type": "LoadBalancer"},
+        }));
+        let f = service_facts(&svc).unwrap();
+        let req = f.request.as_ref().unwrap();
+        assert_eq!(req.labels.get("app").map(String::as_str), Some("web"));
+        assert!(req.namespace_labels.is_empty());
+        let ns: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        let f = f.with_namespace_labels(ns.clone());
+        assert_eq!(f.request.unwrap().namespace_labels, ns);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Pure parts (no Kubernetes client, no I/O, no clock) carry the decisions:
 //! - [`allocator`]: pools, free ranges, sharing rules, planning (no Kubernetes types);
 //! - [`facts`] and [`service`]: a Service object and its MetalLB annotations,
-//!   read into the allocator's request;
+//!   read into the allocator's request ([`namespaces`]: the namespace labels
+//!   it is matched with);
 //! - [`core`]: the configuration in force (through `ferrolb_config::ConfigGate`),
 //!   the allocator, and per Service the plan of status, annotation and Events
 //!   to write.
@@ -19,6 +20,7 @@ pub mod allocator;
 pub mod core;
 pub mod facts;
 pub mod metrics;
+pub mod namespaces;
 pub mod reconcile;
 pub mod run;
 pub mod service;

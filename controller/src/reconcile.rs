@@ -23,7 +23,8 @@ use tracing::{debug, warn};
 
 use crate::allocator::ServiceKey;
 use crate::core::{ControllerCore, EventKind, REASON_INVALID_CONFIG, ServicePlan};
-use crate::facts::{POOL_ANNOTATION, service_facts};
+use crate::facts::{POOL_ANNOTATION, ServiceFacts, service_facts};
+use crate::namespaces::NamespaceLabels;
 
 /// `reportingController` of the Events.
 pub const REPORTING_CONTROLLER: &str = "ferrolb-controller";
@@ -52,6 +53,8 @@ pub struct Context {
     /// (waiting for the leader Lease), for `/readyz`.
     waiting: Mutex<Option<String>>,
     reconcile_all: mpsc::UnboundedSender<()>,
+    /// Namespace labels (for `serviceAllocation.namespaceSelectors`).
+    namespaces: Mutex<NamespaceLabels>,
 }
 
 impl std::fmt::Debug for Context {
@@ -86,6 +89,7 @@ impl Context {
             ),
             waiting: Mutex::new(None),
             reconcile_all: tx,
+            namespaces: Mutex::new(NamespaceLabels::new()),
         };
         (ctx, rx)
     }
@@ -93,6 +97,18 @@ impl Context {
     /// The core (poisoning is ignored: the state stays usable).
     pub fn core(&self) -> MutexGuard<'_, ControllerCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The namespace label table (poisoning is ignored).
+    pub fn namespaces(&self) -> MutexGuard<'_, NamespaceLabels> {
+        self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The facts of `svc`, its namespace's labels included.
+    pub fn facts(&self, svc: &Service) -> Option<ServiceFacts> {
+        let f = service_facts(svc)?;
+        let labels = self.namespaces().get(&f.key.namespace);
+        Some(f.with_namespace_labels(labels))
     }
 
     /// The Event publisher.
@@ -158,7 +174,7 @@ impl Context {
 
     /// Reconciles one Service: plan, then write.
     pub async fn reconcile_service(&self, svc: &Service) -> Result<Action, Error> {
-        let facts = service_facts(svc).ok_or(Error::NoKey)?;
+        let facts = self.facts(svc).ok_or(Error::NoKey)?;
         let plan = self.core().plan(&facts);
         if plan.reconcile_all {
             self.request_reconcile_all();
