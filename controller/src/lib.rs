@@ -12,8 +12,9 @@
 //!
 //! The I/O shell is thin: [`reconcile`] fetches nothing itself — it turns the
 //! Service kube-runtime hands it into facts, asks the core and writes the
-//! plan; [`run`](mod@run) wires the watches, leader election and `/metrics`
-//! ([`metrics`]) through the shared operations layer (`ferrolb-ops`).
+//! plan; [`pool_status`] writes `IPAddressPool` status; [`run`](mod@run)
+//! wires the watches, leader election and `/metrics` ([`metrics`]) through
+//! the shared operations layer (`ferrolb-ops`).
 //! It is not a speaker: it never announces anything.
 
 pub mod allocator;
@@ -21,6 +22,7 @@ pub mod core;
 pub mod facts;
 pub mod metrics;
 pub mod namespaces;
+pub mod pool_status;
 pub mod reconcile;
 pub mod run;
 pub mod service;

@@ -8,6 +8,7 @@
 //! an `.await`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +56,10 @@ pub struct Context {
     reconcile_all: mpsc::UnboundedSender<()>,
     /// Namespace labels (for `serviceAllocation.namespaceSelectors`).
     namespaces: Mutex<NamespaceLabels>,
+    /// Signalled when allocations may have changed (IPAddressPool status).
+    pool_status_dirty: Arc<tokio::sync::Notify>,
+    /// The pools in force are `IPAddressPool` custom resources.
+    pools_from_crs: AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -90,6 +95,8 @@ impl Context {
             waiting: Mutex::new(None),
             reconcile_all: tx,
             namespaces: Mutex::new(NamespaceLabels::new()),
+            pool_status_dirty: Arc::new(tokio::sync::Notify::new()),
+            pools_from_crs: AtomicBool::new(false),
         };
         (ctx, rx)
     }
@@ -119,6 +126,26 @@ impl Context {
     /// Asks the controller to reconcile every Service.
     pub fn request_reconcile_all(&self) {
         let _ = self.reconcile_all.unbounded_send(());
+        self.pool_status_dirty.notify_one();
+    }
+
+    /// Signalled whenever allocations may have changed.
+    pub fn pool_status_dirty(&self) -> Arc<tokio::sync::Notify> {
+        self.pool_status_dirty.clone()
+    }
+
+    /// Says whether the pools in force come from `IPAddressPool` custom
+    /// resources (their status is then written); set by whoever offers the
+    /// configuration.
+    pub fn set_pools_from_crs(&self, yes: bool) {
+        if self.pools_from_crs.swap(yes, Ordering::Relaxed) != yes {
+            self.pool_status_dirty.notify_one();
+        }
+    }
+
+    /// Do the pools in force come from `IPAddressPool` custom resources?
+    pub fn pools_from_crs(&self) -> bool {
+        self.pools_from_crs.load(Ordering::Relaxed)
     }
 
     /// Sets (or clears) a reason not to be ready that the core does not know.
@@ -144,6 +171,7 @@ impl Context {
         if self.core().forget(key) {
             self.request_reconcile_all();
         }
+        self.pool_status_dirty.notify_one();
     }
 
     /// A configuration text arrived (`None`: missing); reports a rejection
@@ -178,6 +206,8 @@ impl Context {
         let plan = self.core().plan(&facts);
         if plan.reconcile_all {
             self.request_reconcile_all();
+        } else if plan.ingress.is_some() {
+            self.pool_status_dirty.notify_one();
         }
         self.write(svc, &plan).await?;
         Ok(Action::await_change())

@@ -28,6 +28,7 @@ use crate::core::ControllerCore;
 use crate::facts::service_facts;
 use crate::metrics;
 use crate::namespaces;
+use crate::pool_status;
 use crate::reconcile::{self, Context, REPORTING_CONTROLLER};
 
 /// Options of `ferrolb controller` (each also read from `FERROLB_<FLAG>`).
@@ -138,6 +139,19 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
         ns_listed_tx,
     ));
 
+    // IPAddressPool status, while the pools are custom resources.
+    let status_task = {
+        let c = ctx.clone();
+        tokio::spawn(pool_status::run(
+            client.clone(),
+            opts.kube.namespace.clone(),
+            ctx.clone(),
+            ctx.pool_status_dirty(),
+            Arc::new(move || c.pools_from_crs()),
+            std::time::Duration::from_secs(1),
+        ))
+    };
+
     let rebuild = tokio::spawn(initial_rebuild(
         reader.clone(),
         rebuild_listed,
@@ -185,6 +199,7 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
     }
     cm_task.abort();
     ns_task.abort();
+    status_task.abort();
     rebuild.abort();
     info!("controller stopped");
     result
