@@ -173,7 +173,8 @@ pub async fn write_status(
 /// Writes pool statuses while `enabled()` says the pools are custom
 /// resources in `namespace`. Wakes on `dirty` (allocation changed) and at
 /// least every 30 s, computes the statuses at most once per `interval`, and
-/// writes what [`Coalescer`] says. Runs until aborted.
+/// writes what [`Coalescer`] says; every pool again after a configuration
+/// applied ([`Context::pools_generation`] moved). Runs until aborted.
 pub async fn run(
     client: Client,
     namespace: String,
@@ -186,6 +187,7 @@ pub async fn run(
         Api::namespaced_with(client, &namespace, &ip_address_pool_resource());
     let mut co = Coalescer::new(interval);
     let mut next: Option<Instant> = None;
+    let mut generation = ctx.pools_generation();
     loop {
         let wait = next
             .map(|t| t.saturating_duration_since(Instant::now()))
@@ -195,8 +197,13 @@ pub async fn run(
             () = tokio::time::sleep(wait) => {}
         }
         next = None;
-        if !enabled() {
+        let g = ctx.pools_generation();
+        if !enabled() || g != generation {
+            // Disabled, or a configuration applied: write every pool again.
+            generation = g;
             co.reset();
+        }
+        if !enabled() {
             continue;
         }
         let stats = {

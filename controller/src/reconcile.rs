@@ -8,7 +8,7 @@
 //! an `.await`.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub struct Context {
     pool_status_dirty: Arc<tokio::sync::Notify>,
     /// The pools in force are `IPAddressPool` custom resources.
     pools_from_crs: AtomicBool,
+    /// Bumped by every [`Context::set_pools_from_crs`] (a configuration applied).
+    pools_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Context {
@@ -97,6 +99,7 @@ impl Context {
             namespaces: Mutex::new(NamespaceLabels::new()),
             pool_status_dirty: Arc::new(tokio::sync::Notify::new()),
             pools_from_crs: AtomicBool::new(false),
+            pools_generation: AtomicU64::new(0),
         };
         (ctx, rx)
     }
@@ -135,12 +138,18 @@ impl Context {
     }
 
     /// Says whether the pools in force come from `IPAddressPool` custom
-    /// resources (their status is then written); set by whoever offers the
-    /// configuration.
+    /// resources (their status is then written). To be called by whoever
+    /// offers the configuration, each time one applies: every pool's status
+    /// is then written once more (a re-created pool has an empty status).
     pub fn set_pools_from_crs(&self, yes: bool) {
-        if self.pools_from_crs.swap(yes, Ordering::Relaxed) != yes {
-            self.pool_status_dirty.notify_one();
-        }
+        self.pools_from_crs.store(yes, Ordering::Relaxed);
+        self.pools_generation.fetch_add(1, Ordering::Relaxed);
+        self.pool_status_dirty.notify_one();
+    }
+
+    /// How many times [`Context::set_pools_from_crs`] was called.
+    pub fn pools_generation(&self) -> u64 {
+        self.pools_generation.load(Ordering::Relaxed)
     }
 
     /// Do the pools in force come from `IPAddressPool` custom resources?

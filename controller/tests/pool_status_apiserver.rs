@@ -271,6 +271,24 @@ async fn scenario(kubeconfig: &Path) -> Result<()> {
     }
     expect("v4", want(2, 0, 2, 0)).await?;
     expect("spare", want(0, 0, 254, 0)).await?;
+
+    // A pool re-created under the same name (empty status) gets its status
+    // again when the configuration that follows applies.
+    pools.delete("spare", &DeleteParams::default()).await?;
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "spare", "namespace": NS},
+        "spec": {"addresses": ["10.9.1.0/24"]},
+    }))?;
+    wait_until("IPAddressPool re-created", Duration::from_secs(10), || {
+        let (pools, obj) = (pools.clone(), obj.clone());
+        async move { Ok(pools.create(&PostParams::default(), &obj).await.ok()) }
+    })
+    .await?;
+    ensure!(status("spare").await?.is_null());
+    ctx.set_pools_from_crs(true);
+    expect("spare", want(0, 0, 254, 0)).await?;
+    expect("v4", want(2, 0, 2, 0)).await?;
     task.abort();
     counter.abort();
     Ok(())
