@@ -1,4 +1,5 @@
-//! IPAddressPool status against a real kube-apiserver (testlab): the
+//! IPAddressPool status and the Namespace label watch against a real
+//! kube-apiserver (testlab): the
 //! controller's reconcile shell assigns IPs to Services created in the API
 //! server, and the pool status task writes `assignedIPv4/IPv6` and
 //! `availableIPv4/IPv6` that match; nothing is written while the pools do not
@@ -13,13 +14,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use ferrolb_controller::allocator::ServiceKey;
 use ferrolb_controller::core::ControllerCore;
+use ferrolb_controller::namespaces;
 use ferrolb_controller::pool_status::{self, ip_address_pool_resource};
 use ferrolb_controller::reconcile::Context;
 use ferrolb_ops::events::{Events, Reporter};
 use ferrolb_testlab::kube::KubeApiServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -291,5 +295,42 @@ async fn scenario(kubeconfig: &Path) -> Result<()> {
     expect("v4", want(2, 0, 2, 0)).await?;
     task.abort();
     counter.abort();
+
+    // The Namespace watch (metadata only) keeps the label table.
+    let (tx, mut listed) = tokio::sync::watch::channel(false);
+    let ns_task = tokio::spawn(namespaces::watch(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        ctx.clone(),
+        tx,
+    ));
+    tokio::time::timeout(Duration::from_secs(10), listed.wait_for(|l| *l)).await??;
+    ensure!(ctx.namespaces().get(APP_NS).is_empty());
+    nss.patch(
+        APP_NS,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"env": "prod"}}})),
+    )
+    .await?;
+    wait_until("namespace labels seen", Duration::from_secs(10), || {
+        let ctx = ctx.clone();
+        async move {
+            Ok(
+                (ctx.namespaces().get(APP_NS).get("env").map(String::as_str) == Some("prod"))
+                    .then_some(()),
+            )
+        }
+    })
+    .await?;
+    // The facts of a Service carry them.
+    let f = ctx.facts(&svcs.get("b").await?).context("facts")?;
+    ensure!(
+        f.request
+            .unwrap()
+            .namespace_labels
+            .get("env")
+            .map(String::as_str)
+            == Some("prod")
+    );
+    ns_task.abort();
     Ok(())
 }
