@@ -627,7 +627,7 @@ mod tests {
         // A pool without an allocation, or an IP in no pool: no such reason.
         assert_eq!(not_admitted(&cfg, &req, ip("10.0.1.1")), None);
         assert_eq!(not_admitted(&cfg, &req, ip("10.9.9.9")), None);
-        req.labels.insert("app".into(), "web".into());
+        std::sync::Arc::make_mut(&mut req.labels).insert("app".into(), "web".into());
         assert_eq!(not_admitted(&cfg, &req, ip("10.0.0.1")), None);
     }
 }

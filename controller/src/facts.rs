@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
-use crate::allocator::{FamilyPolicy, IpFamily, Protocol, ServiceKey, ServiceRequest};
+use crate::allocator::{FamilyPolicy, IpFamily, Labels, Protocol, ServiceKey, ServiceRequest};
 use crate::service::{RequestError, parse_annotations};
 
 /// Annotation the controller writes: the pool the Service's IPs come from.
@@ -36,7 +36,7 @@ pub struct ServiceFacts {
 impl ServiceFacts {
     /// The same facts with the labels of the Service's namespace (matched
     /// against pools' `serviceAllocation.namespaceSelectors`).
-    pub fn with_namespace_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+    pub fn with_namespace_labels(mut self, labels: Labels) -> Self {
         if let Ok(req) = &mut self.request {
             req.namespace_labels = labels;
         }
@@ -150,8 +150,8 @@ pub fn build_request(svc: &Service) -> Result<ServiceRequest, RequestError> {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
-        labels: svc.labels().clone(),
-        namespace_labels: BTreeMap::new(),
+        labels: Labels::new(svc.labels().clone()),
+        namespace_labels: Labels::default(),
     })
 }
 
@@ -232,8 +232,8 @@ mod tests {
         assert_eq!(req.labels.get("app").map(String::as_str), Some("web"));
         assert!(req.namespace_labels.is_empty());
         let ns: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
-        let f = f.with_namespace_labels(ns.clone());
-        assert_eq!(f.request.unwrap().namespace_labels, ns);
+        let f = f.with_namespace_labels(Labels::new(ns.clone()));
+        assert_eq!(*f.request.unwrap().namespace_labels, ns);
     }
 
     #[test]

@@ -17,14 +17,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch as signal;
 use tracing::{debug, warn};
 
+use crate::allocator::Labels;
 use crate::reconcile::Context;
 
 /// Labels by namespace name. Pure.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceLabels {
-    by_name: HashMap<String, BTreeMap<String, String>>,
+    by_name: HashMap<String, Labels>,
     /// A re-list in progress: what it has seen so far.
-    relist: Option<HashMap<String, BTreeMap<String, String>>>,
+    relist: Option<HashMap<String, Labels>>,
 }
 
 impl NamespaceLabels {
@@ -34,12 +35,13 @@ impl NamespaceLabels {
     }
 
     /// The labels of `namespace` (empty when unknown).
-    pub fn get(&self, namespace: &str) -> BTreeMap<String, String> {
+    pub fn get(&self, namespace: &str) -> Labels {
         self.by_name.get(namespace).cloned().unwrap_or_default()
     }
 
     /// Sets the labels of `namespace`; true when they differ from what was known.
     pub fn set(&mut self, namespace: &str, labels: BTreeMap<String, String>) -> bool {
+        let labels = Labels::new(labels);
         if let Some(r) = self.relist.as_mut() {
             r.insert(namespace.to_string(), labels.clone());
         }
@@ -152,13 +154,13 @@ mod tests {
             !t.set("b", l(&[])),
             "a new namespace without labels changes nothing"
         );
-        assert_eq!(t.get("a"), l(&[("env", "dev")]));
-        assert_eq!(t.get("zz"), l(&[]));
+        assert_eq!(*t.get("a"), l(&[("env", "dev")]));
+        assert_eq!(*t.get("zz"), l(&[]));
         // A re-list that no longer shows "a": dropped, and that is a change.
         t.begin_relist();
         assert!(!t.set("b", l(&[])));
         assert!(t.end_relist());
-        assert_eq!(t.get("a"), l(&[]));
+        assert_eq!(*t.get("a"), l(&[]));
         assert!(!t.remove("b"));
         assert!(t.set("c", l(&[("x", "1")])));
         assert!(t.remove("c"));

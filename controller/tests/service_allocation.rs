@@ -58,8 +58,8 @@ fn with(mut p: PoolSpec, sa: ServiceAllocation) -> PoolSpec {
 fn svc(k: &str, ns_labels: &[(&str, &str)], svc_labels: &[(&str, &str)]) -> ServiceRequest {
     let (ns, name) = k.split_once('/').unwrap();
     let mut r = ServiceRequest::new(ServiceKey::new(ns, name));
-    r.namespace_labels = labels(ns_labels);
-    r.labels = labels(svc_labels);
+    r.namespace_labels = labels(ns_labels).into();
+    r.labels = labels(svc_labels).into();
     r
 }
 

@@ -68,8 +68,8 @@ use smallvec::SmallVec;
 pub use error::{AllocError, PoolError};
 pub use pools::allocation_admits;
 pub use request::{
-    Assignment, Change, FamilyPolicy, IpFamily, PoolSpec, PoolStats, Protocol, ServiceAllocation,
-    ServiceKey, ServiceRequest, TrafficPolicy,
+    Assignment, Change, FamilyPolicy, IpFamily, Labels, PoolSpec, PoolStats, Protocol,
+    ServiceAllocation, ServiceKey, ServiceRequest, TrafficPolicy,
 };
 
 use ids::{Id, Slot, set_ips};

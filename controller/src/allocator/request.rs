@@ -8,6 +8,10 @@ use std::net::IpAddr;
 
 pub use ferrolb_config::ServiceAllocation;
 
+/// Labels of an object, shared (one namespace's labels serve all its
+/// Services; a request stays small).
+pub type Labels = std::sync::Arc<BTreeMap<String, String>>;
+
 #[cfg(doc)]
 use super::Allocator;
 
@@ -169,10 +173,10 @@ pub struct ServiceRequest {
     /// Creation time (any monotonic unit, e.g. Unix seconds); orders [`Allocator::rebuild`].
     pub created: Option<i64>,
     /// `metadata.labels`, matched against pools' `serviceSelectors`.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// The labels of the Service's namespace, matched against pools'
     /// `namespaceSelectors` (empty when the namespace is not known).
-    pub namespace_labels: BTreeMap<String, String>,
+    pub namespace_labels: Labels,
 }
 
 impl ServiceRequest {
