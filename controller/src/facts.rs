@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
-use crate::allocator::{FamilyPolicy, IpFamily, Labels, Protocol, ServiceKey, ServiceRequest};
+use crate::allocator::{
+    FamilyPolicy, IpFamily, Labels, Protocol, ServiceKey, ServiceRequest, no_labels,
+};
 use crate::service::{RequestError, parse_annotations};
 
 /// Annotation the controller writes: the pool the Service's IPs come from.
@@ -150,8 +152,11 @@ pub fn build_request(svc: &Service) -> Result<ServiceRequest, RequestError> {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
-        labels: Labels::new(svc.labels().clone()),
-        namespace_labels: Labels::default(),
+        labels: match svc.labels() {
+            l if l.is_empty() => no_labels(),
+            l => Labels::new(l.clone()),
+        },
+        namespace_labels: no_labels(),
     })
 }
 

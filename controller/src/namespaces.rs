@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch as signal;
 use tracing::{debug, warn};
 
-use crate::allocator::Labels;
+use crate::allocator::{Labels, no_labels};
 use crate::reconcile::Context;
 
 /// Labels by namespace name. Pure.
@@ -36,12 +36,19 @@ impl NamespaceLabels {
 
     /// The labels of `namespace` (empty when unknown).
     pub fn get(&self, namespace: &str) -> Labels {
-        self.by_name.get(namespace).cloned().unwrap_or_default()
+        self.by_name
+            .get(namespace)
+            .cloned()
+            .unwrap_or_else(no_labels)
     }
 
     /// Sets the labels of `namespace`; true when they differ from what was known.
     pub fn set(&mut self, namespace: &str, labels: BTreeMap<String, String>) -> bool {
-        let labels = Labels::new(labels);
+        let labels = if labels.is_empty() {
+            no_labels()
+        } else {
+            Labels::new(labels)
+        };
         if let Some(r) = self.relist.as_mut() {
             r.insert(namespace.to_string(), labels.clone());
         }

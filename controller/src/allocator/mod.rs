@@ -69,7 +69,7 @@ pub use error::{AllocError, PoolError};
 pub use pools::allocation_admits;
 pub use request::{
     Assignment, Change, FamilyPolicy, IpFamily, Labels, PoolSpec, PoolStats, Protocol,
-    ServiceAllocation, ServiceKey, ServiceRequest, TrafficPolicy,
+    ServiceAllocation, ServiceKey, ServiceRequest, TrafficPolicy, no_labels,
 };
 
 use ids::{Id, Slot, set_ips};

@@ -168,12 +168,15 @@ impl Allocator {
                 }
                 // MetalLB: the pools whose serviceAllocation admits the
                 // service first, by priority; then the pools without one.
-                pinned = self
-                    .pinned
-                    .iter()
-                    .copied()
-                    .filter(|&p| self.pools[p].admits(req))
-                    .collect();
+                pinned = if self.pinned.is_empty() {
+                    SmallVec::new()
+                } else {
+                    self.pinned
+                        .iter()
+                        .copied()
+                        .filter(|&p| self.pools[p].admits(req))
+                        .collect()
+                };
                 if pinned.is_empty() && self.auto.is_empty() {
                     return Err(if self.pinned.is_empty() {
                         AllocError::NoAutoAssignPool
@@ -184,9 +187,9 @@ impl Allocator {
                 [&pinned, &self.auto]
             }
         };
-        for cands in tries.into_iter().filter(|c| !c.is_empty()) {
-            if let Some(done) = self.pick_missing(cands, &missing, &plan, &fams, req, me) {
-                return Ok(done);
+        for cands in tries {
+            if !cands.is_empty() && self.pick_missing(cands, &missing, &mut plan, &fams, req, me) {
+                return Ok(plan);
             }
         }
         if !plan.is_empty() && req.family_policy == FamilyPolicy::PreferDualStack {
@@ -213,53 +216,58 @@ impl Allocator {
     }
 
     /// Completes `plan` (what `req` keeps) with the `missing` families from
-    /// the pools `cands`, tried in order; `None` when they cannot. Two
-    /// missing families come from one pool when a pool has both (MetalLB);
-    /// otherwise, unless dual-stack is required, one family is enough.
+    /// the pools `cands`, tried in order; false (and `plan` untouched) when
+    /// they cannot. Two missing families come from one pool when a pool has
+    /// both (MetalLB); otherwise, unless dual-stack is required, one family
+    /// is enough.
+    #[inline]
     fn pick_missing(
         &self,
         cands: &[usize],
         missing: &[IpFamily],
-        plan: &Plan,
+        plan: &mut Plan,
         fams: &[IpFamily],
         req: &ServiceRequest,
         me: Option<Id>,
-    ) -> Option<Plan> {
+    ) -> bool {
         if missing.len() == 2 {
+            // Nothing is held: `plan` is empty.
             for &p in cands {
                 if let (Some(a), Some(b)) = (
                     self.pick(p, missing[0], req, me),
                     self.pick(p, missing[1], req, me),
                 ) {
-                    return Some(SmallVec::from_buf([a, b]));
+                    plan.push(a);
+                    plan.push(b);
+                    return true;
                 }
             }
             if req.family_policy == FamilyPolicy::RequireDualStack {
-                return None;
+                return false;
             }
             for &f in missing {
                 for &p in cands {
                     if let Some(a) = self.pick(p, f, req, me) {
-                        let mut done = plan.clone();
-                        done.push(a);
-                        return Some(done);
+                        plan.push(a);
+                        return true;
                     }
                 }
             }
-            return None;
+            return false;
         }
         let f = missing[0];
         let kept_pool = plan.first().map(|k| k.1).filter(|p| cands.contains(p));
         for p in kept_pool.into_iter().chain(cands.iter().copied()) {
             if let Some(a) = self.pick(p, f, req, me) {
-                let mut done = plan.clone();
-                done.push(a);
-                // Keep the primary family first.
-                done.sort_by_key(|k| fams.iter().position(|&x| x == k.0.0));
-                return Some(done);
+                plan.push(a);
+                if plan.len() > 1 {
+                    // Keep the primary family first.
+                    plan.sort_by_key(|k| fams.iter().position(|&x| x == k.0.0));
+                }
+                return true;
             }
         }
-        None
+        false
     }
 
     /// [`Allocator::plan`] for a service that requests IPs: exactly those.

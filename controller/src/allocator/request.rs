@@ -12,6 +12,13 @@ pub use ferrolb_config::ServiceAllocation;
 /// Services; a request stays small).
 pub type Labels = std::sync::Arc<BTreeMap<String, String>>;
 
+static NO_LABELS: std::sync::LazyLock<Labels> = std::sync::LazyLock::new(Labels::default);
+
+/// Empty [`Labels`], shared: no allocation.
+pub fn no_labels() -> Labels {
+    NO_LABELS.clone()
+}
+
 #[cfg(doc)]
 use super::Allocator;
 
@@ -146,7 +153,7 @@ impl PoolSpec {
 }
 
 /// What a service asks of the allocator (built by the glue from a Service).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRequest {
     /// The service.
     pub key: ServiceKey,
@@ -177,6 +184,26 @@ pub struct ServiceRequest {
     /// The labels of the Service's namespace, matched against pools'
     /// `namespaceSelectors` (empty when the namespace is not known).
     pub namespace_labels: Labels,
+}
+
+impl Default for ServiceRequest {
+    fn default() -> Self {
+        ServiceRequest {
+            key: ServiceKey::default(),
+            families: Vec::new(),
+            family_policy: FamilyPolicy::default(),
+            requested_ips: Vec::new(),
+            pool: None,
+            sharing_key: None,
+            ports: Vec::new(),
+            traffic_policy: TrafficPolicy::default(),
+            selector: BTreeMap::new(),
+            current: Vec::new(),
+            created: None,
+            labels: no_labels(),
+            namespace_labels: no_labels(),
+        }
+    }
 }
 
 impl ServiceRequest {
