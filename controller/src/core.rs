@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::allocator::{
     Allocator, Assignment, Change, PoolSpec, PoolStats, ServiceKey, ServiceRequest,
+    allocation_admits,
 };
 use crate::facts::ServiceFacts;
 
@@ -117,6 +118,7 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
             ranges: p.ranges.iter().map(|r| (r.start, r.end)).collect(),
             auto_assign: p.auto_assign,
             avoid_buggy_ips: p.avoid_buggy_ips,
+            allocation: p.service_allocation.clone(),
         })
         .collect()
 }
@@ -140,6 +142,19 @@ fn lost_reason(cfg: &Config, ip: IpAddr) -> String {
         }
         Some(_) => format!("IP {ip} is not available to this service"),
     }
+}
+
+/// Why `req` may not keep `ip`: its pool's `serviceAllocation` does not
+/// admit the Service (any more); `None` when it does or the IP is in no pool.
+fn not_admitted(cfg: &Config, req: &ServiceRequest, ip: IpAddr) -> Option<String> {
+    let pool = cfg.pool_for(ip)?;
+    let sa = pool.service_allocation.as_ref()?;
+    (!allocation_admits(sa, &req.key.namespace, &req.namespace_labels, &req.labels)).then(|| {
+        format!(
+            "IP {ip}: address pool \"{}\" is not for this service (its serviceAllocation does not match the service's namespace or labels)",
+            pool.name
+        )
+    })
 }
 
 /// What the allocator said for one LoadBalancer Service of ours.
@@ -170,6 +185,18 @@ impl ControllerCore {
     /// The configuration in force.
     pub fn config(&self) -> Option<&Config> {
         self.gate.current()
+    }
+
+    /// Does the configuration in force select namespaces by label
+    /// (`serviceAllocation.namespaceSelectors`)?
+    pub fn uses_namespace_labels(&self) -> bool {
+        self.gate.current().is_some_and(|c| {
+            c.pools.iter().any(|p| {
+                p.service_allocation
+                    .as_ref()
+                    .is_some_and(|sa| !sa.namespace_selectors.is_empty())
+            })
+        })
     }
 
     /// The configuration gate (loaded, stale, rejection).
@@ -316,16 +343,18 @@ impl ControllerCore {
                 );
                 // Services that could not keep an IP they show (the config
                 // changed while no controller ran): say why when they move.
-                let current: HashMap<&ServiceKey, &[IpAddr]> = owned
-                    .iter()
-                    .map(|r| (&r.key, r.current.as_slice()))
-                    .collect();
+                let current: HashMap<&ServiceKey, &ServiceRequest> =
+                    owned.iter().map(|r| (&r.key, r)).collect();
                 for (key, result) in &results {
                     let held = result.as_ref().map(Assignment::addrs).unwrap_or_default();
-                    let lost: Vec<String> = current[key]
+                    let req = current[key];
+                    let lost: Vec<String> = req
+                        .current
                         .iter()
                         .filter(|ip| !held.contains(ip))
-                        .map(|&ip| lost_reason(cfg, ip))
+                        .map(|&ip| {
+                            not_admitted(cfg, req, ip).unwrap_or_else(|| lost_reason(cfg, ip))
+                        })
                         .collect();
                     if !lost.is_empty() {
                         self.pending_clear.insert(key.clone(), lost.join("; "));
@@ -409,9 +438,23 @@ impl ControllerCore {
             // rebuild asks for a full reconcile.
             return plan;
         };
-        let pending_clear = self.pending_clear.remove(key);
+        let mut pending_clear = self.pending_clear.remove(key);
         self.known.insert(key.clone());
         let before = alloc.lookup(key);
+        // MetalLB re-checks a held IP against its pool's serviceAllocation
+        // and clears it, with an Event, when the labels no longer match.
+        if pending_clear.is_none()
+            && let (Some(held), Ok(req)) = (&before, &f.request)
+        {
+            let why: Vec<String> = held
+                .addrs()
+                .into_iter()
+                .filter_map(|ip| not_admitted(cfg, req, ip))
+                .collect();
+            if !why.is_empty() {
+                pending_clear = Some(why.join("; "));
+            }
+        }
         let outcome = match (&f.request, &before) {
             // As MetalLB: a Service that holds IPs keeps them (and its route)
             // when its request becomes unusable; it is told why.
@@ -554,4 +597,37 @@ fn admit(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_config::{NodeSelector, ServiceAllocation};
+
+    #[test]
+    fn not_admitted_names_the_pool_whose_allocation_refuses() {
+        let mut cfg = Config::parse(
+            "address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/30]}\n- {name: b, protocol: bgp, addresses: [10.0.1.0/30]}\n",
+        )
+        .unwrap();
+        cfg.pools[0].service_allocation = Some(ServiceAllocation {
+            service_selectors: vec![NodeSelector {
+                match_labels: [("app".to_string(), "web".to_string())].into(),
+                match_expressions: Vec::new(),
+            }],
+            ..Default::default()
+        });
+        let mut req = ServiceRequest::new(ServiceKey::new("ns", "s"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let why = not_admitted(&cfg, &req, ip("10.0.0.1")).unwrap();
+        assert!(
+            why.contains("address pool \"a\" is not for this service"),
+            "{why}"
+        );
+        // A pool without an allocation, or an IP in no pool: no such reason.
+        assert_eq!(not_admitted(&cfg, &req, ip("10.0.1.1")), None);
+        assert_eq!(not_admitted(&cfg, &req, ip("10.9.9.9")), None);
+        std::sync::Arc::make_mut(&mut req.labels).insert("app".into(), "web".into());
+        assert_eq!(not_admitted(&cfg, &req, ip("10.0.0.1")), None);
+    }
 }

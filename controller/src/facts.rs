@@ -7,11 +7,13 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
-use crate::allocator::{FamilyPolicy, IpFamily, Protocol, ServiceKey, ServiceRequest};
+use crate::allocator::{
+    FamilyPolicy, IpFamily, Labels, Protocol, ServiceKey, ServiceRequest, no_labels,
+};
 use crate::service::{RequestError, parse_annotations};
 
 /// Annotation the controller writes: the pool the Service's IPs come from.
-pub const POOL_ANNOTATION: &str = "metallb.universe.tf/ip-allocated-from-pool";
+pub const POOL_ANNOTATION: &str = "metallb.io/ip-allocated-from-pool";
 
 /// What the controller's plan reads of one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,20 @@ pub struct ServiceFacts {
     pub pool_annotation: Option<String>,
 }
 
-/// The facts of a Service; `None` when it has no namespace or name.
+impl ServiceFacts {
+    /// The same facts with the labels of the Service's namespace (matched
+    /// against pools' `serviceAllocation.namespaceSelectors`).
+    pub fn with_namespace_labels(mut self, labels: Labels) -> Self {
+        if let Ok(req) = &mut self.request {
+            req.namespace_labels = labels;
+        }
+        self
+    }
+}
+
+/// The facts of a Service (namespace labels not filled in: see
+/// [`ServiceFacts::with_namespace_labels`]); `None` when it has no namespace
+/// or name.
 pub fn service_facts(svc: &Service) -> Option<ServiceFacts> {
     let key = ServiceKey::new(svc.metadata.namespace.clone()?, svc.metadata.name.clone()?);
     let spec = svc.spec.as_ref();
@@ -137,6 +152,11 @@ pub fn build_request(svc: &Service) -> Result<ServiceRequest, RequestError> {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
+        labels: match svc.labels() {
+            l if l.is_empty() => no_labels(),
+            l => Labels::new(l.clone()),
+        },
+        namespace_labels: no_labels(),
     })
 }
 
@@ -204,6 +224,21 @@ mod tests {
         assert_eq!(f.ingress_entries, 3);
         assert_eq!(f.shown.len(), 2);
         assert!(f.load_balancer && f.class.is_none() && f.pool_annotation.is_none());
+    }
+
+    #[test]
+    fn service_and_namespace_labels_reach_the_request() {
+        let svc = service(json!({
+            "metadata": {"namespace": "ns", "name": "web", "labels": {"app": "web"}},
+            "spec": {"type": "LoadBalancer"},
+        }));
+        let f = service_facts(&svc).unwrap();
+        let req = f.request.as_ref().unwrap();
+        assert_eq!(req.labels.get("app").map(String::as_str), Some("web"));
+        assert!(req.namespace_labels.is_empty());
+        let ns: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        let f = f.with_namespace_labels(Labels::new(ns.clone()));
+        assert_eq!(*f.request.unwrap().namespace_labels, ns);
     }
 
     #[test]

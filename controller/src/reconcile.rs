@@ -8,6 +8,7 @@
 //! an `.await`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use tracing::{debug, warn};
 
 use crate::allocator::ServiceKey;
 use crate::core::{ControllerCore, EventKind, REASON_INVALID_CONFIG, ServicePlan};
-use crate::facts::{POOL_ANNOTATION, service_facts};
+use crate::facts::{POOL_ANNOTATION, ServiceFacts, service_facts};
+use crate::namespaces::NamespaceLabels;
 
 /// `reportingController` of the Events.
 pub const REPORTING_CONTROLLER: &str = "ferrolb-controller";
@@ -52,6 +54,14 @@ pub struct Context {
     /// (waiting for the leader Lease), for `/readyz`.
     waiting: Mutex<Option<String>>,
     reconcile_all: mpsc::UnboundedSender<()>,
+    /// Namespace labels (for `serviceAllocation.namespaceSelectors`).
+    namespaces: Mutex<NamespaceLabels>,
+    /// Signalled when allocations may have changed (IPAddressPool status).
+    pool_status_dirty: Arc<tokio::sync::Notify>,
+    /// The pools in force are `IPAddressPool` custom resources.
+    pools_from_crs: AtomicBool,
+    /// Bumped by every [`Context::set_pools_from_crs`] (a configuration applied).
+    pools_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Context {
@@ -86,6 +96,10 @@ impl Context {
             ),
             waiting: Mutex::new(None),
             reconcile_all: tx,
+            namespaces: Mutex::new(NamespaceLabels::new()),
+            pool_status_dirty: Arc::new(tokio::sync::Notify::new()),
+            pools_from_crs: AtomicBool::new(false),
+            pools_generation: AtomicU64::new(0),
         };
         (ctx, rx)
     }
@@ -93,6 +107,18 @@ impl Context {
     /// The core (poisoning is ignored: the state stays usable).
     pub fn core(&self) -> MutexGuard<'_, ControllerCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The namespace label table (poisoning is ignored).
+    pub fn namespaces(&self) -> MutexGuard<'_, NamespaceLabels> {
+        self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The facts of `svc`, its namespace's labels included.
+    pub fn facts(&self, svc: &Service) -> Option<ServiceFacts> {
+        let f = service_facts(svc)?;
+        let labels = self.namespaces().get(&f.key.namespace);
+        Some(f.with_namespace_labels(labels))
     }
 
     /// The Event publisher.
@@ -103,6 +129,32 @@ impl Context {
     /// Asks the controller to reconcile every Service.
     pub fn request_reconcile_all(&self) {
         let _ = self.reconcile_all.unbounded_send(());
+        self.pool_status_dirty.notify_one();
+    }
+
+    /// Signalled whenever allocations may have changed.
+    pub fn pool_status_dirty(&self) -> Arc<tokio::sync::Notify> {
+        self.pool_status_dirty.clone()
+    }
+
+    /// Says whether the pools in force come from `IPAddressPool` custom
+    /// resources (their status is then written). To be called by whoever
+    /// offers the configuration, each time one applies: every pool's status
+    /// is then written once more (a re-created pool has an empty status).
+    pub fn set_pools_from_crs(&self, yes: bool) {
+        self.pools_from_crs.store(yes, Ordering::Relaxed);
+        self.pools_generation.fetch_add(1, Ordering::Relaxed);
+        self.pool_status_dirty.notify_one();
+    }
+
+    /// How many times [`Context::set_pools_from_crs`] was called.
+    pub fn pools_generation(&self) -> u64 {
+        self.pools_generation.load(Ordering::Relaxed)
+    }
+
+    /// Do the pools in force come from `IPAddressPool` custom resources?
+    pub fn pools_from_crs(&self) -> bool {
+        self.pools_from_crs.load(Ordering::Relaxed)
     }
 
     /// Sets (or clears) a reason not to be ready that the core does not know.
@@ -128,6 +180,7 @@ impl Context {
         if self.core().forget(key) {
             self.request_reconcile_all();
         }
+        self.pool_status_dirty.notify_one();
     }
 
     /// A configuration text arrived (`None`: missing); reports a rejection
@@ -158,10 +211,12 @@ impl Context {
 
     /// Reconciles one Service: plan, then write.
     pub async fn reconcile_service(&self, svc: &Service) -> Result<Action, Error> {
-        let facts = service_facts(svc).ok_or(Error::NoKey)?;
+        let facts = self.facts(svc).ok_or(Error::NoKey)?;
         let plan = self.core().plan(&facts);
         if plan.reconcile_all {
             self.request_reconcile_all();
+        } else if plan.ingress.is_some() {
+            self.pool_status_dirty.notify_one();
         }
         self.write(svc, &plan).await?;
         Ok(Action::await_change())

@@ -14,8 +14,8 @@ use ferrolb_ops::lease::{LeaderElector, Timing};
 use ferrolb_ops::metrics::Metrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -27,6 +27,8 @@ use crate::allocator::ServiceKey;
 use crate::core::ControllerCore;
 use crate::facts::service_facts;
 use crate::metrics;
+use crate::namespaces;
+use crate::pool_status;
 use crate::reconcile::{self, Context, REPORTING_CONTROLLER};
 
 /// Options of `ferrolb controller` (each also read from `FERROLB_<FLAG>`).
@@ -129,11 +131,33 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
         })
         .applied_objects();
 
+    // Namespace labels (serviceAllocation.namespaceSelectors), metadata only.
+    let (ns_listed_tx, ns_listed) = tokio::sync::watch::channel(false);
+    let ns_task = tokio::spawn(namespaces::watch(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        ctx.clone(),
+        ns_listed_tx,
+    ));
+
+    // IPAddressPool status, while the pools are custom resources.
+    let status_task = {
+        let c = ctx.clone();
+        tokio::spawn(pool_status::run(
+            client.clone(),
+            opts.kube.namespace.clone(),
+            ctx.clone(),
+            ctx.pool_status_dirty(),
+            Arc::new(move || c.pools_from_crs()),
+            std::time::Duration::from_secs(1),
+        ))
+    };
+
     let rebuild = tokio::spawn(initial_rebuild(
         reader.clone(),
         rebuild_listed,
         ctx.clone(),
         config_loaded,
+        ns_listed,
     ));
 
     let controller = Controller::for_stream(stream, reader)
@@ -174,6 +198,8 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
         warn!(error = %e, "releasing the leader Lease");
     }
     cm_task.abort();
+    ns_task.abort();
+    status_task.abort();
     rebuild.abort();
     info!("controller stopped");
     result
@@ -192,20 +218,27 @@ fn store_keys(reader: &Store<Service>) -> HashSet<ServiceKey> {
 ///
 /// `listed` is signalled by the Service stream after each complete list. (Not
 /// `Store::wait_until_ready`: kube-runtime 5 wakes only one of several tasks
-/// waiting on it, and the Controller already waits there.)
+/// waiting on it, and the Controller already waits there.) When the
+/// configuration selects namespaces by label, the Namespaces must have been
+/// listed too (`ns_listed`), or a held IP could be judged without them.
 async fn initial_rebuild(
     reader: Store<Service>,
     listed: Arc<Notify>,
     ctx: Arc<Context>,
     config_loaded: Arc<Notify>,
+    mut ns_listed: tokio::sync::watch::Receiver<bool>,
 ) {
     listed.notified().await;
     loop {
-        let facts: Vec<_> = reader
-            .state()
-            .iter()
-            .filter_map(|s| service_facts(s))
-            .collect();
+        let needs_ns = ctx.core().uses_namespace_labels();
+        if needs_ns && !*ns_listed.borrow() {
+            info!("waiting for the Namespaces to be listed (namespaceSelectors in use)");
+            if ns_listed.wait_for(|l| *l).await.is_err() {
+                warn!("namespace watch ended before listing");
+                return;
+            }
+        }
+        let facts: Vec<_> = reader.state().iter().filter_map(|s| ctx.facts(s)).collect();
         let done = {
             let mut core = ctx.core();
             let done = core.rebuild(&facts);

@@ -20,18 +20,6 @@ pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
 /// A Service whose annotations or `spec.loadBalancerIP` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// The same annotation under both prefixes, with different values.
-    #[error(
-        "annotations metallb.universe.tf/{name} ({universe:?}) and metallb.io/{name} ({io:?}) disagree"
-    )]
-    PrefixConflict {
-        /// Annotation suffix, e.g. `address-pool`.
-        name: &'static str,
-        /// Value under `metallb.universe.tf/`.
-        universe: String,
-        /// Value under `metallb.io/`.
-        io: String,
-    },
     /// Not an IP address.
     #[error("{field}: {value:?} is not a valid IP address")]
     InvalidIp {
@@ -67,34 +55,19 @@ pub enum RequestError {
 /// What [`parse_annotations`] returns: `(requested IPs, address pool, sharing key)`.
 pub type Parsed = (Vec<IpAddr>, Option<String>, Option<String>);
 
-/// Reads one annotation under both prefixes; empty values count as absent.
-/// Returns the annotation's full name (for messages) and its trimmed value.
-fn read(
-    annotations: &BTreeMap<String, String>,
-    name: &'static str,
-) -> Result<Option<(String, String)>, RequestError> {
-    let get = |prefix: &str| {
-        let key = format!("{prefix}{name}");
-        let v = annotations
-            .get(&key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty());
-        v.map(|v| (key, v))
+/// Reads one annotation as MetalLB v0.13+ does: `metallb.io/<name>` when
+/// that key is present (even empty, which then means absent), else
+/// `metallb.universe.tf/<name>`. Returns the annotation's full name (for
+/// messages) and its trimmed value, `None` when absent or empty.
+fn read(annotations: &BTreeMap<String, String>, name: &'static str) -> Option<(String, String)> {
+    let io = format!("{PREFIX_IO}{name}");
+    let key = if annotations.contains_key(&io) {
+        io
+    } else {
+        format!("{PREFIX_UNIVERSE}{name}")
     };
-    match (get(PREFIX_UNIVERSE), get(PREFIX_IO)) {
-        (Some((k, u)), Some((_, i))) => {
-            if u == i {
-                Ok(Some((k, u)))
-            } else {
-                Err(RequestError::PrefixConflict {
-                    name,
-                    universe: u,
-                    io: i,
-                })
-            }
-        }
-        (a, b) => Ok(a.or(b)),
-    }
+    let value = annotations.get(&key)?.trim();
+    (!value.is_empty()).then(|| (key, value.to_string()))
 }
 
 fn parse_ip(field: &str, s: &str) -> Result<IpAddr, RequestError> {
@@ -105,8 +78,8 @@ fn parse_ip(field: &str, s: &str) -> Result<IpAddr, RequestError> {
 }
 
 /// Reads `address-pool`, `allow-shared-ip` and `loadBalancerIPs` (under
-/// `metallb.universe.tf/` or `metallb.io/`; both present and different is an
-/// error) and `spec.loadBalancerIP`. Returns `(requested IPs, pool, sharing key)`.
+/// `metallb.io/`, which wins when both prefixes are set, or
+/// `metallb.universe.tf/`) and `spec.loadBalancerIP`. Returns `(requested IPs, pool, sharing key)`.
 ///
 /// `spec.loadBalancerIP` may be given with the annotation only if it is one of
 /// the annotated IPs; the annotation's list then wins.
@@ -114,10 +87,10 @@ pub fn parse_annotations(
     annotations: &BTreeMap<String, String>,
     load_balancer_ip: Option<&str>,
 ) -> Result<Parsed, RequestError> {
-    let pool = read(annotations, ADDRESS_POOL)?.map(|(_, v)| v);
-    let sharing = read(annotations, ALLOW_SHARED_IP)?.map(|(_, v)| v);
+    let pool = read(annotations, ADDRESS_POOL).map(|(_, v)| v);
+    let sharing = read(annotations, ALLOW_SHARED_IP).map(|(_, v)| v);
     let mut ips: Vec<IpAddr> = Vec::new();
-    let annotated = read(annotations, LOAD_BALANCER_IPS)?;
+    let annotated = read(annotations, LOAD_BALANCER_IPS);
     if let Some((field, value)) = &annotated {
         for part in value.split(',') {
             let ip = parse_ip(field, part)?;

@@ -42,6 +42,7 @@ fn pool(name: &str, addrs: &[&str]) -> PoolSpec {
         ranges,
         auto_assign: true,
         avoid_buggy_ips: false,
+        allocation: None,
     }
 }
 
@@ -1151,9 +1152,19 @@ fn annotations() {
                 ("metallb.universe.tf/address-pool", "b"),
             ],
             None,
-            Err(
-                "annotations metallb.universe.tf/address-pool (\"b\") and metallb.io/address-pool (\"a\") disagree",
-            ),
+            // MetalLB v0.16 (valueForAnnotation, SharingKey): metallb.io wins.
+            Ok(ok(&[], Some("a"), None)),
+        ),
+        (
+            &[
+                ("metallb.io/allow-shared-ip", "new"),
+                ("metallb.universe.tf/allow-shared-ip", "old"),
+                ("metallb.io/address-pool", ""),
+                ("metallb.universe.tf/address-pool", "b"),
+            ],
+            None,
+            // Present but empty under metallb.io: absent, the old one ignored.
+            Ok(ok(&[], None, Some("new"))),
         ),
         (
             &[(
@@ -1195,10 +1206,10 @@ fn annotations() {
         (
             &[
                 ("metallb.io/loadBalancerIPs", "10.0.0.1"),
-                ("metallb.universe.tf/loadBalancerIPs", "10.0.0.2"),
+                ("metallb.universe.tf/loadBalancerIPs", "10.0.0.2,10.0.0.3"),
             ],
             None,
-            Err("disagree"),
+            Ok(ok(&["10.0.0.1"], None, None)),
         ),
     ];
     for (i, (a, lb, want)) in cases.into_iter().enumerate() {

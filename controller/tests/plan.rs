@@ -64,11 +64,11 @@ fn written(svc: &Service, plan: &ServicePlan) -> Service {
             *ann = json!({});
         }
         match pool {
-            Some(p) => ann["metallb.universe.tf/ip-allocated-from-pool"] = json!(p),
+            Some(p) => ann["metallb.io/ip-allocated-from-pool"] = json!(p),
             None => {
                 ann.as_object_mut()
                     .unwrap()
-                    .remove("metallb.universe.tf/ip-allocated-from-pool");
+                    .remove("metallb.io/ip-allocated-from-pool");
             }
         }
     }
@@ -177,7 +177,7 @@ fn an_invalid_request_keeps_the_ip_it_holds_and_says_why_once() {
     };
     let typo = holding(json!({
         "metallb.universe.tf/loadBalancerIPs": "10.0.0.x",
-        "metallb.universe.tf/ip-allocated-from-pool": "a",
+        "metallb.io/ip-allocated-from-pool": "a",
     }));
     let (plan, typo) = step(&mut core, &typo);
     assert!(
@@ -204,7 +204,7 @@ fn an_invalid_request_keeps_the_ip_it_holds_and_says_why_once() {
     // An unknown pool on the same Service: kept too.
     let unknown = holding(json!({
         "metallb.universe.tf/address-pool": "nope",
-        "metallb.universe.tf/ip-allocated-from-pool": "a",
+        "metallb.io/ip-allocated-from-pool": "a",
     }));
     let (plan, _) = step(&mut core, &unknown);
     assert!(plan.ingress.is_none());
@@ -389,4 +389,48 @@ fn an_invalid_config_is_reported_once_and_a_missing_one_keeps_the_last_good() {
     assert!(out.report.unwrap().contains("configuration not found"));
     assert_eq!(core.config().unwrap().pools.len(), 2, "last good kept");
     assert_eq!(core.config_rejections, 2);
+}
+
+#[test]
+fn old_pool_annotation_is_left_alone_and_moves_nothing() {
+    // A Service as MetalLB v0.12 (or an earlier ferrolb) left it: an IP and
+    // metallb.universe.tf/ip-allocated-from-pool. Current MetalLB writes
+    // metallb.io/ip-allocated-from-pool and never touches the old key.
+    let old = lb(
+        "web",
+        json!({
+            "metadata": {"annotations": {"metallb.universe.tf/ip-allocated-from-pool": "a"}},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}]}},
+        }),
+    );
+    let mut core = ControllerCore::new(None);
+    core.offer_config(Some(TWO));
+    assert!(core.rebuild(&[facts(&old)]));
+    let (plan, after) = step(&mut core, &old);
+    // The IP stays, the new annotation is written, nothing else.
+    assert_eq!(plan.ingress, None);
+    assert_eq!(plan.pool_annotation, Some(Some("a".to_string())));
+    assert!(plan.events.is_empty(), "{plan:?}");
+    let ann = after.metadata.annotations.clone().unwrap();
+    assert_eq!(ann["metallb.universe.tf/ip-allocated-from-pool"], "a");
+    assert_eq!(ann["metallb.io/ip-allocated-from-pool"], "a");
+    assert!(step(&mut core, &after).0.is_empty());
+
+    // Restart with both annotations present: nothing moves, nothing to write.
+    let mut again = ControllerCore::new(None);
+    again.offer_config(Some(TWO));
+    assert!(again.rebuild(&[facts(&after)]));
+    assert!(step(&mut again, &after).0.is_empty());
+
+    // A Service that stops being a LoadBalancer loses the annotation we
+    // write; the old one is not ours to remove (MetalLB leaves it too).
+    let mut v = serde_json::to_value(&after).unwrap();
+    v["spec"]["type"] = json!("ClusterIP");
+    let plain: Service = serde_json::from_value(v).unwrap();
+    let (plan, after) = step(&mut again, &plain);
+    assert_eq!(plan.pool_annotation, Some(None));
+    assert_eq!(plan.ingress, Some(Vec::new()));
+    let ann = after.metadata.annotations.unwrap();
+    assert!(!ann.contains_key("metallb.io/ip-allocated-from-pool"));
+    assert_eq!(ann["metallb.universe.tf/ip-allocated-from-pool"], "a");
 }

@@ -24,7 +24,7 @@ type MockHandle = Handle<Request<Body>, Response<Body>>;
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
 
 /// MetalLB's annotation naming the pool a Service's IP came from.
-const POOL: &str = "metallb.universe.tf/ip-allocated-from-pool";
+const POOL: &str = "metallb.io/ip-allocated-from-pool";
 
 const CONFIG: &str = "address-pools:\n\
 - name: a\n  protocol: bgp\n  addresses: [10.20.0.1/32]\n";

@@ -47,6 +47,20 @@ pub enum AllocError {
         "no address pool allows automatic assignment (auto-assign: false); request an IP or name a pool"
     )]
     NoAutoAssignPool,
+    /// Every auto-assign pool has a `serviceAllocation` and none admits the service.
+    #[error(
+        "no auto-assign address pool is for this service (each has a serviceAllocation that does not match it)"
+    )]
+    NoPoolForService,
+    /// The annotated pool, or the pool of a requested or held IP, has a
+    /// `serviceAllocation` that does not admit the service.
+    #[error(
+        "address pool \"{pool}\" is not for this service (its serviceAllocation does not match the service's namespace or labels)"
+    )]
+    PoolNotForService {
+        /// The pool.
+        pool: String,
+    },
     /// The `address-pool` annotation names no pool.
     #[error("unknown address pool \"{pool}\"")]
     UnknownPool {

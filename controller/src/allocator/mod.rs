@@ -26,6 +26,13 @@
 //! IPv4 addresses whose last octet is 0 or 255, and an IP is shared only by
 //! services with the same `allow-shared-ip` key, disjoint ports and compatible
 //! traffic policies (all `Cluster`, or all `Local` with the same selector).
+//! Pools with a `serviceAllocation` (custom resources, MetalLB v0.13+) are
+//! for the Services it admits only (namespace names or labels, Service
+//! labels; [`allocation_admits`]): the auto-assign ones that admit a Service
+//! are tried first, lower priority first (unset after set, ties by name),
+//! then the auto-assign pools without one; the annotation, requested IPs and
+//! held IPs must be in a pool that admits the Service (MetalLB re-checks a
+//! held IP, so a label change can move it).
 //! Families come from the service (those of its cluster IPs), never from its
 //! `ipFamilyPolicy`: one listed family means one address whatever the policy;
 //! with two listed, SingleStack takes the first, PreferDualStack what the
@@ -59,9 +66,10 @@ use hashbrown::{DefaultHashBuilder, HashMap as FastMap, HashTable};
 use smallvec::SmallVec;
 
 pub use error::{AllocError, PoolError};
+pub use pools::allocation_admits;
 pub use request::{
-    Assignment, Change, FamilyPolicy, IpFamily, PoolSpec, PoolStats, Protocol, ServiceKey,
-    ServiceRequest, TrafficPolicy,
+    Assignment, Change, FamilyPolicy, IpFamily, Labels, PoolSpec, PoolStats, Protocol,
+    ServiceAllocation, ServiceKey, ServiceRequest, TrafficPolicy, no_labels,
 };
 
 use ids::{Id, Slot, set_ips};
@@ -77,8 +85,10 @@ pub struct Allocator {
     /// Range start -> (range end, pool, range index in pool).
     index: BTreeMap<Addr, (u128, usize, usize)>,
     by_name: HashMap<String, usize>,
-    /// Auto-assign pools, in order.
+    /// Auto-assign pools without a `serviceAllocation`, in order.
     auto: Vec<usize>,
+    /// Auto-assign pools with a `serviceAllocation`, in priority order.
+    pinned: Vec<usize>,
     ips: FastMap<Packed, IpUse>,
     /// Services by [`Id`]; `None` slots are listed in `free_ids`.
     slots: Vec<Option<Slot>>,
@@ -93,12 +103,19 @@ pub struct Allocator {
 impl Allocator {
     /// An allocator over `pools` (in configuration order), holding nothing.
     pub fn new(pools: Vec<PoolSpec>) -> Result<Self, PoolError> {
-        let (pools, index, by_name, auto) = build_pools(pools)?;
+        let pools::Built {
+            pools,
+            index,
+            by_name,
+            auto,
+            pinned,
+        } = build_pools(pools)?;
         Ok(Allocator {
             pools,
             index,
             by_name,
             auto,
+            pinned,
             ips: FastMap::default(),
             slots: Vec::new(),
             free_ids: Vec::new(),
@@ -156,13 +173,20 @@ impl Allocator {
         &mut self,
         pools: Vec<PoolSpec>,
     ) -> Result<Vec<(ServiceKey, Change)>, PoolError> {
-        let (pools, index, by_name, auto) = build_pools(pools)?;
+        let pools::Built {
+            pools,
+            index,
+            by_name,
+            auto,
+            pinned,
+        } = build_pools(pools)?;
         let old_pool_of: FastMap<Packed, u32> =
             self.ips.iter().map(|(a, u)| (*a, u.pool)).collect();
         let old_pools = std::mem::replace(&mut self.pools, pools);
         self.index = index;
         self.by_name = by_name;
         self.auto = auto;
+        self.pinned = pinned;
         self.ips.clear();
         self.by_sharing_key.clear();
         let mut order: Vec<Id> = (0..self.slots.len() as Id)

@@ -73,6 +73,11 @@ impl Allocator {
         if req.pool.as_ref().is_some_and(|n| *n != self.pools[p].name) {
             return None;
         }
+        // As MetalLB re-checks a held IP: a pool whose serviceAllocation no
+        // longer admits the service (labels changed) takes it back.
+        if !self.pools[p].admits(req) {
+            return None;
+        }
         self.check_share(addr, req, me).ok()?;
         Some((addr, p, r))
     }
@@ -143,76 +148,126 @@ impl Allocator {
         if missing.is_empty() {
             return Ok(plan);
         }
+        let require = req.family_policy == FamilyPolicy::RequireDualStack;
         let named;
-        let cands: &[usize] = match &req.pool {
+        let pinned: SmallVec<[usize; 4]>;
+        let tries: [&[usize]; 2] = match &req.pool {
             Some(name) => {
                 named = *self
                     .by_name
                     .get(name)
                     .ok_or_else(|| AllocError::UnknownPool { pool: name.clone() })?;
-                std::slice::from_ref(&named)
+                if !self.pools[named].admits(req) {
+                    return Err(AllocError::PoolNotForService { pool: name.clone() });
+                }
+                [std::slice::from_ref(&named), &[]]
             }
             None => {
                 if self.pools.is_empty() {
                     return Err(AllocError::NoPools);
                 }
-                if self.auto.is_empty() {
-                    return Err(AllocError::NoAutoAssignPool);
+                // MetalLB: the pools whose serviceAllocation admits the
+                // service first, by priority; then the pools without one.
+                pinned = if self.pinned.is_empty() {
+                    SmallVec::new()
+                } else {
+                    self.pinned
+                        .iter()
+                        .copied()
+                        .filter(|&p| self.pools[p].admits(req))
+                        .collect()
+                };
+                if pinned.is_empty() && self.auto.is_empty() {
+                    return Err(if self.pinned.is_empty() {
+                        AllocError::NoAutoAssignPool
+                    } else {
+                        AllocError::NoPoolForService
+                    });
                 }
-                &self.auto
+                [&pinned, &self.auto]
             }
         };
-        let require = req.family_policy == FamilyPolicy::RequireDualStack;
-        if missing.len() == 2 {
-            // Both families from one pool, MetalLB-like.
-            for &p in cands {
-                if let (Some(a), Some(b)) = (
-                    self.pick(p, missing[0], req, me),
-                    self.pick(p, missing[1], req, me),
-                ) {
-                    return Ok(SmallVec::from_buf([a, b]));
-                }
-            }
-            if require {
-                let reason = if cands.iter().any(|&p| {
-                    self.pools[p].has_family(IpFamily::V4) && self.pools[p].has_family(IpFamily::V6)
-                }) {
-                    "no address pool has both a free IPv4 and a free IPv6 address".to_string()
-                } else {
-                    format!("no {} has both IPv4 and IPv6 addresses", pools_phrase(req))
-                };
-                return Err(AllocError::DualStackImpossible { reason });
-            }
-            for &f in &missing {
-                for &p in cands {
-                    if let Some(a) = self.pick(p, f, req, me) {
-                        plan.push(a);
-                        return Ok(plan);
-                    }
-                }
-            }
-            return Err(self.exhausted(cands, missing[0], req));
-        }
-        let f = missing[0];
-        let kept_pool = plan.first().map(|k| k.1).filter(|p| cands.contains(p));
-        for p in kept_pool.into_iter().chain(cands.iter().copied()) {
-            if let Some(a) = self.pick(p, f, req, me) {
-                plan.push(a);
-                // Keep the primary family first.
-                plan.sort_by_key(|k| fams.iter().position(|&x| x == k.0.0));
+        for cands in tries {
+            if !cands.is_empty() && self.pick_missing(cands, &missing, &mut plan, &fams, req, me) {
                 return Ok(plan);
             }
         }
         if !plan.is_empty() && req.family_policy == FamilyPolicy::PreferDualStack {
             return Ok(plan);
         }
-        let e = self.exhausted(cands, f, req);
+        let all: SmallVec<[usize; 8]> = tries.iter().flat_map(|c| c.iter().copied()).collect();
+        if missing.len() == 2 && require {
+            let reason = if all.iter().any(|&p| {
+                self.pools[p].has_family(IpFamily::V4) && self.pools[p].has_family(IpFamily::V6)
+            }) {
+                "no address pool has both a free IPv4 and a free IPv6 address".to_string()
+            } else {
+                format!("no {} has both IPv4 and IPv6 addresses", pools_phrase(req))
+            };
+            return Err(AllocError::DualStackImpossible { reason });
+        }
+        let e = self.exhausted(&all, missing[0], req);
         if require {
             return Err(AllocError::DualStackImpossible {
                 reason: e.to_string(),
             });
         }
         Err(e)
+    }
+
+    /// Completes `plan` (what `req` keeps) with the `missing` families from
+    /// the pools `cands`, tried in order; false (and `plan` untouched) when
+    /// they cannot. Two missing families come from one pool when a pool has
+    /// both (MetalLB); otherwise, unless dual-stack is required, one family
+    /// is enough.
+    #[inline]
+    fn pick_missing(
+        &self,
+        cands: &[usize],
+        missing: &[IpFamily],
+        plan: &mut Plan,
+        fams: &[IpFamily],
+        req: &ServiceRequest,
+        me: Option<Id>,
+    ) -> bool {
+        if missing.len() == 2 {
+            // Nothing is held: `plan` is empty.
+            for &p in cands {
+                if let (Some(a), Some(b)) = (
+                    self.pick(p, missing[0], req, me),
+                    self.pick(p, missing[1], req, me),
+                ) {
+                    plan.push(a);
+                    plan.push(b);
+                    return true;
+                }
+            }
+            if req.family_policy == FamilyPolicy::RequireDualStack {
+                return false;
+            }
+            for &f in missing {
+                for &p in cands {
+                    if let Some(a) = self.pick(p, f, req, me) {
+                        plan.push(a);
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
+        let f = missing[0];
+        let kept_pool = plan.first().map(|k| k.1).filter(|p| cands.contains(p));
+        for p in kept_pool.into_iter().chain(cands.iter().copied()) {
+            if let Some(a) = self.pick(p, f, req, me) {
+                plan.push(a);
+                if plan.len() > 1 {
+                    // Keep the primary family first.
+                    plan.sort_by_key(|k| fams.iter().position(|&x| x == k.0.0));
+                }
+                return true;
+            }
+        }
+        false
     }
 
     /// [`Allocator::plan`] for a service that requests IPs: exactly those.
@@ -257,6 +312,11 @@ impl Allocator {
                     ip,
                     pool: name.clone(),
                     actual: pool.name.clone(),
+                });
+            }
+            if !pool.admits(req) {
+                return Err(AllocError::PoolNotForService {
+                    pool: pool.name.clone(),
                 });
             }
             if pool.ranges[r].skippable(addr.1) {

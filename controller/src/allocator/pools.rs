@@ -1,12 +1,14 @@
-//! The pool table: validating a pool list (names, ranges, overlaps) and
-//! finding the pool and range an address belongs to.
+//! The pool table: validating a pool list (names, ranges, overlaps),
+//! finding the pool and range an address belongs to, and which pools a
+//! Service may get addresses from (`serviceAllocation`).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use super::Allocator;
 use super::error::PoolError;
 use super::ranges::{Addr, Range, to_addr, to_ip};
-use super::request::{IpFamily, PoolSpec};
+use super::request::{IpFamily, PoolSpec, ServiceAllocation, ServiceRequest};
 
 /// A configured pool: its ranges in configuration order and how many of its
 /// addresses are in use.
@@ -16,22 +18,78 @@ pub(super) struct Pool {
     pub(super) auto_assign: bool,
     pub(super) ranges: Vec<Range>,
     pub(super) in_use: u128,
+    /// `serviceAllocation`: which Services may get its addresses.
+    pub(super) allocation: Option<Box<ServiceAllocation>>,
 }
 
 impl Pool {
     pub(super) fn has_family(&self, f: IpFamily) -> bool {
         self.ranges.iter().any(|r| r.fam == f)
     }
+
+    /// May `req` get addresses from this pool (its `serviceAllocation`)?
+    pub(super) fn admits(&self, req: &ServiceRequest) -> bool {
+        self.allocation.as_deref().is_none_or(|sa| {
+            allocation_admits(sa, &req.key.namespace, &req.namespace_labels, &req.labels)
+        })
+    }
 }
 
-/// What [`build_pools`] returns: the pools, the range index (range start ->
-/// range end, pool, range index in pool), pool names, auto-assign pools.
-pub(super) type Built = (
-    Vec<Pool>,
-    BTreeMap<Addr, (u128, usize, usize)>,
-    HashMap<String, usize>,
-    Vec<usize>,
-);
+/// Does a pool's `serviceAllocation` let a Service in `namespace` (labelled
+/// `namespace_labels`) with `service_labels` take its addresses? As MetalLB
+/// decides it: the namespace must be listed in `namespaces` or match one of
+/// `namespaceSelectors` (either list set; both unset: any namespace), and the
+/// Service's labels must match one of `serviceSelectors` (when set). An
+/// allocation with none of the three admits every Service.
+///
+/// One deliberate difference: MetalLB resolves `namespaceSelectors` into a
+/// list of namespace names, and when that list comes out empty it stops
+/// checking the namespace at all (so a requested IP or the annotation, or a
+/// `serviceSelectors` match, lets a Service of any namespace in). Here a
+/// namespace criterion that no namespace meets admits no namespace.
+pub fn allocation_admits(
+    sa: &ServiceAllocation,
+    namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+    service_labels: &BTreeMap<String, String>,
+) -> bool {
+    let ns_ok = (sa.namespaces.is_empty() && sa.namespace_selectors.is_empty())
+        || sa.namespaces.iter().any(|n| n == namespace)
+        || sa
+            .namespace_selectors
+            .iter()
+            .any(|s| s.matches(namespace_labels));
+    ns_ok
+        && (sa.service_selectors.is_empty()
+            || sa
+                .service_selectors
+                .iter()
+                .any(|s| s.matches(service_labels)))
+}
+
+/// The order in which pools with a `serviceAllocation` are tried: set
+/// priorities (> 0) first, lower first; then unset ones (0, or negative,
+/// which MetalLB's ordering does not handle consistently); ties by name
+/// (MetalLB leaves them to an unstable sort).
+fn by_priority(a: &Pool, b: &Pool) -> Ordering {
+    let key = |p: &Pool| {
+        let prio = p.allocation.as_ref().map_or(0, |sa| sa.priority);
+        (prio <= 0, prio.max(0))
+    };
+    key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+}
+
+/// What [`build_pools`] returns.
+pub(super) struct Built {
+    pub(super) pools: Vec<Pool>,
+    /// Range start -> (range end, pool, range index in pool).
+    pub(super) index: BTreeMap<Addr, (u128, usize, usize)>,
+    pub(super) by_name: HashMap<String, usize>,
+    /// Auto-assign pools without a `serviceAllocation`, in configuration order.
+    pub(super) auto: Vec<usize>,
+    /// Auto-assign pools with a `serviceAllocation`, in the order they are tried.
+    pub(super) pinned: Vec<usize>,
+}
 
 /// Validates `specs` (names, ranges, overlaps) and builds the pool table.
 pub(super) fn build_pools(specs: Vec<PoolSpec>) -> Result<Built, PoolError> {
@@ -64,6 +122,7 @@ pub(super) fn build_pools(specs: Vec<PoolSpec>) -> Result<Built, PoolError> {
             auto_assign: spec.auto_assign,
             ranges,
             in_use: 0,
+            allocation: spec.allocation.map(Box::new),
         });
     }
     // Overlaps: in start order, each range must begin after the previous one ends.
@@ -99,8 +158,20 @@ pub(super) fn build_pools(specs: Vec<PoolSpec>) -> Result<Built, PoolError> {
             }
         }
     }
-    let auto = (0..pools.len()).filter(|&p| pools[p].auto_assign).collect();
-    Ok((pools, index, by_name, auto))
+    let auto = (0..pools.len())
+        .filter(|&p| pools[p].auto_assign && pools[p].allocation.is_none())
+        .collect();
+    let mut pinned: Vec<usize> = (0..pools.len())
+        .filter(|&p| pools[p].auto_assign && pools[p].allocation.is_some())
+        .collect();
+    pinned.sort_by(|&a, &b| by_priority(&pools[a], &pools[b]));
+    Ok(Built {
+        pools,
+        index,
+        by_name,
+        auto,
+        pinned,
+    })
 }
 
 impl Allocator {

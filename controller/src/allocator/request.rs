@@ -6,6 +6,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use ferrolb_config::ServiceAllocation;
+
+/// Labels of an object, shared (one namespace's labels serve all its
+/// Services; a request stays small).
+pub type Labels = std::sync::Arc<BTreeMap<String, String>>;
+
+static NO_LABELS: std::sync::LazyLock<Labels> = std::sync::LazyLock::new(Labels::default);
+
+/// Empty [`Labels`], shared: no allocation.
+pub fn no_labels() -> Labels {
+    NO_LABELS.clone()
+}
+
 #[cfg(doc)]
 use super::Allocator;
 
@@ -121,10 +134,26 @@ pub struct PoolSpec {
     pub auto_assign: bool,
     /// Skip IPv4 addresses whose last octet is 0 or 255.
     pub avoid_buggy_ips: bool,
+    /// `spec.serviceAllocation` of an `IPAddressPool`: which Services the pool
+    /// is for, and its priority among such pools. `None`: any Service.
+    pub allocation: Option<ServiceAllocation>,
+}
+
+impl PoolSpec {
+    /// An auto-assign pool over `ranges`, buggy IPs allowed, for any Service.
+    pub fn new(name: impl Into<String>, ranges: Vec<(IpAddr, IpAddr)>) -> Self {
+        PoolSpec {
+            name: name.into(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        }
+    }
 }
 
 /// What a service asks of the allocator (built by the glue from a Service).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRequest {
     /// The service.
     pub key: ServiceKey,
@@ -150,6 +179,31 @@ pub struct ServiceRequest {
     pub current: Vec<IpAddr>,
     /// Creation time (any monotonic unit, e.g. Unix seconds); orders [`Allocator::rebuild`].
     pub created: Option<i64>,
+    /// `metadata.labels`, matched against pools' `serviceSelectors`.
+    pub labels: Labels,
+    /// The labels of the Service's namespace, matched against pools'
+    /// `namespaceSelectors` (empty when the namespace is not known).
+    pub namespace_labels: Labels,
+}
+
+impl Default for ServiceRequest {
+    fn default() -> Self {
+        ServiceRequest {
+            key: ServiceKey::default(),
+            families: Vec::new(),
+            family_policy: FamilyPolicy::default(),
+            requested_ips: Vec::new(),
+            pool: None,
+            sharing_key: None,
+            ports: Vec::new(),
+            traffic_policy: TrafficPolicy::default(),
+            selector: BTreeMap::new(),
+            current: Vec::new(),
+            created: None,
+            labels: no_labels(),
+            namespace_labels: no_labels(),
+        }
+    }
 }
 
 impl ServiceRequest {
