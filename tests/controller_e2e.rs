@@ -1120,7 +1120,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         if ingress(&s).is_empty()
             && !s
                 .annotations()
-                .contains_key("metallb.universe.tf/ip-allocated-from-pool")
+                .contains_key("metallb.io/ip-allocated-from-pool")
         {
             break;
         }

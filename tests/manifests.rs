@@ -748,7 +748,7 @@ fn apply_and_check(http: &Http) -> Result<()> {
         "metadata": {"name": "someone-else"}, "spec": {}});
     let status_patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}]}}});
     let ann_patch = json!({"metadata": {"annotations": {
-        "metallb.universe.tf/ip-allocated-from-pool": "default"}}});
+        "metallb.io/ip-allocated-from-pool": "default"}}});
 
     let pool_status = json!({"status": {"assignedIPv4": 1, "assignedIPv6": 0,
         "availableIPv4": 255, "availableIPv6": 0}});

@@ -259,19 +259,23 @@ pub struct ServiceAllocation {
 
 impl ServiceAllocation {
     /// Is the pool for a Service in `namespace` (with `namespace_labels`) with
-    /// `service_labels`? Every non-empty criterion must hold (MetalLB).
+    /// `service_labels`? As MetalLB: the namespace must be listed in
+    /// `namespaces` or selected by one of `namespace_selectors` (the two are
+    /// alternatives; no check when both are empty), and the Service must match
+    /// one of `service_selectors` (when any). Unlike MetalLB, selectors that
+    /// match no namespace admit none (MetalLB then stops checking namespaces).
     pub fn matches(
         &self,
         namespace: &str,
         namespace_labels: &BTreeMap<String, String>,
         service_labels: &BTreeMap<String, String>,
     ) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && (self.namespace_selectors.is_empty()
-                || self
-                    .namespace_selectors
-                    .iter()
-                    .any(|s| s.matches(namespace_labels)))
+        ((self.namespaces.is_empty() && self.namespace_selectors.is_empty())
+            || self.namespaces.iter().any(|n| n == namespace)
+            || self
+                .namespace_selectors
+                .iter()
+                .any(|s| s.matches(namespace_labels)))
             && (self.service_selectors.is_empty()
                 || self
                     .service_selectors

@@ -53,18 +53,7 @@ pub fn allocation_admits(
     namespace_labels: &BTreeMap<String, String>,
     service_labels: &BTreeMap<String, String>,
 ) -> bool {
-    let ns_ok = (sa.namespaces.is_empty() && sa.namespace_selectors.is_empty())
-        || sa.namespaces.iter().any(|n| n == namespace)
-        || sa
-            .namespace_selectors
-            .iter()
-            .any(|s| s.matches(namespace_labels));
-    ns_ok
-        && (sa.service_selectors.is_empty()
-            || sa
-                .service_selectors
-                .iter()
-                .any(|s| s.matches(service_labels)))
+    sa.matches(namespace, namespace_labels, service_labels)
 }
 
 /// The order in which pools with a `serviceAllocation` are tried: set
