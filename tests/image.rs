@@ -238,6 +238,67 @@ impl Drop for Runc {
     }
 }
 
+/// `kubectl kustomize DIR`: the image of every container rendered.
+fn kustomize_images(dir: &Path) -> Result<Vec<String>> {
+    let out = run(Command::new("kubectl").arg("kustomize").arg(dir))?;
+    let mut images = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(&out) {
+        let v: Value = serde::Deserialize::deserialize(d)?;
+        if let Some(cs) = v["spec"]["template"]["spec"]["containers"].as_array() {
+            images.extend(
+                cs.iter()
+                    .filter_map(|c| Some(c["image"].as_str()?.to_string())),
+            );
+        }
+    }
+    Ok(images)
+}
+
+/// `manifests/kustomization.yaml` as written renders the image `scripts/image` names
+/// (and so `speaker.yaml`); with `newName` set as its comment says, both workloads get
+/// the registry's name and the tag.
+#[test]
+fn kustomization_keeps_the_image_name_and_renames_it_when_edited() -> Result<()> {
+    if ferrolb_testlab::which("kubectl").is_none() {
+        let why = "kubectl not found (run scripts/install-test-deps as root)";
+        if in_ci() {
+            panic!("FAIL kustomization: {why}");
+        }
+        eprintln!("SKIP kustomization: {why}");
+        return Ok(());
+    }
+    let image = manifest_image()?;
+    let as_written = kustomize_images(&repo().join("manifests"))?;
+    assert_eq!(as_written, vec![image.clone(), image.clone()]);
+
+    let dir = TestDir::new("kustomization")?;
+    let k = std::fs::read_to_string(repo().join("manifests/kustomization.yaml"))?;
+    let edited: String = k
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("newName:") {
+                "  newName: registry.example.com/ferrolb".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    ensure!(
+        edited != k.trim_end(),
+        "no newName line in kustomization.yaml"
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), edited)?;
+    std::fs::copy(
+        repo().join("manifests/speaker.yaml"),
+        dir.path().join("speaker.yaml"),
+    )?;
+    let tag = image.rsplit(':').next().unwrap_or_default();
+    let want = format!("registry.example.com/ferrolb:{tag}");
+    assert_eq!(kustomize_images(dir.path())?, vec![want.clone(), want]);
+    Ok(())
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
