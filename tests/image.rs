@@ -17,6 +17,9 @@
 //!   output and temp dirs, same release binary) is byte-identical, and a third with another
 //!   epoch is not.
 //!
+//! - `manifests/kustomization.yaml` renders (`kubectl kustomize`) with that image name,
+//!   and with the registry's name once `newName` is edited (a second, quick test).
+//!
 //! The release build (fat LTO, minutes) happens in the first `scripts/image` run, once.
 //! Skips with `SKIP image: <reason>` when not root, when a tool is missing or when runc
 //! cannot start a container here; fails instead under CI (`CI=true`).
