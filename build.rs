@@ -6,17 +6,29 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FERROLB_GIT_COMMIT");
-    let git_dir = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let git = |arg: &str| {
+        Command::new("git")
+            .args(["rev-parse", arg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let git_dir = git("--git-dir");
     if let Some(dir) = &git_dir {
-        // A new commit or checkout changes HEAD or the ref it points at.
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+        // A new commit or checkout changes HEAD or the ref it points at. In a
+        // worktree the refs live in the common dir. Only existing paths are
+        // named: cargo reruns a script whose watched path is missing every time.
+        let common = git("--git-common-dir").unwrap_or_else(|| dir.clone());
+        for path in [
+            format!("{dir}/HEAD"),
+            format!("{common}/refs/heads"),
+            format!("{common}/packed-refs"),
+        ] {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
     }
     let from_git = git_dir.and_then(|_| {
         let out = Command::new("git")
