@@ -212,6 +212,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         }
         let desired: BTreeMap<_, usize> =
             outcome.routes.iter().map(|(k, r)| (*k, r.len())).collect();
+        sessions.report_unsupported(config, &this);
         let (wanted, errors) = desired_sessions(config, &this, &source_address_for);
         recheck = (!errors.is_empty()).then(|| tokio::time::Instant::now() + PEER_RECHECK);
         for e in errors {
