@@ -169,6 +169,9 @@ pub struct SessionStatus {
     pub last_down_reason: Option<DownReason>,
     /// The context of the Established session.
     pub negotiated: Option<Negotiated>,
+    /// The AS the peer's OPEN carried on the Established session (for a
+    /// dynamic peer, the one it chose).
+    pub peer_as: Option<u32>,
     /// UPDATE messages received in this Established session.
     pub updates_received: u64,
     /// Prefixes the peer currently announces to us (we only count them).
@@ -191,6 +194,7 @@ impl Default for SessionStatus {
             last_down: None,
             last_down_reason: None,
             negotiated: None,
+            peer_as: None,
             updates_received: 0,
             prefixes_received: 0,
             listen_addr: None,
@@ -780,9 +784,14 @@ impl Driver {
         self.status.initial_table_sent = false;
         self.status.updates_received = 0;
         self.status.negotiated = Some(neg.clone());
+        self.status.peer_as = self
+            .session
+            .established_conn()
+            .and_then(|c| self.session.peer_as(c));
         self.status.last_connect_error = None;
         info!(
             peer_id = ?self.session.peer_router_id(),
+            peer_as = ?self.status.peer_as,
             timers = ?self.session.timers(),
             families = ?neg.families,
             four_octet_as = neg.four_octet_as,
@@ -801,6 +810,7 @@ impl Driver {
         self.status.prefixes_announced = 0;
         self.status.initial_table_sent = false;
         self.status.negotiated = None;
+        self.status.peer_as = None;
         self.status.last_down = Some(reason.to_string());
         self.status.last_down_reason = Some(reason);
     }
