@@ -18,12 +18,15 @@
 //! `metallb.io/node=<node>`), then applies the diff one write at a time within
 //! the bucket's budget. It recomputes the diff before every write from the
 //! latest desired state, so states that come and go between writes coalesce
-//! into nothing. When the CRD is not installed (404) it writes nothing, says
-//! so once, and looks again every [`ABSENT_RECHECK`].
+//! into nothing. It lists again every [`RESYNC`] (objects deleted behind its
+//! back are made again) and after any failed write. When the CRD is not
+//! installed (404) it writes nothing, says so once, and looks again every
+//! [`ABSENT_RECHECK`]; until it has listed once, [`StatusWriter::enabled`] is
+//! false and the speaker does not even compute what to report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrolb_config::Config;
@@ -33,7 +36,7 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::announce::{PeerKey, peer_keys, peer_status_name};
@@ -47,6 +50,8 @@ pub const LABEL_SERVICE_NAME: &str = "metallb.io/service-name";
 pub const LABEL_SERVICE_NAMESPACE: &str = "metallb.io/service-namespace";
 /// How often to look again for the CRD when it was not installed.
 pub const ABSENT_RECHECK: Duration = Duration::from_secs(60);
+/// How often the objects are listed again while all is well.
+pub const RESYNC: Duration = Duration::from_secs(300);
 /// Pause after a failed write before the objects are listed again.
 const ERROR_PAUSE: Duration = Duration::from_secs(2);
 
@@ -288,6 +293,8 @@ pub struct WriteCounters {
     pub errors: AtomicU64,
     /// Writes waiting (the last diff's length).
     pub pending: AtomicU64,
+    /// The CRD is served and this node's objects were listed.
+    pub enabled: AtomicBool,
 }
 
 impl WriteCounters {
@@ -338,11 +345,12 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    /// Start the writer task on the current runtime.
-    pub fn spawn(client: Client, cfg: WriterConfig) -> StatusWriter {
+    /// Start the writer task on the current runtime. It wakes `pass` when it
+    /// becomes [enabled](Self::enabled), so that a pass hands it the state.
+    pub fn spawn(client: Client, cfg: WriterConfig, pass: Arc<Notify>) -> StatusWriter {
         let (tx, rx) = watch::channel(Arc::new(Desired::new()));
         let counters = Arc::new(WriteCounters::default());
-        tokio::spawn(run(client, cfg, rx, counters.clone()));
+        tokio::spawn(run(client, cfg, rx, counters.clone(), pass));
         StatusWriter {
             tx: Arc::new(tx),
             counters,
@@ -359,6 +367,12 @@ impl StatusWriter {
                 false
             }
         });
+    }
+
+    /// The CRD is installed and the writer is running: worth computing
+    /// [`desired`] for [`set`](Self::set).
+    pub fn enabled(&self) -> bool {
+        self.counters.enabled.load(Ordering::Relaxed)
     }
 
     /// The write counters.
@@ -470,10 +484,12 @@ async fn run(
     cfg: WriterConfig,
     mut rx: watch::Receiver<Arc<Desired>>,
     counters: Arc<WriteCounters>,
+    pass: Arc<Notify>,
 ) {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &cfg.namespace, &api_resource());
     let mut bucket = TokenBucket::new(cfg.writes_per_second, cfg.writes_per_second.max(1.0));
     let mut known: Option<Vec<Existing>> = None;
+    let mut listed_at = Instant::now();
     let mut said_absent = false;
     // Pause after a failed list (forbidden, API server away…), doubling up to ABSENT_RECHECK.
     let mut list_pause = ERROR_PAUSE;
@@ -488,8 +504,13 @@ async fn run(
                     said_absent = false;
                     list_pause = ERROR_PAUSE;
                     known = Some(l);
+                    listed_at = Instant::now();
+                    if !counters.enabled.swap(true, Ordering::Relaxed) {
+                        pass.notify_one();
+                    }
                 }
                 Err(e) if is_not_found(&e) => {
+                    counters.enabled.store(false, Ordering::Relaxed);
                     if !said_absent {
                         info!(
                             "the ServiceBGPStatus CRD is not installed: not reporting per-Service BGP status (looking again every {}s)",
@@ -513,8 +534,10 @@ async fn run(
             .pending
             .store(writes.len() as u64, Ordering::Relaxed);
         let Some(w) = writes.into_iter().next() else {
-            if rx.changed().await.is_err() {
-                return;
+            let resync = tokio::time::sleep_until((listed_at + RESYNC).into());
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                () = resync => known = None,
             }
             continue;
         };

@@ -138,6 +138,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             owner_pod: WriterConfig::owner_from_env(),
             writes_per_second: opts.status_writes_per_second,
         },
+        notify.clone(),
     );
     lock(&shared).status_writes = Some(status.counters());
     let shutdown = ferrolb_ops::signal::shutdown();
@@ -212,7 +213,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 .announcer
                 .pass(config, &this, service_facts(&services, &view));
             st.synced = true;
-            status.set(bgp_status::desired(&st.announcer, config));
+            if status.enabled() {
+                status.set(bgp_status::desired(&st.announcer, config));
+            }
             for key in &outcome.announced {
                 info!(svc = %key, node = %node_name, "announcing");
                 let uid = services.get(key).and_then(|s| s.uid.as_deref());
