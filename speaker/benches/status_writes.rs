@@ -197,7 +197,7 @@ struct Write {
     at: f64,
     resource: String,
     verb: String,
-    ok: bool,
+    code: u64,
 }
 
 fn audit_writes(path: &Path) -> Result<Vec<Write>> {
@@ -224,7 +224,7 @@ fn audit_writes(path: &Path) -> Result<Vec<Write>> {
                 format!("{resource}/{sub}")
             },
             verb: v["verb"].as_str().unwrap_or_default().to_string(),
-            ok: (200..300).contains(&code),
+            code,
         });
     }
     Ok(out)
@@ -241,7 +241,7 @@ fn is_status_write(w: &Write) -> bool {
     w.resource.starts_with("servicebgpstatuses")
 }
 
-/// (writes, failed, by verb, peak writes in any one second, events written)
+/// (writes, failed, by verb and code, peak writes in any one second, events written)
 fn tally(writes: &[Write], p: &Phase) -> (usize, usize, BTreeMap<String, usize>, usize, usize) {
     let inside: Vec<&Write> = writes
         .iter()
@@ -252,11 +252,14 @@ fn tally(writes: &[Write], p: &Phase) -> (usize, usize, BTreeMap<String, usize>,
     let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
     for w in &status {
         *by_verb
-            .entry(format!("{} {}", w.verb, w.resource))
+            .entry(format!("{} {} {}", w.verb, w.resource, w.code))
             .or_default() += 1;
         *per_second.entry(w.at.floor() as i64).or_default() += 1;
     }
-    let failed = status.iter().filter(|w| !w.ok).count();
+    let failed = status
+        .iter()
+        .filter(|w| !(200..300).contains(&w.code))
+        .count();
     let events = inside
         .iter()
         .filter(|w| w.resource.starts_with("events"))

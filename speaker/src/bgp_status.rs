@@ -392,6 +392,10 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 fn status_body(node: &str, service: &ServiceId, peers: &[String]) -> serde_json::Value {
     json!({
         "apiVersion": "metallb.io/v1beta1",
@@ -559,6 +563,13 @@ async fn run(
                     (Write::Delete { object, .. }, _) => existing.retain(|x| x.object != *object),
                     _ => {}
                 }
+            }
+            Err(e) if is_conflict(&e) && matches!(w, Write::Create { .. }) => {
+                // `generateName` drew a name that is taken (5 random
+                // characters: with thousands of objects it happens); the
+                // next round draws another.
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                debug!(error = %e, "generated name taken; creating again");
             }
             Err(e) if is_not_found(&e) && matches!(w, Write::Create { .. }) => {
                 // The CRD went away (or never was): list again, which says so.
