@@ -5,8 +5,8 @@
 //! speakers (AS 64522), one in each node namespace, reaching the API server
 //! through testlab's UNIX-socket relay (no address in the root namespace).
 //!
-//! The test installs a minimal ServiceBGPStatus CRD itself (the shape of
-//! MetalLB's: namespaced, `status` subresource) and writes Nodes, the
+//! The test installs the ServiceBGPStatus CRD from `manifests/crds.yaml`
+//! (namespaced, `status` subresource, as MetalLB's) and writes Nodes, the
 //! ConfigMap, two Services with their status IPs and their core/v1
 //! Endpoints. Checked, every wait bounded:
 //! - each speaker keeps one ServiceBGPStatus per Service it announces, in
@@ -67,31 +67,17 @@ fn config(hold: &str, only_rack_a: bool) -> String {
     )
 }
 
-fn crd() -> serde_json::Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicebgpstatuses.metallb.io"},
-        "spec": {
-            "group": "metallb.io",
-            "names": {"kind": "ServiceBGPStatus", "listKind": "ServiceBGPStatusList",
-                      "plural": "servicebgpstatuses", "singular": "servicebgpstatus"},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1beta1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object"},
-                    "status": {"type": "object", "properties": {
-                        "node": {"type": "string"},
-                        "serviceName": {"type": "string"},
-                        "serviceNamespace": {"type": "string"},
-                        "peers": {"type": "array", "items": {"type": "string"}}
-                    }}
-                }}}
-            }]
+/// The ServiceBGPStatus CRD as shipped (`manifests/crds.yaml`).
+fn crd() -> Result<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(doc)?)?;
+        if v["metadata"]["name"] == "servicebgpstatuses.metallb.io" {
+            return Ok(v);
         }
-    })
+    }
+    bail!("no servicebgpstatuses.metallb.io in {}", path.display())
 }
 
 fn status_api(c: &Client) -> Api<DynamicObject> {
@@ -286,7 +272,7 @@ fn speaker_bgp_status_and_session_changes() -> Result<()> {
                 "customresourcedefinitions",
             ),
         );
-        crds.create(&PostParams::default(), &serde_json::from_value(crd())?)
+        crds.create(&PostParams::default(), &serde_json::from_value(crd()?)?)
             .await?;
         let nss: Api<Namespace> = Api::all(c.clone());
         for n in [SYS, NS] {
