@@ -483,3 +483,84 @@ fn vrf_peers_get_no_routes_and_dynamic_internal_peers_get_local_pref() {
     };
     assert_eq!(a[0].attrs.local_pref, None);
 }
+
+/// The same rules on a configuration the custom-resource front end builds
+/// from metallb.io objects: BGPPeers with names, a vrf peer, a dynamicASN
+/// peer, BGPAdvertisements scoped by nodeSelectors and peers.
+#[test]
+fn scope_from_custom_resources() {
+    use ferrolb_config::crs::{Resources, Secrets};
+    let yaml = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: pool, namespace: metallb-system}
+spec: {addresses: [172.20.1.0/24]}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-a, namespace: metallb-system}
+spec:
+  myASN: 64522
+  peerASN: 64512
+  peerAddress: 10.0.0.1
+  nodeSelectors: [{matchLabels: {rack: a}}]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-dyn, namespace: metallb-system}
+spec: {myASN: 64522, dynamicASN: internal, peerAddress: 10.0.0.2}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-vrf, namespace: metallb-system}
+spec: {myASN: 64522, peerASN: 64512, peerAddress: 10.0.0.3, vrf: red}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: rack-a-to-rt-a, namespace: metallb-system}
+spec:
+  ipAddressPools: [pool]
+  localPref: 300
+  nodeSelectors: [{matchLabels: {rack: a}}]
+  peers: [rt-a, rt-vrf]
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: rack-b-to-rt-dyn, namespace: metallb-system}
+spec:
+  ipAddressPools: [pool]
+  localPref: 200
+  nodeSelectors: [{matchLabels: {rack: b}}]
+  peers: [rt-dyn]
+"#;
+    let mut r = Resources::new();
+    r.add_yaml("test.yaml", yaml).expect("valid objects");
+    let c = Config::from_resources(&r, Secrets::Ignore).expect("valid configuration");
+    let ready = svc(
+        &["172.20.1.7"],
+        TrafficPolicy::Cluster,
+        vec![ep("n", true, true)],
+    );
+    let to = |d: Decision| match d {
+        Decision::Announce(a) => a
+            .iter()
+            .map(|a| (a.peer.addr.to_string(), a.attrs.local_pref))
+            .collect::<Vec<_>>(),
+        Decision::Skip(r) => panic!("skipped: {r}"),
+    };
+    // Rack a: only rt-a (rt-vrf gets nothing, rt-dyn is not in this advertisement); eBGP.
+    assert_eq!(
+        to(decide(&c, &node("a", &[("rack", "a")]), &ready)),
+        vec![("10.0.0.1".to_string(), None)]
+    );
+    // Rack b: only rt-dyn, internal, so iBGP with its LOCAL_PREF.
+    assert_eq!(
+        to(decide(&c, &node("b", &[("rack", "b")]), &ready)),
+        vec![("10.0.0.2".to_string(), Some(200))]
+    );
+    // Rack c: no advertisement for the node.
+    assert_eq!(
+        decide(&c, &node("c", &[("rack", "c")]), &ready),
+        Decision::Skip(SkipReason::NoAdvertisementForNode)
+    );
+}
