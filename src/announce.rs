@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::driver::{self, PeerConfig};
-use ferrolb_bgp::fsm::State;
+use ferrolb_bgp::fsm::{DynamicAs, State};
 use ferrolb_bgp::wire::{Family, LargeCommunity, Origin};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -22,7 +22,8 @@ const AFTER_HELP: &str = "\
 Output (stdout, one line each, flushed at once; programs wait for them):
   established peer=ADDR:PORT local_as=N peer_as=N generation=G
       when the session reaches Established (again after every re-establishment,
-      with G counting establishments from 1)
+      with G counting establishments from 1); peer_as is the AS the peer's OPEN
+      carried (with --dynamic-peer-as, the one it chose)
   initial-routes-sent prefixes=N updates=M elapsed_ms=T generation=G
       when every initial route of that session is on the wire (N prefixes
       announced in M UPDATE messages, T ms after Established)
@@ -47,8 +48,14 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = parse_asn)]
     local_as: u32,
     /// The peer's AS number; equal to --local-as for iBGP.
-    #[arg(long, value_name = "N", value_parser = parse_asn)]
-    peer_as: u32,
+    #[arg(long, value_name = "N", value_parser = parse_asn,
+          required_unless_present = "dynamic_peer_as", conflicts_with = "dynamic_peer_as")]
+    peer_as: Option<u32>,
+    /// Accept the peer's AS from its OPEN instead of --peer-as: `internal`
+    /// (it must equal --local-as) or `external` (it must differ); otherwise
+    /// the OPEN is refused with 2/2 Bad Peer AS (MetalLB's dynamicASN).
+    #[arg(long, value_name = "KIND", value_parser = parse_dynamic)]
+    dynamic_peer_as: Option<DynamicAs>,
     /// BGP identifier; defaults to --source when that is IPv4.
     #[arg(long, value_name = "IPV4")]
     router_id: Option<Ipv4Addr>,
@@ -121,6 +128,14 @@ fn parse_peer(s: &str) -> Result<SocketAddr, String> {
                 "`{s}` is not ADDR or ADDR:PORT (IPv6 with a port needs brackets: [2001:db8::1]:179)"
             )
         })
+}
+
+fn parse_dynamic(s: &str) -> Result<DynamicAs, String> {
+    match s {
+        "internal" => Ok(DynamicAs::Internal),
+        "external" => Ok(DynamicAs::External),
+        _ => Err(format!("`{s}` is neither internal nor external")),
+    }
 }
 
 fn parse_asn(s: &str) -> Result<u32, String> {
@@ -313,7 +328,8 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         peer: args.peer,
         local_addr: args.source,
         local_as: args.local_as,
-        peer_as: args.peer_as,
+        peer_as: args.peer_as.unwrap_or(0),
+        dynamic_peer_as: args.dynamic_peer_as,
         router_id,
         hold_time: args.hold_time,
         keepalive: args.keepalive,
@@ -322,6 +338,7 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         families: families.into_iter().collect(),
         ebgp_multihop: args.ebgp_multihop,
         connect_retry: Duration::from_secs(args.connect_retry.max(1)),
+        connect_retry_max: Duration::from_secs(60).max(Duration::from_secs(args.connect_retry)),
         listen: args.listen,
         listen_port: args.listen_port,
     };
@@ -351,9 +368,9 @@ async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let (peer, local_as, peer_as) = (cfg.peer, cfg.local_as, cfg.peer_as);
+    let (peer, local_as) = (cfg.peer, cfg.local_as);
     let count = routes.len();
-    tracing::info!(%peer, local_as, peer_as, prefixes = count, "starting session");
+    tracing::info!(%peer, local_as, peer_as = cfg.peer_as, dynamic = ?cfg.dynamic_peer_as, prefixes = count, "starting session");
     let handle = driver::spawn(cfg);
     handle.set(routes);
     let mut status = handle.status();
@@ -374,7 +391,8 @@ async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
                 printed_established = s.established_generation;
                 established_at = Instant::now();
                 say(format_args!(
-                    "established peer={peer} local_as={local_as} peer_as={peer_as} generation={}",
+                    "established peer={peer} local_as={local_as} peer_as={} generation={}",
+                    s.peer_as.unwrap_or_default(),
                     s.established_generation
                 ));
             }

@@ -284,6 +284,69 @@ fn gobgpd_ebgp_4octet_communities_then_sigterm_withdraws() -> Result<()> {
     Ok(())
 }
 
+/// `ferrolb announce` with no fixed peer AS (MetalLB's `dynamicASN`): the peer's OPEN decides.
+fn dynamic(kind: &str, local_as: u32) -> Announce {
+    Announce { args: vec![] }
+        .arg("--peer", PEER)
+        .arg("--source", SPEAKER)
+        .arg("--local-as", &local_as.to_string())
+        .arg("--dynamic-peer-as", kind)
+        .arg("--connect-retry", "1")
+        .arg("--local-pref", "250")
+        .prefixes(&["172.17.254.1/32"])
+}
+
+/// dynamicASN against gobgpd configured with a fixed AS for us: `external`
+/// takes gobgpd's AS 64512 and sends eBGP routes (AS_PATH [us], no
+/// LOCAL_PREF); `internal` refuses the same OPEN with 2/2 Bad Peer AS and
+/// never comes up; against an iBGP gobgpd (AS = ours) `internal` comes up
+/// and sends iBGP routes (empty AS_PATH, LOCAL_PREF).
+#[test]
+fn gobgpd_dynamic_peer_as() -> Result<()> {
+    let test = "gobgpd_dynamic_peer_as";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 64522)? else {
+        return Ok(());
+    };
+    let (mut f, est, _) = lab.up(dynamic("external", 64522))?;
+    assert!(est.contains("peer_as=64512"), "the AS gobgpd chose: {est}");
+    let rib = lab.routes(1)?;
+    let p = rib[0].best().context("no path")?;
+    assert_eq!(p.as_path, vec![64522], "eBGP: {p:?}");
+    assert_eq!(p.local_pref, None, "eBGP: no LOCAL_PREF {p:?}");
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
+
+    // internal: gobgpd's AS differs from ours, so its OPEN is refused with 2/2.
+    let mut f = lab.spawn(dynamic("internal", 64522))?;
+    wait_until(T, Duration::from_millis(100), || {
+        f.stderr().contains("notification sent: 2/2").then_some(())
+    })
+    .with_context(|| format!("no 2/2 sent: {}", f.stderr_tail(20)))?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !f.stdout().contains("established"),
+        "internal must not establish with an eBGP peer"
+    );
+    assert_ne!(
+        lab.d.neighbor_state(SPEAKER)?,
+        SessionState::Established,
+        "gobgpd must not be up with it"
+    );
+    stop_ok(&mut f)?;
+    drop(lab);
+
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64522, SPEAKER, 64522)? else {
+        return Ok(());
+    };
+    let (mut f, est, _) = lab.up(dynamic("internal", 64522))?;
+    assert!(est.contains("peer_as=64522"), "{est}");
+    let rib = lab.routes(1)?;
+    let p = rib[0].best().context("no path")?;
+    assert!(p.as_path.is_empty(), "iBGP: empty AS_PATH {p:?}");
+    assert_eq!(p.local_pref, Some(250), "iBGP: LOCAL_PREF {p:?}");
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
+    Ok(())
+}
+
 #[test]
 fn gobgpd_ibgp_1000_host_routes_with_attributes() -> Result<()> {
     let test = "gobgpd_ibgp_1000_host_routes_with_attributes";

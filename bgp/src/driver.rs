@@ -36,7 +36,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::adj_out::{AdjOut, OutContext, Routes};
 use crate::fsm::{
-    ConnId, Direction, DownReason, Input, Output, Session, SessionConfig, State, TimerKind,
+    ConnId, Direction, DownReason, DynamicAs, Input, Output, Session, SessionConfig, State,
+    TimerKind,
 };
 use crate::md5;
 use crate::wire::{
@@ -60,7 +61,12 @@ pub struct PeerConfig {
     /// Source address for outbound connections and the listening address.
     pub local_addr: Option<IpAddr>,
     pub local_as: u32,
+    /// The AS the peer must announce; ignored when `dynamic_peer_as` is set.
     pub peer_as: u32,
+    /// Accept any peer AS of this kind (iBGP: ours, eBGP: any other) instead
+    /// of `peer_as`; iBGP or eBGP treatment then follows the AS the peer's
+    /// OPEN carries.
+    pub dynamic_peer_as: Option<DynamicAs>,
     pub router_id: Ipv4Addr,
     /// Proposed hold time, seconds (0 or >= 3).
     pub hold_time: u16,
@@ -74,8 +80,12 @@ pub struct PeerConfig {
     pub families: Vec<Family>,
     /// TTL for eBGP; `None` = 1 (directly connected). iBGP always uses 255.
     pub ebgp_multihop: Option<u8>,
-    /// First connect-retry delay (doubles on each failure, capped at 60 s, ±25 % jitter).
+    /// First connect-retry delay (doubles on each failure up to
+    /// `connect_retry_max`, ±25 % jitter).
     pub connect_retry: Duration,
+    /// Cap of the connect-retry delay (60 s by default; equal to
+    /// `connect_retry` for a fixed interval, as a configured `connectTime`).
+    pub connect_retry_max: Duration,
     /// Accept inbound connections from the peer too.
     pub listen: bool,
     /// Port to accept on when `listen` (179; 0 = any free port, see [`SessionStatus::listen_addr`]).
@@ -92,6 +102,7 @@ impl PeerConfig {
             local_addr: None,
             local_as,
             peer_as,
+            dynamic_peer_as: None,
             router_id,
             hold_time: 90,
             keepalive: None,
@@ -100,14 +111,24 @@ impl PeerConfig {
             families: vec![Family::IPV4_UNICAST],
             ebgp_multihop: None,
             connect_retry: Duration::from_secs(1),
+            connect_retry_max: Duration::from_secs(60),
             listen: false,
             listen_port: 179,
         }
     }
 
+    /// Both sides in the same AS: `peer_as == local_as`, or a dynamic peer
+    /// of the internal kind.
+    pub fn is_ibgp(&self) -> bool {
+        match self.dynamic_peer_as {
+            Some(d) => d == DynamicAs::Internal,
+            None => self.local_as == self.peer_as,
+        }
+    }
+
     /// The TTL our packets carry: 255 for iBGP, `ebgp_multihop` (default 1) for eBGP.
     pub fn ttl(&self) -> u8 {
-        if self.local_as == self.peer_as {
+        if self.is_ibgp() {
             255
         } else {
             self.ebgp_multihop.unwrap_or(1)
@@ -121,6 +142,8 @@ impl PeerConfig {
             passive: self.passive,
             families: self.families.clone(),
             connect_retry: self.connect_retry,
+            connect_retry_max: self.connect_retry_max.max(self.connect_retry),
+            dynamic_peer_as: self.dynamic_peer_as,
             seed: rand::random(),
             ..SessionConfig::new(self.local_as, self.peer_as, self.router_id)
         }
@@ -146,6 +169,9 @@ pub struct SessionStatus {
     pub last_down_reason: Option<DownReason>,
     /// The context of the Established session.
     pub negotiated: Option<Negotiated>,
+    /// The AS the peer's OPEN carried on the Established session (for a
+    /// dynamic peer, the one it chose).
+    pub peer_as: Option<u32>,
     /// UPDATE messages received in this Established session.
     pub updates_received: u64,
     /// Prefixes the peer currently announces to us (we only count them).
@@ -168,6 +194,7 @@ impl Default for SessionStatus {
             last_down: None,
             last_down_reason: None,
             negotiated: None,
+            peer_as: None,
             updates_received: 0,
             prefixes_received: 0,
             listen_addr: None,
@@ -178,7 +205,8 @@ impl Default for SessionStatus {
 
 enum Command {
     Set(Routes),
-    Shutdown(Option<String>),
+    /// Send Cease with this subcode (and RFC 9003 message) and stop.
+    Shutdown(u8, Option<String>),
 }
 
 /// Control of one running session. Dropping it shuts the session down
@@ -218,8 +246,19 @@ impl SessionHandle {
     /// Send Cease / Administrative Shutdown (with `communication` as the RFC
     /// 9003 message), close, and wait for the task to end. Routes are not
     /// withdrawn one by one: closing the session withdraws them all.
-    pub async fn shutdown(mut self, communication: Option<String>) {
-        let _ = self.cmd.send(Command::Shutdown(communication));
+    pub async fn shutdown(self, communication: Option<String>) {
+        self.close(subcode::ADMINISTRATIVE_SHUTDOWN, communication)
+            .await
+    }
+
+    /// Send a Cease NOTIFICATION with `cease_subcode` (RFC 4486, e.g.
+    /// [`subcode::PEER_DECONFIGURED`] 6/3 or
+    /// [`subcode::OTHER_CONFIGURATION_CHANGE`] 6/6; `communication` goes out
+    /// only with 6/2 and 6/4), close, and wait for the task to end.
+    pub async fn close(mut self, cease_subcode: u8, communication: Option<String>) {
+        let _ = self
+            .cmd
+            .send(Command::Shutdown(cease_subcode, communication));
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -230,7 +269,9 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         if self.task.is_some() {
             // The task also stops when the command channel closes; say it explicitly.
-            let _ = self.cmd.send(Command::Shutdown(None));
+            let _ = self
+                .cmd
+                .send(Command::Shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None));
         }
     }
 }
@@ -397,12 +438,12 @@ async fn run(
         tokio::select! {
             cmd = cmd_rx.recv() => match cmd {
                 Some(Command::Set(routes)) => d.set_routes(routes),
-                Some(Command::Shutdown(communication)) => {
-                    d.shutdown(communication).await;
+                Some(Command::Shutdown(cease, communication)) => {
+                    d.shutdown(cease, communication).await;
                     return;
                 }
                 None => {
-                    d.shutdown(None).await;
+                    d.shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None).await;
                     return;
                 }
             },
@@ -641,9 +682,12 @@ impl Driver {
                 },
             }
         }
+        // iBGP or eBGP by the AS the peer's OPEN carried (a dynamic peer's
+        // kind is only known for sure from it).
+        let peer_as = self.session.peer_as(id).unwrap_or(self.cfg.peer_as);
         Some(OutContext {
             local_as: self.cfg.local_as,
-            ibgp: self.cfg.local_as == self.cfg.peer_as,
+            ibgp: self.cfg.local_as == peer_as,
             local_v4,
             local_v6,
             negotiated,
@@ -740,9 +784,14 @@ impl Driver {
         self.status.initial_table_sent = false;
         self.status.updates_received = 0;
         self.status.negotiated = Some(neg.clone());
+        self.status.peer_as = self
+            .session
+            .established_conn()
+            .and_then(|c| self.session.peer_as(c));
         self.status.last_connect_error = None;
         info!(
             peer_id = ?self.session.peer_router_id(),
+            peer_as = ?self.status.peer_as,
             timers = ?self.session.timers(),
             families = ?neg.families,
             four_octet_as = neg.four_octet_as,
@@ -761,6 +810,7 @@ impl Driver {
         self.status.prefixes_announced = 0;
         self.status.initial_table_sent = false;
         self.status.negotiated = None;
+        self.status.peer_as = None;
         self.status.last_down = Some(reason.to_string());
         self.status.last_down_reason = Some(reason);
     }
@@ -873,9 +923,12 @@ impl Driver {
         }
     }
 
-    async fn shutdown(&mut self, communication: Option<String>) {
-        info!(?communication, "shutting down");
-        self.feed(Input::Stop { communication });
+    async fn shutdown(&mut self, cease: u8, communication: Option<String>) {
+        info!(cease, ?communication, "shutting down");
+        self.feed(Input::Stop {
+            subcode: cease,
+            communication,
+        });
         self.connecting = None;
         self.publish();
         let mut writers: Vec<_> = self.closing.drain(..).collect();

@@ -103,9 +103,15 @@ pub enum TimerKind {
 pub enum Input {
     /// Event 1 ManualStart (or Event 4 ManualStart_with_PassiveTcpEstablishment for passive peers).
     Start,
-    /// Event 2 ManualStop: Cease / Administrative Shutdown (6/2) carrying
-    /// `communication` as the RFC 9003 shutdown message.
-    Stop { communication: Option<String> },
+    /// Event 2 ManualStop: a Cease NOTIFICATION with `subcode` (RFC 4486:
+    /// [`subcode::ADMINISTRATIVE_SHUTDOWN`] 6/2, [`subcode::PEER_DECONFIGURED`]
+    /// 6/3, [`subcode::OTHER_CONFIGURATION_CHANGE`] 6/6…), carrying
+    /// `communication` as the RFC 9003 shutdown message when the subcode
+    /// allows one (6/2 and 6/4).
+    Stop {
+        subcode: u8,
+        communication: Option<String>,
+    },
     /// Events 9-11: a timer armed with [`Output::ArmTimer`] expired.
     TimerExpired(TimerKind),
     /// Event 16 Tcp_CR_Acked (outbound) / Event 17 TcpConnectionConfirmed (inbound).
@@ -136,7 +142,8 @@ pub enum DownReason {
     NotificationSent(Notification),
     /// The TCP connection closed or failed without a NOTIFICATION.
     ConnectionClosed,
-    /// [`Input::Stop`]: we sent Cease / Administrative Shutdown.
+    /// [`Input::Stop`]: we sent a Cease (Administrative Shutdown, Peer
+    /// De-configured, Other Configuration Change…).
     AdminStop,
 }
 
@@ -182,12 +189,34 @@ pub enum Output {
     UpdateReceived(Update),
 }
 
+/// Which AS a peer configured without a fixed one (`dynamicASN`) may announce
+/// in its OPEN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DynamicAs {
+    /// The peer's AS must equal ours (iBGP).
+    Internal,
+    /// The peer's AS must differ from ours (eBGP).
+    External,
+}
+
+impl DynamicAs {
+    /// Does a peer announcing `peer_as` fit, when we are `local_as`?
+    pub fn accepts(self, local_as: u32, peer_as: u32) -> bool {
+        match self {
+            DynamicAs::Internal => peer_as == local_as,
+            DynamicAs::External => peer_as != local_as,
+        }
+    }
+}
+
 /// What one session is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     pub local_as: u32,
-    /// The AS the peer must announce (else 2/2).
+    /// The AS the peer must announce (else 2/2). Ignored when `dynamic_peer_as` is set.
     pub peer_as: u32,
+    /// Accept any peer AS of this kind instead of `peer_as` (else 2/2).
+    pub dynamic_peer_as: Option<DynamicAs>,
     pub router_id: Ipv4Addr,
     /// Hold time we propose, seconds: 0 or >= 3.
     pub hold_time: u16,
@@ -220,6 +249,7 @@ impl SessionConfig {
         SessionConfig {
             local_as,
             peer_as,
+            dynamic_peer_as: None,
             router_id,
             hold_time: 90,
             keepalive: None,
@@ -234,9 +264,14 @@ impl SessionConfig {
         }
     }
 
-    /// Both sides in the same AS.
+    /// Both sides in the same AS, as far as the configuration tells (a
+    /// dynamic peer: by its kind; the AS actually negotiated is
+    /// [`Session::peer_as`]).
     pub fn is_ibgp(&self) -> bool {
-        self.local_as == self.peer_as
+        match self.dynamic_peer_as {
+            Some(d) => d == DynamicAs::Internal,
+            None => self.local_as == self.peer_as,
+        }
     }
 }
 
@@ -271,6 +306,8 @@ struct Conn {
 #[derive(Debug, Clone)]
 struct PeerInfo {
     router_id: Ipv4Addr,
+    /// The AS the peer's OPEN announced (4-octet when it has the capability).
+    asn: u32,
     negotiated: Negotiated,
     hold_time: u16,
     keepalive: u16,
@@ -346,6 +383,13 @@ impl Session {
         c.peer.as_ref().map(|p| (p.hold_time, p.keepalive))
     }
 
+    /// The AS the peer announced in its accepted OPEN on `conn`: the fixed
+    /// `peer_as`, or for a dynamic peer whatever it chose. iBGP vs eBGP
+    /// treatment of routes on that connection follows from it.
+    pub fn peer_as(&self, conn: ConnId) -> Option<u32> {
+        self.conn(conn)?.peer.as_ref().map(|p| p.asn)
+    }
+
     /// The peer's BGP Identifier on the Established connection.
     pub fn peer_router_id(&self) -> Option<Ipv4Addr> {
         let c = self.conn(self.established_conn()?)?;
@@ -403,12 +447,12 @@ impl Session {
                 // Event 1 in any other state is ignored.
             }
             // Event 2: ManualStop
-            Input::Stop { communication } => {
+            Input::Stop {
+                subcode,
+                communication,
+            } => {
                 if self.started {
-                    let n = Notification::cease(
-                        subcode::ADMINISTRATIVE_SHUTDOWN,
-                        communication.as_deref(),
-                    );
+                    let n = Notification::cease(subcode, communication.as_deref());
                     for id in self.conns() {
                         out.push(Output::Send(id, Message::Notification(n.clone())));
                         self.drop_conn(id, &mut out);
@@ -627,7 +671,20 @@ impl Session {
     fn on_open(&mut self, id: ConnId, open: Open, out: &mut Vec<Output>) {
         // Event 22 BGPOpenMsgErr: the OPEN is well formed but unacceptable
         // (RFC 4271 §6.2: version 2/1, peer AS 2/2, hold time 2/6, identifier 2/3).
-        if let Err(n) = check_open(&open, Some(self.cfg.peer_as), self.cfg.router_id) {
+        // A dynamic peer may announce any AS of its kind (iBGP or eBGP).
+        let expected = match self.cfg.dynamic_peer_as {
+            None => Some(self.cfg.peer_as),
+            Some(_) => None,
+        };
+        let checked = check_open(&open, expected, self.cfg.router_id).and_then(|()| {
+            match self.cfg.dynamic_peer_as {
+                Some(d) if !d.accepts(self.cfg.local_as, open.asn()) => {
+                    Err(Notification::new(code::OPEN_MESSAGE, subcode::BAD_PEER_AS))
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(n) = checked {
             self.fail_conn(id, Some(n.clone()), DownReason::NotificationSent(n), out);
             return;
         }
@@ -639,7 +696,7 @@ impl Session {
                 // A connection that collides with an Established one loses.
                 id
             } else {
-                let keep = self.collision_winner(open.router_id);
+                let keep = self.collision_winner(open.router_id, open.asn());
                 if this_dir == Some(keep) { other.id } else { id }
             };
             let n = Notification::cease(subcode::CONNECTION_COLLISION_RESOLUTION, None);
@@ -673,6 +730,7 @@ impl Session {
             c.state = ConnState::OpenConfirm;
             c.peer = Some(PeerInfo {
                 router_id: open.router_id,
+                asn: open.asn(),
                 negotiated,
                 hold_time,
                 keepalive,
@@ -681,14 +739,14 @@ impl Session {
     }
 
     /// Which direction survives a collision with a peer whose identifier is `peer_id`.
-    fn collision_winner(&self, peer_id: Ipv4Addr) -> Direction {
+    fn collision_winner(&self, peer_id: Ipv4Addr, peer_as: u32) -> Direction {
         let local = u32::from(self.cfg.router_id);
         let remote = u32::from(peer_id);
         let local_wins = if local != remote {
             local > remote
         } else {
             // RFC 6286 §2.3: equal identifiers, the larger AS keeps its connection.
-            self.cfg.local_as > self.cfg.peer_as
+            self.cfg.local_as > peer_as
         };
         if local_wins {
             Direction::Outbound

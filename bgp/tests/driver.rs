@@ -543,3 +543,62 @@ async fn connect_failures_are_reported_and_retried() {
     assert_eq!(s.established_generation, 0);
     a.shutdown(None).await;
 }
+
+/// A dynamic (external) peer AS, one address family only (disableMP), and a
+/// close with Cease 6/6 then 6/3, over real TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_as_single_family_and_configuration_change_cease() {
+    use ferrolb_bgp::fsm::DynamicAs;
+    use ferrolb_bgp::wire::Family;
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), 179),
+        PASSIVE_AS,
+        0,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    cfg.dynamic_peer_as = Some(DynamicAs::External);
+    cfg.passive = true;
+    cfg.listen = true;
+    cfg.listen_port = 0;
+    cfg.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+    let p = spawn(cfg);
+    let mut prx = p.status();
+    let port = wait_for(&mut prx, "listening", |s| s.listen_addr.is_some())
+        .await
+        .listen_addr
+        .unwrap()
+        .port();
+
+    for (round, cease) in [(1u64, 6u8), (2, 3)] {
+        // The active side offers IPv4 only and is handed an IPv6 route too.
+        let a = active(port, None);
+        let mut r = routes(3);
+        r.insert(
+            "2001:db8::1/128".parse().unwrap(),
+            Arc::new(RouteAttrs::default()),
+        );
+        a.set(r);
+        let sp = wait_for(&mut prx, "passive established", |s| {
+            s.state == State::Established && s.established_generation == round
+        })
+        .await;
+        assert_eq!(sp.peer_as, Some(ACTIVE_AS), "the AS the OPEN carried");
+        assert_eq!(
+            sp.negotiated.as_ref().unwrap().families,
+            vec![Family::IPV4_UNICAST],
+            "only the family both offer"
+        );
+        wait_for(&mut prx, "3 IPv4 routes", |s| s.prefixes_received == 3).await;
+        let mut arx = a.status();
+        let sa = wait_for(&mut arx, "initial table", |s| s.initial_table_sent).await;
+        assert_eq!(sa.prefixes_announced, 3, "the IPv6 route is not sent");
+
+        a.close(cease, None).await;
+        let sp = wait_for(&mut prx, "passive down", |s| s.state != State::Established).await;
+        let Some(DownReason::NotificationReceived(n)) = &sp.last_down_reason else {
+            panic!("{sp:#?}")
+        };
+        assert_eq!((n.code, n.subcode), (6, cease));
+    }
+    p.shutdown(None).await;
+}

@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ferrolb_bgp::fsm::{
-    ConnId, Direction, DownReason, Input, Output, Session, SessionConfig, State, TimerKind,
-    describe_notification,
+    ConnId, Direction, DownReason, DynamicAs, Input, Output, Session, SessionConfig, State,
+    TimerKind, describe_notification,
 };
 use ferrolb_bgp::wire::{
     Capability, Family, Message, Negotiated, Notification, Open, RouteRefresh, Update,
@@ -883,6 +883,7 @@ fn admin_stop_sends_cease_with_communication() {
         data: [&[text.len() as u8][..], text.as_bytes()].concat(),
     };
     let got = s.handle(Input::Stop {
+        subcode: 2,
         communication: Some(text.to_string()),
     });
     let want = [
@@ -904,6 +905,7 @@ fn admin_stop_sends_cease_with_communication() {
     );
     assert_eq!(
         s.handle(Input::Stop {
+            subcode: 2,
             communication: None
         }),
         vec![]
@@ -954,4 +956,108 @@ fn established_loss_with_another_connection_pending_reports_down() {
     s.handle(msg(C2, peer_open(90)));
     s.handle(msg(C2, Message::Keepalive));
     assert_eq!(s.established_conn(), Some(C2));
+}
+
+/// A dynamic peer: which AS its OPEN may carry, and the AS the session then
+/// reports (iBGP/eBGP treatment follows it).
+#[test]
+fn dynamic_peer_as_accepts_by_kind() {
+    let cases = [
+        // (kind, AS in the peer's OPEN, accepted)
+        (DynamicAs::External, PEER_AS, true),
+        (DynamicAs::External, 4_200_000_001, true),
+        (DynamicAs::External, LOCAL_AS, false),
+        (DynamicAs::Internal, LOCAL_AS, true),
+        (DynamicAs::Internal, PEER_AS, false),
+    ];
+    for (kind, asn, ok) in cases {
+        let mut s = Session::new(SessionConfig {
+            dynamic_peer_as: Some(kind),
+            peer_as: 0,
+            ..cfg()
+        });
+        assert_eq!(s.config().is_ibgp(), kind == DynamicAs::Internal);
+        s.handle(Input::Start);
+        s.handle(outbound(C1));
+        let out = s.handle(msg(C1, Message::Open(open_from(asn, 90, lower_id()))));
+        let label = format!("{kind:?} peer announcing AS {asn}");
+        if ok {
+            assert_eq!(out[0], Output::Send(C1, Message::Keepalive), "{label}");
+            assert_eq!(s.state(), State::OpenConfirm, "{label}");
+            assert_eq!(s.peer_as(C1), Some(asn), "{label}");
+            let out = s.handle(msg(C1, Message::Keepalive));
+            assert!(out.contains(&Output::Established(negotiated())), "{label}");
+        } else {
+            assert_eq!(
+                out[0],
+                Output::Send(C1, Message::Notification(notif(2, 2))),
+                "{label}: Bad Peer AS"
+            );
+            assert_eq!(s.state(), State::Active, "{label}");
+            assert!(
+                out.contains(&Output::Down(DownReason::NotificationSent(notif(2, 2)))),
+                "{label}: {out:?}"
+            );
+        }
+    }
+}
+
+/// A fixed peer AS still rejects any other with 2/2, and reports the fixed one.
+#[test]
+fn fixed_peer_as_is_reported_after_open() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    assert_eq!(s.peer_as(C1), Some(PEER_AS));
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    let out = s.handle(msg(C1, Message::Open(open_from(65000, 90, lower_id()))));
+    assert_eq!(out[0], Output::Send(C1, Message::Notification(notif(2, 2))));
+    assert_eq!(s.peer_as(C1), None);
+}
+
+/// Stop with the RFC 4486 subcodes used on configuration changes: 6/3 and 6/6
+/// go out without a shutdown communication (only 6/2 and 6/4 carry one).
+#[test]
+fn stop_with_deconfigured_and_configuration_change() {
+    for sub in [3u8, 6] {
+        let mut s = established_active(90);
+        let out = s.handle(Input::Stop {
+            subcode: sub,
+            communication: Some("ignored".into()),
+        });
+        assert_eq!(
+            out[0],
+            Output::Send(C1, Message::Notification(notif(6, sub)))
+        );
+        assert_eq!(out.last(), Some(&Output::Down(DownReason::AdminStop)));
+        assert_eq!(s.state(), State::Idle);
+    }
+}
+
+/// A configured connectTime is a fixed connect-retry interval: with the cap
+/// equal to the first delay, every retry waits about that long (±25 %).
+#[test]
+fn fixed_connect_retry_interval() {
+    let mut s = Session::new(SessionConfig {
+        connect_retry: secs(7),
+        connect_retry_max: secs(7),
+        ..cfg()
+    });
+    s.handle(Input::Start);
+    for _ in 0..6 {
+        let out = s.handle(Input::ConnectFailed);
+        let d = out
+            .iter()
+            .find_map(|o| match o {
+                Output::ArmTimer(TimerKind::ConnectRetry, d) => Some(*d),
+                _ => None,
+            })
+            .expect("retry armed");
+        assert!(d >= secs(5) && d <= secs(7), "{d:?}");
+        let out = s.handle(Input::TimerExpired(TimerKind::ConnectRetry));
+        assert_eq!(out[0], Output::Connect);
+    }
 }

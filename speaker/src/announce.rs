@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::wire::{LargeCommunity, Origin};
-use ferrolb_config::{BgpAdvertisement, Config, Peer};
+use ferrolb_config::{BgpAdvertisement, Config, DynamicAsn, Peer};
 
 /// Label that keeps a node out of external load balancing (Kubernetes well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -128,8 +128,15 @@ pub enum SkipReason {
     Layer2Pool,
     /// The pool has no BGP advertisement.
     NoAdvertisement,
-    /// No configured peer selects this node.
+    /// No configured peer selects this node (peers that get no session, such
+    /// as VRF peers, do not count).
     NoPeerForNode,
+    /// The pool's BGP advertisements all have `nodeSelectors`, and none
+    /// matches this node.
+    NoAdvertisementForNode,
+    /// The advertisements that select this node name (`peers`) only peers
+    /// this node has no session with.
+    NoAdvertisementForPeer,
     /// The node's `NetworkUnavailable` condition is true.
     NodeNetworkUnavailable,
     /// The node carries the exclude-from-external-load-balancers label.
@@ -149,6 +156,8 @@ impl SkipReason {
             SkipReason::Layer2Pool => "layer2Pool",
             SkipReason::NoAdvertisement => "noAdvertisement",
             SkipReason::NoPeerForNode => "noPeerForNode",
+            SkipReason::NoAdvertisementForNode => "noAdvertisementForNode",
+            SkipReason::NoAdvertisementForPeer => "noAdvertisementForPeer",
             SkipReason::NodeNetworkUnavailable => "nodeNetworkUnavailable",
             SkipReason::NodeExcluded => "nodeExcluded",
             SkipReason::NoLocalEndpoint => "noLocalEndpoint",
@@ -165,6 +174,12 @@ impl fmt::Display for SkipReason {
             SkipReason::Layer2Pool => "the IP's pool uses layer2, not bgp",
             SkipReason::NoAdvertisement => "the IP's pool has no BGP advertisement",
             SkipReason::NoPeerForNode => "no BGP peer selects this node",
+            SkipReason::NoAdvertisementForNode => {
+                "no BGP advertisement of the IP's pool selects this node"
+            }
+            SkipReason::NoAdvertisementForPeer => {
+                "the BGP advertisements for this node name no peer of this node"
+            }
             SkipReason::NodeNetworkUnavailable => "the node's network is unavailable",
             SkipReason::NodeExcluded => "the node is excluded from external load balancers",
             SkipReason::NoLocalEndpoint => {
@@ -225,7 +240,10 @@ pub fn peer_keys(config: &Config) -> Vec<PeerKey> {
         .collect()
 }
 
-/// The peers selecting a node with these labels, with their keys, in configuration order.
+/// The peers selecting a node with these labels that get a session, with
+/// their keys, in configuration order. A peer asking for something ferrolb
+/// cannot do right ([`Peer::needs_unsupported`], e.g. a VRF) is left out:
+/// no session, no routes (see [`unsupported_peers_for_node`]).
 pub fn peers_for_node<'a>(
     config: &'a Config,
     labels: &BTreeMap<String, String>,
@@ -233,8 +251,42 @@ pub fn peers_for_node<'a>(
     peer_keys(config)
         .into_iter()
         .zip(&config.peers)
-        .filter(|(_, p)| p.selects_node(labels))
+        .filter(|(_, p)| p.selects_node(labels) && p.needs_unsupported().is_none())
         .collect()
+}
+
+/// The peers selecting a node with these labels that get no session because
+/// they need something unsupported, with why.
+pub fn unsupported_peers_for_node<'a>(
+    config: &'a Config,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(PeerKey, &'a Peer, &'static str)> {
+    peer_keys(config)
+        .into_iter()
+        .zip(&config.peers)
+        .filter(|(_, p)| p.selects_node(labels))
+        .filter_map(|(k, p)| p.needs_unsupported().map(|why| (k, p, why)))
+        .collect()
+}
+
+/// Is the session with `peer` iBGP? `my_asn == peer_asn`, or for a peer with
+/// `dynamicASN`, its kind (internal: the peer's AS must equal ours, which the
+/// session checks in the OPEN; external: it must differ).
+pub fn peer_is_ibgp(peer: &Peer) -> bool {
+    match peer.dynamic_asn {
+        Some(DynamicAsn::Internal) => true,
+        Some(DynamicAsn::External) => false,
+        None => peer.my_asn == peer.peer_asn,
+    }
+}
+
+/// How a peer is named in `ServiceBGPStatus.status.peers`: the `BGPPeer`'s
+/// name, or `address:port` for a ConfigMap peer (which has no name).
+pub fn peer_status_name(key: &PeerKey, peer: &Peer) -> String {
+    match &peer.name {
+        Some(n) => n.clone(),
+        None => key.to_string(),
+    }
 }
 
 /// One route a node announces for a service: to whom, what prefix, which
@@ -298,7 +350,11 @@ impl<'a> Decider<'a> {
     /// Rules, in order (the first that fails is the reason given): the service
     /// has an IP; the node is not `NetworkUnavailable` and not excluded;
     /// endpoints fit the traffic policy; then for each IP, its pool exists, is a
-    /// BGP pool with at least one advertisement, and some peer selects the node.
+    /// BGP pool with at least one advertisement, some peer with a session
+    /// selects the node, some advertisement selects the node
+    /// (`nodeSelectors`), and such an advertisement is for one of those peers
+    /// (`peers`). Across several IPs, the reason of the IP that got furthest
+    /// is given.
     pub fn decide(&self, svc: &ServiceFacts<'_>) -> Decision {
         if svc.ips.is_empty() {
             return Decision::Skip(SkipReason::NoIp);
@@ -339,7 +395,18 @@ impl<'a> Decider<'a> {
                 reason = reason.max(SkipReason::NoPeerForNode);
                 continue;
             }
+            let before = out.len();
+            let mut for_node = false;
             for (adv, attrs) in pool.advertisements.iter().zip(&self.attrs[p]) {
+                if !adv.node_selectors.is_empty()
+                    && !adv
+                        .node_selectors
+                        .iter()
+                        .any(|s| s.matches(&self.node.labels))
+                {
+                    continue;
+                }
+                for_node = true;
                 let prefix = adv.prefix_for(ip);
                 for (key, peer) in &self.peers {
                     if !adv.applies(&self.node.labels, peer) {
@@ -348,9 +415,16 @@ impl<'a> Decider<'a> {
                     out.push(Announcement {
                         peer: *key,
                         prefix,
-                        attrs: attrs[usize::from(peer.is_ibgp())].clone(),
+                        attrs: attrs[usize::from(peer_is_ibgp(peer))].clone(),
                     });
                 }
+            }
+            if out.len() == before {
+                reason = reason.max(if for_node {
+                    SkipReason::NoAdvertisementForPeer
+                } else {
+                    SkipReason::NoAdvertisementForNode
+                });
             }
         }
         if out.is_empty() {

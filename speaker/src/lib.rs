@@ -9,7 +9,10 @@
 //! - [`watch`]: Kubernetes objects folded into slim maps of what the
 //!   decision reads (nothing is kept per Service beyond that), and this node
 //!   as last seen;
-//! - [`peers`] (`desired_sessions`): the BGP session each selected peer gets.
+//! - [`peers`] (`desired_sessions`): the BGP session each selected peer gets;
+//! - [`bgp_status`]: the `ServiceBGPStatus` objects this node should hold
+//!   and the writes that get there, within a write budget (its writer task is
+//!   the only part that does I/O).
 //!
 //! The I/O shell is thin: [`sources`] runs the watches, [`run`](mod@run) offers the
 //! configuration to `ferrolb_config::ConfigGate`, runs a pass on every change
@@ -19,6 +22,7 @@
 //! not touch the node's forwarding.
 
 pub mod announce;
+pub mod bgp_status;
 pub mod metrics;
 pub mod pass;
 pub mod peers;

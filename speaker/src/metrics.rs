@@ -10,6 +10,7 @@ use ferrolb_ops::metrics::{ConfigGauges, Metrics, ScrapeCollectorBuilder};
 use tokio::sync::watch;
 
 use crate::announce::PeerKey;
+use crate::bgp_status::WriteCounters;
 use crate::pass::Announcer;
 use crate::sources::lock;
 
@@ -37,6 +38,8 @@ pub struct SpeakerState {
     pub announcer: Announcer,
     /// The BGP sessions.
     pub sessions: Vec<SessionView>,
+    /// The ServiceBGPStatus writer's counters, once it runs.
+    pub status_writes: Option<Arc<WriteCounters>>,
 }
 
 /// Shared between the decision loop and the HTTP endpoints.
@@ -76,6 +79,21 @@ pub fn register(
         "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.",
         &["service", "protocol", "node", "ip"],
     )?;
+    let status_writes = b.counter(
+        "ferrolb_speaker_status_writes_total",
+        "API requests that wrote ServiceBGPStatus objects (a create is followed by a status patch)",
+        &["verb"],
+    )?;
+    let status_errors = b.counter(
+        "ferrolb_speaker_status_write_errors_total",
+        "ServiceBGPStatus writes the API server refused or that failed",
+        &[],
+    )?;
+    let status_pending = b.gauge(
+        "ferrolb_speaker_status_writes_pending",
+        "ServiceBGPStatus writes waiting for the write budget",
+        &[],
+    )?;
     let collector = b.build(move |out| {
         let st = lock(&shared);
         config.add(out, st.config_loaded, st.config_stale);
@@ -87,6 +105,22 @@ pub fn register(
             out.add(updates, &peer, status.updates_sent as f64);
             out.add(prefixes, &peer, status.prefixes_announced as f64);
             out.add(pending, &peer, s.desired as f64);
+        }
+        if let Some(c) = &st.status_writes {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (verb, n) in [
+                ("create", &c.creates),
+                ("patch", &c.patches),
+                ("delete", &c.deletes),
+            ] {
+                out.add(status_writes, &[verb], n.load(Relaxed) as f64);
+            }
+            out.add(status_errors, &[] as &[&str], c.errors.load(Relaxed) as f64);
+            out.add(
+                status_pending,
+                &[] as &[&str],
+                c.pending.load(Relaxed) as f64,
+            );
         }
         if out.wants(announced) {
             for (svc, ips) in st.announcer.announced() {

@@ -2,8 +2,9 @@
 //! and every LoadBalancer Service's facts to the routes each peer must hold,
 //! the Services newly announced (for `nodeAssigned` Events) and those
 //! withdrawn (with the reason, for the log). It also keeps the set of
-//! Services this node announces, which `/metrics` shows
-//! (`metallb_speaker_announced`).
+//! Services this node announces, with the peers each goes to, which
+//! `/metrics` shows (`metallb_speaker_announced`) and the ServiceBGPStatus
+//! objects report ([`crate::bgp_status`]).
 //!
 //! Nothing is allocated per Service and pass beyond the route sets: the
 //! announced set is updated in place, and a pass counter finds Services that
@@ -24,6 +25,16 @@ struct Announced {
     /// The pass that last announced it.
     pass: u64,
     ips: Ips,
+    /// The peers it is announced to, sorted, distinct.
+    peers: Box<[PeerKey]>,
+}
+
+/// The distinct peers of a decision's announcements, sorted.
+fn peers_of(anns: &[crate::announce::Announcement]) -> Vec<PeerKey> {
+    let mut peers: Vec<PeerKey> = anns.iter().map(|a| a.peer).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    peers
 }
 
 /// Why a Service announced before is withdrawn.
@@ -83,11 +94,15 @@ impl Announcer {
         let mut fresh = Vec::new();
         let mut withdrawn = Vec::new();
         let routes = routes_per_peer(config, node, services, |svc, d| match d {
-            Decision::Announce(_) => match announced.get_mut(svc.key) {
+            Decision::Announce(anns) => match announced.get_mut(svc.key) {
                 Some(a) => {
                     a.pass = pass;
                     if a.ips.as_slice() != svc.ips {
                         a.ips = svc.ips.to_vec().into();
+                    }
+                    let peers = peers_of(anns);
+                    if *a.peers != *peers {
+                        a.peers = peers.into();
                     }
                 }
                 None => {
@@ -96,6 +111,7 @@ impl Announcer {
                         Announced {
                             pass,
                             ips: svc.ips.to_vec().into(),
+                            peers: peers_of(anns).into(),
                         },
                     );
                     fresh.push(svc.key.into());
@@ -125,6 +141,12 @@ impl Announcer {
     /// Every Service announced, in key order, with its IPs.
     pub fn announced(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
         self.announced.iter().map(|(k, a)| (&**k, a.ips.as_slice()))
+    }
+
+    /// Every Service announced, in key order, with the peers it goes to
+    /// (sorted, distinct).
+    pub fn announced_to(&self) -> impl Iterator<Item = (&str, &[PeerKey])> {
+        self.announced.iter().map(|(k, a)| (&**k, &*a.peers))
     }
 
     /// How many Services are announced.

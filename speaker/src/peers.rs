@@ -2,19 +2,25 @@
 //!
 //! [`desired_sessions`] is pure: config + node → the session parameters each
 //! peer should have. [`PeerSessions::sync`] opens, replaces and closes driver
-//! sessions to match, and hands each its route set (the session diffs).
+//! sessions to match, and hands each its route set (the session diffs). A
+//! session whose parameters change is replaced: the old one is closed with
+//! Cease / Other Configuration Change (6/6), a peer that no longer selects
+//! the node (or left the configuration) gets Cease / Peer De-configured (6/3),
+//! as RFC 4486 names them. Peers that need something unsupported (a VRF) get
+//! no session at all ([`PeerSessions::report_unsupported`] logs them once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use ferrolb_bgp::adj_out::Routes;
 use ferrolb_bgp::driver::{self, PeerConfig, SessionHandle};
-use ferrolb_bgp::wire::Family;
-use ferrolb_config::{Config, Peer};
+use ferrolb_bgp::fsm::DynamicAs;
+use ferrolb_bgp::wire::{Family, subcode};
+use ferrolb_config::{Config, DynamicAsn, Peer};
 use tracing::{info, warn};
 
-use crate::announce::{NodeState, PeerKey, peers_for_node};
+use crate::announce::{NodeState, PeerKey, peers_for_node, unsupported_peers_for_node};
 use crate::metrics::SessionView;
 
 /// Why a peer that selects the node gets no session.
@@ -70,9 +76,82 @@ pub fn session_config(
     // gets keepalives often enough. A keepalive written in the config is kept.
     cfg.keepalive = (peer.keepalive_time != peer.hold_time / 3).then(|| secs(peer.keepalive_time));
     cfg.password = peer.password.clone();
-    cfg.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+    // disableMP: the session carries only its own address family (the
+    // multiprotocol capability of the other one is not offered, and its
+    // routes are not handed to the session), as MetalLB's FRR mode with one
+    // neighbor per family. Otherwise one session carries both.
+    cfg.families = if peer.disable_mp {
+        vec![family_of(peer.address)]
+    } else {
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    };
     cfg.ebgp_multihop = peer.ebgp_multihop.then_some(255);
+    cfg.dynamic_peer_as = peer.dynamic_asn.map(|d| match d {
+        DynamicAsn::Internal => DynamicAs::Internal,
+        DynamicAsn::External => DynamicAs::External,
+    });
+    if let Some(t) = peer.connect_time {
+        // connectTime: a fixed interval between attempts (FRR's `timers
+        // connect`), instead of the 1 s doubling backoff.
+        let t = t.max(Duration::from_secs(1));
+        cfg.connect_retry = t;
+        cfg.connect_retry_max = t;
+    }
     Ok(cfg)
+}
+
+/// The unicast family of a peer address.
+pub fn family_of(addr: IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::IPV4_UNICAST,
+        IpAddr::V6(_) => Family::IPV6_UNICAST,
+    }
+}
+
+/// Keep only the routes of `families` (a disableMP session carries one family).
+pub fn routes_for_families(routes: Routes, families: &[Family]) -> Routes {
+    if families.contains(&Family::IPV4_UNICAST) && families.contains(&Family::IPV6_UNICAST) {
+        return routes;
+    }
+    let mut routes = routes;
+    routes.retain(|p, _| families.contains(&family_of(p.addr())));
+    routes
+}
+
+/// How a running session ends when [`PeerSessions::sync`] no longer wants it
+/// as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Still wanted with other parameters: Cease 6/6 Other Configuration Change.
+    Changed,
+    /// Not wanted any more: Cease 6/3 Peer De-configured.
+    Removed,
+}
+
+impl Replace {
+    /// The Cease subcode (RFC 4486).
+    pub fn cease_subcode(self) -> u8 {
+        match self {
+            Replace::Changed => subcode::OTHER_CONFIGURATION_CHANGE,
+            Replace::Removed => subcode::PEER_DECONFIGURED,
+        }
+    }
+}
+
+/// Pure: which running sessions must end, and how, to go from `running` to
+/// `desired` (a session equal to its desired parameters stays).
+pub fn sessions_to_close(
+    running: &BTreeMap<PeerKey, PeerConfig>,
+    desired: &BTreeMap<PeerKey, PeerConfig>,
+) -> Vec<(PeerKey, Replace)> {
+    running
+        .iter()
+        .filter_map(|(k, cfg)| match desired.get(k) {
+            None => Some((*k, Replace::Removed)),
+            Some(d) if d != cfg => Some((*k, Replace::Changed)),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// The sessions this node should run: one per peer whose node-selectors match.
@@ -109,6 +188,8 @@ struct Running {
 #[derive(Default)]
 pub struct PeerSessions {
     running: BTreeMap<PeerKey, Running>,
+    /// The peers last reported as getting no session (unsupported), with why.
+    unsupported: BTreeSet<(PeerKey, &'static str)>,
 }
 
 impl PeerSessions {
@@ -119,18 +200,23 @@ impl PeerSessions {
         desired: BTreeMap<PeerKey, PeerConfig>,
         mut routes: BTreeMap<PeerKey, Routes>,
     ) {
-        let stale: Vec<PeerKey> = self
+        let running: BTreeMap<PeerKey, PeerConfig> = self
             .running
             .iter()
-            .filter(|(k, r)| desired.get(*k) != Some(&r.config))
-            .map(|(k, _)| *k)
+            .map(|(k, r)| (*k, r.config.clone()))
             .collect();
-        for key in stale {
+        for (key, how) in sessions_to_close(&running, &desired) {
             if let Some(r) = self.running.remove(&key) {
-                info!(peer = %r.config.peer, "closing BGP session: peer removed or changed");
-                r.handle
-                    .shutdown(Some("ferrolb: peer configuration changed".into()))
-                    .await;
+                info!(
+                    peer = %key,
+                    cease = how.cease_subcode(),
+                    "closing BGP session: {}",
+                    match how {
+                        Replace::Changed => "its parameters changed (a new one follows)",
+                        Replace::Removed => "the peer is no longer configured for this node",
+                    }
+                );
+                r.handle.close(how.cease_subcode(), None).await;
             }
         }
         for (key, cfg) in desired {
@@ -141,10 +227,27 @@ impl PeerSessions {
                     config: cfg,
                 }
             });
-            r.handle.set(routes.remove(&key).unwrap_or_default());
+            let mine = routes.remove(&key).unwrap_or_default();
+            r.handle.set(routes_for_families(mine, &r.config.families));
         }
         for key in routes.keys() {
             warn!(peer = %key, "routes for a peer without a session (no source address?)");
+        }
+    }
+
+    /// Log, once per change, the peers selecting this node that get no
+    /// session because they need something ferrolb does not support.
+    pub fn report_unsupported(&mut self, config: &Config, node: &NodeState) {
+        let now: BTreeSet<(PeerKey, &'static str)> =
+            unsupported_peers_for_node(config, &node.labels)
+                .into_iter()
+                .map(|(k, _, why)| (k, why))
+                .collect();
+        if now != self.unsupported {
+            for (key, why) in now.difference(&self.unsupported) {
+                warn!(peer = %key, "no BGP session: {why}");
+            }
+            self.unsupported = now;
         }
     }
 
@@ -259,6 +362,136 @@ mod tests {
         assert_eq!(
             errors,
             vec![PeerError::NoSourceAddress("10.0.0.1".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn richer_peer_fields_reach_the_session() {
+        let mut c = cfg(concat!(
+            "peers:\n",
+            "- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522}\n",
+            "- {peer-address: 10.0.0.2, peer-asn: 64512, my-asn: 64522}\n",
+            "- {peer-address: 10.0.0.3, peer-asn: 64512, my-asn: 64522}\n",
+            "- {peer-address: 'fd00::1', peer-asn: 64512, my-asn: 64522}\n",
+        ));
+        c.peers[0].peer_asn = 0;
+        c.peers[0].dynamic_asn = Some(DynamicAsn::External);
+        c.peers[0].connect_time = Some(Duration::from_secs(5));
+        c.peers[1].vrf = Some("red".into());
+        c.peers[2].disable_mp = true;
+        c.peers[3].disable_mp = true;
+        let resolve = |a: IpAddr| {
+            Some(if a.is_ipv4() {
+                "10.0.0.9".parse().unwrap()
+            } else {
+                "fd00::9".parse().unwrap()
+            })
+        };
+        let (s, errors) = desired_sessions(&c, &NodeState::default(), &resolve);
+        assert!(errors.is_empty(), "{errors:?}");
+        let key = |a: &str| PeerKey::new(a.parse().unwrap(), 179);
+        let dynamic = &s[&key("10.0.0.1")];
+        assert_eq!(dynamic.dynamic_peer_as, Some(DynamicAs::External));
+        assert_eq!(
+            (dynamic.connect_retry, dynamic.connect_retry_max),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
+        assert!(
+            !s.contains_key(&key("10.0.0.2")),
+            "a VRF peer gets no session"
+        );
+        assert_eq!(s[&key("10.0.0.3")].families, vec![Family::IPV4_UNICAST]);
+        assert_eq!(s[&key("fd00::1")].families, vec![Family::IPV6_UNICAST]);
+        assert_eq!(
+            s[&key("fd00::1")].router_id,
+            "10.0.0.9".parse::<Ipv4Addr>().unwrap()
+        );
+        // Defaults: both families, backoff from 1 s to 60 s, fixed AS.
+        let plain = session_config(
+            &Peer::new("10.0.0.4".parse().unwrap(), 1, 2),
+            &resolve,
+            None,
+        )
+        .unwrap();
+        assert_eq!(plain.families.len(), 2);
+        assert_eq!(plain.dynamic_peer_as, None);
+        assert_eq!(plain.connect_retry_max, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn changed_sessions_get_6_6_and_removed_ones_6_3() {
+        let resolve = |_: IpAddr| Some("10.0.0.9".parse().unwrap());
+        let c = cfg(concat!(
+            "peers:\n",
+            "- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522, hold-time: 90s}\n",
+            "- {peer-address: 10.0.0.2, peer-asn: 64512, my-asn: 64522}\n",
+            "- {peer-address: 10.0.0.3, peer-asn: 64512, my-asn: 64522}\n",
+        ));
+        let (before, _) = desired_sessions(&c, &NodeState::default(), &resolve);
+        let mut next = c.clone();
+        next.peers[0].hold_time = Duration::from_secs(30);
+        next.peers[0].keepalive_time = Duration::from_secs(10);
+        next.peers[1].vrf = Some("red".into());
+        let (after, _) = desired_sessions(&next, &NodeState::default(), &resolve);
+        let key = |a: &str| PeerKey::new(a.parse().unwrap(), 179);
+        assert_eq!(
+            sessions_to_close(&before, &after),
+            vec![
+                (key("10.0.0.1"), Replace::Changed),
+                (key("10.0.0.2"), Replace::Removed)
+            ]
+        );
+        assert_eq!(Replace::Changed.cease_subcode(), 6);
+        assert_eq!(Replace::Removed.cease_subcode(), 3);
+        assert!(sessions_to_close(&after, &after).is_empty());
+        // Every session parameter counts as a change.
+        let base = before[&key("10.0.0.3")].clone();
+        let edits: [fn(&mut PeerConfig); 12] = [
+            |p| p.hold_time = 9,
+            |p| p.keepalive = Some(1),
+            |p| p.local_as = 1,
+            |p| p.peer_as = 1,
+            |p| p.dynamic_peer_as = Some(DynamicAs::Internal),
+            |p| p.password = Some("x".into()),
+            |p| p.peer.set_port(1790),
+            |p| p.local_addr = None,
+            |p| p.router_id = Ipv4Addr::new(1, 1, 1, 1),
+            |p| p.ebgp_multihop = Some(255),
+            |p| p.families = vec![Family::IPV4_UNICAST],
+            |p| p.connect_retry = Duration::from_secs(9),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut changed = base.clone();
+            edit(&mut changed);
+            let old = BTreeMap::from([(key("10.0.0.3"), base.clone())]);
+            let new = BTreeMap::from([(key("10.0.0.3"), changed)]);
+            assert_eq!(
+                sessions_to_close(&old, &new),
+                vec![(key("10.0.0.3"), Replace::Changed)],
+                "edit #{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn disable_mp_sessions_get_their_family_only() {
+        let mut r = Routes::new();
+        let attrs = std::sync::Arc::new(ferrolb_bgp::adj_out::RouteAttrs::default());
+        r.insert("172.20.0.1/32".parse().unwrap(), attrs.clone());
+        r.insert("fd00::1/128".parse().unwrap(), attrs);
+        let v4 = routes_for_families(r.clone(), &[Family::IPV4_UNICAST]);
+        assert_eq!(
+            v4.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["172.20.0.1/32"]
+        );
+        let v6 = routes_for_families(r.clone(), &[Family::IPV6_UNICAST]);
+        assert_eq!(
+            v6.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["fd00::1/128"]
+        );
+        assert_eq!(
+            routes_for_families(r, &[Family::IPV4_UNICAST, Family::IPV6_UNICAST]).len(),
+            2
         );
     }
 

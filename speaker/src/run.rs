@@ -19,6 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::metrics::{self, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
@@ -35,6 +36,11 @@ pub struct SpeakerOpts {
     /// it on control-plane nodes), as MetalLB's flag of the same name.
     #[arg(long)]
     pub ignore_exclude_lb: bool,
+    /// Most API writes a second for the ServiceBGPStatus objects (a new
+    /// object takes two); bursts (a restart, every Service changing at once)
+    /// are spread at this rate.
+    #[arg(long, default_value_t = 20.0)]
+    pub status_writes_per_second: f64,
     #[command(flatten)]
     pub kube: KubeOpts,
 }
@@ -124,6 +130,17 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let mut gate = ConfigGate::new();
     let mut node = KnownNode::default();
     let mut sessions = PeerSessions::default();
+    let status = StatusWriter::spawn(
+        client.clone(),
+        WriterConfig {
+            namespace: opts.kube.namespace.clone(),
+            node: node_name.clone(),
+            owner_pod: WriterConfig::owner_from_env(),
+            writes_per_second: opts.status_writes_per_second,
+        },
+        notify.clone(),
+    );
+    lock(&shared).status_writes = Some(status.counters());
     let shutdown = ferrolb_ops::signal::shutdown();
     tokio::pin!(shutdown);
     // While a peer that selects this node gets no session (no route to it
@@ -196,6 +213,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
                 .announcer
                 .pass(config, &this, service_facts(&services, &view));
             st.synced = true;
+            if status.enabled() {
+                status.set(bgp_status::desired(&st.announcer, config));
+            }
             for key in &outcome.announced {
                 info!(svc = %key, node = %node_name, "announcing");
                 let uid = services.get(key).and_then(|s| s.uid.as_deref());
@@ -212,6 +232,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         }
         let desired: BTreeMap<_, usize> =
             outcome.routes.iter().map(|(k, r)| (*k, r.len())).collect();
+        sessions.report_unsupported(config, &this);
         let (wanted, errors) = desired_sessions(config, &this, &source_address_for);
         recheck = (!errors.is_empty()).then(|| tokio::time::Instant::now() + PEER_RECHECK);
         for e in errors {

@@ -306,6 +306,8 @@ fn skip_reasons_have_stable_names_and_messages() {
         SkipReason::Layer2Pool,
         SkipReason::NoAdvertisement,
         SkipReason::NoPeerForNode,
+        SkipReason::NoAdvertisementForNode,
+        SkipReason::NoAdvertisementForPeer,
         SkipReason::NodeNetworkUnavailable,
         SkipReason::NodeExcluded,
         SkipReason::NoLocalEndpoint,
@@ -316,4 +318,249 @@ fn skip_reasons_have_stable_names_and_messages() {
     for r in all {
         assert!(!r.to_string().is_empty());
     }
+}
+
+fn rack(v: &str) -> ferrolb_config::NodeSelector {
+    ferrolb_config::NodeSelector {
+        match_labels: [("rack".to_string(), v.to_string())].into(),
+        match_expressions: vec![],
+    }
+}
+
+/// The config of CRs the front end would build: two named peers (`rt-a`
+/// selects rack a, `rt-all` every node) and pools whose advertisements are
+/// scoped by nodeSelectors and peers.
+fn scoped_config() -> Config {
+    let mut c = Config::parse(concat!(
+        "peers:\n",
+        "- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522}\n",
+        "- {peer-address: 10.0.0.2, peer-asn: 64512, my-asn: 64522}\n",
+        "address-pools:\n",
+        "- {name: a-only, protocol: bgp, addresses: [172.20.1.0/24]}\n",
+        "- {name: to-rt-a, protocol: bgp, addresses: [172.20.2.0/24]}\n",
+        "- {name: to-nobody, protocol: bgp, addresses: [172.20.3.0/24]}\n",
+        "- {name: two-advs, protocol: bgp, addresses: [172.20.4.0/24]}\n",
+    ))
+    .unwrap();
+    c.peers[0].name = Some("rt-a".into());
+    c.peers[0].node_selectors = vec![rack("a")];
+    c.peers[1].name = Some("rt-all".into());
+    c.pools[0].advertisements[0].node_selectors = vec![rack("a")];
+    c.pools[1].advertisements[0].peers = vec!["rt-a".into()];
+    c.pools[2].advertisements[0].peers = vec!["rt-gone".into()];
+    // Two advertisements: /32 for rack a to every peer, /24 for rack b to rt-all.
+    let mut b = c.pools[3].advertisements[0].clone();
+    c.pools[3].advertisements[0].node_selectors = vec![rack("a")];
+    b.node_selectors = vec![rack("b")];
+    b.aggregation_length = 24;
+    b.peers = vec!["rt-all".into()];
+    c.pools[3].advertisements.push(b);
+    c
+}
+
+fn announced(d: &Decision) -> Vec<(String, String)> {
+    match d {
+        Decision::Announce(a) => a
+            .iter()
+            .map(|a| (a.peer.addr.to_string(), a.prefix.to_string()))
+            .collect(),
+        Decision::Skip(r) => vec![("skip".into(), r.as_str().into())],
+    }
+}
+
+#[test]
+fn advertisement_node_selectors_and_peers() {
+    let c = scoped_config();
+    let a = node("node-a", &[("rack", "a")]);
+    let b = node("node-b", &[("rack", "b")]);
+    let ready = |ip: &str| {
+        svc(
+            &[ip],
+            TrafficPolicy::Cluster,
+            vec![ep("node-a", true, true)],
+        )
+    };
+    let pair = |p: &str, x: &str| (p.to_string(), x.to_string());
+
+    // nodeSelectors: rack a announces to both its peers, rack b nothing, and says why.
+    assert_eq!(
+        announced(&decide(&c, &a, &ready("172.20.1.1"))),
+        vec![
+            pair("10.0.0.1", "172.20.1.1/32"),
+            pair("10.0.0.2", "172.20.1.1/32")
+        ]
+    );
+    assert_eq!(
+        decide(&c, &b, &ready("172.20.1.1")),
+        Decision::Skip(SkipReason::NoAdvertisementForNode)
+    );
+    // peers: only rt-a, which rack b has no session with.
+    assert_eq!(
+        announced(&decide(&c, &a, &ready("172.20.2.1"))),
+        vec![pair("10.0.0.1", "172.20.2.1/32")]
+    );
+    assert_eq!(
+        decide(&c, &b, &ready("172.20.2.1")),
+        Decision::Skip(SkipReason::NoAdvertisementForPeer)
+    );
+    // peers naming no configured peer: nobody, anywhere.
+    for n in [&a, &b] {
+        assert_eq!(
+            decide(&c, n, &ready("172.20.3.1")),
+            Decision::Skip(SkipReason::NoAdvertisementForPeer)
+        );
+    }
+    // Two advertisements, each for its rack.
+    assert_eq!(
+        announced(&decide(&c, &a, &ready("172.20.4.9"))),
+        vec![
+            pair("10.0.0.1", "172.20.4.9/32"),
+            pair("10.0.0.2", "172.20.4.9/32")
+        ]
+    );
+    assert_eq!(
+        announced(&decide(&c, &b, &ready("172.20.4.9"))),
+        vec![pair("10.0.0.2", "172.20.4.0/24")]
+    );
+    // Across two IPs the reason of the IP that got furthest is given.
+    let both = svc(
+        &["172.20.1.1", "172.20.2.1"],
+        TrafficPolicy::Cluster,
+        vec![ep("node-a", true, true)],
+    );
+    assert_eq!(
+        decide(&c, &b, &both),
+        Decision::Skip(SkipReason::NoAdvertisementForPeer)
+    );
+    // The endpoint rules still come first.
+    let none = svc(&["172.20.1.1"], TrafficPolicy::Cluster, vec![]);
+    assert_eq!(
+        decide(&c, &b, &none),
+        Decision::Skip(SkipReason::NoReadyEndpoint)
+    );
+}
+
+#[test]
+fn vrf_peers_get_no_routes_and_dynamic_internal_peers_get_local_pref() {
+    let mut c = Config::parse(concat!(
+        "peers:\n",
+        "- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522}\n",
+        "- {peer-address: 10.0.0.2, peer-asn: 64512, my-asn: 64522}\n",
+        "address-pools:\n",
+        "- name: p\n  protocol: bgp\n  addresses: [172.20.1.0/24]\n  bgp-advertisements:\n  - localpref: 300\n",
+    ))
+    .unwrap();
+    c.peers[0].vrf = Some("red".into());
+    let n = node("n", &[]);
+    let s = svc(
+        &["172.20.1.1"],
+        TrafficPolicy::Cluster,
+        vec![ep("n", true, true)],
+    );
+    let Decision::Announce(a) = decide(&c, &n, &s) else {
+        panic!("announced to the default-VRF peer")
+    };
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].peer.addr.to_string(), "10.0.0.2");
+    assert_eq!(a[0].attrs.local_pref, None, "eBGP: no LOCAL_PREF");
+    // Only the VRF peer: as if no peer selected the node.
+    c.peers[1].vrf = Some("blue".into());
+    assert_eq!(
+        decide(&c, &n, &s),
+        Decision::Skip(SkipReason::NoPeerForNode)
+    );
+    // A dynamic internal peer is iBGP (its AS must equal ours): LOCAL_PREF goes out.
+    c.peers[1].vrf = None;
+    c.peers[1].peer_asn = 0;
+    c.peers[1].dynamic_asn = Some(ferrolb_config::DynamicAsn::Internal);
+    let Decision::Announce(a) = decide(&c, &n, &s) else {
+        panic!("announced")
+    };
+    assert_eq!(a[0].attrs.local_pref, Some(300));
+    c.peers[1].dynamic_asn = Some(ferrolb_config::DynamicAsn::External);
+    let Decision::Announce(a) = decide(&c, &n, &s) else {
+        panic!("announced")
+    };
+    assert_eq!(a[0].attrs.local_pref, None);
+}
+
+/// The same rules on a configuration the custom-resource front end builds
+/// from metallb.io objects: BGPPeers with names, a vrf peer, a dynamicASN
+/// peer, BGPAdvertisements scoped by nodeSelectors and peers.
+#[test]
+fn scope_from_custom_resources() {
+    use ferrolb_config::crs::{Resources, Secrets};
+    let yaml = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: pool, namespace: metallb-system}
+spec: {addresses: [172.20.1.0/24]}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-a, namespace: metallb-system}
+spec:
+  myASN: 64522
+  peerASN: 64512
+  peerAddress: 10.0.0.1
+  nodeSelectors: [{matchLabels: {rack: a}}]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-dyn, namespace: metallb-system}
+spec: {myASN: 64522, dynamicASN: internal, peerAddress: 10.0.0.2}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: rt-vrf, namespace: metallb-system}
+spec: {myASN: 64522, peerASN: 64512, peerAddress: 10.0.0.3, vrf: red}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: rack-a-to-rt-a, namespace: metallb-system}
+spec:
+  ipAddressPools: [pool]
+  localPref: 300
+  nodeSelectors: [{matchLabels: {rack: a}}]
+  peers: [rt-a, rt-vrf]
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: rack-b-to-rt-dyn, namespace: metallb-system}
+spec:
+  ipAddressPools: [pool]
+  localPref: 200
+  nodeSelectors: [{matchLabels: {rack: b}}]
+  peers: [rt-dyn]
+"#;
+    let mut r = Resources::new();
+    r.add_yaml("test.yaml", yaml).expect("valid objects");
+    let c = Config::from_resources(&r, Secrets::Ignore).expect("valid configuration");
+    let ready = svc(
+        &["172.20.1.7"],
+        TrafficPolicy::Cluster,
+        vec![ep("n", true, true)],
+    );
+    let to = |d: Decision| match d {
+        Decision::Announce(a) => a
+            .iter()
+            .map(|a| (a.peer.addr.to_string(), a.attrs.local_pref))
+            .collect::<Vec<_>>(),
+        Decision::Skip(r) => panic!("skipped: {r}"),
+    };
+    // Rack a: only rt-a (rt-vrf gets nothing, rt-dyn is not in this advertisement); eBGP.
+    assert_eq!(
+        to(decide(&c, &node("a", &[("rack", "a")]), &ready)),
+        vec![("10.0.0.1".to_string(), None)]
+    );
+    // Rack b: only rt-dyn, internal, so iBGP with its LOCAL_PREF.
+    assert_eq!(
+        to(decide(&c, &node("b", &[("rack", "b")]), &ready)),
+        vec![("10.0.0.2".to_string(), Some(200))]
+    );
+    // Rack c: no advertisement for the node.
+    assert_eq!(
+        decide(&c, &node("c", &[("rack", "c")]), &ready),
+        Decision::Skip(SkipReason::NoAdvertisementForNode)
+    );
 }

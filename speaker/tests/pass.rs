@@ -114,6 +114,12 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
             status,
             desired: 2,
         }],
+        status_writes: Some({
+            let c = ferrolb_speaker::bgp_status::WriteCounters::default();
+            c.creates.store(4, std::sync::atomic::Ordering::Relaxed);
+            c.patches.store(7, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(c)
+        }),
     }));
     let mut metrics = Metrics::new();
     register(&mut metrics, shared.clone(), "n1".into()).unwrap();
@@ -127,6 +133,10 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
         "metallb_k8s_client_config_loaded_bool 1",
         "metallb_k8s_client_config_stale_bool 0",
         "metallb_speaker_announced{ip=\"172.17.254.1\",node=\"n1\",protocol=\"bgp\",service=\"default/web\"} 1",
+        "ferrolb_speaker_status_writes_total{verb=\"create\"} 4",
+        "ferrolb_speaker_status_writes_total{verb=\"patch\"} 7",
+        "ferrolb_speaker_status_writes_total{verb=\"delete\"} 0",
+        "ferrolb_speaker_status_writes_pending 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -211,4 +221,55 @@ address-pools:
     let out = Announcer::new().pass(&cfg, &node(), [facts("ns/a", &a, UP)]);
     assert_eq!(out.routes.len(), 3);
     assert!(out.routes.values().all(|r| r.len() == 1));
+}
+
+/// What the ServiceBGPStatus objects say comes from the pass: per announced
+/// Service, the peers it goes to — BGPPeer names, `address:port` for a
+/// ConfigMap peer — and it follows the pass (advertisement peers, withdrawals).
+#[test]
+fn bgp_status_desired_follows_the_pass() {
+    use ferrolb_speaker::bgp_status::{ServiceId, desired};
+    let mut cfg = Config::parse(
+        "peers:
+- {peer-address: 172.17.0.1, peer-asn: 64512, my-asn: 64522}
+- {peer-address: 172.17.0.2, peer-asn: 64512, my-asn: 64522}
+- {peer-address: 172.17.0.3, peer-asn: 64512, my-asn: 64522}
+address-pools:
+- {name: default, protocol: bgp, addresses: [172.17.254.0/24]}
+- {name: only-b, protocol: bgp, addresses: [172.17.253.0/24]}
+",
+    )
+    .unwrap();
+    cfg.peers[0].name = Some("rt-a".into());
+    cfg.peers[1].name = Some("rt-b".into());
+    cfg.peers[2].vrf = Some("red".into());
+    cfg.pools[1].advertisements[0].peers = vec!["rt-b".into()];
+    let node = node();
+    let (a, b) = (ips(&["172.17.254.1"]), ips(&["172.17.253.1"]));
+    let mut ann = Announcer::new();
+    ann.pass(&cfg, &node, [facts("ns/a", &a, UP), facts("ns/b", &b, UP)]);
+    let id = |n: &str| ServiceId::parse(n).unwrap();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        desired(&ann, &cfg),
+        [
+            (id("ns/a"), s(&["rt-a", "rt-b"])),
+            (id("ns/b"), s(&["rt-b"]))
+        ]
+        .into()
+    );
+    // ConfigMap peers (no names) are named address:port; a withdrawn Service goes.
+    cfg.peers[0].name = None;
+    ann.pass(
+        &cfg,
+        &node,
+        [
+            facts("ns/a", &a, UP),
+            facts("ns/b", &b, EndpointSummary::default()),
+        ],
+    );
+    assert_eq!(
+        desired(&ann, &cfg),
+        [(id("ns/a"), s(&["172.17.0.1:179", "rt-b"]))].into()
+    );
 }
