@@ -391,10 +391,10 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
     // BGPPeer.passwordSecret: get by name (any name; never list).
     ("", "secrets", "get", Some(NS), None),
-    // ServiceBGPStatus, one per announced Service on this node: a watcher on
-    // its own (label-selected) objects, create, delete, status patch.
+    // ServiceBGPStatus, one per announced Service on this node: a list of its
+    // own (label-selected) objects at start and every 5 minutes, create,
+    // delete, status patch (speaker/src/bgp_status.rs).
     ("metallb.io", "servicebgpstatuses", "list", Some(NS), None),
-    ("metallb.io", "servicebgpstatuses", "watch", Some(NS), None),
     ("metallb.io", "servicebgpstatuses", "create", Some(NS), None),
     ("metallb.io", "servicebgpstatuses", "delete", Some(NS), None),
     (

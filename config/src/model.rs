@@ -208,9 +208,14 @@ impl Peer {
         self.node_selectors.is_empty() || self.node_selectors.iter().any(|s| s.matches(labels))
     }
 
-    /// True for iBGP (`my_asn == peer_asn`), where LOCAL_PREF is sent.
+    /// True for iBGP (`my_asn == peer_asn`, or `dynamicASN: internal`), where
+    /// LOCAL_PREF is sent. For `dynamicASN: external` false.
     pub fn is_ibgp(&self) -> bool {
-        self.my_asn == self.peer_asn
+        match self.dynamic_asn {
+            Some(DynamicAsn::Internal) => true,
+            Some(DynamicAsn::External) => false,
+            None => self.my_asn == self.peer_asn,
+        }
     }
 }
 

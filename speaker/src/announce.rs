@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::wire::{LargeCommunity, Origin};
-use ferrolb_config::{BgpAdvertisement, Config, DynamicAsn, Peer};
+use ferrolb_config::{BgpAdvertisement, Config, Peer};
 
 /// Label that keeps a node out of external load balancing (Kubernetes well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -269,17 +269,6 @@ pub fn unsupported_peers_for_node<'a>(
         .collect()
 }
 
-/// Is the session with `peer` iBGP? `my_asn == peer_asn`, or for a peer with
-/// `dynamicASN`, its kind (internal: the peer's AS must equal ours, which the
-/// session checks in the OPEN; external: it must differ).
-pub fn peer_is_ibgp(peer: &Peer) -> bool {
-    match peer.dynamic_asn {
-        Some(DynamicAsn::Internal) => true,
-        Some(DynamicAsn::External) => false,
-        None => peer.my_asn == peer.peer_asn,
-    }
-}
-
 /// How a peer is named in `ServiceBGPStatus.status.peers`: the `BGPPeer`'s
 /// name, or `address:port` for a ConfigMap peer (which has no name).
 pub fn peer_status_name(key: &PeerKey, peer: &Peer) -> String {
@@ -415,7 +404,7 @@ impl<'a> Decider<'a> {
                     out.push(Announcement {
                         peer: *key,
                         prefix,
-                        attrs: attrs[usize::from(peer_is_ibgp(peer))].clone(),
+                        attrs: attrs[usize::from(peer.is_ibgp())].clone(),
                     });
                 }
             }
