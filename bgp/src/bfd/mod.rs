@@ -7,5 +7,6 @@
 //! multi-hop (RFC 5883) sessions.
 
 pub mod packet;
+pub mod session;
 
 pub use packet::{ControlPacket, Diag, PacketError, State};
