@@ -6,7 +6,10 @@
 //! and the clock. Not built: Echo mode, Demand mode, authentication and
 //! multi-hop (RFC 5883) sessions.
 
+pub mod driver;
 pub mod packet;
 pub mod session;
 
+pub use driver::{BfdConfig, BfdEndpoint, BfdError, BfdEvent, BfdSession, BfdStatus};
 pub use packet::{ControlPacket, Diag, PacketError, State};
+pub use session::{Negotiated, Session, SessionConfig};
