@@ -350,3 +350,30 @@ fn ttl_254_is_ignored() -> Result<()> {
     assert_eq!(ep.listener_counters().bad_ttl.load(Ordering::Relaxed), 1);
     Ok(())
 }
+
+/// Passive role: we send nothing until bfdd (active) has spoken, then come Up with it.
+#[test]
+fn passive_waits_for_frr() -> Result<()> {
+    require_or_return!("passive_waits_for_frr", FRR_BFDD, "vtysh");
+    let lab = Pair::new(&US, &THEM)?;
+    let rt = lab.a.tokio_runtime()?;
+    let ep = BfdEndpoint::new();
+    let mut cfg = BfdConfig::new(ip("198.18.0.2"));
+    cfg.local = Some(ip("198.18.0.1"));
+    cfg.passive = true;
+    let (sess, mut st) = start(&rt, &ep, cfg)?;
+    std::thread::sleep(ms(1500));
+    assert_eq!(
+        count(&sess.counters()),
+        (0, 0, 0, 0),
+        "passive sent before hearing"
+    );
+    let peer = BfddPeer::new("198.18.0.1", "198.18.0.2");
+    let frr = Bfdd::start(&lab.b, &BfddConfig::default().peer(peer))?;
+    wait_status(&rt, &mut st, "Up", T, |s| s.state == State::Up)?;
+    let f = frr.wait_status("198.18.0.1", "up", T)?;
+    assert_eq!(f.remote_id, sess.local_discr());
+    let (i, o, up, _) = count(&sess.counters());
+    assert!(i > 0 && o > 0 && up == 1);
+    Ok(())
+}
