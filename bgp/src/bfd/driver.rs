@@ -728,3 +728,79 @@ async fn listen(sock: UdpSocket, shared: std::sync::Weak<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        let ok = BfdConfig::new("198.18.0.2".parse().unwrap());
+        assert!(ok.validate().is_ok());
+        let with = |f: fn(&mut BfdConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(matches!(
+            with(|c| c.echo = true),
+            Err(BfdError::EchoNotSupported)
+        ));
+        assert!(matches!(
+            with(|c| c.minimum_ttl = 254),
+            Err(BfdError::MultiHopNotSupported(254))
+        ));
+        assert!(matches!(
+            with(|c| c.detect_mult = 0),
+            Err(BfdError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            with(|c| c.desired_min_tx = Duration::ZERO),
+            Err(BfdError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            with(|c| c.required_min_rx = Duration::from_secs(5000)),
+            Err(BfdError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            with(|c| c.local = Some("fd00::1".parse().unwrap())),
+            Err(BfdError::FamilyMismatch { .. })
+        ));
+        assert!(with(|c| c.passive = true).is_ok());
+    }
+
+    #[test]
+    fn only_an_unannounced_down_from_up_is_a_failure() {
+        let e = BfdEvent {
+            peer: "198.18.0.2".parse().unwrap(),
+            from: State::Up,
+            to: State::Down,
+            diag: Diag::ControlDetectionTimeExpired,
+            remote_admin_down: false,
+        };
+        assert!(e.is_failure());
+        assert!(
+            !BfdEvent {
+                remote_admin_down: true,
+                diag: Diag::NeighborSignaledSessionDown,
+                ..e
+            }
+            .is_failure()
+        );
+        assert!(
+            !BfdEvent {
+                from: State::Init,
+                ..e
+            }
+            .is_failure()
+        );
+        assert!(
+            !BfdEvent {
+                to: State::AdminDown,
+                diag: Diag::AdministrativelyDown,
+                ..e
+            }
+            .is_failure()
+        );
+    }
+}
