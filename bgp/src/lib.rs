@@ -8,6 +8,7 @@
 //! Kubernetes in this crate.
 
 pub mod adj_out;
+pub mod bfd;
 pub mod driver;
 pub mod fsm;
 mod md5;

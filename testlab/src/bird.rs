@@ -523,3 +523,130 @@ mod tests {
         assert_eq!(n[0].state, SessionState::Active);
     }
 }
+
+/// A `protocol bfd` block for [`BirdConfig::extra`]: one session per `(neighbor, local)`
+/// address pair, with the given timers on every interface (BIRD 2.0 takes session
+/// options per interface, not per neighbor).
+pub fn bfd_protocol(
+    neighbors: &[(&str, &str)],
+    min_rx_ms: u32,
+    min_tx_ms: u32,
+    multiplier: u8,
+) -> String {
+    let mut s = format!(
+        "protocol bfd bfd1 {{\n  interface \"*\" {{ min rx interval {min_rx_ms} ms; min tx interval {min_tx_ms} ms; idle tx interval 1000 ms; multiplier {multiplier}; }};\n"
+    );
+    for (n, l) in neighbors {
+        s += &format!("  neighbor {n} local {l};\n");
+    }
+    s += "}\n";
+    s
+}
+
+/// One row of `birdc show bfd sessions`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BirdBfdSession {
+    /// Neighbor address.
+    pub address: String,
+    /// Interface.
+    pub interface: String,
+    /// `Up`, `Down`, `Init`, `AdminDown`.
+    pub state: String,
+    /// Current transmit interval, seconds.
+    pub interval: f64,
+    /// Current detection time, seconds.
+    pub timeout: f64,
+}
+
+/// Parses `show bfd sessions`: after the `IP address  Interface  State  Since  Interval
+/// Timeout` header, one row per session (Since may be one or two words).
+pub fn parse_bfd_sessions(text: &str) -> Vec<BirdBfdSession> {
+    let mut out = vec![];
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("IP address") {
+            in_table = true;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 6 {
+            continue;
+        }
+        let (Ok(interval), Ok(timeout)) = (w[w.len() - 2].parse(), w[w.len() - 1].parse()) else {
+            continue;
+        };
+        out.push(BirdBfdSession {
+            address: w[0].to_string(),
+            interface: w[1].to_string(),
+            state: w[2].to_string(),
+            interval,
+            timeout,
+        });
+    }
+    out
+}
+
+impl Bird {
+    /// BFD sessions (`show bfd sessions`).
+    pub fn bfd_sessions(&self) -> Result<Vec<BirdBfdSession>> {
+        Ok(parse_bfd_sessions(&self.birdc("show bfd sessions")?))
+    }
+
+    /// Polls until the BFD session with `address` is in `state`; returns it.
+    pub fn wait_bfd_state(
+        &self,
+        address: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<BirdBfdSession> {
+        wait_until(timeout, Duration::from_millis(20), || {
+            self.bfd_sessions()
+                .ok()?
+                .into_iter()
+                .find(|s| s.address == address && s.state == state)
+        })
+        .with_context(|| {
+            format!(
+                "BIRD BFD session {address} not {state} within {timeout:?}: {:?}",
+                self.bfd_sessions()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod bfd_tests {
+    use super::*;
+
+    #[test]
+    fn parses_show_bfd_sessions() {
+        let t = "BIRD 2.0.12 ready.\nbfd1:\nIP address                Interface  State      Since         Interval  Timeout\n198.18.9.2                cap0       Up         19:24:14.243    0.300    1.000\nfd00::2                   eth0       Down       2026-12-03 19:24:14    1.000    0.000\n";
+        let s = parse_bfd_sessions(t);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            BirdBfdSession {
+                address: "198.18.9.2".into(),
+                interface: "cap0".into(),
+                state: "Up".into(),
+                interval: 0.3,
+                timeout: 1.0
+            }
+        );
+        assert_eq!(
+            (s[1].address.as_str(), s[1].state.as_str()),
+            ("fd00::2", "Down")
+        );
+    }
+
+    #[test]
+    fn bfd_protocol_text() {
+        let t = bfd_protocol(&[("198.18.0.1", "198.18.0.2")], 200, 150, 5);
+        assert!(t.contains("min rx interval 200 ms; min tx interval 150 ms;"));
+        assert!(t.contains("multiplier 5;"));
+        assert!(t.contains("  neighbor 198.18.0.1 local 198.18.0.2;\n"));
+    }
+}

@@ -3,7 +3,9 @@
 //! It builds private network namespaces ([`Netns`], [`veth`], [`Lan`], [`RefLab`]), runs
 //! processes inside them as guards killed by PID on drop ([`Proc`]), and starts the real
 //! Debian routing daemons with generated configs, with typed queries of their sessions and
-//! RIBs: [`Gobgpd`] (gobgpd 3.10), [`Frr`] (FRR 8.4 bgpd/zebra), [`Bird`] (BIRD 2.0).
+//! RIBs: [`Gobgpd`] (gobgpd 3.10), [`Frr`] (FRR 8.4 bgpd/zebra), [`Bird`] (BIRD 2.0), and
+//! FRR's standalone BFD daemon [`Bfdd`]. [`Netns::tokio_runtime`] runs in-process code
+//! (sockets included) inside a namespace.
 //! [`kube`] runs a real kube-apiserver (optionally serving discovery.k8s.io/v1
 //! EndpointSlices through a CRD).
 //!
@@ -35,6 +37,7 @@
 //! # let _ = routes; Ok(()) }
 //! ```
 
+pub mod bfdd;
 pub mod bird;
 pub mod frr;
 pub mod gobgp;
@@ -45,7 +48,8 @@ pub mod relay;
 pub mod route;
 pub mod util;
 
-pub use bird::{Bird, BirdConfig, BirdNeighbor};
+pub use bfdd::{BfdPeerState, Bfdd, BfddConfig, BfddPeer};
+pub use bird::{Bird, BirdBfdSession, BirdConfig, BirdNeighbor};
 pub use frr::{Frr, FrrConfig, FrrNeighbor};
 pub use gobgp::{GobgpNeighbor, Gobgpd, GobgpdConfig};
 pub use netns::{Lan, Netns, Pair, RefLab, list_netns, pid_alive, veth, veth_with_addrs};

@@ -102,6 +102,27 @@ impl Netns {
         Ok(())
     }
 
+    /// A tokio runtime (two workers, all drivers enabled) whose threads all run inside
+    /// this namespace (each worker and blocking thread `setns`es into it when it starts).
+    /// Sockets opened by tasks spawned on it (`rt.spawn`) live in the namespace; code in
+    /// `rt.block_on(…)` itself runs on the calling thread, in the root namespace, so
+    /// open sockets inside a spawned task. Drop it before the namespace.
+    pub fn tokio_runtime(&self) -> Result<tokio::runtime::Runtime> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        let f = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let f = std::sync::Arc::new(f);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || {
+                if let Err(e) = nix::sched::setns(&*f, nix::sched::CloneFlags::CLONE_NEWNET) {
+                    panic!("setns into {}: {e}", path.display());
+                }
+            })
+            .build()
+            .context("tokio runtime")
+    }
+
     /// A `Command` that runs `program` inside the namespace (`ip netns exec NAME program`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
