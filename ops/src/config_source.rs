@@ -446,13 +446,14 @@ impl ConfigSource {
     }
 }
 
-fn not_found(e: &watcher::Error) -> bool {
+/// The HTTP status of a watch error answered by the API server.
+fn status_code(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
-        watcher::Error::WatchError(s) => s.code == 404,
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
     }
 }
 
@@ -464,8 +465,9 @@ fn trim(o: &mut DynamicObject) {
 }
 
 /// Watches one kind into `state` (key `(kind, name)`). A 404 (CRD not
-/// installed) empties the kind, counts as listed, is logged once at info and
-/// retried slowly; other errors are retried with the watcher's backoff.
+/// installed) or 403 (not allowed) empties the kind, counts as listed, is
+/// logged once and retried slowly (5 s doubling to 60 s); other errors are
+/// retried with a backoff (0.8 s doubling to 30 s).
 async fn watch_kind(
     api: Api<DynamicObject>,
     kind: &'static str,
@@ -528,12 +530,21 @@ async fn watch_kind(
                 st.generation += 1;
                 true
             }
-            Err(e) if not_found(&e) => {
+            // Not installed (404), or not allowed (403: RBAC of an older
+            // install): no objects of this kind, looked at again slowly.
+            Err(e) if matches!(status_code(&e), Some(404 | 403)) => {
                 if !absent {
-                    info!(
-                        kind,
-                        "custom resource definition not installed: no {kind} objects (looking again now and then)"
-                    );
+                    if status_code(&e) == Some(404) {
+                        info!(
+                            kind,
+                            "custom resource definition not installed: no {kind} objects (looking again now and then)"
+                        );
+                    } else {
+                        warn!(
+                            kind, error = %e,
+                            "not allowed to list {kind} objects: taken as none (looking again now and then)"
+                        );
+                    }
                 }
                 absent = true;
                 let changed = {
