@@ -17,6 +17,14 @@
 //!   the ConfigurationState says `Invalid` with an `errorSummary`, and a
 //!   Warning `InvalidConfig` Event regards it. Removing the overlap makes it
 //!   `Valid` again and not stale.
+//! - A speaker (node `n1`, in the root namespace: its only peer is on
+//!   127.0.0.2, loopback) reads the same custom resources: its
+//!   ConfigurationState `speaker-n1` says `Valid`; a BGPPeer naming a
+//!   password Secret that does not exist makes it `Invalid` (with a Warning
+//!   `InvalidConfig` Event regarding it) while the controller, which does not
+//!   read Secrets, stays `Valid`; creating the Secret makes it `Valid` again
+//!   with no change to the custom resources (the Secrets are read again every
+//!   10 s).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -202,12 +210,9 @@ async fn events(
         .collect())
 }
 
-/// `status` of the ConfigurationState `controller`, once it has a `result`.
-async fn state(client: &Client) -> Result<Option<Value>> {
-    let Some(obj) = cr_api(client, "ConfigurationState")
-        .get_opt("controller")
-        .await?
-    else {
+/// `status` of the ConfigurationState `name`, once it has a `result`.
+async fn state_of(client: &Client, name: &str) -> Result<Option<Value>> {
+    let Some(obj) = cr_api(client, "ConfigurationState").get_opt(name).await? else {
         return Ok(None);
     };
     Ok(obj
@@ -218,10 +223,23 @@ async fn state(client: &Client) -> Result<Option<Value>> {
 }
 
 async fn state_is(client: &Client, result: &str) -> Result<Value> {
+    named_state_is(client, "controller", result, Duration::from_secs(30)).await
+}
+
+async fn named_state_is(
+    client: &Client,
+    name: &str,
+    result: &str,
+    timeout: Duration,
+) -> Result<Value> {
     poll(
-        Duration::from_secs(30),
-        &format!("ConfigurationState controller says {result}"),
-        || async { Ok(state(client).await?.filter(|s| s["result"] == result)) },
+        timeout,
+        &format!("ConfigurationState {name} says {result}"),
+        || async {
+            Ok(state_of(client, name)
+                .await?
+                .filter(|s| s["result"] == result))
+        },
     )
     .await
 }
@@ -473,5 +491,75 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
             bail!("{name} moved: {:?} (was {ip})", ingress(&s));
         }
     }
+
+    // 7. A speaker reads the same custom resources, and the Secrets.
+    let speaker_metrics = format!("127.0.0.1:{}", free_port()?);
+    let log = std::fs::File::create(dir.join("ferrolb-speaker.log"))?;
+    let _speaker = Ctrl(
+        Command::new(env!("CARGO_BIN_EXE_ferrolb"))
+            .args(["speaker", "--node-name", "n1", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--metrics-addr", &speaker_metrics, "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ferrolb speaker")?,
+    );
+    named_state_is(&client, "speaker-n1", "Valid", Duration::from_secs(30)).await?;
+    let cs = cr_api(&client, "ConfigurationState")
+        .get("speaker-n1")
+        .await?;
+    ensure!(
+        cs.labels()
+            .get("metallb.io/component-type")
+            .map(String::as_str)
+            == Some("speaker")
+            && cs.labels().get("metallb.io/node-name").map(String::as_str) == Some("n1"),
+        "labels: {:?}",
+        cs.labels()
+    );
+    create_cr(
+        &client,
+        "BGPPeer",
+        "with-password",
+        json!({"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.2",
+               "passwordSecret": {"name": "bgp-pw", "namespace": NS}}),
+    )
+    .await?;
+    let st = named_state_is(&client, "speaker-n1", "Invalid", Duration::from_secs(30)).await?;
+    let summary = st["errorSummary"].as_str().unwrap_or_default();
+    ensure!(summary.contains("bgp-pw"), "errorSummary: {summary}");
+    poll(
+        Duration::from_secs(30),
+        "InvalidConfig Event on speaker-n1",
+        || async {
+            let evs = events(
+                &client,
+                NS,
+                "InvalidConfig",
+                "ConfigurationState",
+                "speaker-n1",
+            )
+            .await?;
+            Ok((!evs.is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        state_of(&client, "controller")
+            .await?
+            .is_some_and(|s| s["result"] == "Valid"),
+        "the controller does not read Secrets: still Valid"
+    );
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "bgp-pw"}, "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "u", "password": "s3cret"},
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    named_state_is(&client, "speaker-n1", "Valid", Duration::from_secs(30)).await?;
+    ensure!(metric(&speaker_metrics, "metallb_k8s_client_config_stale_bool")? == 0.0);
     Ok(())
 }
