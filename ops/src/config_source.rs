@@ -874,6 +874,48 @@ mod tests {
         );
     }
 
+    #[derive(clap::Parser, Debug)]
+    struct Opts {
+        #[command(flatten)]
+        kube: crate::cli::KubeOpts,
+    }
+
+    #[test]
+    fn config_source_flag_and_its_variable() {
+        use clap::{CommandFactory, FromArgMatches};
+        let (cmd, _) = crate::cli::env_for_every_flag(Opts::command(), &|_| None);
+        let parse = |args: &[&str]| {
+            let m = cmd
+                .clone()
+                .try_get_matches_from(std::iter::once("x").chain(args.iter().copied()))?;
+            Opts::from_arg_matches(&m).map(|o| o.kube.config_source)
+        };
+        assert_eq!(parse(&[]).unwrap(), SourceMode::Auto);
+        assert_eq!(
+            parse(&["--config-source", "crds"]).unwrap(),
+            SourceMode::Crds
+        );
+        assert_eq!(
+            parse(&["--config-source", "configmap"]).unwrap(),
+            SourceMode::Configmap
+        );
+        assert_eq!(
+            parse(&["--config-source", "auto"]).unwrap(),
+            SourceMode::Auto
+        );
+        assert!(parse(&["--config-source", "both"]).is_err());
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some("config-source"))
+            .unwrap();
+        assert_eq!(
+            arg.get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .as_deref(),
+            Some("FERROLB_CONFIG_SOURCE")
+        );
+    }
+
     #[test]
     fn api_resources_are_in_the_metallb_group() {
         for (kind, plural, version) in KINDS {
