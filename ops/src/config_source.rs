@@ -278,6 +278,14 @@ impl Snapshot {
         }
     }
 
+    /// The first IPAddressPool (by name), when the custom resources are the source.
+    pub fn first_pool(&self) -> Option<ObjectReference> {
+        self.refs
+            .iter()
+            .find(|((kind, _), _)| kind == "IPAddressPool")
+            .map(|(_, r)| r.clone())
+    }
+
     /// The object a warning is about: the named custom resource, or the
     /// ConfigMap when it is the source.
     pub fn warning_target(&self, w: &ConfigWarning) -> Option<ObjectReference> {
@@ -638,14 +646,16 @@ pub struct Offered {
 
 /// Publishes what the user should see about the configuration: rejections (a
 /// Warning Event on the ConfigMap, or on the ConfigurationState for custom
-/// resources, plus its status), the ignored ConfigMap and unsupported fields
+/// resources — on the first IPAddressPool when that CRD is not installed —
+/// plus its status), the ignored ConfigMap and unsupported fields
 /// (controller only, once per change), and the warn logs.
 pub struct ConfigReports {
     role: Role,
     events: Events,
     state: ConfigState,
-    /// The ConfigMap last reported as ignored (its uid and resourceVersion).
-    ignored: Option<(Option<String>, Option<String>)>,
+    /// The ConfigMap last reported as ignored (its uid), `None` while the
+    /// ConfigMap is not ignored.
+    ignored: Option<Option<String>>,
 }
 
 impl ConfigReports {
@@ -690,9 +700,15 @@ impl ConfigReports {
         self.state.set(&result).await;
         if let Some(note) = offered.report {
             let note = format!("configuration rejected: {note}");
+            // Custom resources without the ConfigurationState CRD (MetalLB
+            // v0.13–v0.14 CRDs): on the first IPAddressPool instead.
             let target = match snap.source() {
                 Source::ConfigMap => snap.configmap.clone(),
-                Source::Resources => self.state.reference().cloned(),
+                Source::Resources => self
+                    .state
+                    .reference()
+                    .cloned()
+                    .or_else(|| snap.first_pool()),
             };
             if let Some(target) = target {
                 let _ = self
@@ -715,7 +731,7 @@ impl ConfigReports {
             .configmap_ignored
             .then_some(snap.configmap.as_ref())
             .flatten()
-            .map(|c| (c.uid.clone(), c.resource_version.clone()));
+            .map(|c| c.uid.clone());
         if now == self.ignored {
             return;
         }

@@ -51,25 +51,29 @@ impl StateResult {
 
 /// The merge patch of `/status` for `result` (pure). `now` is the condition's
 /// `lastTransitionTime` (RFC 3339; only written when the result changes, so it
-/// is the transition), `generation` the object's `metadata.generation`.
+/// is the transition), `generation` the object's `metadata.generation` when
+/// known (left out otherwise).
 pub fn status_patch(result: &StateResult, now: &str, generation: Option<i64>) -> Value {
     let (status, reason, message, summary) = match result {
         StateResult::Valid => ("True", "Reconciled", "", None),
         StateResult::Invalid(why) => ("False", "ConfigurationError", cut(why), Some(cut(why))),
         StateResult::Unknown(why) => ("Unknown", "NoConfiguration", cut(why), None),
     };
+    let mut condition = json!({
+        "type": CONDITION_TYPE,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    });
+    if let Some(g) = generation {
+        condition["observedGeneration"] = g.into();
+    }
     json!({
         "status": {
             "result": result.as_str(),
             "errorSummary": summary,
-            "conditions": [{
-                "type": CONDITION_TYPE,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now,
-                "observedGeneration": generation.unwrap_or(0),
-            }],
+            "conditions": [condition],
         }
     })
 }
@@ -114,7 +118,9 @@ pub struct ConfigState {
     ar: ApiResource,
     name: String,
     labels: BTreeMap<String, String>,
-    /// The object, once created or found.
+    /// Created (or found existing: 409).
+    created: bool,
+    /// The object as the API server last returned it (for Events about it).
     object: Option<ObjectReference>,
     generation: Option<i64>,
     /// What the status shows (as last written by this process).
@@ -135,6 +141,7 @@ impl ConfigState {
             ar,
             name,
             labels,
+            created: false,
             object: None,
             generation: None,
             written: None,
@@ -148,7 +155,8 @@ impl ConfigState {
         &self.name
     }
 
-    /// The object, once created or found (for Events about it).
+    /// The object, once the API server returned it (create or status
+    /// patch), for Events about it.
     pub fn reference(&self) -> Option<&ObjectReference> {
         self.object.as_ref()
     }
@@ -167,13 +175,13 @@ impl ConfigState {
             return;
         }
         match self.write(result).await {
-            Ok(()) => {
+            Ok(true) => {
                 self.quiet_until = None;
                 self.absent_logged = false;
                 self.written = Some(result.clone());
                 debug!(name = %self.name, result = result.as_str(), "ConfigurationState written");
             }
-            Err(kube::Error::Api(s)) if s.code == 404 && self.object.is_none() => {
+            Ok(false) => {
                 if !self.absent_logged {
                     info!(
                         name = %self.name,
@@ -184,19 +192,17 @@ impl ConfigState {
                 self.quiet_until = Some(Instant::now() + ABSENT_RETRY);
             }
             Err(e) => {
-                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                    // Deleted meanwhile: create it again next time.
-                    self.object = None;
-                }
                 warn!(name = %self.name, error = %e, "writing the ConfigurationState");
                 self.quiet_until = Some(Instant::now() + ERROR_RETRY);
             }
         }
     }
 
-    async fn ensure(&mut self) -> Result<(), kube::Error> {
-        if self.object.is_some() {
-            return Ok(());
+    /// Creates the object unless done before: 409 (it exists) is fine.
+    /// `Ok(false)`: the CRD is not installed.
+    async fn ensure(&mut self) -> Result<bool, kube::Error> {
+        if self.created {
+            return Ok(true);
         }
         let body = json!({
             "apiVersion": self.ar.api_version,
@@ -204,11 +210,17 @@ impl ConfigState {
             "metadata": {"name": self.name, "labels": self.labels},
         });
         let obj: DynamicObject = serde_json::from_value(body).map_err(kube::Error::SerdeError)?;
-        let obj = match self.api.create(&PostParams::default(), &obj).await {
-            Ok(o) => o,
-            Err(kube::Error::Api(s)) if s.code == 409 => self.api.get(&self.name).await?,
+        match self.api.create(&PostParams::default(), &obj).await {
+            Ok(o) => self.remember(&o),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
             Err(e) => return Err(e),
-        };
+        }
+        self.created = true;
+        Ok(true)
+    }
+
+    fn remember(&mut self, obj: &DynamicObject) {
         self.generation = obj.metadata.generation;
         self.object = Some(ObjectReference {
             api_version: Some(self.ar.api_version.clone()),
@@ -218,20 +230,36 @@ impl ConfigState {
             uid: obj.metadata.uid.clone(),
             ..Default::default()
         });
-        Ok(())
     }
 
-    async fn write(&mut self, result: &StateResult) -> Result<(), kube::Error> {
-        self.ensure().await?;
+    /// `Ok(false)`: the CRD is not installed.
+    async fn write(&mut self, result: &StateResult) -> Result<bool, kube::Error> {
+        if !self.ensure().await? {
+            return Ok(false);
+        }
         let now = k8s_openapi::jiff::Timestamp::now();
         let now = k8s_openapi::jiff::Timestamp::from_second(now.as_second())
             .map(|t| t.to_string())
             .unwrap_or_else(|_| now.to_string());
         let patch = status_patch(result, &now, self.generation);
-        self.api
+        match self
+            .api
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(o) => {
+                self.remember(&o);
+                Ok(true)
+            }
+            Err(e) => {
+                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    // Deleted meanwhile: create it again next time.
+                    self.created = false;
+                    self.object = None;
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -266,6 +294,11 @@ mod tests {
         assert_eq!(c["lastTransitionTime"], t);
         assert_eq!(c["observedGeneration"], 1);
         let v = status_patch(&StateResult::Invalid("overlap".into()), t, None);
+        assert!(
+            v["status"]["conditions"][0]
+                .get("observedGeneration")
+                .is_none()
+        );
         assert_eq!(v["status"]["result"], "Invalid");
         assert_eq!(v["status"]["errorSummary"], "overlap");
         let c = &v["status"]["conditions"][0];
