@@ -6,6 +6,7 @@
 //! deprecation warning. `--log-level` (or `RUST_LOG`) filters the logs of all.
 
 mod announce;
+mod convert;
 mod validate;
 
 use std::process::ExitCode;
@@ -42,8 +43,11 @@ enum Cmd {
     Controller(ferrolb_controller::ControllerOpts),
     /// Announce this node's service IPs over BGP (the DaemonSet; one per node).
     Speaker(ferrolb_speaker::SpeakerOpts),
-    /// Validate a MetalLB-format config: a ConfigMap manifest or the bare config text.
+    /// Validate MetalLB configs: ConfigMap manifests, bare config text, or
+    /// files of metallb.io custom resources (validated together as one set).
     Validate(validate::Args),
+    /// Convert a MetalLB v0.12 ConfigMap to the equivalent metallb.io custom resources.
+    Convert(convert::Args),
     /// Announce prefixes to one BGP peer until SIGINT/SIGTERM.
     Announce(announce::Args),
 }
@@ -63,6 +67,7 @@ fn main() -> Result<ExitCode> {
     }
     match cli.cmd {
         Cmd::Validate(args) => validate::run(args),
+        Cmd::Convert(args) => convert::run(args),
         Cmd::Announce(args) => announce::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

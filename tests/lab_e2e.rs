@@ -7,7 +7,10 @@
 //! 2. Endpoints on one node + `externalTrafficPolicy: Local` → one path, via that node;
 //! 3. back to Cluster; a speaker SIGKILLed → its path is gone at once (TCP closes);
 //!    a speaker SIGSTOPped (a silent node) → its path is gone within the hold time (3 s);
-//! 4. `lab/down` leaves no namespace, no process and no 172.17 address behind.
+//! 4. `lab/down` leaves no namespace, no process and no 172.17 address behind;
+//! 5. `lab/up --crds` (the same lab configured by `metallb.io` custom resources applied
+//!    with kubectl, no ConfigMap): rt-01's `gobgp monitor adj-in --current` prints
+//!    exactly what it printed with the ConfigMap, and lab/down cleans up again.
 //!
 //! Runs `lab/up` with this build's `ferrolb` (FERROLB_BIN) and a private run directory.
 //! Skips (prints `SKIP`) when not root or the kube-apiserver is not built; with `CI=true`
@@ -135,6 +138,29 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.run);
     }
+}
+
+/// What rt-01's gobgpd shows for what it learned from the nodes, as `lab/demo`
+/// prints it (`gobgp monitor adj-in --current`, 1 s, lines sorted), with the
+/// one field that differs between runs (the path age) cut out.
+fn adj_in_current() -> Vec<String> {
+    let out = ns_exec(
+        RT,
+        &["timeout", "1", "gobgp", "monitor", "adj-in", "--current"],
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            // `[ROUTE] 172.17.254.1/32 via 172.17.0.21 aspath [64522] attrs [...]`
+            l.split_whitespace()
+                .filter(|w| !w.starts_with("age"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 fn ns_exec(ns: &str, argv: &[&str]) -> Output {
@@ -312,6 +338,12 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
         "12 connections all answered by {seen:?}: no ECMP spread"
     );
     eprintln!("client-01: answers from {seen:?}");
+    let adj_in_configmap = adj_in_current();
+    assert_eq!(
+        adj_in_configmap.len(),
+        3,
+        "gobgp monitor adj-in --current: {adj_in_configmap:#?}"
+    );
 
     // --- 2. Local policy with the endpoint on node-01 only → one path, via node-01
     set_policy(&lab, "Local", &[0]);
@@ -397,4 +429,52 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
     let twice = lab.script("down").output().unwrap();
     assert!(twice.status.success(), "lab/down twice: {}", text(&twice));
     eprintln!("lab/up took {up_time:?} (apiserver cached, FERROLB_BIN given)");
+
+    // --- 5. the same lab from custom resources
+    let mut lab = Lab {
+        run: lab.run.clone(),
+        down: false,
+    };
+    let out = lab
+        .script("up")
+        .arg("--crds")
+        .env("FERROLB_BIN", env!("CARGO_BIN_EXE_ferrolb"))
+        .env("FERROLB_LAB_DEMO", "0")
+        .output()
+        .expect("run lab/up --crds");
+    eprintln!("lab/up --crds:\n{}", text(&out));
+    assert!(out.status.success(), "lab/up --crds failed");
+    wait_paths(&all, Duration::from_secs(15), "ECMP after lab/up --crds");
+    let cms = lab.kapi("GET", "/api/v1/namespaces/metallb-system/configmaps", None);
+    assert!(
+        !cms.contains("\"config\""),
+        "lab/up --crds created the ConfigMap: {cms}"
+    );
+    let pools = lab.kapi(
+        "GET",
+        "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools",
+        None,
+    );
+    assert!(pools.contains("172.17.254.0/24"), "{pools}");
+    let adj_in_crds = adj_in_current();
+    assert_eq!(
+        adj_in_crds, adj_in_configmap,
+        "rt-01 learned something else from the custom resources"
+    );
+    eprintln!(
+        "lab/up --crds: gobgp monitor adj-in --current identical:\n{}",
+        adj_in_crds.join("\n")
+    );
+    let out = lab.down();
+    assert!(
+        out.status.success(),
+        "lab/down after --crds: {}",
+        text(&out)
+    );
+    for ns in LAB_NS {
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} left behind"
+        );
+    }
 }

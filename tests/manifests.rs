@@ -62,7 +62,12 @@ fn s(v: &Value) -> &str {
 fn every_object_is_named_and_namespaced_where_it_must_be() {
     let docs = docs();
     assert!(docs.len() >= 10, "only {} documents", docs.len());
-    let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+    let cluster_scoped = [
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+    ];
     let mut seen = BTreeSet::new();
     for d in &docs {
         let kind = s(&d["kind"]);
@@ -272,7 +277,8 @@ type Need = (
     Option<&'static str>,
 );
 
-/// What `ferrolb controller` calls (controller/src/run.rs, reconcile.rs).
+/// What `ferrolb controller` calls (controller/src/run.rs, reconcile.rs; the
+/// metallb.io and namespaces entries are the custom-resource calls of issue 10).
 const CONTROLLER_NEEDS: &[Need] = &[
     // Api::<Service>::all: watcher (list, watch), reconcile get, annotation patch.
     ("", "services", "get", None, None),
@@ -283,6 +289,10 @@ const CONTROLLER_NEEDS: &[Need] = &[
     // patch_status (status.loadBalancer.ingress).
     ("", "services/status", "update", None, None),
     ("", "services/status", "patch", None, None),
+    // Namespace labels, for IPAddressPool serviceAllocation.namespaceSelectors
+    // (a cluster-wide watcher).
+    ("", "namespaces", "list", None, None),
+    ("", "namespaces", "watch", None, None),
     // kube-runtime Recorder (events.k8s.io/v1: create, then patch for series); core for compat.
     ("events.k8s.io", "events", "create", None, None),
     ("events.k8s.io", "events", "patch", None, None),
@@ -292,6 +302,42 @@ const CONTROLLER_NEEDS: &[Need] = &[
     ("", "configmaps", "get", Some(NS), Some("config")),
     ("", "configmaps", "list", Some(NS), Some("config")),
     ("", "configmaps", "watch", Some(NS), Some("config")),
+    // The custom-resource configuration: a watcher per kind in NS.
+    ("metallb.io", "ipaddresspools", "list", Some(NS), None),
+    ("metallb.io", "ipaddresspools", "watch", Some(NS), None),
+    ("metallb.io", "bgppeers", "list", Some(NS), None),
+    ("metallb.io", "bgppeers", "watch", Some(NS), None),
+    ("metallb.io", "bgpadvertisements", "list", Some(NS), None),
+    ("metallb.io", "bgpadvertisements", "watch", Some(NS), None),
+    ("metallb.io", "l2advertisements", "list", Some(NS), None),
+    ("metallb.io", "l2advertisements", "watch", Some(NS), None),
+    ("metallb.io", "communities", "list", Some(NS), None),
+    ("metallb.io", "communities", "watch", Some(NS), None),
+    ("metallb.io", "bfdprofiles", "list", Some(NS), None),
+    ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
+    // Pool address counts (assigned/available), a status merge patch.
+    (
+        "metallb.io",
+        "ipaddresspools/status",
+        "patch",
+        Some(NS),
+        None,
+    ),
+    // Its ConfigurationState: created once, then its status patched.
+    (
+        "metallb.io",
+        "configurationstates",
+        "create",
+        Some(NS),
+        None,
+    ),
+    (
+        "metallb.io",
+        "configurationstates/status",
+        "patch",
+        Some(NS),
+        None,
+    ),
     // acquire/hold/release_lease.
     ("coordination.k8s.io", "leases", "create", Some(NS), None),
     (
@@ -310,7 +356,8 @@ const CONTROLLER_NEEDS: &[Need] = &[
     ),
 ];
 
-/// What `ferrolb speaker` calls (speaker/src/run.rs).
+/// What `ferrolb speaker` calls (speaker/src/run.rs; the metallb.io and
+/// secrets entries are the custom-resource calls of issue 10).
 const SPEAKER_NEEDS: &[Need] = &[
     ("", "services", "get", None, None),
     ("", "services", "list", None, None),
@@ -329,6 +376,49 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("", "configmaps", "get", Some(NS), Some("config")),
     ("", "configmaps", "list", Some(NS), Some("config")),
     ("", "configmaps", "watch", Some(NS), Some("config")),
+    // The custom-resource configuration: a watcher per kind in NS.
+    ("metallb.io", "ipaddresspools", "list", Some(NS), None),
+    ("metallb.io", "ipaddresspools", "watch", Some(NS), None),
+    ("metallb.io", "bgppeers", "list", Some(NS), None),
+    ("metallb.io", "bgppeers", "watch", Some(NS), None),
+    ("metallb.io", "bgpadvertisements", "list", Some(NS), None),
+    ("metallb.io", "bgpadvertisements", "watch", Some(NS), None),
+    ("metallb.io", "l2advertisements", "list", Some(NS), None),
+    ("metallb.io", "l2advertisements", "watch", Some(NS), None),
+    ("metallb.io", "communities", "list", Some(NS), None),
+    ("metallb.io", "communities", "watch", Some(NS), None),
+    ("metallb.io", "bfdprofiles", "list", Some(NS), None),
+    ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
+    // BGPPeer.passwordSecret: get by name (any name; never list).
+    ("", "secrets", "get", Some(NS), None),
+    // ServiceBGPStatus, one per announced Service on this node: a watcher on
+    // its own (label-selected) objects, create, delete, status patch.
+    ("metallb.io", "servicebgpstatuses", "list", Some(NS), None),
+    ("metallb.io", "servicebgpstatuses", "watch", Some(NS), None),
+    ("metallb.io", "servicebgpstatuses", "create", Some(NS), None),
+    ("metallb.io", "servicebgpstatuses", "delete", Some(NS), None),
+    (
+        "metallb.io",
+        "servicebgpstatuses/status",
+        "patch",
+        Some(NS),
+        None,
+    ),
+    // Its ConfigurationState: created once, then its status patched.
+    (
+        "metallb.io",
+        "configurationstates",
+        "create",
+        Some(NS),
+        None,
+    ),
+    (
+        "metallb.io",
+        "configurationstates/status",
+        "patch",
+        Some(NS),
+        None,
+    ),
     ("events.k8s.io", "events", "create", None, None),
     ("events.k8s.io", "events", "patch", None, None),
     ("", "events", "create", None, None),
@@ -483,6 +573,7 @@ fn collection_path(obj: &Value) -> Result<String> {
         "ConfigMap" => "configmaps",
         "Deployment" => "deployments",
         "DaemonSet" => "daemonsets",
+        "CustomResourceDefinition" => "customresourcedefinitions",
         k => bail!("kind {k}: add its plural here"),
     };
     let prefix = if api_version.contains('/') {
@@ -599,6 +690,35 @@ fn apply_and_check(http: &Http) -> Result<()> {
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}});
     let (code, body) = http.call("POST", "/api/v1/nodes", Some(&node), None)?;
     ensure!(code == 201, "create node: {code} {body}");
+    // The CRDs serve their kinds once Established; then a pool and a password
+    // Secret to act on.
+    for crd in docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+    {
+        let name = s(&crd["metadata"]["name"]);
+        let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+        wait_for(&format!("CRD {name} Established"), 30, || {
+            let (_, c) = http.call("GET", &path, None, None)?;
+            Ok(c["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Established" && c["status"] == "True"))
+        })?;
+    }
+    let mlb = "/apis/metallb.io/v1beta1/namespaces/metallb-system";
+    let pool = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "rbac-pool", "namespace": NS},
+        "spec": {"addresses": ["172.17.254.0/24"]}});
+    let (code, body) = http.call("POST", &format!("{mlb}/ipaddresspools"), Some(&pool), None)?;
+    ensure!(code == 201, "create pool: {code} {body}");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "rbac-pw", "namespace": NS},
+        "type": "kubernetes.io/basic-auth", "stringData": {"password": "pw"}});
+    let secrets = "/api/v1/namespaces/metallb-system/secrets";
+    let (code, body) = http.call("POST", secrets, Some(&secret), None)?;
+    ensure!(code == 201, "create secret: {code} {body}");
 
     let controller = "system:serviceaccount:metallb-system:controller";
     let speaker = "system:serviceaccount:metallb-system:speaker";
@@ -630,6 +750,22 @@ fn apply_and_check(http: &Http) -> Result<()> {
     let ann_patch = json!({"metadata": {"annotations": {
         "metallb.universe.tf/ip-allocated-from-pool": "default"}}});
 
+    let pool_status = json!({"status": {"assignedIPv4": 1, "assignedIPv6": 0,
+        "availableIPv4": 255, "availableIPv6": 0}});
+    let sbs = json!({"apiVersion": "metallb.io/v1beta1", "kind": "ServiceBGPStatus",
+        "metadata": {"name": "node-1-rbac-check", "namespace": NS,
+            "labels": {"metallb.io/node": "node-1"}}});
+    let sbs_status = json!({"status": {"node": "node-1", "serviceName": "rbac-check",
+        "serviceNamespace": "default", "peers": ["peer-0"]}});
+    let state = |n: &str| {
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
+            "metadata": {"name": n, "namespace": NS}})
+    };
+    // No `errorSummary: ""`: the test kube-apiserver build turns an empty
+    // string in a custom resource into null and refuses it (tests/crds.rs).
+    let state_status = json!({"status": {"result": "Valid"}});
+    let sbs_path = format!("{mlb}/servicebgpstatuses");
+
     // (who, method, path, body, allowed)
     let w = "watch=1&timeoutSeconds=1";
     let by_name = "fieldSelector=metadata.name%3Dconfig";
@@ -651,7 +787,30 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "POST", "/apis/events.k8s.io/v1/namespaces/default/events".into(), Some(event("sp-1")), true),
         (speaker, "PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/sp-1".into(), Some(json!({"note": "again"})), true),
         (speaker, "POST", "/api/v1/namespaces/default/events".into(), Some(core_event("sp-2")), true),
+        (speaker, "GET", "/apis/metallb.io/v1beta2/namespaces/metallb-system/bgppeers".into(), None, true),
+        (speaker, "GET", format!("/apis/metallb.io/v1beta2/namespaces/metallb-system/bgppeers?{w}"), None, true),
+        (speaker, "GET", format!("{mlb}/ipaddresspools"), None, true),
+        (speaker, "GET", format!("{mlb}/ipaddresspools?{w}"), None, true),
+        (speaker, "GET", format!("{mlb}/bgpadvertisements"), None, true),
+        (speaker, "GET", format!("{mlb}/l2advertisements"), None, true),
+        (speaker, "GET", format!("{mlb}/communities"), None, true),
+        (speaker, "GET", format!("{mlb}/bfdprofiles?{w}"), None, true),
+        (speaker, "GET", format!("{secrets}/rbac-pw"), None, true),
+        (speaker, "POST", sbs_path.clone(), Some(sbs.clone()), true),
+        (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
+        (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1&{w}"), None, true),
+        (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check/status"), Some(sbs_status.clone()), true),
+        (speaker, "POST", format!("{mlb}/configurationstates"), Some(state("speaker-node-1")), true),
+        (speaker, "PATCH", format!("{mlb}/configurationstates/speaker-node-1/status"), Some(state_status.clone()), true),
         // speaker: forbidden
+        (speaker, "GET", format!("{sbs_path}/node-1-rbac-check"), None, false),
+        (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check"), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
+        (speaker, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool/status"), Some(pool_status.clone()), false),
+        (speaker, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool"), Some(json!({"spec": {"autoAssign": false}})), false),
+        (speaker, "POST", format!("{mlb}/ipaddresspools?dryRun=All"), Some(pool.clone()), false),
+        (speaker, "GET", "/api/v1/namespaces/default/secrets/rbac-pw".into(), None, false),
+        (speaker, "GET", "/api/v1/namespaces".into(), None, false),
+        (speaker, "DELETE", format!("{sbs_path}/node-1-rbac-check"), None, true),
         (speaker, "GET", cm.into(), None, false),
         (speaker, "GET", "/api/v1/namespaces/metallb-system/secrets".into(), None, false),
         (speaker, "PATCH", format!("{svc_path}/status"), Some(status_patch.clone()), false),
@@ -672,6 +831,18 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (controller, "POST", leases.into(), Some(lease), true),
         (controller, "GET", format!("{leases}/ferrolb-controller"), None, true),
         (controller, "PATCH", format!("{leases}/ferrolb-controller"), Some(json!({"spec": {"holderIdentity": "t2"}})), false),
+        (controller, "GET", format!("{mlb}/ipaddresspools"), None, true),
+        (controller, "GET", format!("{mlb}/ipaddresspools?{w}"), None, true),
+        (controller, "GET", "/apis/metallb.io/v1beta2/namespaces/metallb-system/bgppeers".into(), None, true),
+        (controller, "GET", format!("{mlb}/bgpadvertisements?{w}"), None, true),
+        (controller, "GET", format!("{mlb}/l2advertisements"), None, true),
+        (controller, "GET", format!("{mlb}/communities"), None, true),
+        (controller, "GET", format!("{mlb}/bfdprofiles"), None, true),
+        (controller, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool/status"), Some(pool_status.clone()), true),
+        (controller, "GET", "/api/v1/namespaces".into(), None, true),
+        (controller, "GET", format!("/api/v1/namespaces?{w}"), None, true),
+        (controller, "POST", format!("{mlb}/configurationstates"), Some(state("controller")), true),
+        (controller, "PATCH", format!("{mlb}/configurationstates/controller/status"), Some(state_status.clone()), true),
         // controller: forbidden
         (controller, "GET", cm.into(), None, false),
         (controller, "GET", leases.into(), None, false),
@@ -681,6 +852,12 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (controller, "POST", "/api/v1/namespaces/default/services?dryRun=All".into(), Some(svc.clone()), false),
         (controller, "GET", "/api/v1/nodes".into(), None, false),
         (controller, "GET", "/api/v1/namespaces/metallb-system/secrets".into(), None, false),
+        (controller, "GET", format!("{secrets}/rbac-pw"), None, false),
+        (controller, "GET", format!("{mlb}/ipaddresspools/rbac-pool"), None, false),
+        (controller, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool"), Some(json!({"spec": {"autoAssign": false}})), false),
+        (controller, "GET", format!("{mlb}/configurationstates/controller"), None, false),
+        (controller, "POST", sbs_path.clone(), Some(sbs), false),
+        (controller, "GET", "/api/v1/namespaces/default".into(), None, false),
     ];
     let mut failures = Vec::new();
     for (who, method, path, body, allowed) in &checks {

@@ -134,3 +134,147 @@ fn shipped_examples_validate() {
         );
     }
 }
+
+// ---- Several files, custom resources (need the custom-resource front end) ----
+
+fn validate_all(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolb"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const POOL_AND_PEER: &str = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: a\n  namespace: metallb-system\nspec:\n  addresses:\n  - 10.0.0.0/24\n---\n\
+apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: p\n  namespace: metallb-system\nspec:\n  myASN: 64500\n  peerASN: 64501\n  peerAddress: 10.0.0.1\n---\n\
+apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: ad\n  namespace: metallb-system\nspec:\n  ipAddressPools: [a]\n";
+
+#[test]
+fn custom_resources_validate_with_the_configmap_summary() {
+    let path = temp_file(POOL_AND_PEER);
+    let out = validate(path.to_str().unwrap(), None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "valid: 1 peer, 1 pool (1 bgp, 0 layer2), 256 addresses\n"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn errors_in_two_objects_are_both_reported_with_file_and_line() {
+    let text = POOL_AND_PEER
+        .replace("  - 10.0.0.0/24\n", "  - 10.0.0.300/24\n")
+        .replace("peerAddress: 10.0.0.1", "peerAddress: 10.0.0.999");
+    let path = temp_file(&text);
+    let file = path.to_str().unwrap();
+    let out = validate(file, None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let got = stdout(&out);
+    assert!(
+        got.contains(&format!(
+            "{file}:8: IPAddressPool/a: spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or an IP range\n"
+        )),
+        "{got}"
+    );
+    assert!(
+        got.contains(&format!(
+            "{file}:18: BGPPeer/p: spec.peerAddress: \"10.0.0.999\" is not an IP address\n"
+        )),
+        "{got}"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_configmap_file_and_a_custom_resource_file() {
+    let cm = temp_file(VALID);
+    let crs = temp_file(POOL_AND_PEER);
+    let (cm, crs) = (cm.to_str().unwrap(), crs.to_str().unwrap());
+    let out = validate_all(&[cm, crs]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{cm}: valid: 1 peer, 2 pools (1 bgp, 1 layer2), 256+11 addresses\n\
+             custom resources: valid: 1 peer, 1 pool (1 bgp, 0 layer2), 256 addresses\n"
+        )
+    );
+    // An invalid ConfigMap among them: its errors, named by file; exit 1.
+    let bad = temp_file(INVALID);
+    let bad = bad.to_str().unwrap();
+    let out = validate_all(&[bad, crs]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout(&out).starts_with(&format!("{bad}:4: peers[0].my-asn: must not be 0\n")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    for f in [cm, crs, bad] {
+        std::fs::remove_file(f).ok();
+    }
+}
+
+#[test]
+fn an_unknown_kind_is_an_error() {
+    let text = format!(
+        "{POOL_AND_PEER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
+    );
+    let path = temp_file(&text);
+    let file = path.to_str().unwrap();
+    let out = validate(file, None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{file}:28: web: unknown kind \"Deployment\" (expected a metallb.io kind, ConfigMap or Secret)\n"
+        )
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_secret_in_a_second_file_satisfies_password_secret() {
+    let crs = temp_file(&POOL_AND_PEER.replace(
+        "  peerAddress: 10.0.0.1\n",
+        "  peerAddress: 10.0.0.1\n  passwordSecret:\n    name: bgp-pw\n",
+    ));
+    let secret = |ty: &str| {
+        temp_file(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bgp-pw\n  namespace: metallb-system\n\
+             type: {ty}\ndata:\n  password: c2VjcmV0\n"
+        ))
+    };
+    let good = secret("kubernetes.io/basic-auth");
+    let crs_s = crs.to_str().unwrap();
+    let summary = "valid: 1 peer, 1 pool (1 bgp, 0 layer2), 256 addresses";
+
+    // Without the Secret: valid, with a note that it was not checked.
+    let out = validate(crs_s, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout(&out).starts_with("note: Secret \"bgp-pw\""),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).ends_with(&format!("{summary}\n")),
+        "{}",
+        stdout(&out)
+    );
+
+    // With it, in another file: checked, no note.
+    let out = validate_all(&[crs_s, good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout(&out), format!("{summary}\n"));
+
+    // A Secret of the wrong type is an error naming the peer.
+    let opaque = secret("Opaque");
+    let out = validate_all(&[crs_s, opaque.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("BGPPeer/p"), "{}", stdout(&out));
+    for f in [crs, good, opaque] {
+        std::fs::remove_file(f).ok();
+    }
+}

@@ -10,6 +10,9 @@ use std::fmt;
 /// problem concerns the whole document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file the problem is in, when the input came from named files
+    /// (custom resources read with `Resources::add_yaml`); `None` otherwise.
+    pub file: Option<String>,
     /// 1-based line in the text given to the parser (for a ConfigMap manifest: in the manifest).
     pub line: Option<usize>,
     /// Where in the source, in the front end's own terms: `peers[0].hold-time` for
@@ -22,8 +25,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(line) = self.line {
-            write!(f, "line {line}: ")?;
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
         }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
@@ -164,6 +170,10 @@ pub enum ErrorKind {
     /// outside its FRR mode).
     #[error("{0:?} is not supported by ferrolb: {1}")]
     Unsupported(String, &'static str),
+    /// A value that breaks one of MetalLB's rules for custom resources, with
+    /// the rule in words (e.g. `both password and passwordSecret are set`).
+    #[error("{0}")]
+    Invalid(String),
     /// A manifest that is not a ConfigMap.
     #[error("not a ConfigMap (kind: {0})")]
     NotConfigMap(String),

@@ -1,15 +1,19 @@
 //! ferrolb-config: the configuration ferrolb runs on, as one typed, validated
-//! model ([`Config`]), and the front end that reads it from MetalLB v0.12's legacy
-//! format (the text under key `config` of ConfigMap `metallb-system/config`),
-//! reporting every problem found, each with its field path and line.
+//! model ([`Config`]), and the two front ends that build it: MetalLB v0.12's
+//! legacy format (the text under key `config` of ConfigMap
+//! `metallb-system/config`) and MetalLB v0.13+'s `metallb.io` custom resources
+//! ([`crs`]), each reporting every problem found with its field path and line.
 //!
-//! It is pure: text in, values out; no Kubernetes client, no I/O, no clock. Both
-//! binaries (controller, speaker) and `ferrolb validate` call [`Config::parse`] /
-//! [`Config::parse_document`], so runtime code never sees raw YAML.
+//! It is pure: text or JSON values in, values out; no Kubernetes client, no I/O,
+//! no clock. Both binaries (controller, speaker) and `ferrolb validate` call
+//! [`Config::parse`] / [`Config::parse_document`] or
+//! [`Config::from_resources`], so runtime code never sees raw YAML.
 //!
-//! It is not: a Kubernetes client, nor (yet) a reader of MetalLB's `metallb.io`
-//! custom resources (v0.13+), nor of options the v0.12 format never had; BFD
-//! profiles (`bfd-profiles`, `bfd-profile`) are rejected as unsupported.
+//! It is not: a Kubernetes client (the binaries list and watch the objects and
+//! the Secrets, and hand them in), nor a reader of options neither format has.
+//! In the ConfigMap, BFD profiles (`bfd-profiles`, `bfd-profile`) are rejected
+//! as unsupported; as custom resources they are accepted with a warning
+//! ([`ConfigWarning`]), like every other field ferrolb does not act on yet.
 //!
 //! # Layout
 //! - The model, which knows nothing of where a configuration came from:
@@ -21,8 +25,11 @@
 //!   custom resources).
 //! - `configmap`: the v0.12 ConfigMap front end — YAML tree, field readers, the
 //!   format's levels read into the model with MetalLB's checks, and
-//!   [`config_text`] for manifests. A custom-resource front end goes beside it
-//!   and builds the same model.
+//!   [`config_text`] for manifests.
+//! - [`crs`]: the `metallb.io` custom-resource front end beside it — the set of
+//!   objects ([`crs::Resources`], from the API server's JSON or from YAML files),
+//!   read with the same tree and field readers, MetalLB's controller and
+//!   webhook rules, into the same model.
 //! - [`gate`]: MetalLB's rules for letting a new configuration in ([`ConfigGate`]:
 //!   last good, rejected, stale, reported once, retried when the cluster changes),
 //!   used by both binaries whatever the front end.
@@ -44,7 +51,7 @@
 //! and keys (not its merge keys `<<`, nor its silent float → integer conversion,
 //! both refused here).
 //!
-//! # Defaults (MetalLB's)
+//! # Defaults (MetalLB's; ConfigMap spelling, see [`crs`] for the custom resources)
 //! peer-port 179; hold-time 90s (truncated to whole seconds, 0 or ≥ 3s);
 //! keepalive-time hold-time / 3; ebgp-multihop false; no node-selectors = all nodes;
 //! auto-assign true; avoid-buggy-ips false; aggregation-length 32 / 128; and a `bgp`
@@ -67,7 +74,7 @@
 
 mod addr;
 mod community;
-mod configmap;
+pub(crate) mod configmap;
 pub mod crs;
 mod duration;
 mod error;

@@ -150,6 +150,14 @@ pub struct Peer {
     pub vrf: Option<String>,
     /// `disableMP`: one session per address family instead of multiprotocol.
     pub disable_mp: bool,
+    /// `interface` (BGPPeer v1beta2): unnumbered BGP over this interface instead
+    /// of a `peerAddress` (then `address` is the unspecified IPv6 address). Not
+    /// supported: such a peer gets no session.
+    pub interface: Option<String>,
+    /// `localASN` (BGPPeer v1beta2): the AS to present to the peer instead of
+    /// `my_asn` (FRR's `local-as … no-prepend replace-as`). Not supported: such
+    /// a peer gets no session (the peer expects that AS).
+    pub local_asn: Option<u32>,
 }
 
 impl Peer {
@@ -175,15 +183,24 @@ impl Peer {
             graceful_restart: false,
             vrf: None,
             disable_mp: false,
+            interface: None,
+            local_asn: None,
         }
     }
 
     /// Why this peer must get no session at all, if it asks for something that
-    /// would make a session wrong without it (today: a VRF).
+    /// would make a session wrong without it: a VRF, an interface (unnumbered
+    /// BGP), a `localASN`.
     pub fn needs_unsupported(&self) -> Option<&'static str> {
-        self.vrf
-            .as_ref()
-            .map(|_| "VRFs are not supported: this peer gets no session")
+        if self.vrf.is_some() {
+            Some("VRFs are not supported: this peer gets no session")
+        } else if self.interface.is_some() {
+            Some("unnumbered BGP (interface) is not supported: this peer gets no session")
+        } else if self.local_asn.is_some() {
+            Some("localASN is not supported: this peer gets no session")
+        } else {
+            None
+        }
     }
     /// Should a node with these labels run a session with this peer?
     /// True when there are no selectors or any one selector matches.

@@ -1,4 +1,5 @@
-//! Every file in manifests/examples/ is a valid config (ConfigMap manifest or bare text).
+//! Every file in manifests/examples/ is a valid config: a ConfigMap manifest or bare
+//! text, or (`crs-*.yaml`) a set of metallb.io custom resources.
 
 use std::path::Path;
 
@@ -17,12 +18,29 @@ fn every_example_is_valid() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
+        if is_custom_resources(&path) {
+            let mut r = ferrolb_config::crs::Resources::new();
+            let name = path.display().to_string();
+            r.add_yaml(&name, &text)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            let cfg = Config::from_resources(&r, ferrolb_config::crs::Secrets::Ignore)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            assert!(!cfg.pools.is_empty(), "{name}: no pool");
+            seen += 1;
+            continue;
+        }
         if let Err(e) = Config::parse_document(&text) {
             panic!("{}:\n{e}", path.display());
         }
         seen += 1;
     }
     assert!(seen >= 5, "only {seen} examples found in {}", dir.display());
+}
+
+fn is_custom_resources(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("crs-"))
 }
 
 #[test]

@@ -177,6 +177,8 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         graceful_restart: _,
         vrf: _,
         disable_mp: _,
+        interface: _,
+        local_asn: _,
     } = a;
     address.to_canonical() == b.address.to_canonical()
         && *port == b.port

@@ -52,6 +52,7 @@ pub(crate) fn find(docs: &[Option<Node<'_>>]) -> Option<Result<ConfigText, Confi
             Some((_, kind)) if kind == "ConfigMap" => {}
             Some((line, other)) => {
                 first_err.get_or_insert(ConfigError {
+                    file: None,
                     line: Some(line),
                     path: "kind".into(),
                     kind: ErrorKind::NotConfigMap(other),
@@ -64,6 +65,7 @@ pub(crate) fn find(docs: &[Option<Node<'_>>]) -> Option<Result<ConfigText, Confi
         let data = root.get("data");
         let Some((key, config)) = data.and_then(|(_, data)| data.get("config")) else {
             first_err = Some(ConfigError {
+                file: None,
                 line: Some(data.map_or(root.line, |(k, _)| k.line)),
                 path: "data.config".into(),
                 kind: ErrorKind::Missing,
@@ -72,6 +74,7 @@ pub(crate) fn find(docs: &[Option<Node<'_>>]) -> Option<Result<ConfigText, Confi
         };
         let Some(scalar) = config.scalar().filter(|_| !config.is_null()) else {
             return Some(Err(ConfigErrors(vec![ConfigError {
+                file: None,
                 line: Some(key.line),
                 path: "data.config".into(),
                 kind: ErrorKind::Yaml(format!(
@@ -88,6 +91,7 @@ pub(crate) fn find(docs: &[Option<Node<'_>>]) -> Option<Result<ConfigText, Confi
         }));
     }
     Some(Err(ConfigErrors(vec![first_err.unwrap_or(ConfigError {
+        file: None,
         line: None,
         path: String::new(),
         kind: ErrorKind::Missing,

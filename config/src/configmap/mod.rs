@@ -11,8 +11,8 @@
 
 mod convert;
 mod manifest;
-mod read;
-mod yaml;
+pub(crate) mod read;
+pub(crate) mod yaml;
 
 pub use manifest::{ConfigText, config_text};
 
@@ -59,6 +59,7 @@ fn from_documents(docs: &[Option<yaml::Node<'_>>]) -> Result<Config, Vec<ConfigE
     let root = roots.next();
     if let Some(extra) = roots.next() {
         return Err(vec![ConfigError {
+            file: None,
             line: Some(extra.line),
             path: String::new(),
             kind: ErrorKind::Yaml(
@@ -71,6 +72,7 @@ fn from_documents(docs: &[Option<yaml::Node<'_>>]) -> Result<Config, Vec<ConfigE
 
 fn syntax(e: yaml::SyntaxError) -> Vec<ConfigError> {
     vec![ConfigError {
+        file: None,
         line: Some(e.line),
         path: String::new(),
         kind: ErrorKind::Yaml(format!("YAML syntax error: {}", e.message)),

@@ -93,6 +93,7 @@ impl Ctx {
     /// Record one error.
     pub(crate) fn err(&mut self, line: usize, path: impl Into<String>, kind: ErrorKind) {
         self.errors.push(ConfigError {
+            file: None,
             line: Some(line),
             path: path.into(),
             kind,
