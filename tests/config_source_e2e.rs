@@ -1,7 +1,7 @@
 //! Where the configuration comes from, end to end: `ferrolb controller`
 //! against a real kube-apiserver v1.20.2 (testlab's `KubeApiServer`; skipped
 //! with a printed reason when it is not built) with the `metallb.io` CRDs
-//! installed by the test (minimal ones: any spec is kept).
+//! of `manifests/crds.yaml` installed by the test.
 //!
 //! - The ConfigMap alone is the configuration (auto mode): a Service gets an
 //!   IP from it, and the ConfigurationState `controller` says `Valid`.
@@ -52,41 +52,40 @@ const CONFIG: &str = "address-pools:
   addresses: [10.40.0.0/24]
 ";
 
-/// `(kind, plural, version, has status)` of the CRDs the test installs.
-const CRDS: &[(&str, &str, &str, bool)] = &[
-    ("IPAddressPool", "ipaddresspools", "v1beta1", true),
-    ("BGPPeer", "bgppeers", "v1beta2", false),
-    ("BGPAdvertisement", "bgpadvertisements", "v1beta1", false),
-    ("L2Advertisement", "l2advertisements", "v1beta1", false),
-    ("Community", "communities", "v1beta1", false),
-    ("BFDProfile", "bfdprofiles", "v1beta1", false),
-    ("ConfigurationState", "configurationstates", "v1beta1", true),
+/// `(kind, plural, version)` of the kinds the test uses.
+const CRDS: &[(&str, &str, &str)] = &[
+    ("IPAddressPool", "ipaddresspools", "v1beta1"),
+    ("BGPPeer", "bgppeers", "v1beta2"),
+    ("BGPAdvertisement", "bgpadvertisements", "v1beta1"),
+    ("L2Advertisement", "l2advertisements", "v1beta1"),
+    ("Community", "communities", "v1beta1"),
+    ("BFDProfile", "bfdprofiles", "v1beta1"),
+    ("ConfigurationState", "configurationstates", "v1beta1"),
 ];
 
-fn crd(kind: &str, plural: &str, version: &str, status: bool) -> Result<CustomResourceDefinition> {
-    let mut v = json!({
-        "name": version, "served": true, "storage": true,
-        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-    });
-    if status {
-        v["subresources"] = json!({"status": {}});
-    }
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.metallb.io")},
-        "spec": {
-            "group": "metallb.io",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
-                      "listKind": format!("{kind}List")},
-            "versions": [v],
+/// The CustomResourceDefinitions of `manifests/crds.yaml`.
+fn shipped_crds() -> Result<Vec<CustomResourceDefinition>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if v.is_null() {
+            continue;
         }
-    }))?)
+        ensure!(
+            v["kind"] == "CustomResourceDefinition",
+            "{}: {}",
+            path.display(),
+            v["kind"]
+        );
+        out.push(serde_json::from_value(v)?);
+    }
+    Ok(out)
 }
 
 fn ar(kind: &str) -> ApiResource {
-    let (k, plural, version, _) = CRDS.iter().find(|c| c.0 == kind).expect("a known kind");
+    let (k, plural, version) = CRDS.iter().find(|c| c.0 == kind).expect("a known kind");
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("metallb.io", version, k), plural)
 }
 
@@ -261,9 +260,15 @@ fn configuration_source_against_real_apiserver() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let res = rt.block_on(scenario(api.kubeconfig_path(), api.dir()));
+    // The logs outlive the API server's directory.
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let res = rt.block_on(scenario(api.kubeconfig_path(), logs));
     if res.is_err() {
-        eprintln!("logs: {}", api.dir().display());
+        eprintln!(
+            "logs: {} and {}/config_source_e2e-*.log",
+            api.dir().display(),
+            logs.display()
+        );
     }
     res
 }
@@ -279,13 +284,8 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
         ns_api.create(&PostParams::default(), &n).await?;
     }
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (kind, plural, version, status) in CRDS {
-        crd_api
-            .create(
-                &PostParams::default(),
-                &crd(kind, plural, version, *status)?,
-            )
-            .await?;
+    for crd in shipped_crds()? {
+        crd_api.create(&PostParams::default(), &crd).await?;
     }
     for (kind, ..) in CRDS {
         poll(
@@ -308,7 +308,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
     cm_api.create(&PostParams::default(), &cm).await?;
 
     let metrics = format!("127.0.0.1:{}", free_port()?);
-    let log = std::fs::File::create(dir.join("ferrolb-controller.log"))?;
+    let log = std::fs::File::create(dir.join("config_source_e2e-controller.log"))?;
     let _ctrl = Ctrl(
         Command::new(env!("CARGO_BIN_EXE_ferrolb"))
             .args(["controller", "--kubeconfig"])
@@ -494,7 +494,7 @@ async fn scenario(kubeconfig: &Path, dir: &Path) -> Result<()> {
 
     // 7. A speaker reads the same custom resources, and the Secrets.
     let speaker_metrics = format!("127.0.0.1:{}", free_port()?);
-    let log = std::fs::File::create(dir.join("ferrolb-speaker.log"))?;
+    let log = std::fs::File::create(dir.join("config_source_e2e-speaker.log"))?;
     let _speaker = Ctrl(
         Command::new(env!("CARGO_BIN_EXE_ferrolb"))
             .args(["speaker", "--node-name", "n1", "--kubeconfig"])

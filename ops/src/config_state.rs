@@ -24,6 +24,10 @@ use crate::config_source::api_resource;
 
 /// The kind, plural and version of the object.
 pub const KIND: (&str, &str, &str) = ("ConfigurationState", "configurationstates", "v1beta1");
+/// The condition's message when the configuration is valid. (Not empty: the
+/// condition requires a message, and the test kube-apiserver build reads an
+/// empty string in a custom resource as null and refuses it.)
+pub const VALID_MESSAGE: &str = "the latest configuration is in force";
 /// The condition type (MetalLB's config reconciler's).
 pub const CONDITION_TYPE: &str = "configReconcilerValid";
 
@@ -55,7 +59,7 @@ impl StateResult {
 /// known (left out otherwise).
 pub fn status_patch(result: &StateResult, now: &str, generation: Option<i64>) -> Value {
     let (status, reason, message, summary) = match result {
-        StateResult::Valid => ("True", "Reconciled", "", None),
+        StateResult::Valid => ("True", "Reconciled", VALID_MESSAGE, None),
         StateResult::Invalid(why) => ("False", "ConfigurationError", cut(why), Some(cut(why))),
         StateResult::Unknown(why) => ("Unknown", "NoConfiguration", cut(why), None),
     };
@@ -293,6 +297,7 @@ mod tests {
         assert_eq!(c["status"], "True");
         assert_eq!(c["lastTransitionTime"], t);
         assert_eq!(c["observedGeneration"], 1);
+        assert_eq!(c["message"], VALID_MESSAGE);
         let v = status_patch(&StateResult::Invalid("overlap".into()), t, None);
         assert!(
             v["status"]["conditions"][0]
