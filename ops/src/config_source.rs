@@ -932,6 +932,121 @@ mod tests {
         );
     }
 
+    fn object(kind: &str, name: &str, rv: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": kind,
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "resourceVersion": rv,
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn objects(list: Vec<DynamicObject>) -> BTreeMap<(String, String), DynamicObject> {
+        list.into_iter()
+            .map(|o| {
+                let kind = o.types.as_ref().unwrap().kind.clone();
+                ((kind, o.metadata.name.clone().unwrap()), o)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_with_a_pool_reads_the_custom_resources() {
+        let text = "address-pools:\n- {name: old, protocol: bgp, addresses: [10.9.0.0/24]}\n";
+        let c = cm(Some(text));
+        let pool = |rv: &str, cidr: &str| {
+            object(
+                "IPAddressPool",
+                "p",
+                rv,
+                serde_json::json!({"addresses": [cidr]}),
+            )
+        };
+        let peer = object(
+            "BGPPeer",
+            "r",
+            "3",
+            serde_json::json!({"myASN": 1, "peerASN": 2, "peerAddress": "10.1.0.1", "vrf": "red"}),
+        );
+        let objs = objects(vec![pool("1", "10.0.0.0/24"), peer.clone()]);
+        let snap = Snapshot::build(SourceMode::Auto, Some(&c), &objs);
+        assert_eq!(snap.source(), Source::Resources);
+        assert!(snap.selection.configmap_ignored);
+        let cfg = snap.parse(Secrets::Ignore).unwrap();
+        assert_eq!(cfg.pools.len(), 1);
+        assert_eq!(cfg.pools[0].name, "p");
+        // The vrf warning regards the BGPPeer, by uid.
+        let w = cfg
+            .warnings
+            .iter()
+            .find(|w| w.kind == "BGPPeer")
+            .expect("a BGPPeer warning");
+        let target = snap.warning_target(w).unwrap();
+        assert_eq!(target.kind.as_deref(), Some("BGPPeer"));
+        assert_eq!(target.api_version.as_deref(), Some("metallb.io/v1beta2"));
+        assert_eq!(target.uid.as_deref(), Some("uid-r"));
+        assert_eq!(snap.first_pool().unwrap().uid.as_deref(), Some("uid-p"));
+        // The revision follows the objects (a new resourceVersion), not the
+        // ignored ConfigMap.
+        let rev = snap.revision(&BTreeMap::new()).unwrap();
+        let again = Snapshot::build(SourceMode::Auto, Some(&cm(Some("x"))), &objs);
+        assert_eq!(again.revision(&BTreeMap::new()).unwrap(), rev);
+        let moved = Snapshot::build(
+            SourceMode::Auto,
+            Some(&c),
+            &objects(vec![pool("2", "10.0.1.0/24"), peer.clone()]),
+        );
+        assert_ne!(moved.revision(&BTreeMap::new()).unwrap(), rev);
+        // configmap mode: the same objects are not read at all.
+        let snap = Snapshot::build(SourceMode::Configmap, Some(&c), &objs);
+        assert_eq!(snap.source(), Source::ConfigMap);
+        assert_eq!(snap.parse(Secrets::Ignore).unwrap().pools[0].name, "old");
+        // Without any pool, auto mode stays on the ConfigMap.
+        let snap = Snapshot::build(SourceMode::Auto, Some(&c), &objects(vec![peer]));
+        assert_eq!(snap.source(), Source::ConfigMap);
+    }
+
+    #[test]
+    fn password_secrets_are_named_and_read() {
+        let peer = object(
+            "BGPPeer",
+            "r",
+            "3",
+            serde_json::json!({"myASN": 1, "peerASN": 2, "peerAddress": "10.1.0.1",
+                               "passwordSecret": {"name": "pw", "namespace": "ns"}}),
+        );
+        let pool = object(
+            "IPAddressPool",
+            "p",
+            "1",
+            serde_json::json!({"addresses": ["10.0.0.0/24"]}),
+        );
+        let snap = Snapshot::build(SourceMode::Crds, None, &objects(vec![pool, peer]));
+        assert_eq!(snap.password_secrets(), ["pw".to_string()]);
+        let mut secrets = BTreeMap::new();
+        assert!(
+            snap.parse(Secrets::Given(&secrets)).is_err(),
+            "Secret missing"
+        );
+        assert!(snap.parse(Secrets::Ignore).is_ok());
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pw", "resourceVersion": "11"},
+            "type": "kubernetes.io/basic-auth",
+            "data": {"password": "czNjcmV0"},
+        }))
+        .unwrap();
+        let read = password_secret(&secret);
+        assert_eq!(read.password.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(read.resource_version.as_deref(), Some("11"));
+        let before = snap.revision(&secrets);
+        secrets.insert("pw".to_string(), read);
+        assert_ne!(snap.revision(&secrets), before);
+        let cfg = snap.parse(Secrets::Given(&secrets)).unwrap();
+        assert_eq!(cfg.peers[0].password.as_deref(), Some("s3cret"));
+    }
+
     #[test]
     fn api_resources_are_in_the_metallb_group() {
         for (kind, plural, version) in KINDS {
