@@ -99,6 +99,7 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
         &opts.kube.config_name,
         opts.kube.config_source,
         config_changed.clone(),
+        None,
     );
     let reports = ConfigReports::new(
         Role::Controller,

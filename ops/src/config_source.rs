@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::config_state::{ConfigState, StateResult};
 use crate::events::{EventType, Events};
+use crate::metrics::IntCounter;
 
 /// API group of the custom resources.
 pub const GROUP: &str = "metallb.io";
@@ -308,6 +309,28 @@ fn reference(obj: &DynamicObject, ar: &ApiResource) -> ObjectReference {
     }
 }
 
+/// Counters of the watch events the configuration watches deliver (the
+/// speaker counts them in `metallb_k8s_client_updates_total` and
+/// `…_update_errors_total`, as its other watches).
+#[derive(Clone)]
+pub struct WatchCounts {
+    /// Watch events applied.
+    pub updates: IntCounter,
+    /// Watch errors (each retried).
+    pub errors: IntCounter,
+}
+
+impl WatchCounts {
+    fn count<T>(counts: &Option<WatchCounts>, r: &Result<T, watcher::Error>) {
+        if let Some(c) = counts {
+            match r {
+                Ok(_) => c.updates.inc(),
+                Err(_) => c.errors.inc(),
+            }
+        }
+    }
+}
+
 /// What the watches hold.
 #[derive(Default)]
 struct State {
@@ -345,13 +368,14 @@ const ABSENT_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::fr
 impl ConfigSource {
     /// Starts the watches `mode` needs in `namespace`: the ConfigMap
     /// `config_name` and/or the `metallb.io` kinds. `notify` rings on every
-    /// change.
+    /// change; `counts`, when given, counts every watch event and error.
     pub fn start(
         client: &Client,
         namespace: &str,
         config_name: &str,
         mode: SourceMode,
         notify: Arc<Notify>,
+        counts: Option<WatchCounts>,
     ) -> ConfigSource {
         let state = Arc::new(Mutex::new(State::default()));
         let mut ready = Vec::new();
@@ -363,10 +387,12 @@ impl ConfigSource {
             let wc = watcher::Config::default().fields(&format!("metadata.name={config_name}"));
             let state = state.clone();
             let notify = notify.clone();
+            let counts = counts.clone();
             tasks.push(tokio::spawn(async move {
                 let mut s = std::pin::pin!(watcher(api, wc).default_backoff());
                 let mut listed: Option<ConfigMap> = None;
                 while let Some(ev) = s.next().await {
+                    WatchCounts::count(&counts, &ev);
                     let cm = match ev {
                         Ok(watcher::Event::Init) => {
                             listed = None;
@@ -412,6 +438,7 @@ impl ConfigSource {
                     state.clone(),
                     notify.clone(),
                     tx,
+                    counts.clone(),
                 )));
             }
         }
@@ -482,6 +509,7 @@ async fn watch_kind(
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
     ready: tokio::sync::watch::Sender<bool>,
+    counts: Option<WatchCounts>,
 ) {
     let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
     let mut listed: Vec<DynamicObject> = Vec::new();
@@ -495,6 +523,7 @@ async fn watch_kind(
         )
     };
     while let Some(ev) = s.next().await {
+        WatchCounts::count(&counts, &ev);
         let changed = match ev {
             Ok(watcher::Event::Init) => {
                 listed.clear();

@@ -5,8 +5,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_ops::config_source::{ConfigSource, Source, SourceMode};
+use ferrolb_ops::config_source::{ConfigSource, Source, SourceMode, WatchCounts};
 use ferrolb_ops::config_state::{ConfigState, StateResult};
+use ferrolb_ops::metrics::IntCounter;
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
@@ -185,7 +186,18 @@ async fn missing_crds_count_as_no_objects_and_are_retried_slowly() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let server = tokio::spawn(serve_lists(handle, seen.clone()));
     let notify = Arc::new(Notify::new());
-    let mut source = ConfigSource::start(&client, "ns", "config", SourceMode::Auto, notify);
+    let counts = WatchCounts {
+        updates: IntCounter::new("u", "u").unwrap(),
+        errors: IntCounter::new("e", "e").unwrap(),
+    };
+    let mut source = ConfigSource::start(
+        &client,
+        "ns",
+        "config",
+        SourceMode::Auto,
+        notify,
+        Some(counts.clone()),
+    );
     tokio::time::timeout(Duration::from_secs(5), source.synced())
         .await
         .expect("synced although no CRD is installed");
@@ -211,6 +223,11 @@ async fn missing_crds_count_as_no_objects_and_are_retried_slowly() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(seen.lock().unwrap().len(), first, "retried too soon");
+    // Counted: the ConfigMap's list (Init, InitApply, InitDone), each kind's
+    // Init (before its list) and one error per kind.
+    let kinds = ferrolb_config::crs::KINDS.len() as u64;
+    assert_eq!(counts.updates.get(), 3 + kinds);
+    assert_eq!(counts.errors.get(), kinds);
     drop(source);
     server.abort();
 }
@@ -226,6 +243,7 @@ async fn configmap_mode_watches_no_custom_resources() {
         "config",
         SourceMode::Configmap,
         Arc::new(Notify::new()),
+        None,
     );
     tokio::time::timeout(Duration::from_secs(5), source.synced())
         .await

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferrolb_ops::config_source::{ConfigSource, SourceMode};
+use ferrolb_ops::config_source::{ConfigSource, SourceMode, WatchCounts};
 use ferrolb_ops::metrics::{IntCounter, Registry};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
@@ -154,6 +154,10 @@ impl Sources {
             w.config_name,
             w.config_source,
             notify.clone(),
+            Some(WatchCounts {
+                updates: counters.updates.clone(),
+                errors: counters.errors.clone(),
+            }),
         );
         Sources {
             services,
