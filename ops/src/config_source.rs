@@ -16,6 +16,7 @@
 //! It does not decide whether a configuration is admitted: the binaries'
 //! gates do.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,6 +171,8 @@ pub struct Snapshot {
     bad_objects: Vec<String>,
     resources_revision: String,
     secret_names: Vec<String>,
+    /// [`revision`] without Secrets, built once (the speaker asks every pass).
+    base_revision: Option<String>,
     /// References of the objects, by (kind, name).
     refs: BTreeMap<(String, String), ObjectReference>,
 }
@@ -223,7 +226,15 @@ impl Snapshot {
             }
             secret_names = resources.password_secrets();
         }
+        let base_revision = revision(
+            selection.source,
+            configmap_text.as_deref(),
+            &resources_revision,
+            &secret_names,
+            &BTreeMap::new(),
+        );
         Snapshot {
+            base_revision,
             selection,
             configmap: configmap.map(|c| c.object_ref(&())),
             configmap_text,
@@ -251,8 +262,19 @@ impl Snapshot {
         &self.secret_names
     }
 
-    /// The revision for the gate, see [`revision`].
-    pub fn revision(&self, secrets: &BTreeMap<String, PasswordSecret>) -> Option<String> {
+    /// What identifies the custom resources read (`Resources::revision`;
+    /// empty when the ConfigMap is the source): the speaker reads the Secrets
+    /// again when it changes.
+    pub fn objects_revision(&self) -> &str {
+        &self.resources_revision
+    }
+
+    /// The revision for the gate, see [`revision`]. Borrowed when no Secret
+    /// is named (no copy of the ConfigMap's text on every pass).
+    pub fn revision(&self, secrets: &BTreeMap<String, PasswordSecret>) -> Option<Cow<'_, str>> {
+        if self.secret_names.is_empty() {
+            return self.base_revision.as_deref().map(Cow::Borrowed);
+        }
         revision(
             self.source(),
             self.configmap_text.as_deref(),
@@ -260,6 +282,7 @@ impl Snapshot {
             &self.secret_names,
             secrets,
         )
+        .map(Cow::Owned)
     }
 
     /// Parses the configuration of the source in force (the controller passes

@@ -168,10 +168,10 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             secrets_due = None;
         } else {
             let now = tokio::time::Instant::now();
-            let objects = snap.revision(&BTreeMap::new());
-            if objects != secrets_for || secrets_due.is_none_or(|t| t <= now) {
+            let objects = snap.objects_revision();
+            if secrets_for.as_deref() != Some(objects) || secrets_due.is_none_or(|t| t <= now) {
                 secrets = read_password_secrets(&secrets_api, names, &secrets).await;
-                secrets_for = objects;
+                secrets_for = Some(objects.to_string());
                 secrets_due = Some(now + PEER_RECHECK);
             }
         }
