@@ -29,6 +29,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config_state::{ConfigState, StateResult};
@@ -354,6 +355,22 @@ impl WatchCounts {
     }
 }
 
+/// How long the custom resources must be left alone before a change to them
+/// is taken: `kubectl apply -f` creates a file's objects one by one, and
+/// a set caught half-way (the pools without their peers or advertisements,
+/// typically when switching from the ConfigMap) would withdraw routes for
+/// the moment it lasts.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// The longest a change waits for the set to settle (under constant edits).
+pub const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// When changes to the custom resources, the first at `first` and the
+/// latest at `last`, are taken: [`SETTLE`] after the latest, at most
+/// [`SETTLE_MAX`] after the first.
+pub fn settled_at(first: Instant, last: Instant) -> Instant {
+    (last + SETTLE).min(first + SETTLE_MAX)
+}
+
 /// What the watches hold.
 #[derive(Default)]
 struct State {
@@ -362,6 +379,39 @@ struct State {
     /// Bumped on every change.
     generation: u64,
     cached: Option<(u64, Arc<Snapshot>)>,
+    /// Changes to the custom resources not in a snapshot yet: when the first
+    /// and the latest came.
+    unsettled: Option<(Instant, Instant)>,
+}
+
+impl State {
+    fn objects_changed(&mut self) {
+        self.generation += 1;
+        let now = Instant::now();
+        self.unsettled = Some(match self.unsettled {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+}
+
+/// Rings `notify` once the changes to the custom resources have settled
+/// (woken by `changed` on each change).
+async fn settler(state: Arc<Mutex<State>>, changed: Arc<Notify>, notify: Arc<Notify>) {
+    loop {
+        changed.notified().await;
+        loop {
+            let at = lock(&state).unsettled.map(|(f, l)| settled_at(f, l));
+            match at {
+                None => break,
+                Some(at) if Instant::now() < at => tokio::time::sleep_until(at).await,
+                Some(_) => {
+                    notify.notify_one();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The watches of the configuration (see the module documentation).
@@ -450,6 +500,12 @@ impl ConfigSource {
             }));
         }
         if mode.watches_resources() {
+            let changed = Arc::new(Notify::new());
+            tasks.push(tokio::spawn(settler(
+                state.clone(),
+                changed.clone(),
+                notify.clone(),
+            )));
             for (kind, plural, version) in KINDS {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 ready.push(rx);
@@ -459,7 +515,7 @@ impl ConfigSource {
                     api,
                     kind,
                     state.clone(),
-                    notify.clone(),
+                    changed.clone(),
                     tx,
                     counts.clone(),
                 )));
@@ -486,13 +542,18 @@ impl ConfigSource {
         }
     }
 
-    /// The configuration as it stands (rebuilt only after a change).
+    /// The configuration as it stands (rebuilt only after a change). While
+    /// the custom resources are being changed (see [`SETTLE`]), the previous
+    /// snapshot; the notifier rings when they have settled.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let mut st = lock(&self.state);
-        if let Some((generation, snap)) = &st.cached
-            && *generation == st.generation
-        {
-            return snap.clone();
+        if let Some((generation, snap)) = &st.cached {
+            let unsettled = st
+                .unsettled
+                .is_some_and(|(f, l)| Instant::now() < settled_at(f, l));
+            if *generation == st.generation || unsettled {
+                return snap.clone();
+            }
         }
         let snap = Arc::new(Snapshot::build(
             self.mode,
@@ -500,6 +561,7 @@ impl ConfigSource {
             &st.objects,
         ));
         st.cached = Some((st.generation, snap.clone()));
+        st.unsettled = None;
         snap
     }
 }
@@ -522,7 +584,8 @@ fn trim(o: &mut DynamicObject) {
     }
 }
 
-/// Watches one kind into `state` (key `(kind, name)`). A 404 (CRD not
+/// Watches one kind into `state` (key `(kind, name)`), ringing `notify` (the
+/// settler's) on each change. A 404 (CRD not
 /// installed) or 403 (not allowed) empties the kind, counts as listed, is
 /// logged once and retried slowly (5 s doubling to 60 s); other errors are
 /// retried with a backoff (0.8 s doubling to 30 s).
@@ -572,7 +635,7 @@ async fn watch_kind(
                 for o in listed.drain(..) {
                     st.objects.insert(key(&o), o);
                 }
-                st.generation += 1;
+                st.objects_changed();
                 drop(st);
                 ready.send_replace(true);
                 true
@@ -581,13 +644,13 @@ async fn watch_kind(
                 trim(&mut o);
                 let mut st = lock(&state);
                 st.objects.insert(key(&o), o);
-                st.generation += 1;
+                st.objects_changed();
                 true
             }
             Ok(watcher::Event::Delete(o)) => {
                 let mut st = lock(&state);
                 st.objects.remove(&key(&o));
-                st.generation += 1;
+                st.objects_changed();
                 true
             }
             // Not installed (404), or not allowed (403: RBAC of an older
@@ -613,13 +676,12 @@ async fn watch_kind(
                     st.objects.retain(|(k, _), _| k != kind);
                     let changed = st.objects.len() != before;
                     if changed {
-                        st.generation += 1;
+                        st.objects_changed();
                     }
                     changed
                 };
-                let first = !*ready.borrow();
                 ready.send_replace(true);
-                if changed || first {
+                if changed {
                     notify.notify_one();
                 }
                 tokio::time::sleep(absent_wait).await;
@@ -1097,6 +1159,16 @@ mod tests {
         assert_ne!(snap.revision(&secrets), before);
         let cfg = snap.parse(Secrets::Given(&secrets)).unwrap();
         assert_eq!(cfg.peers[0].password.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn a_burst_of_changes_settles_after_the_last_or_at_most_after_the_first() {
+        let t = Instant::now();
+        assert_eq!(settled_at(t, t), t + SETTLE);
+        let ms = Duration::from_millis;
+        assert_eq!(settled_at(t, t + ms(500)), t + ms(500) + SETTLE);
+        assert_eq!(settled_at(t, t + SETTLE_MAX), t + SETTLE_MAX);
+        assert_eq!(settled_at(t, t + Duration::from_secs(60)), t + SETTLE_MAX);
     }
 
     #[test]
