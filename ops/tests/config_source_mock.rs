@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_ops::config_source::{ConfigSource, Source, SourceMode, WatchCounts};
+use ferrolb_ops::config_source::{ConfigSource, SETTLE, Source, SourceMode, WatchCounts};
 use ferrolb_ops::config_state::{ConfigState, StateResult};
 use ferrolb_ops::metrics::IntCounter;
 use http::{Method, Request, Response, StatusCode};
@@ -255,6 +255,121 @@ async fn configmap_mode_watches_no_custom_resources() {
         seen.lock().unwrap()
     );
     assert_eq!(source.snapshot().source(), Source::ConfigMap);
+    drop(source);
+    server.abort();
+}
+
+fn pool(name: &str, rv: &str, cidr: &str) -> Value {
+    json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+           "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                        "resourceVersion": rv},
+           "spec": {"addresses": [cidr]}})
+}
+
+/// Answers lists (one IPAddressPool, nothing else, no ConfigMap) and hands
+/// the first watch of the IPAddressPools to the test; other watches stay open.
+async fn serve_one_pool(
+    mut handle: MockHandle,
+    pool_watch: tokio::sync::oneshot::Sender<SendResponse<Response<Body>>>,
+) {
+    let mut pool_watch = Some(pool_watch);
+    let mut pending = Vec::new();
+    loop {
+        let mut h = pin!(&mut handle);
+        let Some((req, send)) = h.next_request().await else {
+            return;
+        };
+        let uri = req.uri().to_string();
+        let watch = uri.contains("watch=true");
+        let pools = uri.contains("/ipaddresspools");
+        if watch {
+            if pools && let Some(tx) = pool_watch.take() {
+                let _ = tx.send(send);
+            } else {
+                pending.push(send);
+            }
+        } else {
+            let items = if pools {
+                vec![pool("a", "1", "10.0.0.0/24")]
+            } else {
+                vec![]
+            };
+            reply(
+                send,
+                200,
+                &json!({"kind": "List", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"}, "items": items}),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn custom_resource_changes_are_taken_once_settled() {
+    let (client, handle) = mock_client();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(serve_one_pool(handle, tx));
+    let notify = Arc::new(Notify::new());
+    let mut source = ConfigSource::start(
+        &client,
+        "ns",
+        "config",
+        SourceMode::Auto,
+        notify.clone(),
+        None,
+    );
+    tokio::time::timeout(Duration::from_secs(5), source.synced())
+        .await
+        .expect("synced");
+    let first = source.snapshot();
+    assert_eq!(first.source(), Source::Resources);
+    let pools = |s: &ferrolb_ops::config_source::Snapshot| {
+        s.parse(ferrolb_config::crs::Secrets::Ignore)
+            .unwrap()
+            .pools
+            .len()
+    };
+    assert_eq!(pools(&first), 1);
+    // Drain the wake-ups of the initial lists.
+    tokio::time::sleep(SETTLE + Duration::from_millis(300)).await;
+    while tokio::time::timeout(Duration::from_millis(50), notify.notified())
+        .await
+        .is_ok()
+    {}
+    // A second pool arrives by the watch.
+    let send = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the pools are watched")
+        .unwrap();
+    let line = json!({"type": "ADDED", "object": pool("b", "2", "10.0.1.0/24")});
+    send.send_response(
+        Response::builder()
+            .status(200)
+            .body(Body::from(format!("{line}\n").into_bytes()))
+            .unwrap(),
+    );
+    let t0 = tokio::time::Instant::now();
+    // Not taken at once: the set may still be changing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        Arc::ptr_eq(&source.snapshot(), &first),
+        "taken before it settled"
+    );
+    // Rung once it settled, and then taken.
+    tokio::time::timeout(Duration::from_secs(5), notify.notified())
+        .await
+        .expect("rung after settling");
+    assert!(
+        t0.elapsed() >= SETTLE - Duration::from_millis(50),
+        "{:?}",
+        t0.elapsed()
+    );
+    let now = source.snapshot();
+    assert_eq!(pools(&now), 2);
+    assert_ne!(
+        now.revision(&Default::default()),
+        first.revision(&Default::default())
+    );
     drop(source);
     server.abort();
 }
