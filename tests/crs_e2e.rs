@@ -61,7 +61,7 @@ const CONFIGMAP: &str = "peers:
 address-pools:
 - name: default
   protocol: bgp
-  addresses: [172.17.254.0/24]
+  addresses: [172.17.254.1-172.17.254.255]
 ";
 
 // ------------------------------------------------------------------ helpers
@@ -675,8 +675,7 @@ fn switch_steps(api: &KubeApiServer, g: &Gobgpd) -> Result<()> {
 fn crs_password_secret_md5_frr() -> Result<()> {
     require_or_return!(
         "crs_password_secret_md5_frr",
-        "bgpd",
-        "zebra",
+        ferrolb_testlab::util::FRR_BGPD,
         "socat",
         "curl",
         "kubectl"

@@ -249,14 +249,23 @@ impl ControllerCore {
     /// that are only outside their Service's annotated pool now are released
     /// and reassigned at the Service's next plan.
     pub fn offer_config(&mut self, text: Option<&str>) -> ConfigOutcome {
+        self.offer_config_with(text, |t| Config::parse(t).map_err(|e| e.to_string()))
+    }
+
+    /// As [`ControllerCore::offer_config`] for any source: `revision`
+    /// identifies the configuration (`None`: missing) and `parse` builds it
+    /// (called only when the revision is new; it gets the revision).
+    pub fn offer_config_with(
+        &mut self,
+        revision: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<Config, String>,
+    ) -> ConfigOutcome {
         let allocator = &mut self.allocator;
         let stranded = &mut self.stranded;
         let mut changes = Vec::new();
-        let verdict = self.gate.offer(
-            text,
-            |t| Config::parse(t).map_err(|e| e.to_string()),
-            |current, next| admit(allocator, stranded, current, next, &mut changes),
-        );
+        let verdict = self.gate.offer(revision, parse, |current, next| {
+            admit(allocator, stranded, current, next, &mut changes)
+        });
         self.settle(verdict, changes)
     }
 

@@ -7,11 +7,16 @@
 //! The core lives in [`Context`] behind one mutex that is never held across
 //! an `.await`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ferrolb_config::crs::Secrets;
+use ferrolb_config::gate::MISSING;
+use ferrolb_ops::config_source::{Offered, Snapshot, Source, state_of};
+use ferrolb_ops::config_state::StateResult;
 use ferrolb_ops::events::{EventType, Events, Regarding};
 use ferrolb_ops::metrics::IntCounter;
 use futures::channel::mpsc;
@@ -207,6 +212,43 @@ impl Context {
                 .await;
         }
         outcome.applied
+    }
+
+    /// Offers the configuration `snap` shows (parsed with
+    /// [`Secrets::Ignore`]: the controller runs no sessions). Returns whether
+    /// it applies, what to report about it and what the ConfigurationState
+    /// should say; the caller publishes (nothing here awaits).
+    pub fn offer_snapshot(&self, snap: &Snapshot) -> (bool, Offered, StateResult) {
+        let revision = snap.revision(&BTreeMap::new());
+        let mut core = self.core();
+        let outcome = core.offer_config_with(revision.as_deref(), |_| snap.parse(Secrets::Ignore));
+        if outcome.reconcile_all {
+            self.request_reconcile_all();
+        }
+        let gate = core.gate();
+        let offered = Offered {
+            admitted: outcome
+                .applied
+                .then(|| gate.current().map(|c| c.warnings.clone()))
+                .flatten(),
+            // The shared reporter adds its own "configuration rejected: ".
+            report: gate.rejection().and(outcome.report).map(|r| {
+                r.strip_prefix("configuration rejected: ")
+                    .map(str::to_string)
+                    .unwrap_or(r)
+            }),
+        };
+        let state = state_of(gate.loaded(), gate.rejection(), MISSING);
+        // The configuration in force is this snapshot's (applied, or equal in
+        // content to it, e.g. the same pools moved from the ConfigMap to
+        // IPAddressPools): its pools' status is written when they are objects.
+        if gate.loaded() && gate.rejection().is_none() {
+            let crs = snap.source() == Source::Resources;
+            if outcome.applied || self.pools_from_crs() != crs {
+                self.set_pools_from_crs(crs);
+            }
+        }
+        (outcome.applied, offered, state)
     }
 
     /// Reconciles one Service: plan, then write.

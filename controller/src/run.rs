@@ -1,5 +1,6 @@
 //! `ferrolb controller`: options and the wiring — leader election, the watch
-//! of the configuration ConfigMap, the Service watch feeding kube-runtime's
+//! of the configuration (the ConfigMap or the `metallb.io` custom resources,
+//! `ferrolb_ops::config_source`), the Service watch feeding kube-runtime's
 //! `Controller` around [`crate::reconcile`], the initial rebuild, and the
 //! `/metrics`, `/healthz`, `/readyz` endpoints.
 
@@ -14,12 +15,15 @@ use ferrolb_ops::lease::{LeaderElector, Timing};
 use ferrolb_ops::metrics::Metrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
+use std::time::Duration;
+
+use ferrolb_ops::config_source::{ConfigReports, ConfigSource, Role};
+use ferrolb_ops::config_state::ConfigState;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -88,14 +92,28 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
         None
     };
 
-    // The config: one ConfigMap, watched.
+    // The config: the ConfigMap or the metallb.io custom resources, watched.
     let config_loaded = Arc::new(Notify::new());
-    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.kube.namespace);
+    let config_changed = Arc::new(Notify::new());
+    let source = ConfigSource::start(
+        &client,
+        &opts.kube.namespace,
+        &opts.kube.config_name,
+        opts.kube.config_source,
+        config_changed.clone(),
+        None,
+    );
+    let reports = ConfigReports::new(
+        Role::Controller,
+        ctx.events().clone(),
+        ConfigState::new(client.clone(), &opts.kube.namespace, None),
+    );
     let cm_task = tokio::spawn(watch_config(
-        cm_api,
-        opts.kube.config_name.clone(),
+        source,
+        config_changed,
         ctx.clone(),
         config_loaded.clone(),
+        reports,
     ));
 
     // Services, all namespaces, through our own reflector so deletions are seen.
@@ -258,34 +276,33 @@ async fn initial_rebuild(
     }
 }
 
-async fn watch_config(api: Api<ConfigMap>, name: String, ctx: Arc<Context>, loaded: Arc<Notify>) {
-    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut seen_in_init = false;
-    let mut stream = watcher(api, wc).default_backoff().boxed();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(watcher::Event::Init) => seen_in_init = false,
-            Ok(watcher::Event::InitApply(cm)) | Ok(watcher::Event::Apply(cm)) => {
-                seen_in_init = true;
-                let text = cm.data.as_ref().and_then(|d| d.get("config"));
-                if ctx
-                    .offer_config(text.map(String::as_str), Some(&cm.object_ref(&())))
-                    .await
-                {
-                    loaded.notify_one();
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                if !seen_in_init {
-                    warn!(configmap = %name, "config ConfigMap not found");
-                    ctx.offer_config(None, None).await;
-                }
-            }
-            Ok(watcher::Event::Delete(cm)) => {
-                warn!(configmap = %cm.name_any(), "config ConfigMap deleted; keeping the last good config");
-                ctx.offer_config(None, None).await;
-            }
-            Err(e) => warn!(error = %e, "watching the config ConfigMap"),
+/// How often the configuration is looked at without a change (a rejected one
+/// may have been admitted by a Service change meanwhile: the
+/// ConfigurationState follows).
+const CONFIG_RECHECK: Duration = Duration::from_secs(10);
+
+/// Offers the configuration to the core after every change of its source,
+/// and publishes what comes of it.
+async fn watch_config(
+    mut source: ConfigSource,
+    changed: Arc<Notify>,
+    ctx: Arc<Context>,
+    loaded: Arc<Notify>,
+    mut reports: ConfigReports,
+) {
+    source.synced().await;
+    info!(mode = ?source.mode(), "configuration source listed");
+    loop {
+        let snap = source.snapshot();
+        let (applied, offered, state) = ctx.offer_snapshot(&snap);
+        if applied {
+            info!(source = ?snap.source(), "configuration in force");
+            loaded.notify_one();
+        }
+        reports.report(&snap, offered, state).await;
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(CONFIG_RECHECK) => {}
         }
     }
 }

@@ -21,6 +21,11 @@ pub struct KubeOpts {
     /// Name of the ConfigMap holding the MetalLB configuration (key `config`).
     #[arg(long, default_value = "config")]
     pub config_name: String,
+    /// Where the configuration is read from: `auto` (the metallb.io custom
+    /// resources when an IPAddressPool exists, else the ConfigMap),
+    /// `configmap` or `crds`.
+    #[arg(long, value_enum, default_value_t = crate::config_source::SourceMode::Auto)]
+    pub config_source: crate::config_source::SourceMode,
     /// Handle only Services with this `spec.loadBalancerClass` (default: only those without one).
     #[arg(long)]
     pub lb_class: Option<String>,

@@ -4,7 +4,9 @@
 //! `/healthz`, `/livez`, `/readyz` ([`http`]) with Prometheus text rendering
 //! ([`metrics`]), Event publishing ([`events`]), logging set-up ([`logging`]),
 //! the shutdown signal ([`signal`]) and leader election on a Lease ([`lease`],
-//! whose decision core is pure).
+//! whose decision core is pure), and where the configuration comes from: the
+//! ConfigMap or the `metallb.io` custom resources ([`config_source`]), with
+//! the ConfigurationState status object ([`config_state`]).
 //!
 //! It makes no decisions of its own: what to allocate, what to announce and
 //! what a configuration means stay in the controller's and the speaker's own
@@ -12,6 +14,8 @@
 //! feature of `k8s-openapi`; the binary does.
 
 pub mod cli;
+pub mod config_source;
+pub mod config_state;
 pub mod error;
 pub mod events;
 pub mod http;

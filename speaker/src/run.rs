@@ -1,5 +1,7 @@
 //! `ferrolb speaker`: the I/O shell. On any change the watches report
-//! ([`crate::sources`]), it offers the ConfigMap to the configuration gate,
+//! ([`crate::sources`]), it offers the configuration (the ConfigMap, or the
+//! `metallb.io` custom resources with the BGP password Secrets they name) to
+//! the configuration gate,
 //! runs one pure decision pass ([`crate::pass`]) and tells the BGP sessions
 //! what to hold ([`crate::peers`]); it publishes what the pass says to
 //! publish and serves `/metrics`, `/healthz`, `/readyz` ([`crate::metrics`]).
@@ -8,13 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrolb_config::crs::{PasswordSecret, Secrets};
+use ferrolb_config::gate::MISSING;
 use ferrolb_config::{Config, ConfigGate, Verdict, stranded_message};
 use ferrolb_ops::FnProbe;
 use ferrolb_ops::cli::KubeOpts;
+use ferrolb_ops::config_source::{ConfigReports, Offered, Role, read_password_secrets, state_of};
+use ferrolb_ops::config_state::ConfigState;
 use ferrolb_ops::events::{EventType, Events, Kind, Regarding, Reporter};
 use ferrolb_ops::metrics::Metrics;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Resource;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -55,14 +61,8 @@ static NODE_ASSIGNED: Kind = Kind {
     action: "Announce",
 };
 
-/// The Event on the ConfigMap when a configuration is rejected (MetalLB's reason).
-static INVALID_CONFIG: Kind = Kind {
-    type_: EventType::Warning,
-    reason: "InvalidConfig",
-    action: "LoadConfig",
-};
-
-/// How soon a peer that got no session (no route to it) is looked at again.
+/// How soon a peer that got no session (no route to it) is looked at again;
+/// also how often the BGP password Secrets are read again.
 const PEER_RECHECK: Duration = Duration::from_secs(10);
 
 /// The admission check of a new configuration on the speaker: as the
@@ -115,6 +115,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             node: &node_name,
             namespace: &opts.kube.namespace,
             config_name: &opts.kube.config_name,
+            config_source: opts.kube.config_source,
             lb_class: opts.kube.lb_class.clone(),
         },
         &notify,
@@ -126,7 +127,17 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
 
     let assigned: Arc<str> =
         format!("announcing from node \"{node_name}\" with protocol \"bgp\"").into();
-    let cm_ref = ObjectRef::<ConfigMap>::new(&opts.kube.config_name).within(&opts.kube.namespace);
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &opts.kube.namespace);
+    // The Secrets BGPPeers name, as last read; the objects' revision they were
+    // read for; when to read them again.
+    let mut secrets: BTreeMap<String, PasswordSecret> = BTreeMap::new();
+    let mut secrets_for: Option<String> = None;
+    let mut secrets_due: Option<tokio::time::Instant> = None;
+    let mut reports = ConfigReports::new(
+        Role::Speaker,
+        events.clone(),
+        ConfigState::new(client.clone(), &opts.kube.namespace, Some(&node_name)),
+    );
     let mut gate = ConfigGate::new();
     let mut node = KnownNode::default();
     let mut sessions = PeerSessions::default();
@@ -148,8 +159,12 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let mut recheck: Option<tokio::time::Instant> = None;
     notify.notify_one();
     loop {
+        let wake = match (recheck, secrets_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timer = async {
-            match recheck {
+            match wake {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -160,33 +175,50 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
         }
         // The configuration: the gate keeps the last good one.
-        let cm = sources.configmaps.get(&cm_ref);
-        let text = cm
-            .as_ref()
-            .and_then(|cm| cm.data.as_ref()?.get("config").map(String::as_str));
+        let snap = sources.config.snapshot();
+        // BGP passwords: read the Secrets again when the objects change and
+        // every PEER_RECHECK, so that a changed password applies.
+        let names = snap.password_secrets();
+        if names.is_empty() {
+            secrets.clear();
+            secrets_for = None;
+            secrets_due = None;
+        } else {
+            let now = tokio::time::Instant::now();
+            let objects = snap.objects_revision();
+            if secrets_for.as_deref() != Some(objects) || secrets_due.is_none_or(|t| t <= now) {
+                secrets = read_password_secrets(&secrets_api, names, &secrets).await;
+                secrets_for = Some(objects.to_string());
+                secrets_due = Some(now + PEER_RECHECK);
+            }
+        }
+        let revision = snap.revision(&secrets);
         let verdict = gate.offer(
-            text,
-            |t| Config::parse(t).map_err(|e| e.to_string()),
+            revision.as_deref(),
+            |_| snap.parse(Secrets::Given(&secrets)),
             |current, next| admit(&sources.services, current, next),
         );
+        let mut offered = Offered::default();
         match verdict {
             Verdict::Applied => {
                 if let Some(cfg) = gate.current() {
-                    info!(summary = %cfg.summary(), "configuration loaded");
+                    info!(summary = %cfg.summary(), source = ?snap.source(), "configuration loaded");
+                    offered.admitted = Some(cfg.warnings.clone());
                 }
             }
             Verdict::Rejected { reason, report } => {
                 error!(errors = %reason, "configuration rejected: keeping the last good one, no route changes");
-                if let (Some(note), Some(cm)) = (report, &cm) {
-                    events.enqueue(
-                        Regarding::from(cm.object_ref(&())),
-                        &INVALID_CONFIG,
-                        format!("configuration rejected: {note}").into(),
-                    );
-                }
+                offered.report = report;
             }
             Verdict::Unchanged => {}
         }
+        reports
+            .report(
+                &snap,
+                offered,
+                state_of(gate.loaded(), gate.rejection(), MISSING),
+            )
+            .await;
         {
             let mut st = lock(&shared);
             st.config_loaded = gate.loaded();

@@ -1,14 +1,16 @@
 //! The speaker's watches: Services, endpoints (EndpointSlices when the API
 //! server serves discovery.k8s.io/v1, else core/v1 Endpoints), its own Node
-//! and the configuration ConfigMap, each driven by its own task into the
-//! slim maps of [`crate::watch`] or a reflector store, ringing one [`Notify`]
-//! whenever what the decision reads may have changed.
+//! and the configuration (the ConfigMap or the `metallb.io` custom resources,
+//! [`ConfigSource`]), each driven by its own task into the slim maps of
+//! [`crate::watch`], a reflector store or the configuration source, ringing
+//! one [`Notify`] whenever what the decision reads may have changed.
 
 use std::sync::{Arc, Mutex};
 
+use ferrolb_ops::config_source::{ConfigSource, SourceMode, WatchCounts};
 use ferrolb_ops::metrics::{IntCounter, Registry};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -64,8 +66,8 @@ pub struct Sources {
     pub endpoints: Arc<Mutex<EndpointSource>>,
     /// This node.
     pub nodes: Store<Node>,
-    /// The configuration ConfigMap.
-    pub configmaps: Store<ConfigMap>,
+    /// The configuration (ConfigMap or custom resources).
+    pub config: ConfigSource,
     services_ready: tokio::sync::watch::Receiver<bool>,
     endpoints_ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -74,10 +76,12 @@ pub struct Sources {
 pub struct Watched<'a> {
     /// This node's name.
     pub node: &'a str,
-    /// Namespace of the ConfigMap.
+    /// Namespace of the configuration.
     pub namespace: &'a str,
     /// Name of the ConfigMap.
     pub config_name: &'a str,
+    /// Where the configuration is read from.
+    pub config_source: SourceMode,
     /// `spec.loadBalancerClass` of the Services to keep.
     pub lb_class: Option<String>,
 }
@@ -144,19 +148,22 @@ impl Sources {
             counters,
             "node",
         );
-        let configmaps = store_for(
-            Api::<ConfigMap>::namespaced(client.clone(), w.namespace),
-            watcher::Config::default().fields(&format!("metadata.name={}", w.config_name)),
-            |c: &mut ConfigMap| c.metadata.managed_fields = None,
-            notify,
-            counters,
-            "configmap",
+        let config = ConfigSource::start(
+            client,
+            w.namespace,
+            w.config_name,
+            w.config_source,
+            notify.clone(),
+            Some(WatchCounts {
+                updates: counters.updates.clone(),
+                errors: counters.errors.clone(),
+            }),
         );
         Sources {
             services,
             endpoints,
             nodes,
-            configmaps,
+            config,
             services_ready,
             endpoints_ready,
         }
@@ -166,7 +173,7 @@ impl Sources {
     pub async fn synced(&mut self) {
         let _ = self.services_ready.wait_for(|r| *r).await;
         let _ = self.nodes.wait_until_ready().await;
-        let _ = self.configmaps.wait_until_ready().await;
+        self.config.synced().await;
         let _ = self.endpoints_ready.wait_for(|r| *r).await;
     }
 }
