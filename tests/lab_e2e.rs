@@ -141,8 +141,9 @@ impl Drop for Lab {
 }
 
 /// What rt-01's gobgpd shows for what it learned from the nodes, as `lab/demo`
-/// prints it (`gobgp monitor adj-in --current`, 1 s, lines sorted), with the
-/// one field that differs between runs (the path age) cut out.
+/// prints it (`gobgp monitor adj-in --current`, 1 s, lines sorted), without
+/// the one field that differs between runs: the timestamp each line starts
+/// with (`2026-12-03T19:58:52Z [ROUTE] 172.17.254.1/32 via …`).
 fn adj_in_current() -> Vec<String> {
     let out = ns_exec(
         RT,
@@ -152,9 +153,8 @@ fn adj_in_current() -> Vec<String> {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            // `[ROUTE] 172.17.254.1/32 via 172.17.0.21 aspath [64522] attrs [...]`
             l.split_whitespace()
-                .filter(|w| !w.starts_with("age"))
+                .skip_while(|w| !w.starts_with('['))
                 .collect::<Vec<_>>()
                 .join(" ")
         })
