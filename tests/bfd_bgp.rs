@@ -7,7 +7,9 @@
 //!            |  veth
 //!  netns B (FRR zebra, bgpd, bfdd)    eth0 198.18.0.1/24
 //! ```
-//! bgpd registers its BFD peers with bfdd through zebra, so zebra runs too. Skips
+//! bgpd registers its BFD peers with bfdd through zebra, so zebra runs too. BIRD
+//! 2.0 (`bgp` with `bfd on` and a `protocol bfd`) takes FRR's place in a second
+//! test. Skips
 //! with a printed reason when not root or a daemon is missing (fails in CI).
 
 use std::time::{Duration, Instant};
@@ -191,4 +193,72 @@ fn scenario(frr: &mut Frr, f: &mut Proc) -> Result<()> {
     f.wait_for_line(&format!("generation={next_gen}"), T)
         .context("no re-establishment after BFD Down")?;
     Ok(())
+}
+
+/// BIRD as the router: BGP and BFD Up with the negotiated timers, and SIGSTOP
+/// of ferrolb takes the route out of BIRD's table before the hold time.
+#[test]
+fn bird_bgp_with_bfd() -> Result<()> {
+    require_or_return!("bird_bgp_with_bfd", "bird", "birdc");
+    let lab = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let mut n = BirdNeighbor::new(SPEAKER, 64522);
+    n.families = vec![Family::Ipv4Unicast];
+    n.hold_time = Some(HOLD);
+    n.bfd = true;
+    let mut conf = BirdConfig::new(64512, PEER).neighbor(n);
+    // BIRD: RX 200 ms, TX 150 ms, x4 (per interface).
+    conf.extra = ferrolb_testlab::bird::bfd_protocol(&[], 200, 150, 4);
+    let bird = Bird::start(&lab.b, conf)?;
+    let mut f = announce(&lab.a)?;
+    let present = |b: &Bird| {
+        b.rib(Family::Ipv4Unicast)
+            .map(|r| r.iter().any(|x| x.prefix == PREFIX))
+            .unwrap_or(false)
+    };
+    let res = (|| -> Result<()> {
+        f.wait_for_line("established", T)?;
+        wait_until(T, Duration::from_millis(50), || {
+            present(&bird).then_some(())
+        })
+        .context("route never reached BIRD")?;
+        // BIRD sends at max(its TX 150, our RX 100) = 150 ms and detects after our
+        // 3 x max(its RX 200, our TX 120) = 600 ms.
+        let s = wait_until(T, Duration::from_millis(50), || {
+            bird.bfd_sessions().ok()?.into_iter().find(|s| {
+                s.address == SPEAKER
+                    && s.state == "Up"
+                    && (s.interval - 0.150).abs() < 1e-6
+                    && (s.timeout - 0.600).abs() < 1e-6
+            })
+        })
+        .with_context(|| {
+            format!(
+                "BIRD BFD not Up with 150 ms / 600 ms: {:?}",
+                bird.bfd_sessions()
+            )
+        })?;
+        eprintln!("BIRD BFD session: {s:?}");
+        let t0 = Instant::now();
+        f.signal("STOP")?;
+        wait_until(
+            Duration::from_secs(HOLD.into()),
+            Duration::from_millis(10),
+            || (!present(&bird)).then_some(()),
+        )
+        .context("route still in BIRD's table at the hold time")?;
+        eprintln!(
+            "route left BIRD {:?} after SIGSTOP (hold time {HOLD} s)",
+            t0.elapsed()
+        );
+        f.signal("CONT")?;
+        f.wait_for_line("generation=2", T)
+            .context("no re-establishment after SIGCONT")?;
+        Ok(())
+    })();
+    if res.is_err() {
+        eprintln!("ferrolb stderr:\n{}", f.stderr_tail(60));
+    }
+    let _ = f.signal("CONT");
+    f.terminate(Duration::from_secs(5));
+    res
 }
