@@ -350,7 +350,11 @@ fn spawn_inner(
     bfd_error: Option<String>,
 ) -> SessionHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(SessionStatus::default());
+    // The BFD error is in the first status, so the caller sees it at once.
+    let (status_tx, status_rx) = watch::channel(SessionStatus {
+        bfd_error: bfd_error.clone(),
+        ..SessionStatus::default()
+    });
     let span = info_span!("peer", addr = %cfg.peer);
     let task = tokio::spawn(run(cfg, cmd_rx, status_tx, bfd, bfd_error).instrument(span));
     SessionHandle {
