@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
-use ferrolb_bgp::driver::{self, PeerConfig};
+use ferrolb_bgp::bfd::BfdEndpoint;
+use ferrolb_bgp::driver::{self, PeerBfd, PeerConfig};
 use ferrolb_bgp::fsm::{DynamicAs, State};
 use ferrolb_bgp::wire::{Family, LargeCommunity, Origin};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -28,6 +29,9 @@ Output (stdout, one line each, flushed at once; programs wait for them):
       when every initial route of that session is on the wire (N prefixes
       announced in M UPDATE messages, T ms after Established)
 Logs go to stderr (--log-level or RUST_LOG filters them, default info).
+With --bfd a BFD session runs with the peer (single hop, UDP 3784, TTL 255);
+when it fails while the BGP session is Established, the BGP session is closed
+at once with Cease / BFD Down (6/10) and reconnects after --connect-retry.
 On SIGINT or SIGTERM the session is closed with a Cease NOTIFICATION
 (6/2, Administrative Shutdown, with a message) and the program exits 0.
 
@@ -115,6 +119,25 @@ pub struct Args {
     /// First address of --count.
     #[arg(long, value_name = "IP", requires = "count")]
     first: Option<IpAddr>,
+    /// Run a BFD session with the peer (RFC 5880/5881, single hop); its failure
+    /// closes the BGP session at once with Cease / BFD Down (6/10).
+    #[arg(long)]
+    bfd: bool,
+    /// BFD Required Min RX interval in milliseconds (with --bfd).
+    #[arg(long, value_name = "MS", default_value_t = 300, requires = "bfd",
+          value_parser = parse_bfd_interval)]
+    bfd_rx_interval: u32,
+    /// BFD Desired Min TX interval in milliseconds (with --bfd).
+    #[arg(long, value_name = "MS", default_value_t = 300, requires = "bfd",
+          value_parser = parse_bfd_interval)]
+    bfd_tx_interval: u32,
+    /// BFD detect multiplier (with --bfd).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "bfd",
+          value_parser = parse_bfd_multiplier)]
+    bfd_detect_multiplier: u8,
+    /// Passive BFD: wait for the peer's first BFD packet (with --bfd).
+    #[arg(long, requires = "bfd")]
+    bfd_passive: bool,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -153,6 +176,25 @@ fn parse_hold_time(s: &str) -> Result<u16, String> {
             "hold time {n} is not allowed: 0 or at least 3 seconds (RFC 4271)"
         )),
         Err(_) => Err(format!("`{s}` is not a number of seconds (0 or 3..=65535)")),
+    }
+}
+
+/// BFD intervals: 10..=60000 ms (MetalLB's profile range for the intervals).
+fn parse_bfd_interval(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (10..=60_000).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("BFD interval {n} ms is out of range 10..=60000")),
+        Err(_) => Err(format!(
+            "`{s}` is not a number of milliseconds (10..=60000)"
+        )),
+    }
+}
+
+/// BFD detect multiplier: 2..=255 (MetalLB's profile range).
+fn parse_bfd_multiplier(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => Err(format!("`{s}` is not a BFD detect multiplier (2..=255)")),
     }
 }
 
@@ -341,6 +383,12 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         connect_retry_max: Duration::from_secs(60).max(Duration::from_secs(args.connect_retry)),
         listen: args.listen,
         listen_port: args.listen_port,
+        bfd: args.bfd.then(|| PeerBfd {
+            desired_min_tx: Duration::from_millis(args.bfd_tx_interval.into()),
+            required_min_rx: Duration::from_millis(args.bfd_rx_interval.into()),
+            detect_mult: args.bfd_detect_multiplier,
+            passive: args.bfd_passive,
+        }),
     };
     Ok((cfg, routes))
 }
@@ -371,7 +419,12 @@ async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
     let (peer, local_as) = (cfg.peer, cfg.local_as);
     let count = routes.len();
     tracing::info!(%peer, local_as, peer_as = cfg.peer_as, dynamic = ?cfg.dynamic_peer_as, prefixes = count, "starting session");
-    let handle = driver::spawn(cfg);
+    let bfd = cfg.bfd.is_some();
+    let endpoint = BfdEndpoint::new();
+    let handle = driver::spawn_with_bfd(cfg, &endpoint);
+    if bfd && let Some(e) = &handle.status().borrow().bfd_error {
+        bail!("cannot start the BFD session: {e}");
+    }
     handle.set(routes);
     let mut status = handle.status();
 
@@ -479,6 +532,18 @@ mod tests {
         );
         assert!(parse_asn("0").is_err());
         assert!(parse_hold_time("2").is_err());
+    }
+
+    #[test]
+    fn bfd_values() {
+        assert_eq!(parse_bfd_interval("300"), Ok(300));
+        assert_eq!(parse_bfd_interval("10"), Ok(10));
+        assert!(parse_bfd_interval("9").is_err());
+        assert!(parse_bfd_interval("60001").is_err());
+        assert!(parse_bfd_interval("x").is_err());
+        assert_eq!(parse_bfd_multiplier("3"), Ok(3));
+        assert!(parse_bfd_multiplier("1").is_err());
+        assert!(parse_bfd_multiplier("256").is_err());
     }
 
     #[test]

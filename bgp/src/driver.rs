@@ -14,6 +14,12 @@
 //! UPDATE batches of at most [`BULK_CHUNK`] bytes, cut on message
 //! boundaries, so KEEPALIVEs still go out during a large initial send.
 //!
+//! With [`PeerConfig::bfd`] and a [`BfdEndpoint`] ([`spawn_with_bfd`]) the
+//! task also runs a BFD session with the peer for as long as it lives; a BFD
+//! failure ([`BfdEvent::is_failure`]) while Established closes the BGP session
+//! at once with Cease / BFD Down (6/10, RFC 9384), and the session reconnects
+//! after its usual backoff.
+//!
 //! Limits: one listening socket per peer task. Several listening peers on the
 //! same port in one process need a shared acceptor (not provided here).
 
@@ -26,15 +32,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, watch};
+
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::adj_out::{AdjOut, OutContext, Routes};
+use crate::bfd::{BfdConfig, BfdCounters, BfdEndpoint, BfdEvent, BfdSession, BfdStatus};
 use crate::fsm::{
     ConnId, Direction, DownReason, DynamicAs, Input, Output, Session, SessionConfig, State,
     TimerKind,
@@ -90,6 +99,48 @@ pub struct PeerConfig {
     pub listen: bool,
     /// Port to accept on when `listen` (179; 0 = any free port, see [`SessionStatus::listen_addr`]).
     pub listen_port: u16,
+    /// Run a BFD session with the peer (needs [`spawn_with_bfd`]).
+    pub bfd: Option<PeerBfd>,
+}
+
+/// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
+/// BGP session's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerBfd {
+    /// Desired Min TX interval (MetalLB `transmitInterval`).
+    pub desired_min_tx: Duration,
+    /// Required Min RX interval (MetalLB `receiveInterval`).
+    pub required_min_rx: Duration,
+    /// Detect multiplier (MetalLB `detectMultiplier`).
+    pub detect_mult: u8,
+    /// Wait for the peer's first packet (MetalLB `passiveMode`).
+    pub passive: bool,
+}
+
+impl Default for PeerBfd {
+    /// MetalLB's defaults: 300 ms / 300 ms, ×3, active.
+    fn default() -> Self {
+        PeerBfd {
+            desired_min_tx: Duration::from_millis(300),
+            required_min_rx: Duration::from_millis(300),
+            detect_mult: 3,
+            passive: false,
+        }
+    }
+}
+
+impl PeerBfd {
+    /// The BFD session configuration toward `peer` from `local`.
+    pub fn session_config(&self, peer: IpAddr, local: Option<IpAddr>) -> BfdConfig {
+        BfdConfig {
+            local,
+            desired_min_tx: self.desired_min_tx,
+            required_min_rx: self.required_min_rx,
+            detect_mult: self.detect_mult,
+            passive: self.passive,
+            ..BfdConfig::new(peer)
+        }
+    }
 }
 
 impl PeerConfig {
@@ -114,6 +165,7 @@ impl PeerConfig {
             connect_retry_max: Duration::from_secs(60),
             listen: false,
             listen_port: 179,
+            bfd: None,
         }
     }
 
@@ -181,6 +233,11 @@ pub struct SessionStatus {
     /// The last outbound connection failure (refused, timed out, ...) or
     /// listening failure; cleared on Established.
     pub last_connect_error: Option<String>,
+    /// BFD was configured but its session could not be started (the BGP
+    /// session then runs without it).
+    pub bfd_error: Option<String>,
+    /// BGP sessions closed because BFD went down, over the life of the task.
+    pub bfd_downs: u64,
 }
 
 impl Default for SessionStatus {
@@ -199,6 +256,8 @@ impl Default for SessionStatus {
             prefixes_received: 0,
             listen_addr: None,
             last_connect_error: None,
+            bfd_error: None,
+            bfd_downs: 0,
         }
     }
 }
@@ -215,18 +274,93 @@ enum Command {
 pub struct SessionHandle {
     cmd: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<SessionStatus>,
+    bfd: Option<BfdView>,
     task: Option<JoinHandle<()>>,
 }
 
-/// Start the session task for `cfg` on the current tokio runtime.
+/// The live state of a session's BFD session, for metrics.
+#[derive(Debug, Clone)]
+pub struct BfdView {
+    /// The BFD session's status.
+    pub status: watch::Receiver<BfdStatus>,
+    /// Its packet and transition counters.
+    pub counters: Arc<BfdCounters>,
+}
+
+/// Where a session task learns about BFD.
+struct BfdLink {
+    /// The session it owns (shut down with AdminDown when the task ends);
+    /// `None` when the events come from elsewhere.
+    session: Option<BfdSession>,
+    events: broadcast::Receiver<BfdEvent>,
+}
+
+/// Start the session task for `cfg` on the current tokio runtime, without
+/// BFD (`cfg.bfd` is ignored; see [`spawn_with_bfd`]).
 pub fn spawn(cfg: PeerConfig) -> SessionHandle {
+    spawn_inner(cfg, None, None, None)
+}
+
+/// Start the session task for `cfg`, and when `cfg.bfd` is set a BFD session
+/// with the peer on `endpoint` (one endpoint per process). If the BFD session
+/// cannot start, the BGP session runs without it and
+/// [`SessionStatus::bfd_error`] says why.
+pub fn spawn_with_bfd(cfg: PeerConfig, endpoint: &BfdEndpoint) -> SessionHandle {
+    let Some(b) = &cfg.bfd else {
+        return spawn(cfg);
+    };
+    let bfd_cfg = b.session_config(cfg.peer.ip(), cfg.local_addr);
+    match endpoint.spawn(bfd_cfg) {
+        Ok((session, status)) => {
+            let view = BfdView {
+                status,
+                counters: session.counters(),
+            };
+            let link = BfdLink {
+                events: session.subscribe(),
+                session: Some(session),
+            };
+            spawn_inner(cfg, Some(link), Some(view), None)
+        }
+        Err(e) => {
+            warn!(peer = %cfg.peer, error = %e, "cannot start the BFD session; BGP runs without it");
+            spawn_inner(cfg, None, None, Some(e.to_string()))
+        }
+    }
+}
+
+/// Start the session task for `cfg` acting on BFD events from `events` (any
+/// source: a [`BfdSession::subscribe`] or a test's own sender); a failure
+/// event while Established closes the session with Cease / BFD Down.
+pub fn spawn_with_bfd_events(
+    cfg: PeerConfig,
+    events: broadcast::Receiver<BfdEvent>,
+) -> SessionHandle {
+    let link = BfdLink {
+        session: None,
+        events,
+    };
+    spawn_inner(cfg, Some(link), None, None)
+}
+
+fn spawn_inner(
+    cfg: PeerConfig,
+    bfd: Option<BfdLink>,
+    view: Option<BfdView>,
+    bfd_error: Option<String>,
+) -> SessionHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(SessionStatus::default());
+    // The BFD error is in the first status, so the caller sees it at once.
+    let (status_tx, status_rx) = watch::channel(SessionStatus {
+        bfd_error: bfd_error.clone(),
+        ..SessionStatus::default()
+    });
     let span = info_span!("peer", addr = %cfg.peer);
-    let task = tokio::spawn(run(cfg, cmd_rx, status_tx).instrument(span));
+    let task = tokio::spawn(run(cfg, cmd_rx, status_tx, bfd, bfd_error).instrument(span));
     SessionHandle {
         cmd: cmd_tx,
         status: status_rx,
+        bfd: view,
         task: Some(task),
     }
 }
@@ -241,6 +375,11 @@ impl SessionHandle {
     /// Watch the session's status.
     pub fn status(&self) -> watch::Receiver<SessionStatus> {
         self.status.clone()
+    }
+
+    /// The BFD session's status and counters, when one runs.
+    pub fn bfd(&self) -> Option<BfdView> {
+        self.bfd.clone()
     }
 
     /// Send Cease / Administrative Shutdown (with `communication` as the RFC
@@ -394,8 +533,28 @@ struct Driver {
 
 async fn run(
     cfg: PeerConfig,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    status_tx: watch::Sender<SessionStatus>,
+    bfd: Option<BfdLink>,
+    bfd_error: Option<String>,
+) {
+    let (session, events) = match bfd {
+        Some(l) => (l.session, Some(l.events)),
+        None => (None, None),
+    };
+    run_bgp(cfg, cmd_rx, status_tx, events, bfd_error).await;
+    if let Some(s) = session {
+        // Tell the peer's BFD this is on purpose (AdminDown), then free the socket.
+        s.shutdown().await;
+    }
+}
+
+async fn run_bgp(
+    cfg: PeerConfig,
     mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     status_tx: watch::Sender<SessionStatus>,
+    mut bfd_events: Option<broadcast::Receiver<BfdEvent>>,
+    bfd_error: Option<String>,
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(256);
     let mut d = Driver {
@@ -412,6 +571,7 @@ async fn run(
         status_tx,
         received: HashSet::new(),
     };
+    d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
         match d.listen() {
             Ok(l) => {
@@ -463,6 +623,22 @@ async fn run(
                     None => std::future::pending().await,
                 }
             } => d.on_accept(acc),
+            ev = async {
+                match bfd_events.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match ev {
+                Ok(e) if e.is_failure() => d.on_bfd_failure(e),
+                Ok(e) => debug!(from = %e.from, to = %e.to, "BFD state change"),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "BFD events were missed");
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    warn!("the BFD session ended; BGP continues without it");
+                    bfd_events = None;
+                }
+            },
             _ = async {
                 match next_timer {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -903,6 +1079,16 @@ impl Driver {
                 }
             }
         }
+    }
+
+    fn on_bfd_failure(&mut self, e: BfdEvent) {
+        if self.session.established_conn().is_none() {
+            info!(diag = %e.diag, "BFD session down (BGP not Established)");
+            return;
+        }
+        warn!(diag = %e.diag, "BFD session down: closing the BGP session (Cease / BFD Down)");
+        self.status.bfd_downs += 1;
+        self.feed(Input::BfdDown);
     }
 
     fn on_timers(&mut self) {

@@ -129,6 +129,11 @@ pub enum Input {
         conn: ConnId,
         notification: Notification,
     },
+    /// The BFD session with the peer failed (Up -> Down, not the peer's
+    /// AdminDown; RFC 5882 §3.2). An Established session closes at once with
+    /// Cease / BFD Down (6/10, RFC 9384) and reconnects after the usual
+    /// connect-retry backoff; in any other state it is ignored.
+    BfdDown,
 }
 
 /// Why a session went down.
@@ -496,6 +501,17 @@ impl Session {
                         conn,
                         Some(notification.clone()),
                         DownReason::NotificationSent(notification),
+                        &mut out,
+                    );
+                }
+            }
+            Input::BfdDown => {
+                if let Some(id) = self.established_conn() {
+                    let n = Notification::cease(subcode::BFD_DOWN, None);
+                    self.fail_conn(
+                        id,
+                        Some(n.clone()),
+                        DownReason::NotificationSent(n),
                         &mut out,
                     );
                 }

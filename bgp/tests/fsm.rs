@@ -1061,3 +1061,39 @@ fn fixed_connect_retry_interval() {
         assert_eq!(out[0], Output::Connect);
     }
 }
+
+#[test]
+fn bfd_down_while_established_sends_cease_10_and_retries_with_backoff() {
+    let mut s = established_active(90);
+    let got = s.handle(Input::BfdDown);
+    let n = notif(6, 10);
+    let want = [
+        vec![Output::Send(C1, Message::Notification(n.clone()))],
+        teardown(C1),
+        vec![
+            Output::Down(DownReason::NotificationSent(n)),
+            Output::ArmTimer(TimerKind::ConnectRetry, ANY),
+        ],
+    ]
+    .concat();
+    assert_outputs("bfd down", &got, &want);
+    // The retry waits (1 s ± 25 %), it does not reconnect at once.
+    let delay = got.iter().find_map(|o| match o {
+        Output::ArmTimer(TimerKind::ConnectRetry, d) => Some(*d),
+        _ => None,
+    });
+    assert!(delay.unwrap() >= Duration::from_millis(750), "{delay:?}");
+    assert!(!got.contains(&Output::Connect));
+    assert_eq!(s.state(), State::Active);
+}
+
+#[test]
+fn bfd_down_outside_established_is_ignored() {
+    let mut s = Session::new(cfg());
+    assert!(s.handle(Input::BfdDown).is_empty(), "Idle");
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(s.handle(Input::BfdDown).is_empty(), "OpenSent");
+    assert_eq!(s.state(), State::OpenSent);
+}

@@ -11,9 +11,10 @@
 //!
 //! It is not: a Kubernetes client (the binaries list and watch the objects and
 //! the Secrets, and hand them in), nor a reader of options neither format has.
-//! In the ConfigMap, BFD profiles (`bfd-profiles`, `bfd-profile`) are rejected
-//! as unsupported; as custom resources they are accepted with a warning
-//! ([`ConfigWarning`]), like every other field ferrolb does not act on yet.
+//! BFD profiles (ConfigMap `bfd-profiles` / `bfd-profile` in MetalLB's FRR-mode
+//! format, custom resources `BFDProfile` / `bfdProfile`) are parsed into the
+//! model; the settings ferrolb does not act on (echo mode, multi-hop minimum
+//! TTL) come with a [`ConfigWarning`], like every other such field.
 //!
 //! # Layout
 //! - The model, which knows nothing of where a configuration came from:

@@ -107,6 +107,47 @@ impl BfdProfile {
             minimum_ttl: 254,
         }
     }
+
+    /// The settings of this profile ferrolb accepts but does not act on, each
+    /// as (field, why): echo mode and an echo interval other than the default
+    /// (echo mode is not built), and a minimum TTL other than 254 (MetalLB's
+    /// FRR mode applies it to multi-hop sessions, which are not built; single
+    /// hop always checks TTL 255). `camel` picks the custom resources'
+    /// spelling of the field names (`echoMode`) over the ConfigMap's
+    /// (`echo-mode`).
+    pub fn unsupported_settings(&self, camel: bool) -> Vec<(&'static str, String)> {
+        let name = |kebab: &'static str, camel_name: &'static str| {
+            if camel { camel_name } else { kebab }
+        };
+        let mut out = Vec::new();
+        if self.echo_mode {
+            out.push((
+                name("echo-mode", "echoMode"),
+                "BFD echo mode is accepted, not supported: the session runs in asynchronous mode only"
+                    .to_string(),
+            ));
+        }
+        if self.echo_interval_ms != 50 {
+            out.push((
+                name("echo-interval", "echoInterval"),
+                format!(
+                    "echo interval {} ms is accepted, not supported (no echo mode)",
+                    self.echo_interval_ms
+                ),
+            ));
+        }
+        if self.minimum_ttl != 254 {
+            out.push((
+                name("minimum-ttl", "minimumTtl"),
+                format!(
+                    "minimum TTL {} is accepted, not supported: it applies to multi-hop BFD, \
+                     which ferrolb does not run (single hop checks TTL 255)",
+                    self.minimum_ttl
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// One BGP peer (`peers[i]`), with MetalLB's defaults filled in.

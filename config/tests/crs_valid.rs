@@ -180,8 +180,8 @@ fn every_kind_and_field_gives_the_exact_config() {
     assert_eq!(
         found,
         [
-            ("BFDProfile", "fast", "spec"),
-            ("BGPPeer", "spine", "spec.bfdProfile"),
+            ("BFDProfile", "fast", "spec.echoInterval"),
+            ("BFDProfile", "fast", "spec.minimumTtl"),
             ("BGPPeer", "spine", "spec.enableGracefulRestart"),
             ("L2Advertisement", "l2", "spec"),
         ]

@@ -54,7 +54,17 @@ fn table_of_single_errors() {
         ),
         // MetalLB's pre-0.7 key names are unknown keys too.
         ("communities: {a: \"1:1\"}\n".into(), 1, "communities", "unknown key"),
-        (peer_with("  bfd-profile: p1\n"), 5, "peers[0].bfd-profile", "\"bfd-profile\" is not supported"),
+        (peer_with("  bfd-profile: p1\n"), 5, "peers[0].bfd-profile", "non existing bfd profile \"p1\""),
+        // BFD profiles (MetalLB's FRR-mode ranges).
+        ("bfd-profiles:\n- receive-interval: 100\n".into(), 2, "bfd-profiles[0].name", "is required"),
+        ("bfd-profiles:\n- name: a\n  receive-interval: 9\n".into(), 3, "bfd-profiles[0].receive-interval", "expected an integer in 10..=60000"),
+        ("bfd-profiles:\n- name: a\n  transmit-interval: 60001\n".into(), 3, "bfd-profiles[0].transmit-interval", "expected an integer in 10..=60000"),
+        ("bfd-profiles:\n- name: a\n  detect-multiplier: 1\n".into(), 3, "bfd-profiles[0].detect-multiplier", "expected an integer in 2..=255"),
+        ("bfd-profiles:\n- name: a\n  echo-interval: 5\n".into(), 3, "bfd-profiles[0].echo-interval", "expected an integer in 10..=60000"),
+        ("bfd-profiles:\n- name: a\n  minimum-ttl: 255\n".into(), 3, "bfd-profiles[0].minimum-ttl", "expected an integer in 1..=254"),
+        ("bfd-profiles:\n- name: a\n  echo-mode: \"yes\"\n".into(), 3, "bfd-profiles[0].echo-mode", "expected a boolean"),
+        ("bfd-profiles:\n- name: a\n  echo: true\n".into(), 3, "bfd-profiles[0].echo", "unknown key"),
+        ("bfd-profiles:\n- name: a\n- name: a\n".into(), 3, "bfd-profiles[1].name", "duplicate bfd profile name \"a\""),
         // Peers.
         ("peers:\n- peer-asn: 1\n  my-asn: 2\n".into(), 2, "peers[0].peer-address", "is required"),
         ("peers:\n- peer-address: \"\"\n  peer-asn: 1\n  my-asn: 2\n".into(), 2, "peers[0].peer-address", "is required"),
@@ -442,22 +452,26 @@ address-pools:
   - aggregation-length: 32
     community: [no-export]
 bgp-communities: {}
-bfd-profiles: []
+bfd-profiles:
+- name: p
+  echo: true
 "#;
     let got: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
         [
-            "line 1: bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities)",
+            "line 1: bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities, bfd-profiles)",
             "line 6: peers[0].peer-adress: unknown key \"peer-adress\" (expected one of: peer-address, peer-asn, \
-             my-asn, peer-port, hold-time, keepalive-time, router-id, source-address, password, ebgp-multihop, node-selectors)",
+             my-asn, peer-port, hold-time, keepalive-time, router-id, source-address, password, ebgp-multihop, node-selectors, \
+             bfd-profile)",
             "line 8: peers[0].node-selectors[0].match-label: unknown key \"match-label\" (expected one of: match-labels, match-expressions)",
             "line 10: peers[0].node-selectors[0].match-expressions[0].value: unknown key \"value\" (expected one of: key, operator, values)",
             "line 15: address-pools[0].avoid-buggy-ip: unknown key \"avoid-buggy-ip\" (expected one of: name, protocol, \
              addresses, auto-assign, avoid-buggy-ips, bgp-advertisements)",
             "line 18: address-pools[0].bgp-advertisements[0].community: unknown key \"community\" (expected one of: \
              aggregation-length, aggregation-length-v6, localpref, communities)",
-            "line 20: bfd-profiles: \"bfd-profiles\" is not supported by ferrolb: BFD is not implemented (MetalLB supports it only in FRR mode)",
+            "line 22: bfd-profiles[0].echo: unknown key \"echo\" (expected one of: name, receive-interval, \
+             transmit-interval, detect-multiplier, echo-interval, echo-mode, passive-mode, minimum-ttl)",
         ]
     );
     let e = &errors(text)[0];
@@ -465,7 +479,7 @@ bfd-profiles: []
         e.kind,
         ErrorKind::UnknownKey {
             key: "bogus".into(),
-            expected: "peers, address-pools, bgp-communities".into()
+            expected: "peers, address-pools, bgp-communities, bfd-profiles".into()
         }
     );
 }
@@ -617,7 +631,7 @@ fn manifest_block_lines_map_back() {
     let e = Config::parse_document(folded).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities)"
+        "bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities, bfd-profiles)"
     );
     // Bare text goes through parse_document with its own lines.
     let e = Config::parse_document("peers:\n- {peer-address: 10.0.0.1, my-asn: 2}\n").unwrap_err();

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ferrolb_config::{AddrRange, BgpAdvertisement, Community, Config, Protocol, SelectorOperator};
+use ferrolb_config::{
+    AddrRange, BfdProfile, BgpAdvertisement, Community, Config, Protocol, SelectorOperator,
+};
 
 fn parse(text: &str) -> Config {
     match Config::parse(text) {
@@ -469,4 +471,61 @@ fn yaml_1_1_scalars_as_metallb_reads_them() {
     assert_eq!(cfg.peers[0].password, None);
     assert_eq!(cfg.peers[0].hold_time, Duration::from_secs(90));
     assert_eq!(cfg.peers.len(), 2);
+}
+
+#[test]
+fn bfd_profiles_and_a_peers_profile() {
+    let c = parse(
+        "peers:\n\
+         - peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64513\n  bfd-profile: fast\n\
+         - peer-address: 10.0.0.2\n  peer-asn: 64512\n  my-asn: 64513\n\
+         bfd-profiles:\n\
+         - name: fast\n  receive-interval: 100\n  transmit-interval: 120\n  detect-multiplier: 4\n  passive-mode: true\n\
+         - name: plain\n\
+         - name: odd\n  echo-mode: true\n  echo-interval: 70\n  minimum-ttl: 10\n",
+    );
+    assert_eq!(c.peers[0].bfd_profile.as_deref(), Some("fast"));
+    assert_eq!(c.peers[1].bfd_profile, None);
+    assert_eq!(
+        c.bfd_profiles["fast"],
+        BfdProfile {
+            receive_interval_ms: 100,
+            transmit_interval_ms: 120,
+            detect_multiplier: 4,
+            passive_mode: true,
+            ..BfdProfile::with_defaults("fast")
+        }
+    );
+    assert_eq!(c.bfd_profiles["plain"], BfdProfile::with_defaults("plain"));
+    assert!(c.bfd_profiles["odd"].echo_mode);
+    // Only "odd" sets what ferrolb does not do: each such field is a warning.
+    let fields: Vec<(&str, &str, &str)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.kind.as_str(), w.name.as_str(), w.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("ConfigMap", "config", "bfd-profiles[2].echo-mode"),
+            ("ConfigMap", "config", "bfd-profiles[2].echo-interval"),
+            ("ConfigMap", "config", "bfd-profiles[2].minimum-ttl"),
+        ]
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| w.message.contains("not supported"))
+    );
+}
+
+#[test]
+fn peers_differing_only_in_bfd_profile_are_not_duplicates() {
+    let c = parse(
+        "peers:\n\
+         - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}\n\
+         - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, bfd-profile: p}\n\
+         bfd-profiles:\n- name: p\n",
+    );
+    assert_eq!(c.peers.len(), 2);
 }

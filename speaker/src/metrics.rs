@@ -4,7 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferrolb_bgp::driver::SessionStatus;
+use ferrolb_bgp::bfd::State as BfdState;
+use ferrolb_bgp::driver::{BfdView, SessionStatus};
 use ferrolb_bgp::fsm::State;
 use ferrolb_ops::metrics::{ConfigGauges, Metrics, ScrapeCollectorBuilder};
 use tokio::sync::watch;
@@ -23,6 +24,10 @@ pub struct SessionView {
     pub status: watch::Receiver<SessionStatus>,
     /// Prefixes the peer should hold (`metallb_bgp_pending_prefixes_total`).
     pub desired: usize,
+    /// The session's BFD session, when its peer has a BFD profile
+    /// (`metallb_bfd_*`, label `peer` = the peer's address, as MetalLB's FRR
+    /// mode labels them).
+    pub bfd: Option<BfdView>,
 }
 
 /// What the speaker's endpoints read.
@@ -94,6 +99,31 @@ pub fn register(
         "ServiceBGPStatus writes waiting for the write budget",
         &[],
     )?;
+    let bfd_up = b.gauge(
+        "metallb_bfd_session_up",
+        "BFD session state (1 is up, 0 is down)",
+        &["peer"],
+    )?;
+    let bfd_in = b.counter(
+        "metallb_bfd_control_packet_input",
+        "Number of received BFD control packets",
+        &["peer"],
+    )?;
+    let bfd_out = b.counter(
+        "metallb_bfd_control_packet_output",
+        "Number of sent BFD control packets",
+        &["peer"],
+    )?;
+    let bfd_up_events = b.counter(
+        "metallb_bfd_session_up_events",
+        "Number of BFD session up events",
+        &["peer"],
+    )?;
+    let bfd_down_events = b.counter(
+        "metallb_bfd_session_down_events",
+        "Number of BFD session down events",
+        &["peer"],
+    )?;
     let collector = b.build(move |out| {
         let st = lock(&shared);
         config.add(out, st.config_loaded, st.config_stale);
@@ -105,6 +135,25 @@ pub fn register(
             out.add(updates, &peer, status.updates_sent as f64);
             out.add(prefixes, &peer, status.prefixes_announced as f64);
             out.add(pending, &peer, s.desired as f64);
+            if let Some(bfd) = &s.bfd {
+                use std::sync::atomic::Ordering::Relaxed;
+                let peer = [s.peer.addr.to_string()];
+                let up = bfd.status.borrow().state == BfdState::Up;
+                let c = &bfd.counters;
+                out.add(bfd_up, &peer, f64::from(u8::from(up)));
+                out.add(bfd_in, &peer, c.control_packet_input.load(Relaxed) as f64);
+                out.add(bfd_out, &peer, c.control_packet_output.load(Relaxed) as f64);
+                out.add(
+                    bfd_up_events,
+                    &peer,
+                    c.session_up_events.load(Relaxed) as f64,
+                );
+                out.add(
+                    bfd_down_events,
+                    &peer,
+                    c.session_down_events.load(Relaxed) as f64,
+                );
+            }
         }
         if let Some(c) = &st.status_writes {
             use std::sync::atomic::Ordering::Relaxed;

@@ -8,16 +8,22 @@
 //! the node (or left the configuration) gets Cease / Peer De-configured (6/3),
 //! as RFC 4486 names them. Peers that need something unsupported (a VRF) get
 //! no session at all ([`PeerSessions::report_unsupported`] logs them once).
+//! A peer with a `bfd-profile` gets the profile's timers in its session
+//! parameters ([`peer_bfd`]), so a profile change replaces the session too; its
+//! BFD session runs on the process's one [`BfdEndpoint`]. One BFD session per
+//! peer address: a second peer at the same address runs without BFD (its
+//! [`SessionStatus::bfd_error`](ferrolb_bgp::driver::SessionStatus) says so).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use ferrolb_bgp::adj_out::Routes;
-use ferrolb_bgp::driver::{self, PeerConfig, SessionHandle};
+use ferrolb_bgp::bfd::BfdEndpoint;
+use ferrolb_bgp::driver::{self, PeerBfd, PeerConfig, SessionHandle};
 use ferrolb_bgp::fsm::DynamicAs;
 use ferrolb_bgp::wire::{Family, subcode};
-use ferrolb_config::{Config, DynamicAsn, Peer};
+use ferrolb_config::{BfdProfile, Config, DynamicAsn, Peer};
 use tracing::{info, warn};
 
 use crate::announce::{NodeState, PeerKey, peers_for_node, unsupported_peers_for_node};
@@ -100,6 +106,18 @@ pub fn session_config(
     Ok(cfg)
 }
 
+/// The BFD timers of a profile. Echo mode and a multi-hop minimum TTL are not
+/// used (the configuration reports them as warnings): the session is
+/// single hop, asynchronous, checking TTL 255.
+pub fn peer_bfd(p: &BfdProfile) -> PeerBfd {
+    PeerBfd {
+        desired_min_tx: Duration::from_millis(p.transmit_interval_ms.into()),
+        required_min_rx: Duration::from_millis(p.receive_interval_ms.into()),
+        detect_mult: u8::try_from(p.detect_multiplier).unwrap_or(u8::MAX),
+        passive: p.passive_mode,
+    }
+}
+
 /// The unicast family of a peer address.
 pub fn family_of(addr: IpAddr) -> Family {
     match addr {
@@ -170,7 +188,12 @@ pub fn desired_sessions(
     let mut errors = Vec::new();
     for (key, p) in peers {
         match session_config(p, resolve, fallback_id) {
-            Ok(c) => {
+            Ok(mut c) => {
+                c.bfd = p
+                    .bfd_profile
+                    .as_ref()
+                    .and_then(|n| config.bfd_profiles.get(n))
+                    .map(peer_bfd);
                 out.insert(key, c);
             }
             Err(e) => errors.push(e),
@@ -190,6 +213,8 @@ pub struct PeerSessions {
     running: BTreeMap<PeerKey, Running>,
     /// The peers last reported as getting no session (unsupported), with why.
     unsupported: BTreeSet<(PeerKey, &'static str)>,
+    /// The BFD sockets all sessions share.
+    bfd: BfdEndpoint,
 }
 
 impl PeerSessions {
@@ -220,10 +245,11 @@ impl PeerSessions {
             }
         }
         for (key, cfg) in desired {
+            let bfd = &self.bfd;
             let r = self.running.entry(key).or_insert_with(|| {
-                info!(peer = %cfg.peer, local = ?cfg.local_addr, "opening BGP session");
+                info!(peer = %cfg.peer, local = ?cfg.local_addr, bfd = cfg.bfd.is_some(), "opening BGP session");
                 Running {
-                    handle: driver::spawn(cfg.clone()),
+                    handle: driver::spawn_with_bfd(cfg.clone(), bfd),
                     config: cfg,
                 }
             });
@@ -259,6 +285,7 @@ impl PeerSessions {
             .map(|(k, r)| SessionView {
                 peer: *k,
                 status: r.handle.status(),
+                bfd: r.handle.bfd(),
                 desired: desired.get(k).copied().unwrap_or(0),
             })
             .collect()
@@ -314,6 +341,35 @@ mod tests {
         );
         assert_eq!(s.password.as_deref(), Some("s3cret"));
         assert_eq!(s.ebgp_multihop, None);
+    }
+
+    #[test]
+    fn a_bfd_profile_puts_its_timers_in_the_session_and_a_change_replaces_it() {
+        let text = |rx: u32| {
+            format!(
+                "peers:\n- {{peer-address: 172.17.0.1, peer-asn: 1, my-asn: 2, bfd-profile: fast}}\n\
+                 - {{peer-address: 172.17.0.2, peer-asn: 1, my-asn: 2}}\n\
+                 bfd-profiles:\n- {{name: fast, receive-interval: {rx}, transmit-interval: 120, \
+                 detect-multiplier: 4, passive-mode: true, echo-mode: true}}\n"
+            )
+        };
+        let resolve = |_: IpAddr| Some("172.17.0.21".parse().unwrap());
+        let (a, _) = desired_sessions(&cfg(&text(100)), &NodeState::default(), &resolve);
+        let k1 = PeerKey::new("172.17.0.1".parse().unwrap(), 179);
+        let k2 = PeerKey::new("172.17.0.2".parse().unwrap(), 179);
+        assert_eq!(
+            a[&k1].bfd,
+            Some(PeerBfd {
+                desired_min_tx: Duration::from_millis(120),
+                required_min_rx: Duration::from_millis(100),
+                detect_mult: 4,
+                passive: true,
+            })
+        );
+        assert_eq!(a[&k2].bfd, None);
+        let (b, _) = desired_sessions(&cfg(&text(200)), &NodeState::default(), &resolve);
+        assert_eq!(sessions_to_close(&a, &b), vec![(k1, Replace::Changed)]);
+        assert!(sessions_to_close(&a, &a).is_empty());
     }
 
     #[test]

@@ -92,6 +92,41 @@ fn announced_and_withdrawn_from_pass_to_pass() {
     assert_eq!(Withdrawn::Deleted.to_string(), "service deleted");
 }
 
+/// A BFD session that is Up, with counters 11 in, 12 out, 2 up and 1 down events.
+fn bfd_view() -> ferrolb_bgp::driver::BfdView {
+    use ferrolb_bgp::bfd::{BfdCounters, BfdStatus, Diag, Negotiated, State as BfdState};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let status = BfdStatus {
+        state: BfdState::Up,
+        remote_state: BfdState::Up,
+        diag: Diag::None,
+        remote_admin_down: false,
+        local_discr: 7,
+        remote_discr: 9,
+        negotiated: Negotiated {
+            tx_interval: ms(300),
+            detection_time: ms(900),
+            local_desired_min_tx: ms(300),
+            local_required_min_rx: ms(300),
+            remote_desired_min_tx: ms(300),
+            remote_required_min_rx: ms(300),
+            remote_detect_mult: 3,
+        },
+    };
+    let counters = BfdCounters::default();
+    counters.control_packet_input.store(11, Relaxed);
+    counters.control_packet_output.store(12, Relaxed);
+    counters.session_up_events.store(2, Relaxed);
+    counters.session_down_events.store(1, Relaxed);
+    let (_, rx) = tokio::sync::watch::channel(status);
+    ferrolb_bgp::driver::BfdView {
+        status: rx,
+        counters: Arc::new(counters),
+    }
+}
+
 #[test]
 fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
     let (cfg, node) = (cfg(), node());
@@ -113,6 +148,7 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
             peer: PeerKey::new("172.17.0.1".parse().unwrap(), 179),
             status,
             desired: 2,
+            bfd: Some(bfd_view()),
         }],
         status_writes: Some({
             let c = ferrolb_speaker::bgp_status::WriteCounters::default();
@@ -137,6 +173,12 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
         "ferrolb_speaker_status_writes_total{verb=\"patch\"} 7",
         "ferrolb_speaker_status_writes_total{verb=\"delete\"} 0",
         "ferrolb_speaker_status_writes_pending 0",
+        "metallb_bfd_session_up{peer=\"172.17.0.1\"} 1",
+        "# TYPE metallb_bfd_control_packet_input counter",
+        "metallb_bfd_control_packet_input{peer=\"172.17.0.1\"} 11",
+        "metallb_bfd_control_packet_output{peer=\"172.17.0.1\"} 12",
+        "metallb_bfd_session_up_events{peer=\"172.17.0.1\"} 2",
+        "metallb_bfd_session_down_events{peer=\"172.17.0.1\"} 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -31,6 +31,8 @@ pub struct BirdNeighbor {
     pub passive: bool,
     /// `hold time`.
     pub hold_time: Option<u32>,
+    /// `bfd on` (needs a `protocol bfd` in [`BirdConfig::extra`], see [`bfd_protocol`]).
+    pub bfd: bool,
 }
 
 impl BirdNeighbor {
@@ -45,6 +47,7 @@ impl BirdNeighbor {
             source_address: None,
             passive: false,
             hold_time: None,
+            bfd: false,
         }
     }
 }
@@ -119,6 +122,9 @@ impl BirdConfig {
             }
             if let Some(h) = n.hold_time {
                 s += &format!("  hold time {h};\n");
+            }
+            if n.bfd {
+                s += "  bfd on;\n";
             }
             for f in &n.families {
                 let kw = match f {

@@ -1,4 +1,6 @@
-//! FRR 8.4 `bgpd` (and `zebra` when routes must reach the kernel) in a namespace, run as
+//! FRR 8.4 `bgpd` (and `zebra` when routes must reach the kernel, and `bfdd` with
+//! zebra when a neighbor has `bfd`: bgpd registers BFD peers through zebra, which
+//! relays them to bfdd) in a namespace, run as
 //! `-u frr -g frr -P 0` with its zserv socket, vty sockets and pid files in a per-daemon
 //! run directory owned by `frr`; queried with `vtysh --vty_socket DIR -c '… json'`.
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::bfdd::FRR_BFDD;
 use crate::netns::Netns;
 use crate::proc::Proc;
 use crate::route::{Family, NeighborState, Origin, Route, RoutePath, SessionState};
@@ -33,6 +36,21 @@ pub struct FrrNeighbor {
     pub hold_time: Option<u32>,
     /// `passive`.
     pub passive: bool,
+    /// `neighbor X bfd` (with `bfd profile NAME` when the config has a BFD profile).
+    pub bfd: bool,
+}
+
+/// A bfdd `profile` for the BFD-enabled neighbors (intervals in ms).
+#[derive(Clone, Debug)]
+pub struct FrrBfdProfile {
+    /// Profile name.
+    pub name: String,
+    /// `receive-interval`.
+    pub receive_interval_ms: u32,
+    /// `transmit-interval`.
+    pub transmit_interval_ms: u32,
+    /// `detect-multiplier`.
+    pub detect_multiplier: u8,
 }
 
 impl FrrNeighbor {
@@ -47,6 +65,7 @@ impl FrrNeighbor {
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             hold_time: None,
             passive: false,
+            bfd: false,
         }
     }
 }
@@ -71,6 +90,8 @@ pub struct FrrConfig {
     pub extra_router_lines: Vec<String>,
     /// bgpd listen addresses (`-l`; default all).
     pub listen_addresses: Vec<String>,
+    /// The BFD profile of the `bfd` neighbors (bfdd defaults when `None`).
+    pub bfd_profile: Option<FrrBfdProfile>,
 }
 
 impl FrrConfig {
@@ -85,7 +106,26 @@ impl FrrConfig {
             zebra: false,
             extra_router_lines: vec![],
             listen_addresses: vec![],
+            bfd_profile: None,
         }
+    }
+
+    /// Some neighbor uses BFD: zebra and bfdd run too.
+    pub fn uses_bfd(&self) -> bool {
+        self.neighbors.iter().any(|n| n.bfd)
+    }
+
+    /// The `bfdd.conf` text (its profile, if any).
+    pub fn bfdd_conf(&self) -> String {
+        let mut s = String::from("hostname flbfrr\nlog stdout debugging\n!\nbfd\n");
+        if let Some(p) = &self.bfd_profile {
+            s += &format!(
+                " profile {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n !\n",
+                p.name, p.receive_interval_ms, p.transmit_interval_ms, p.detect_multiplier
+            );
+        }
+        s += "!\n";
+        s
     }
 
     /// Adds a neighbor (builder style).
@@ -119,6 +159,12 @@ impl FrrConfig {
             if n.passive {
                 s += &format!(" neighbor {} passive\n", n.address);
             }
+            if n.bfd {
+                s += &format!(" neighbor {} bfd\n", n.address);
+                if let Some(p) = &self.bfd_profile {
+                    s += &format!(" neighbor {} bfd profile {}\n", n.address, p.name);
+                }
+            }
         }
         for l in &self.extra_router_lines {
             s += &format!(" {l}\n");
@@ -149,6 +195,7 @@ pub struct Frr {
     run_dir: PathBuf,
     config: FrrConfig,
     zebra: Option<Proc>,
+    bfdd: Option<Proc>,
     bgpd: Option<Proc>,
     starts: u32,
 }
@@ -165,6 +212,7 @@ impl Frr {
         std::fs::create_dir_all(&run_dir)?;
         std::fs::write(run_dir.join("bgpd.conf"), config.to_conf())?;
         std::fs::write(run_dir.join("zebra.conf"), "hostname flbfrr\n")?;
+        std::fs::write(run_dir.join("bfdd.conf"), config.bfdd_conf())?;
         chown_frr(&run_dir)?;
         let mut f = Frr {
             ns: ns.name().to_string(),
@@ -172,11 +220,15 @@ impl Frr {
             run_dir,
             config,
             zebra: None,
+            bfdd: None,
             bgpd: None,
             starts: 0,
         };
-        if f.config.zebra {
+        if f.config.zebra || f.config.uses_bfd() {
             f.start_zebra()?;
+        }
+        if f.config.uses_bfd() {
+            f.start_bfdd()?;
         }
         f.start_bgpd()?;
         Ok(f)
@@ -213,6 +265,58 @@ impl Frr {
         })?;
         self.zebra = Some(p);
         Ok(())
+    }
+
+    /// bfdd on the same zserv socket and vty directory (its own `--bfdctl` socket).
+    pub fn start_bfdd(&mut self) -> Result<()> {
+        let mut c = self.base_cmd(FRR_BFDD);
+        c.arg("-i")
+            .arg(self.run_dir.join("bfdd.pid"))
+            .arg("-f")
+            .arg(self.run_dir.join("bfdd.conf"))
+            .arg("--bfdctl")
+            .arg(self.run_dir.join("bfdd.sock"));
+        let label = format!("bfdd-{}", self.starts);
+        let mut p = Proc::spawn(c, &self.ns_dir, &label)?;
+        if wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            self.vtysh("show bfd peers").ok()
+        })
+        .is_none()
+        {
+            bail!(
+                "bfdd not answering vtysh (alive: {}): {}",
+                p.is_alive(),
+                p.stderr_tail(20)
+            );
+        }
+        self.bfdd = Some(p);
+        Ok(())
+    }
+
+    /// SIGKILL bfdd (bgpd and zebra keep running).
+    pub fn kill_bfdd(&mut self) {
+        if let Some(mut p) = self.bfdd.take() {
+            p.kill();
+        }
+    }
+
+    /// bfdd's peers (`show bfd peers json`).
+    pub fn bfd_peers(&self) -> Result<Vec<crate::bfdd::BfdPeerState>> {
+        crate::bfdd::parse_peers(&self.vtysh("show bfd peers json")?)
+    }
+
+    /// Every `last…` field of a neighbor in `show bgp neighbors X json` (why and
+    /// when it last went down, the last NOTIFICATION), as `key: value` lines.
+    pub fn last_reset(&self, address: &str) -> Result<String> {
+        let out = self.vtysh(&format!("show bgp neighbors {address} json"))?;
+        let v: Value = serde_json::from_str(&out).context("neighbor json")?;
+        let mut s = String::new();
+        if let Some(o) = v[address].as_object() {
+            for (k, x) in o.iter().filter(|(k, _)| k.starts_with("last")) {
+                s += &format!("{k}: {x}\n");
+            }
+        }
+        Ok(s)
     }
 
     fn start_bgpd(&mut self) -> Result<()> {
@@ -270,6 +374,7 @@ impl Frr {
         self.bgpd
             .iter()
             .chain(self.zebra.iter())
+            .chain(self.bfdd.iter())
             .map(Proc::pid)
             .collect()
     }

@@ -10,6 +10,6 @@ pub mod driver;
 pub mod packet;
 pub mod session;
 
-pub use driver::{BfdConfig, BfdEndpoint, BfdError, BfdEvent, BfdSession, BfdStatus};
+pub use driver::{BfdConfig, BfdCounters, BfdEndpoint, BfdError, BfdEvent, BfdSession, BfdStatus};
 pub use packet::{ControlPacket, Diag, PacketError, State};
 pub use session::{Negotiated, Session, SessionConfig};

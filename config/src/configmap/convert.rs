@@ -6,20 +6,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use super::read::{Ctx, Schema, Slot};
+use super::read::{Ctx, Schema, Slot, join};
 use super::yaml::{Node, Value};
 use crate::duration::parse_go_duration;
 use crate::{
-    AddrRange, BgpAdvertisement, Community, Config, ConfigError, ErrorKind, L2Advertisement,
-    LabelRequirement, NodeSelector, Peer, Pool, Protocol, SelectorOperator,
+    AddrRange, BfdProfile, BgpAdvertisement, Community, Config, ConfigError, ConfigWarning,
+    ErrorKind, L2Advertisement, LabelRequirement, NodeSelector, Peer, Pool, Protocol,
+    SelectorOperator,
 };
 
-const NO_BFD: &str = "BFD is not implemented (MetalLB supports it only in FRR mode)";
-
 static ROOT: Schema = Schema {
-    what: "a mapping with peers, address-pools and bgp-communities",
-    keys: &["peers", "address-pools", "bgp-communities"],
-    unsupported: &[("bfd-profiles", NO_BFD)],
+    what: "a mapping with peers, address-pools, bgp-communities and bfd-profiles",
+    keys: &["peers", "address-pools", "bgp-communities", "bfd-profiles"],
+    unsupported: &[],
+};
+
+static BFD_PROFILE: Schema = Schema {
+    what: "a bfd profile (mapping)",
+    keys: &[
+        "name",
+        "receive-interval",
+        "transmit-interval",
+        "detect-multiplier",
+        "echo-interval",
+        "echo-mode",
+        "passive-mode",
+        "minimum-ttl",
+    ],
+    unsupported: &[],
 };
 
 static PEER: Schema = Schema {
@@ -36,8 +50,9 @@ static PEER: Schema = Schema {
         "password",
         "ebgp-multihop",
         "node-selectors",
+        "bfd-profile",
     ],
-    unsupported: &[("bfd-profile", NO_BFD)],
+    unsupported: &[],
 };
 
 static SELECTOR: Schema = Schema {
@@ -89,7 +104,8 @@ pub(crate) fn config(root: Option<&Node<'_>>) -> Result<Config, Vec<ConfigError>
         return Err(ctx.errors);
     };
     let communities = communities(&mut ctx, &fields.get("bgp-communities"));
-    let peers = peers(&mut ctx, &fields.get("peers"));
+    let (bfd_profiles, warnings) = bfd_profiles(&mut ctx, &fields.get("bfd-profiles"));
+    let peers = peers(&mut ctx, &fields.get("peers"), &bfd_profiles);
     let pools = pools(&mut ctx, &fields.get("address-pools"), &communities);
 
     if ctx.errors.is_empty() {
@@ -97,8 +113,8 @@ pub(crate) fn config(root: Option<&Node<'_>>) -> Result<Config, Vec<ConfigError>
             peers,
             pools,
             communities,
-            bfd_profiles: Default::default(),
-            warnings: Vec::new(),
+            bfd_profiles,
+            warnings,
         })
     } else {
         let mut errors = ctx.errors;
@@ -121,7 +137,73 @@ fn communities(ctx: &mut Ctx, at: &Slot<'_, '_>) -> BTreeMap<String, Community> 
     out
 }
 
-fn peers(ctx: &mut Ctx, at: &Slot<'_, '_>) -> Vec<Peer> {
+/// `bfd-profiles` (MetalLB's FRR mode): names unique and non-empty, MetalLB's
+/// ranges and defaults; the settings ferrolb does not act on come back as
+/// warnings.
+fn bfd_profiles(
+    ctx: &mut Ctx,
+    at: &Slot<'_, '_>,
+) -> (BTreeMap<String, BfdProfile>, Vec<ConfigWarning>) {
+    let mut out = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let Ok(items) = ctx.seq(at) else {
+        return (out, warnings);
+    };
+    let mut paths: HashMap<String, String> = HashMap::new();
+    for item in items {
+        let Some(f) = ctx.fields(&item, &BFD_PROFILE) else {
+            continue;
+        };
+        let before = ctx.errors.len();
+        let name_at = f.get("name");
+        let name = match ctx.text(&name_at) {
+            Ok(Some(n)) if !n.is_empty() => n,
+            Ok(_) => {
+                ctx.err(name_at.line, name_at.path, ErrorKind::Missing);
+                continue;
+            }
+            Err(()) => continue,
+        };
+        let mut p = BfdProfile::with_defaults(&name);
+        let mut int = |key: &str, min: u32, max: u32, dst: &mut u32| {
+            if let Ok(Some(n)) = ctx.integer(&f.get(key), min.into(), max.into()) {
+                *dst = n as u32;
+            }
+        };
+        int("receive-interval", 10, 60000, &mut p.receive_interval_ms);
+        int("transmit-interval", 10, 60000, &mut p.transmit_interval_ms);
+        int("detect-multiplier", 2, 255, &mut p.detect_multiplier);
+        int("echo-interval", 10, 60000, &mut p.echo_interval_ms);
+        int("minimum-ttl", 1, 254, &mut p.minimum_ttl);
+        p.echo_mode = ctx.boolean(&f.get("echo-mode")).unwrap_or(false);
+        p.passive_mode = ctx.boolean(&f.get("passive-mode")).unwrap_or(false);
+        if ctx.errors.len() != before {
+            continue;
+        }
+        if let Some(first) = paths.get(&name) {
+            let msg = format!("duplicate bfd profile name {name:?} (first defined at {first})");
+            ctx.err(name_at.line, name_at.path, ErrorKind::Invalid(msg));
+            continue;
+        }
+        for (field, message) in p.unsupported_settings(false) {
+            warnings.push(ConfigWarning {
+                kind: "ConfigMap".to_string(),
+                name: "config".to_string(),
+                field: join(&item.path, field),
+                message,
+            });
+        }
+        paths.insert(name.clone(), item.path.clone());
+        out.insert(name, p);
+    }
+    (out, warnings)
+}
+
+fn peers(
+    ctx: &mut Ctx,
+    at: &Slot<'_, '_>,
+    bfd_profiles: &BTreeMap<String, BfdProfile>,
+) -> Vec<Peer> {
     let Ok(items) = ctx.seq(at) else {
         return Vec::new();
     };
@@ -129,7 +211,7 @@ fn peers(ctx: &mut Ctx, at: &Slot<'_, '_>) -> Vec<Peer> {
     let mut paths: Vec<String> = Vec::new();
     for item in items {
         let before = ctx.errors.len();
-        let Some(peer) = peer(ctx, &item) else {
+        let Some(peer) = peer(ctx, &item, bfd_profiles) else {
             continue;
         };
         if ctx.errors.len() != before {
@@ -169,11 +251,11 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         password,
         ebgp_multihop,
         node_selectors,
+        bfd_profile,
         // Not in the v0.12 format: always the defaults here.
         name: _,
         dynamic_asn: _,
         connect_time: _,
-        bfd_profile: _,
         graceful_restart: _,
         vrf: _,
         disable_mp: _,
@@ -190,6 +272,7 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         && source_address.map(|s| s.to_canonical()) == b.source_address.map(|s| s.to_canonical())
         && *password == b.password
         && *ebgp_multihop == b.ebgp_multihop
+        && *bfd_profile == b.bfd_profile
         && selector_requirements(node_selectors) == selector_requirements(&b.node_selectors)
 }
 
@@ -264,7 +347,11 @@ fn asn(ctx: &mut Ctx, at: &Slot<'_, '_>) -> Option<u32> {
     }
 }
 
-fn peer(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<Peer> {
+fn peer(
+    ctx: &mut Ctx,
+    item: &Slot<'_, '_>,
+    bfd_profiles: &BTreeMap<String, BfdProfile>,
+) -> Option<Peer> {
     let f = ctx.fields(item, &PEER)?;
 
     let address_at = f.get("peer-address");
@@ -336,6 +423,14 @@ fn peer(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<Peer> {
         .filter(|s| !s.is_empty());
     let ebgp_multihop = ctx.boolean(&f.get("ebgp-multihop")).unwrap_or(false);
     let node_selectors = selectors(ctx, &f.get("node-selectors"));
+    let bfd_at = f.get("bfd-profile");
+    let bfd_profile = ctx.text(&bfd_at).ok().flatten().filter(|s| !s.is_empty());
+    if let Some(p) = &bfd_profile
+        && !bfd_profiles.contains_key(p)
+    {
+        let msg = format!("peer references non existing bfd profile {p:?}");
+        ctx.err(bfd_at.line, bfd_at.path, ErrorKind::Invalid(msg));
+    }
 
     Some(Peer {
         address: address?,
@@ -349,6 +444,7 @@ fn peer(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<Peer> {
         password,
         ebgp_multihop,
         node_selectors,
+        bfd_profile,
         ..Peer::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, 0)
     })
 }

@@ -17,8 +17,6 @@ use crate::{
     SelectorOperator, ServiceAllocation,
 };
 
-const NOT_YET_BFD: &str = "BFD is accepted but not used yet (ferrolb does not run BFD)";
-
 static POOL_SPEC: Schema = Schema {
     what: "an IPAddressPool spec (mapping)",
     keys: &[
@@ -600,17 +598,8 @@ fn bfd_profiles<'o>(
             (b.ctx.errors.len() == before).then_some(p)
         });
         if let Some(p) = p {
-            b.warn(
-                o,
-                "spec",
-                format!("{NOT_YET_BFD}: the profile is kept for later"),
-            );
-            if p.echo_mode {
-                b.warn(
-                    o,
-                    "spec.echoMode",
-                    "BFD echo mode is accepted but not used yet",
-                );
+            for (field, why) in p.unsupported_settings(true) {
+                b.warn(o, &format!("spec.{field}"), why);
             }
             out.insert(o.name.clone(), p);
         }
@@ -1009,13 +998,6 @@ fn peer(
             o,
             "spec.localASN",
             peer.needs_unsupported().unwrap_or_default(),
-        );
-    }
-    if peer.bfd_profile.is_some() {
-        b.warn(
-            o,
-            "spec.bfdProfile",
-            format!("{NOT_YET_BFD}: the session runs without BFD"),
         );
     }
     if peer.graceful_restart {
