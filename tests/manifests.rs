@@ -798,11 +798,11 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "GET", format!("{secrets}/rbac-pw"), None, true),
         (speaker, "POST", sbs_path.clone(), Some(sbs.clone()), true),
         (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
-        (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1&{w}"), None, true),
         (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check/status"), Some(sbs_status.clone()), true),
         (speaker, "POST", format!("{mlb}/configurationstates"), Some(state("speaker-node-1")), true),
         (speaker, "PATCH", format!("{mlb}/configurationstates/speaker-node-1/status"), Some(state_status.clone()), true),
         // speaker: forbidden
+        (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1&{w}"), None, false),
         (speaker, "GET", format!("{sbs_path}/node-1-rbac-check"), None, false),
         (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check"), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool/status"), Some(pool_status.clone()), false),
