@@ -138,6 +138,12 @@ pub struct Args {
     /// Passive BFD: wait for the peer's first BFD packet (with --bfd).
     #[arg(long, requires = "bfd")]
     bfd_passive: bool,
+    /// Close the session with Cease / Maximum Number of Prefixes Reached
+    /// (6/1) when the peer announces more than N prefixes (announced minus
+    /// withdrawn, counted without storing them); it reconnects after
+    /// --connect-retry.
+    #[arg(long, value_name = "N")]
+    max_prefix: Option<u32>,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -389,6 +395,7 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
             detect_mult: args.bfd_detect_multiplier,
             passive: args.bfd_passive,
         }),
+        max_prefix: args.max_prefix,
     };
     Ok((cfg, routes))
 }

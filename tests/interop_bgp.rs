@@ -453,6 +453,62 @@ fn gobgpd_drops_stopped_speaker_after_hold_time_then_relearns() -> Result<()> {
     Ok(())
 }
 
+/// gobgpd (AS 64512) injects 200 routes toward ferrolb (AS 64522): with `--max-prefix 100`
+/// ferrolb closes with Cease / Maximum Number of Prefixes Reached (6/1) carrying AFI 1,
+/// SAFI 1 and the limit (RFC 4486), and gobgpd logs that NOTIFICATION.
+#[test]
+fn gobgpd_200_prefixes_over_max_prefix_100_gets_cease_6_1() -> Result<()> {
+    let test = "gobgpd_200_prefixes_over_max_prefix_100_gets_cease_6_1";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 64522)? else {
+        return Ok(());
+    };
+    for i in 0..200u32 {
+        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 77, 0, 0)) + i);
+        lab.d.add_route(&RouteSpec {
+            prefix: format!("{a}/32"),
+            nexthop: PEER.to_string(),
+            ..RouteSpec::default()
+        })?;
+    }
+    let mut f = lab.spawn(
+        Announce::new(PEER, SPEAKER, 64522, 64512)
+            .prefixes(&["172.17.254.1/32"])
+            .arg("--max-prefix", "100"),
+    )?;
+    wait_until(T, Duration::from_millis(100), || {
+        f.stderr().contains("notification sent: 6/1").then_some(())
+    })
+    .with_context(|| format!("no 6/1 sent: {}", f.stderr_tail(20)))?;
+    // gobgpd logs the NOTIFICATION it received with its data: AFI 1, SAFI 1, limit 100.
+    let line = wait_until(T, Duration::from_millis(100), || {
+        let log = lab.d.log();
+        log.lines()
+            .find(|l| l.contains("received notification") && l.contains("Key=198.18.0.2"))
+            .map(str::to_string)
+    })
+    .with_context(|| format!("gobgpd logged no NOTIFICATION:\n{}", lab.d.log()))?;
+    eprintln!("gobgpd: {line}");
+    assert!(line.contains("Code=6"), "{line}");
+    assert!(line.contains("Subcode=1 "), "{line}");
+    assert!(line.contains("Data=\"[0 1 1 0 0 0 100]\""), "{line}");
+    // The count that tripped the limit: more than 100, at most the 200 sent.
+    let err = f.stderr();
+    let warn = err
+        .lines()
+        .find(|l| l.contains("Maximum Number of Prefixes Reached") && l.contains("limit=100"))
+        .context("no max-prefix warning")?;
+    let received: usize = warn
+        .split("received=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("received=")?
+        .parse()?;
+    assert!((101..=200).contains(&received), "{warn}");
+    assert!(f.is_alive(), "ferrolb died: {}", f.stderr_tail(20));
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- FRR
 
 #[test]

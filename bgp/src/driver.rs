@@ -23,7 +23,7 @@
 //! Limits: one listening socket per peer task. Several listening peers on the
 //! same port in one process need a shared acceptor (not provided here).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,7 +31,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ipnet::IpNet;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -101,6 +100,10 @@ pub struct PeerConfig {
     pub listen_port: u16,
     /// Run a BFD session with the peer (needs [`spawn_with_bfd`]).
     pub bfd: Option<PeerBfd>,
+    /// Close the session with Cease / Maximum Number of Prefixes Reached
+    /// (6/1, RFC 4486) when [`SessionStatus::prefixes_received`] exceeds
+    /// this; `None` = no limit. The session reconnects after its backoff.
+    pub max_prefix: Option<u32>,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -166,6 +169,7 @@ impl PeerConfig {
             listen: false,
             listen_port: 179,
             bfd: None,
+            max_prefix: None,
         }
     }
 
@@ -226,7 +230,12 @@ pub struct SessionStatus {
     pub peer_as: Option<u32>,
     /// UPDATE messages received in this Established session.
     pub updates_received: u64,
-    /// Prefixes the peer currently announces to us (we only count them).
+    /// Prefixes announced minus prefixes withdrawn, as received in this
+    /// Established session, never below 0. Nothing is kept per prefix, so
+    /// this is the number of routes the peer holds toward us only while it
+    /// announces each prefix once between withdrawals; a re-announcement
+    /// (implicit withdraw) counts again. The memory a peer costs does not
+    /// grow with the routes it sends.
     pub prefixes_received: usize,
     /// Where inbound connections are accepted, when listening.
     pub listen_addr: Option<SocketAddr>,
@@ -528,7 +537,9 @@ struct Driver {
     events_tx: mpsc::Sender<ConnEvent>,
     status: SessionStatus,
     status_tx: watch::Sender<SessionStatus>,
-    received: HashSet<IpNet>,
+    /// A NOTIFICATION to close the Established session with once the
+    /// current input is carried out (max-prefix).
+    pending_reset: Option<Notification>,
 }
 
 async fn run(
@@ -569,7 +580,7 @@ async fn run_bgp(
         events_tx,
         status: SessionStatus::default(),
         status_tx,
-        received: HashSet::new(),
+        pending_reset: None,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -682,6 +693,9 @@ impl Driver {
             info!(from = %before, to = %after, "state change");
         }
         self.status.state = after;
+        if let Some(n) = self.pending_reset.take() {
+            self.feed(Input::Reset(n));
+        }
     }
 
     fn apply(&mut self, o: Output) {
@@ -981,7 +995,6 @@ impl Driver {
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
         self.adj.reset();
-        self.received.clear();
         self.status.prefixes_received = 0;
         self.status.prefixes_announced = 0;
         self.status.initial_table_sent = false;
@@ -991,31 +1004,45 @@ impl Driver {
         self.status.last_down_reason = Some(reason);
     }
 
+    /// Count the UPDATE's prefixes (nothing is kept per prefix) and enforce
+    /// [`PeerConfig::max_prefix`].
     fn on_update(&mut self, u: Update) {
         self.status.updates_received += 1;
-        let withdraw_all = u.treat_as_withdraw;
-        for p in &u.withdrawn {
-            self.received.remove(&IpNet::V4(*p));
+        let announced = u.nlri.len() + u.attributes.mp_reach.as_ref().map_or(0, |m| m.nlri.len());
+        let withdrawn = u.withdrawn.len()
+            + u.attributes
+                .mp_unreach
+                .as_ref()
+                .map_or(0, |m| m.withdrawn.len());
+        let (announced, withdrawn) = if u.treat_as_withdraw {
+            // RFC 7606: the reachable prefixes are withdrawn.
+            (0, withdrawn + announced)
+        } else {
+            (announced, withdrawn)
+        };
+        self.status.prefixes_received = self
+            .status
+            .prefixes_received
+            .saturating_sub(withdrawn)
+            .saturating_add(announced);
+        let Some(limit) = self.cfg.max_prefix else {
+            return;
+        };
+        if self.status.prefixes_received <= limit as usize || self.pending_reset.is_some() {
+            return;
         }
-        if let Some(mp) = &u.attributes.mp_unreach {
-            for p in &mp.withdrawn {
-                self.received.remove(p);
-            }
-        }
-        let reach = u.nlri.iter().map(|p| IpNet::V4(*p)).chain(
-            u.attributes
-                .mp_reach
-                .iter()
-                .flat_map(|m| m.nlri.iter().copied()),
+        let family = u
+            .attributes
+            .mp_reach
+            .as_ref()
+            .map_or(Family::IPV4_UNICAST, |m| m.family);
+        warn!(
+            received = self.status.prefixes_received,
+            limit,
+            ?family,
+            "the peer sent more prefixes than allowed: closing with Cease / Maximum Number of Prefixes Reached"
         );
-        for p in reach {
-            if withdraw_all {
-                self.received.remove(&p);
-            } else {
-                self.received.insert(p);
-            }
-        }
-        self.status.prefixes_received = self.received.len();
+        self.pending_reset = Some(max_prefix_notification(family, limit));
     }
 
     fn on_event(&mut self, ev: ConnEvent) {
@@ -1144,4 +1171,15 @@ impl Driver {
             }
         });
     }
+}
+
+/// Cease / Maximum Number of Prefixes Reached (6/1) with the data RFC 4486
+/// §4 gives it: AFI (2 octets), SAFI (1 octet), the upper bound (4 octets).
+pub fn max_prefix_notification(family: Family, limit: u32) -> Notification {
+    let mut n = Notification::cease(subcode::MAXIMUM_PREFIXES_REACHED, None);
+    let mut data = family.afi.to_u16().to_be_bytes().to_vec();
+    data.push(family.safi.to_u8());
+    data.extend_from_slice(&limit.to_be_bytes());
+    n.data = data;
+    n
 }

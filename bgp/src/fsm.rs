@@ -134,6 +134,11 @@ pub enum Input {
     /// Cease / BFD Down (6/10, RFC 9384) and reconnects after the usual
     /// connect-retry backoff; in any other state it is ignored.
     BfdDown,
+    /// The owner closes the Established session with this NOTIFICATION (for
+    /// example Cease / Maximum Number of Prefixes Reached, 6/1) and the
+    /// session reconnects after the usual connect-retry backoff; in any other
+    /// state it is ignored.
+    Reset(Notification),
 }
 
 /// Why a session went down.
@@ -508,6 +513,16 @@ impl Session {
             Input::BfdDown => {
                 if let Some(id) = self.established_conn() {
                     let n = Notification::cease(subcode::BFD_DOWN, None);
+                    self.fail_conn(
+                        id,
+                        Some(n.clone()),
+                        DownReason::NotificationSent(n),
+                        &mut out,
+                    );
+                }
+            }
+            Input::Reset(n) => {
+                if let Some(id) = self.established_conn() {
                     self.fail_conn(
                         id,
                         Some(n.clone()),
