@@ -879,6 +879,102 @@ fn silent_peer_gets_hold_timer_expired_4_0() -> Result<()> {
     Ok(())
 }
 
+/// OPEN from AS 64512 like [`our_open`], also offering ROUTE-REFRESH (capability 2).
+fn our_open_with_route_refresh() -> Vec<u8> {
+    let caps = [2u8, 14, 1, 4, 0, 1, 0, 1, 65, 4, 0, 0, 0xfc, 0x00, 2, 0];
+    let mut b = vec![4u8];
+    b.extend_from_slice(&64512u16.to_be_bytes());
+    b.extend_from_slice(&90u16.to_be_bytes());
+    b.extend_from_slice(&[198, 18, 0, 1]);
+    b.push(u8::try_from(caps.len()).expect("short"));
+    b.extend_from_slice(&caps);
+    msg(1, &b)
+}
+
+/// A raw peer sends 5,000 ROUTE-REFRESH messages (IPv4 unicast) in one write: the
+/// requests collapse, so ferrolb re-sends its table at most twice (bytes of UPDATEs
+/// received after the initial table ≤ 2 tables) and stays up and Established.
+#[test]
+fn route_refresh_flood_collapses_into_at_most_two_resends() -> Result<()> {
+    let dir = TestDir::new("route-refresh-flood")?;
+    let peer = RawPeer::new()?;
+    let mut cmd = Announce::new(&format!("127.0.0.1:{}", peer.port), "", 64522, 64512)
+        .arg("--router-id", SPEAKER)
+        .arg("--count", "2000")
+        .arg("--first", "10.99.0.0")
+        .command();
+    cmd.current_dir(dir.path());
+    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
+    let mut s = peer.accept(T, &mut f)?;
+    let (ty, _) = read_msg(&mut s)?;
+    assert_eq!(ty, 1);
+    s.write_all(&our_open_with_route_refresh())?;
+    s.write_all(&msg(4, &[]))?;
+    // The initial table: UPDATE bytes up to the End-of-RIB (an empty UPDATE body).
+    let mut table = 0usize;
+    loop {
+        let (ty, b) = read_msg(&mut s)?;
+        assert_ne!(ty, 3, "NOTIFICATION during the initial table");
+        if ty == 2 {
+            if b == [0, 0, 0, 0] {
+                break;
+            }
+            table += 19 + b.len();
+        }
+    }
+    assert!(table > 10_000, "2000 routes are more than {table} bytes");
+    let rr = msg(5, &[0, 1, 0, 1]);
+    let flood: Vec<u8> = rr.iter().copied().cycle().take(rr.len() * 5000).collect();
+    s.write_all(&flood)?;
+    // Read until ferrolb is quiet for 3 s; fail as soon as more than 3 tables came.
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut again = 0usize;
+    loop {
+        match read_msg(&mut s) {
+            Ok((2, b)) => {
+                if b != [0, 0, 0, 0] {
+                    again += 19 + b.len();
+                }
+                assert!(
+                    again <= 3 * table,
+                    "{again} bytes of UPDATEs after 5000 ROUTE-REFRESH (one table: {table})"
+                );
+            }
+            Ok((3, b)) => bail!("NOTIFICATION {:?} after the ROUTE-REFRESH flood", &b[..2]),
+            Ok(_) => {}
+            Err(e) => {
+                let timed_out = e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                });
+                if timed_out {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+    }
+    eprintln!(
+        "after 5000 ROUTE-REFRESH: {again} bytes of UPDATEs (one table {table}), peak RSS {:?} kB",
+        f.rss_peak_kb()
+    );
+    assert!(again >= table, "at least one re-send: {again} < {table}");
+    assert!(
+        again <= 2 * table,
+        "at most two re-sends: {again} > 2 × {table}"
+    );
+    assert!(f.is_alive(), "ferrolb died: {}", f.stderr_tail(20));
+    assert!(
+        !f.stderr().contains("session down"),
+        "{}",
+        f.stderr_tail(20)
+    );
+    stop_ok(&mut f)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- cleanup
 
 #[test]

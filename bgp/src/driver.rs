@@ -431,13 +431,22 @@ enum ConnEvent {
     Frames(ConnId, Vec<Bytes>),
     Malformed(ConnId, Notification),
     Closed(ConnId, Option<io::Error>),
-    Flushed(ConnId, u64),
+    Flushed(ConnId, Flush),
+}
+
+/// What a [`WriteCmd::Marker`] marks the end of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// The initial table and End-of-RIB of this Established generation.
+    InitialTable(u64),
+    /// A route-refresh re-send during this Established generation.
+    Refresh(u64),
 }
 
 enum WriteCmd {
     Data(Bytes),
     /// Report [`ConnEvent::Flushed`] once everything queued before is written.
-    Marker(u64),
+    Marker(Flush),
     /// Shut the write side down and stop.
     Close,
 }
@@ -540,6 +549,12 @@ struct Driver {
     /// A NOTIFICATION to close the Established session with once the
     /// current input is carried out (max-prefix).
     pending_reset: Option<Notification>,
+    /// A route-refresh re-send is queued and not yet written.
+    refresh_in_flight: bool,
+    /// Families whose refresh waits for the queued table to be written; all
+    /// requests meanwhile collapse into one re-send (never more entries than
+    /// negotiated families).
+    refresh_pending: Vec<Family>,
 }
 
 async fn run(
@@ -581,6 +596,8 @@ async fn run_bgp(
         status: SessionStatus::default(),
         status_tx,
         pending_reset: None,
+        refresh_in_flight: false,
+        refresh_pending: Vec::new(),
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -915,7 +932,7 @@ impl Driver {
             let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
         }
         if let Some(m) = marker {
-            let _ = io.bulk.send(WriteCmd::Marker(m));
+            let _ = io.bulk.send(WriteCmd::Marker(Flush::InitialTable(m)));
         }
         self.status.updates_sent += sent;
         self.status.prefixes_announced = self.adj.announced_count();
@@ -924,12 +941,34 @@ impl Driver {
         }
     }
 
-    /// The peer asked for our routes again. The Adj-RIB-Out has no
+    /// The peer asked for our routes again. While a table is still queued
+    /// (the initial one or an earlier re-send) the request only marks the
+    /// family pending: however many requests arrive, one re-send follows
+    /// once the queue is written, so the send queue holds at most about two
+    /// tables.
+    fn route_refresh(&mut self, family: Family) {
+        if self.session.established_conn().is_none() {
+            return;
+        }
+        if self.refresh_in_flight || !self.status.initial_table_sent {
+            if !self.refresh_pending.contains(&family) {
+                debug!(
+                    ?family,
+                    "route refresh requested while a table is queued: pending"
+                );
+                self.refresh_pending.push(family);
+            }
+            return;
+        }
+        self.resend_table(&[family]);
+    }
+
+    /// Send the table again for `families`. The Adj-RIB-Out has no
     /// per-family reset, so every family is re-sent (re-announcing is an
     /// implicit replace); with enhanced route refresh (RFC 7313) the
-    /// re-advertisement sits between BoRR and EoRR for the requested family.
-    fn route_refresh(&mut self, family: Family) {
-        info!(?family, "route refresh requested: sending the table again");
+    /// re-advertisement sits between BoRR and EoRR for each requested family.
+    fn resend_table(&mut self, families: &[Family]) {
+        info!(?families, "route refresh: sending the table again");
         let Some(id) = self.session.established_conn() else {
             return;
         };
@@ -937,15 +976,33 @@ impl Driver {
             .session
             .negotiated(id)
             .is_some_and(|n| n.enhanced_route_refresh);
-        let marker = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
+        let marker = |family, subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
         if enhanced {
-            self.send_bulk(id, &marker(1));
+            for f in families {
+                self.send_bulk(id, &marker(*f, 1));
+            }
         }
         self.adj.reset();
         self.send_updates(None);
         if enhanced {
-            self.send_bulk(id, &marker(2));
+            for f in families {
+                self.send_bulk(id, &marker(*f, 2));
+            }
         }
+        if let Some(io) = self.conns.get(&id) {
+            let generation = self.status.established_generation;
+            let _ = io.bulk.send(WriteCmd::Marker(Flush::Refresh(generation)));
+            self.refresh_in_flight = true;
+        }
+    }
+
+    /// The queued table is written: run the refresh that waited for it.
+    fn run_pending_refresh(&mut self) {
+        if self.refresh_in_flight || self.refresh_pending.is_empty() {
+            return;
+        }
+        let families = std::mem::take(&mut self.refresh_pending);
+        self.resend_table(&families);
     }
 
     /// One message on the bulk queue (ordered with the UPDATEs).
@@ -988,6 +1045,8 @@ impl Driver {
             "session established"
         );
         self.adj.reset();
+        self.refresh_in_flight = false;
+        self.refresh_pending.clear();
         let generation = self.status.established_generation;
         self.send_updates(Some(generation));
     }
@@ -995,6 +1054,8 @@ impl Driver {
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
         self.adj.reset();
+        self.refresh_in_flight = false;
+        self.refresh_pending.clear();
         self.status.prefixes_received = 0;
         self.status.prefixes_announced = 0;
         self.status.initial_table_sent = false;
@@ -1093,17 +1154,24 @@ impl Driver {
                     self.feed(Input::Closed { conn: id });
                 }
             }
-            ConnEvent::Flushed(id, m) => {
-                if self.session.established_conn() == Some(id)
-                    && m == self.status.established_generation
-                {
-                    self.status.initial_table_sent = true;
-                    info!(
-                        prefixes = self.adj.announced_count(),
-                        updates = self.status.updates_sent,
-                        "initial table and End-of-RIB written"
-                    );
+            ConnEvent::Flushed(id, flush) => {
+                if self.session.established_conn() != Some(id) {
+                    return;
                 }
+                let generation = self.status.established_generation;
+                match flush {
+                    Flush::InitialTable(m) if m == generation => {
+                        self.status.initial_table_sent = true;
+                        info!(
+                            prefixes = self.adj.announced_count(),
+                            updates = self.status.updates_sent,
+                            "initial table and End-of-RIB written"
+                        );
+                    }
+                    Flush::Refresh(m) if m == generation => self.refresh_in_flight = false,
+                    _ => return,
+                }
+                self.run_pending_refresh();
             }
         }
     }
