@@ -509,6 +509,31 @@ fn gobgpd_200_prefixes_over_max_prefix_100_gets_cease_6_1() -> Result<()> {
     Ok(())
 }
 
+/// ferrolb with the same BGP identifier as gobgpd (198.18.0.1) on an eBGP session: RFC
+/// 6286 §2.2 requires uniqueness within an AS only, so the session comes up.
+#[test]
+fn gobgpd_ebgp_same_router_id_establishes() -> Result<()> {
+    let test = "gobgpd_ebgp_same_router_id_establishes";
+    let Some(lab) = Lab::<Gobgpd>::start(test, 64512, SPEAKER, 64522)? else {
+        return Ok(());
+    };
+    let mut f = lab.spawn(
+        Announce::new(PEER, SPEAKER, 64522, 64512)
+            .arg("--router-id", PEER)
+            .prefixes(&["172.17.254.1/32"]),
+    )?;
+    wait_up(&mut f).with_context(|| format!("not up: {}", f.stderr_tail(20)))?;
+    lab.d.wait_established(SPEAKER, T)?;
+    lab.routes(1)?;
+    assert!(
+        !f.stderr().contains("notification sent: 2/3"),
+        "{}",
+        f.stderr_tail(20)
+    );
+    lab.stop_withdraws(&mut f, Duration::from_secs(10))?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- FRR
 
 #[test]

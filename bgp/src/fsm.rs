@@ -701,20 +701,22 @@ impl Session {
     /// Event 19 BGPOpen on a connection in OpenSent.
     fn on_open(&mut self, id: ConnId, open: Open, out: &mut Vec<Output>) {
         // Event 22 BGPOpenMsgErr: the OPEN is well formed but unacceptable
-        // (RFC 4271 §6.2: version 2/1, peer AS 2/2, hold time 2/6, identifier 2/3).
+        // (RFC 4271 §6.2: version 2/1, peer AS 2/2, hold time 2/6, identifier 2/3;
+        // an identifier equal to ours only from an internal peer, RFC 6286 §2.2).
         // A dynamic peer may announce any AS of its kind (iBGP or eBGP).
         let expected = match self.cfg.dynamic_peer_as {
             None => Some(self.cfg.peer_as),
             Some(_) => None,
         };
-        let checked = check_open(&open, expected, self.cfg.router_id).and_then(|()| {
-            match self.cfg.dynamic_peer_as {
-                Some(d) if !d.accepts(self.cfg.local_as, open.asn()) => {
-                    Err(Notification::new(code::OPEN_MESSAGE, subcode::BAD_PEER_AS))
+        let checked =
+            check_open(&open, expected, self.cfg.local_as, self.cfg.router_id).and_then(|()| {
+                match self.cfg.dynamic_peer_as {
+                    Some(d) if !d.accepts(self.cfg.local_as, open.asn()) => {
+                        Err(Notification::new(code::OPEN_MESSAGE, subcode::BAD_PEER_AS))
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            }
-        });
+            });
         if let Err(n) = checked {
             self.fail_conn(id, Some(n.clone()), DownReason::NotificationSent(n), out);
             return;

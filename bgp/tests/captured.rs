@@ -218,7 +218,7 @@ fn gobgpd_open_ebgp() {
         ]
     );
     assert_eq!(
-        check_open(o, Some(4_200_000_001), Ipv4Addr::new(198, 18, 0, 2)),
+        check_open(o, Some(4_200_000_001), 64522, Ipv4Addr::new(198, 18, 0, 2)),
         Ok(())
     );
     byte_exact(&b, &m);

@@ -510,16 +510,22 @@ fn bad_open_is_rejected() {
 }
 
 #[test]
-fn same_router_id_as_ours_is_rejected() {
-    // RFC 6286 would allow it between ASes; like FRR, the codec's check_open does not.
-    for peer_as in [PEER_AS, LOCAL_AS] {
+fn same_router_id_as_ours_is_rejected_on_ibgp_only() {
+    // RFC 6286 §2.2: the identifier is unique within an AS, so only an internal
+    // peer with our identifier is refused (2/3); an external one is accepted.
+    for (peer_as, refused) in [(LOCAL_AS, true), (PEER_AS, false)] {
         let mut c = passive_cfg();
         c.peer_as = peer_as;
         let mut s = Session::new(c);
         s.handle(Input::Start);
         s.handle(inbound(C1));
         let got = s.handle(msg(C1, Message::Open(open_from(peer_as, 90, local_id()))));
-        assert_eq!(got[0], Output::Send(C1, Message::Notification(notif(2, 3))));
+        if refused {
+            assert_eq!(got[0], Output::Send(C1, Message::Notification(notif(2, 3))));
+        } else {
+            assert_eq!(got[0], Output::Send(C1, Message::Keepalive), "{got:?}");
+            assert_eq!(s.state(), State::OpenConfirm);
+        }
     }
 }
 

@@ -218,15 +218,15 @@ fn open_errors() {
 fn check_open_semantics() {
     let me = Ipv4Addr::new(172, 17, 0, 21);
     let ok = Open::new(64512, 90, Ipv4Addr::new(172, 17, 0, 1), vec![]);
-    assert_eq!(check_open(&ok, Some(64512), me), Ok(()));
-    assert_eq!(check_open(&ok, None, me), Ok(()));
+    assert_eq!(check_open(&ok, Some(64512), 64999, me), Ok(()));
+    assert_eq!(check_open(&ok, None, 64999, me), Ok(()));
 
     let mut v3 = ok.clone();
     v3.version = 3;
-    let n = check_open(&v3, None, me).unwrap_err();
+    let n = check_open(&v3, None, 64999, me).unwrap_err();
     assert_eq!((n.code, n.subcode, n.data), (2, 1, vec![0, 4]));
 
-    let n = check_open(&ok, Some(64513), me).unwrap_err();
+    let n = check_open(&ok, Some(64513), 64999, me).unwrap_err();
     assert_eq!((n.code, n.subcode), (2, 2));
     assert_eq!(n.to_string(), "OPEN Message Error / Bad Peer AS");
     // The 4-octet capability is what counts, not AS_TRANS.
@@ -236,17 +236,17 @@ fn check_open_semantics() {
         Ipv4Addr::new(1, 1, 1, 1),
         vec![Capability::FourOctetAs(4_200_000_001)],
     );
-    assert_eq!(check_open(&big, Some(4_200_000_001), me), Ok(()));
-    assert!(check_open(&big, Some(u32::from(AS_TRANS)), me).is_err());
+    assert_eq!(check_open(&big, Some(4_200_000_001), 64999, me), Ok(()));
+    assert!(check_open(&big, Some(u32::from(AS_TRANS)), 64999, me).is_err());
     let zero = Open::new(0, 90, Ipv4Addr::new(1, 1, 1, 1), vec![]);
-    assert_eq!(check_open(&zero, None, me).unwrap_err().subcode, 2);
+    assert_eq!(check_open(&zero, None, 64999, me).unwrap_err().subcode, 2);
 
     for (hold, good) in [(0, true), (1, false), (2, false), (3, true), (65535, true)] {
         let o = Open {
             hold_time: hold,
             ..ok.clone()
         };
-        let r = check_open(&o, None, me);
+        let r = check_open(&o, None, 64999, me);
         assert_eq!(r.is_ok(), good, "hold {hold}");
         if let Err(n) = r {
             assert_eq!((n.code, n.subcode), (2, 6));
@@ -257,9 +257,24 @@ fn check_open_semantics() {
             router_id: id,
             ..ok.clone()
         };
-        let n = check_open(&o, None, me).unwrap_err();
+        // iBGP: the peer's AS (64512) is ours.
+        let n = check_open(&o, None, 64512, me).unwrap_err();
         assert_eq!((n.code, n.subcode), (2, 3), "{id}");
     }
+    // eBGP: our identifier is fine from another AS (RFC 6286 §2.2), 0.0.0.0 never is.
+    let same = Open {
+        router_id: me,
+        ..ok.clone()
+    };
+    assert_eq!(check_open(&same, None, 64999, me), Ok(()));
+    let zero_id = Open {
+        router_id: Ipv4Addr::UNSPECIFIED,
+        ..ok.clone()
+    };
+    assert_eq!(
+        check_open(&zero_id, None, 64999, me).unwrap_err().subcode,
+        3
+    );
 }
 
 #[test]

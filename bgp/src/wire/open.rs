@@ -272,11 +272,14 @@ pub(crate) fn encode_open<S: Sink>(open: &Open, s: &mut S) -> Result<(), EncodeE
 /// - ASN 0, or not `expected_peer_as` when given (compared with [`Open::asn`],
 ///   so a 4-octet capability wins over AS_TRANS) → 2/2 Bad Peer AS;
 /// - hold time 1 or 2 seconds → 2/6 Unacceptable Hold Time;
-/// - BGP Identifier 0.0.0.0 or equal to ours (RFC 6286 §2.2; this codec
-///   rejects it for external peers too, as FRR does) → 2/3 Bad BGP Identifier.
+/// - BGP Identifier 0.0.0.0, or equal to ours from an internal peer (its
+///   AS is `local_as`) → 2/3 Bad BGP Identifier. RFC 6286 §2.2 asks the
+///   identifier to be unique within an AS only, so an external peer may
+///   share ours.
 pub fn check_open(
     open: &Open,
     expected_peer_as: Option<u32>,
+    local_as: u32,
     local_router_id: Ipv4Addr,
 ) -> Result<(), Notification> {
     if open.version != 4 {
@@ -294,7 +297,7 @@ pub fn check_open(
             subcode::UNACCEPTABLE_HOLD_TIME,
         ));
     }
-    if open.router_id.is_unspecified() || open.router_id == local_router_id {
+    if open.router_id.is_unspecified() || (open.router_id == local_router_id && asn == local_as) {
         return Err(Notification::new(
             code::OPEN_MESSAGE,
             subcode::BAD_BGP_IDENTIFIER,
