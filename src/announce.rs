@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,8 @@ when it fails while the BGP session is Established, the BGP session is closed
 at once with Cease / BFD Down (6/10) and reconnects after --connect-retry.
 On SIGINT or SIGTERM the session is closed with a Cease NOTIFICATION
 (6/2, Administrative Shutdown, with a message) and the program exits 0.
+Arguments that cannot work together (a --next-hop missing for one of the
+announced families, --ebgp-multihop 0, ...) exit 2 before connecting.
 
 Examples:
   ferrolb announce --peer 198.18.0.1 --source 198.18.0.2 --local-as 64522 \\
@@ -66,9 +69,11 @@ pub struct Args {
     /// Local address to connect from (and the default next hop of its family).
     #[arg(long, value_name = "IP")]
     source: Option<IpAddr>,
-    /// Next hop for every route; default: the session's local address of the route's family.
-    #[arg(long, value_name = "IP")]
-    next_hop: Option<IpAddr>,
+    /// Next hop for the routes of its family, at most one IPv4 and one IPv6;
+    /// when given, every announced family needs its own. Default: the
+    /// session's local address of the route's family.
+    #[arg(long = "next-hop", value_name = "IP")]
+    next_hops: Vec<IpAddr>,
     /// Hold time in seconds: 0 or 3..=65535.
     #[arg(long, value_name = "S", default_value_t = 90, value_parser = parse_hold_time)]
     hold_time: u16,
@@ -78,8 +83,8 @@ pub struct Args {
     /// TCP MD5 signature password (RFC 2385).
     #[arg(long, value_name = "P", hide_env_values = true)]
     password: Option<String>,
-    /// Allow the peer this many hops away (eBGP TTL); default 1 for eBGP.
-    #[arg(long, value_name = "TTL")]
+    /// Allow the peer this many hops away (eBGP TTL, 1..=255); default 1 for eBGP.
+    #[arg(long, value_name = "TTL", value_parser = clap::value_parser!(u8).range(1..))]
     ebgp_multihop: Option<u8>,
     /// Seconds between connection attempts.
     #[arg(long, value_name = "S", default_value_t = 5)]
@@ -331,46 +336,78 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         (Some(n), Some(first)) => host_routes(first, n)?,
         _ => Box::new(args.prefixes.into_iter()),
     };
-    let attrs = Arc::new(
-        RouteAttrs {
-            next_hop: args.next_hop,
-            origin: args.origin,
-            med: args.med,
-            local_pref: args.local_pref,
-            communities: args.communities,
-            large_communities: args.large_communities,
+    let (mut nh_v4, mut nh_v6) = (None, None);
+    for nh in &args.next_hops {
+        let slot = if nh.is_ipv4() { &mut nh_v4 } else { &mut nh_v6 };
+        if let Some(old) = slot.replace(*nh) {
+            bail!("--next-hop {old} and --next-hop {nh}: give at most one per address family");
         }
-        .normalized(),
-    );
+    }
+    let attrs = |next_hop: Option<IpAddr>| {
+        Arc::new(
+            RouteAttrs {
+                next_hop,
+                origin: args.origin,
+                med: args.med,
+                local_pref: args.local_pref,
+                communities: args.communities.clone(),
+                large_communities: args.large_communities.clone(),
+            }
+            .normalized(),
+        )
+    };
+    let (attrs_v4, attrs_v6) = (attrs(nh_v4), attrs(nh_v6));
     let mut families = BTreeSet::new();
     let mut routes = Routes::new();
     for p in prefixes {
-        families.insert(match p {
-            IpNet::V4(_) => Family::IPV4_UNICAST,
-            IpNet::V6(_) => Family::IPV6_UNICAST,
-        });
+        let (family, attrs) = match p {
+            IpNet::V4(_) => (Family::IPV4_UNICAST, &attrs_v4),
+            IpNet::V6(_) => (Family::IPV6_UNICAST, &attrs_v6),
+        };
+        families.insert(family);
         routes.insert(p, attrs.clone());
     }
-    // A next hop of the other family than the session can only come from --next-hop.
+    let name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+    // A --next-hop is for the routes of its family: one no route has is a mistake.
+    for nh in &args.next_hops {
+        let fam = if nh.is_ipv4() {
+            Family::IPV4_UNICAST
+        } else {
+            Family::IPV6_UNICAST
+        };
+        if !families.contains(&fam) {
+            bail!(
+                "--next-hop {nh} is {} but no {} prefix is announced",
+                name(nh.is_ipv6()),
+                name(nh.is_ipv6())
+            );
+        }
+    }
     let session_v4 = args.peer.is_ipv4();
     for f in &families {
         let v6 = *f == Family::IPV6_UNICAST;
-        if v6 == session_v4 {
-            match args.next_hop {
-                Some(nh) if nh.is_ipv6() == v6 => {}
-                _ => bail!(
-                    "{} prefixes over an {} session need --next-hop of their family",
-                    if v6 { "IPv6" } else { "IPv4" },
-                    if session_v4 { "IPv4" } else { "IPv6" }
-                ),
-            }
+        let own = if v6 { nh_v6 } else { nh_v4 };
+        if own.is_some() {
+            continue;
         }
-    }
-    if let Some(nh) = args.next_hop
-        && families.len() == 1
-        && families.contains(&Family::IPV4_UNICAST) != nh.is_ipv4()
-    {
-        bail!("--next-hop {nh} is not of the prefixes' address family");
+        // A next hop of the other family than the session can only come from --next-hop.
+        if v6 == session_v4 {
+            bail!(
+                "{} prefixes over an {} session need --next-hop of their family",
+                name(v6),
+                name(!session_v4)
+            );
+        }
+        // Given for another family only: the user meant a next hop for every route.
+        if let Some(other) = args.next_hops.first() {
+            bail!(
+                "--next-hop {other} is {} but {} prefixes are announced too: \
+                 give an {} --next-hop as well",
+                name(other.is_ipv6()),
+                name(v6),
+                name(v6)
+            );
+        }
     }
     let cfg = PeerConfig {
         peer: args.peer,
@@ -408,14 +445,23 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-/// Run the announcer until SIGINT/SIGTERM.
-pub fn run(args: Args) -> Result<()> {
-    let (cfg, routes) = plan(args)?;
+/// Run the announcer until SIGINT/SIGTERM. Arguments that cannot work
+/// together are a usage error: the message on stderr and exit code 2, as
+/// clap does for its own checks.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let (cfg, routes) = match plan(args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(session(cfg, routes))
+    rt.block_on(session(cfg, routes))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
@@ -551,6 +597,108 @@ mod tests {
         assert_eq!(parse_bfd_multiplier("3"), Ok(3));
         assert!(parse_bfd_multiplier("1").is_err());
         assert!(parse_bfd_multiplier("256").is_err());
+    }
+
+    /// `ferrolb announce` arguments after a fixed peer, AS pair and router id.
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Args,
+        }
+        let base = [
+            "announce",
+            "--peer",
+            "198.18.0.1",
+            "--local-as",
+            "64522",
+            "--peer-as",
+            "64512",
+            "--router-id",
+            "198.18.0.2",
+        ];
+        <Cli as clap::Parser>::try_parse_from(base.iter().chain(extra)).map(|c| c.a)
+    }
+
+    #[test]
+    fn next_hops_per_family() {
+        let nh = |routes: &Routes, p: &str| routes[&p.parse::<IpNet>().unwrap()].next_hop;
+        let (_, routes) = plan(
+            parse(&[
+                "--prefix",
+                "172.17.254.1/32",
+                "--prefix",
+                "2001:db8:254::1/128",
+                "--next-hop",
+                "2001:db8:ff::2",
+                "--next-hop",
+                "198.18.0.9",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            nh(&routes, "172.17.254.1/32"),
+            Some("198.18.0.9".parse().unwrap())
+        );
+        assert_eq!(
+            nh(&routes, "2001:db8:254::1/128"),
+            Some("2001:db8:ff::2".parse().unwrap())
+        );
+        // Only an IPv6 next hop for mixed prefixes: the IPv4 routes would be dropped.
+        let e = plan(
+            parse(&[
+                "--prefix",
+                "172.17.254.1/32",
+                "--prefix",
+                "2001:db8:254::1/128",
+                "--next-hop",
+                "2001:db8:ff::2",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("IPv4 --next-hop as well"), "{e}");
+        let e = plan(
+            parse(&[
+                "--prefix",
+                "172.17.254.1/32",
+                "--next-hop",
+                "2001:db8:ff::2",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no IPv6 prefix"), "{e}");
+        let e = plan(
+            parse(&[
+                "--prefix",
+                "172.17.254.1/32",
+                "--next-hop",
+                "198.18.0.7",
+                "--next-hop",
+                "198.18.0.9",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("at most one per address family"),
+            "{e}"
+        );
+        // IPv6 prefixes over the IPv4 session without an IPv6 next hop.
+        assert!(plan(parse(&["--prefix", "2001:db8:254::1/128"]).unwrap()).is_err());
+        // No --next-hop: each family defaults to the session's local address.
+        let (_, routes) = plan(parse(&["--prefix", "172.17.254.1/32"]).unwrap()).unwrap();
+        assert_eq!(nh(&routes, "172.17.254.1/32"), None);
+    }
+
+    #[test]
+    fn ebgp_multihop_is_1_to_255() {
+        assert!(parse(&["--prefix", "10.0.0.1", "--ebgp-multihop", "0"]).is_err());
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--ebgp-multihop", "255"]).unwrap()).unwrap();
+        assert_eq!(cfg.ttl(), 255);
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn main() -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Validate(args) => validate::run(args),
         Cmd::Convert(args) => convert::run(args),
-        Cmd::Announce(args) => announce::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Announce(args) => announce::run(args),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

@@ -1000,6 +1000,76 @@ fn route_refresh_flood_collapses_into_at_most_two_resends() -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- usage errors
+
+/// `ferrolb announce ARGS` must refuse to start: exit 2 within 10 s, `want` on stderr.
+fn usage_error(args: &[&str], want: &str) -> Result<()> {
+    let dir = TestDir::new("announce-usage")?;
+    let mut cmd = std::process::Command::new(FERROLB);
+    cmd.arg("announce")
+        .args([
+            "--peer",
+            "127.0.0.1:9",
+            "--local-as",
+            "64522",
+            "--peer-as",
+            "64512",
+            "--router-id",
+            SPEAKER,
+        ])
+        .args(args)
+        .current_dir(dir.path());
+    let mut f = Proc::spawn(cmd, dir.path(), "ferrolb-announce")?;
+    let Some(st) = f.wait_exit(Duration::from_secs(10)) else {
+        bail!(
+            "ferrolb announce {args:?} kept running: {}",
+            f.stderr_tail(10)
+        );
+    };
+    assert_eq!(st.code(), Some(2), "{args:?}: {}", f.stderr_tail(10));
+    assert!(
+        f.stderr().contains(want),
+        "{args:?}: stderr lacks {want:?}: {}",
+        f.stderr_tail(10)
+    );
+    Ok(())
+}
+
+#[test]
+fn announce_ebgp_multihop_0_is_a_usage_error() -> Result<()> {
+    usage_error(
+        &["--prefix", "172.17.254.1/32", "--ebgp-multihop", "0"],
+        "--ebgp-multihop",
+    )
+}
+
+#[test]
+fn announce_next_hop_of_no_prefix_family_is_a_usage_error() -> Result<()> {
+    // IPv4 and IPv6 prefixes over an IPv4 session with only an IPv6 next hop: the IPv6
+    // routes have theirs, the IPv4 ones would get an IPv6 next hop and be dropped.
+    usage_error(
+        &[
+            "--prefix",
+            "172.17.254.1/32",
+            "--prefix",
+            "2001:db8:254::1/128",
+            "--next-hop",
+            "2001:db8:ff::2",
+        ],
+        "--next-hop",
+    )?;
+    // A next hop of a family no prefix has.
+    usage_error(
+        &[
+            "--prefix",
+            "172.17.254.1/32",
+            "--next-hop",
+            "2001:db8:ff::2",
+        ],
+        "--next-hop",
+    )
+}
+
 // ---------------------------------------------------------------- cleanup
 
 #[test]
