@@ -1103,3 +1103,25 @@ fn bfd_down_outside_established_is_ignored() {
     assert!(s.handle(Input::BfdDown).is_empty(), "OpenSent");
     assert_eq!(s.state(), State::OpenSent);
 }
+
+#[test]
+fn reset_while_established_sends_the_notification_and_retries() {
+    let mut s = established_active(90);
+    let n = ferrolb_bgp::driver::max_prefix_notification(Family::IPV4_UNICAST, 100);
+    assert_eq!((n.code, n.subcode), (6, 1));
+    assert_eq!(n.data, [0, 1, 1, 0, 0, 0, 100], "AFI 1, SAFI 1, limit 100");
+    let got = s.handle(Input::Reset(n.clone()));
+    let want = [
+        vec![Output::Send(C1, Message::Notification(n.clone()))],
+        teardown(C1),
+        vec![
+            Output::Down(DownReason::NotificationSent(n.clone())),
+            Output::ArmTimer(TimerKind::ConnectRetry, ANY),
+        ],
+    ]
+    .concat();
+    assert_outputs("reset", &got, &want);
+    assert_eq!(s.state(), State::Active);
+    // Outside Established it does nothing.
+    assert!(s.handle(Input::Reset(n)).is_empty());
+}
