@@ -173,3 +173,56 @@ mod tests {
         assert_eq!(AddrRange::parse("10.0.0.0/24").unwrap().len(), 256);
     }
 }
+
+/// One parsed `addresses` entry of a pool (either front end), kept for the
+/// overlap check across pools and the aggregation-length check.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The entry as written.
+    pub(crate) text: String,
+    /// Its field path (for messages naming the earlier entry).
+    pub(crate) path: String,
+    /// The pool it belongs to.
+    pub(crate) pool: String,
+    pub(crate) range: AddrRange,
+    /// Shortest prefix length among the entry's CIDRs.
+    pub(crate) lowest_prefix: u8,
+}
+
+impl Entry {
+    /// Parses `text` (a CIDR or an `a-b` range) of pool `pool` at `path`.
+    /// `Err` when it does not parse; otherwise the entry and, when it
+    /// overlaps one of `earlier`, the error to report for it (the entry is
+    /// still kept, as both front ends do).
+    pub(crate) fn read(
+        text: String,
+        path: String,
+        pool: &str,
+        earlier: &[Entry],
+    ) -> Result<(Entry, Option<ErrorKind>), ErrorKind> {
+        let range = AddrRange::parse(&text)?;
+        let overlap = earlier
+            .iter()
+            .find(|e| e.range.overlaps(&range))
+            .map(|other| ErrorKind::Overlap {
+                entry: text.clone(),
+                other: other.text.clone(),
+                other_path: other.path.clone(),
+                other_pool: other.pool.clone(),
+            });
+        let lowest_prefix = range
+            .to_cidrs()
+            .iter()
+            .map(IpNet::prefix_len)
+            .min()
+            .unwrap_or(0);
+        let entry = Entry {
+            text,
+            path,
+            pool: pool.to_string(),
+            range,
+            lowest_prefix,
+        };
+        Ok((entry, overlap))
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::read::{Ctx, Schema, Slot, join};
 use super::yaml::{Node, Value};
+use crate::addr::Entry;
 use crate::duration::parse_go_duration;
 use crate::{
     AddrRange, BfdProfile, BgpAdvertisement, Community, Config, ConfigError, ConfigWarning,
@@ -521,16 +522,6 @@ fn expression(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<LabelRequirement> {
     }
 }
 
-/// One parsed `addresses` entry, kept for the overlap and aggregation checks.
-struct Entry {
-    text: String,
-    path: String,
-    pool: String,
-    range: AddrRange,
-    /// Shortest prefix length among the entry's CIDRs.
-    lowest_prefix: u8,
-}
-
 fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Community>) -> Vec<Pool> {
     let Ok(items) = ctx.seq(at) else {
         return Vec::new();
@@ -587,35 +578,15 @@ fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Commun
                 }
                 Err(()) => continue,
             };
-            let range = match AddrRange::parse(&text) {
-                Ok(r) => r,
-                Err(e) => {
-                    ctx.err(a.line, a.path, e);
-                    continue;
+            match Entry::read(text, a.path.clone(), &name, &all_entries) {
+                Ok((entry, overlap)) => {
+                    if let Some(kind) = overlap {
+                        ctx.err(a.line, a.path, kind);
+                    }
+                    all_entries.push(entry);
                 }
-            };
-            if let Some(other) = all_entries.iter().find(|o| o.range.overlaps(&range)) {
-                let kind = ErrorKind::Overlap {
-                    entry: text.clone(),
-                    other: other.text.clone(),
-                    other_path: other.path.clone(),
-                    other_pool: other.pool.clone(),
-                };
-                ctx.err(a.line, a.path.clone(), kind);
+                Err(e) => ctx.err(a.line, a.path, e),
             }
-            let lowest_prefix = range
-                .to_cidrs()
-                .iter()
-                .map(ipnet::IpNet::prefix_len)
-                .min()
-                .unwrap_or(0);
-            all_entries.push(Entry {
-                text,
-                path: a.path,
-                pool: name.clone(),
-                range,
-                lowest_prefix,
-            });
         }
         let entries = &all_entries[first_entry..];
 

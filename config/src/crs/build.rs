@@ -8,13 +8,14 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use super::{BFD, BGP_ADV, COMMUNITY, L2_ADV, Object, PEER, POOL, Resources, Secrets};
+use crate::addr::Entry;
 use crate::configmap::read::{Ctx, Schema, Slot};
 use crate::configmap::yaml::Kind;
 use crate::duration::parse_go_duration;
 use crate::{
-    AddrRange, BfdProfile, BgpAdvertisement, Community, Config, ConfigErrors, ConfigWarning,
-    DynamicAsn, ErrorKind, L2Advertisement, LabelRequirement, NodeSelector, Peer, Pool,
-    SelectorOperator, ServiceAllocation,
+    BfdProfile, BgpAdvertisement, Community, Config, ConfigErrors, ConfigWarning, DynamicAsn,
+    ErrorKind, L2Advertisement, LabelRequirement, NodeSelector, Peer, Pool, SelectorOperator,
+    ServiceAllocation,
 };
 
 static POOL_SPEC: Schema = Schema {
@@ -389,16 +390,6 @@ impl Build {
     }
 }
 
-/// One parsed `addresses` entry, for the overlap and aggregation checks.
-struct Entry {
-    text: String,
-    path: String,
-    pool: String,
-    range: AddrRange,
-    /// Shortest prefix length among the entry's CIDRs.
-    lowest_prefix: u8,
-}
-
 /// Build and validate the configuration (see [`Config::from_resources`]).
 pub(super) fn config(resources: &Resources, secrets: Secrets<'_>) -> Result<Config, ConfigErrors> {
     let mut b = Build {
@@ -631,35 +622,15 @@ fn pool(b: &mut Build, o: &Object, at: &Slot<'_, '_>, entries: &mut Vec<Entry>) 
             }
             Err(()) => continue,
         };
-        let range = match AddrRange::parse(&text) {
-            Ok(r) => r,
-            Err(e) => {
-                b.err(&a, e);
-                continue;
+        match Entry::read(text, a.path.clone(), &o.name, entries) {
+            Ok((entry, overlap)) => {
+                if let Some(kind) = overlap {
+                    b.err(&a, kind);
+                }
+                entries.push(entry);
             }
-        };
-        if let Some(other) = entries.iter().find(|e| e.range.overlaps(&range)) {
-            let kind = ErrorKind::Overlap {
-                entry: text.clone(),
-                other: other.text.clone(),
-                other_path: other.path.clone(),
-                other_pool: other.pool.clone(),
-            };
-            b.err(&a, kind);
+            Err(e) => b.err(&a, e),
         }
-        let lowest_prefix = range
-            .to_cidrs()
-            .iter()
-            .map(ipnet::IpNet::prefix_len)
-            .min()
-            .unwrap_or(0);
-        entries.push(Entry {
-            text,
-            path: a.path.clone(),
-            pool: o.name.clone(),
-            range,
-            lowest_prefix,
-        });
     }
     let auto_assign = b.ctx.boolean(&f.get("autoAssign")).unwrap_or(true);
     let avoid_buggy_ips = b.ctx.boolean(&f.get("avoidBuggyIPs")).unwrap_or(false);
