@@ -23,6 +23,30 @@ pub struct LabelRequirement {
     pub values: Vec<String>,
 }
 
+impl LabelRequirement {
+    /// A requirement, checked as Kubernetes checks one: `In`/`NotIn` need
+    /// values, `Exists`/`DoesNotExist` take none.
+    pub fn new(
+        key: String,
+        operator: SelectorOperator,
+        values: Vec<String>,
+    ) -> Result<Self, crate::ErrorKind> {
+        match operator {
+            SelectorOperator::In | SelectorOperator::NotIn if values.is_empty() => {
+                Err(crate::ErrorKind::ValuesRequired(operator.as_str()))
+            }
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !values.is_empty() => {
+                Err(crate::ErrorKind::ValuesForbidden(operator.as_str()))
+            }
+            _ => Ok(LabelRequirement {
+                key,
+                operator,
+                values,
+            }),
+        }
+    }
+}
+
 /// Label selector operators, spelt as in Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SelectorOperator {

@@ -502,24 +502,9 @@ fn expression(ctx: &mut Ctx, item: &Slot<'_, '_>) -> Option<LabelRequirement> {
             values.push(v.unwrap_or_default());
         }
     }
-    let (key, operator) = (key?, operator?);
-    match operator {
-        SelectorOperator::In | SelectorOperator::NotIn if values.is_empty() => {
-            let kind = ErrorKind::ValuesRequired(operator.as_str());
-            ctx.err(values_at.line, values_at.path, kind);
-            None
-        }
-        SelectorOperator::Exists | SelectorOperator::DoesNotExist if !values.is_empty() => {
-            let kind = ErrorKind::ValuesForbidden(operator.as_str());
-            ctx.err(values_at.line, values_at.path, kind);
-            None
-        }
-        _ => Some(LabelRequirement {
-            key,
-            operator,
-            values,
-        }),
-    }
+    LabelRequirement::new(key?, operator?, values)
+        .map_err(|kind| ctx.err(values_at.line, values_at.path, kind))
+        .ok()
 }
 
 fn pools(ctx: &mut Ctx, at: &Slot<'_, '_>, communities: &BTreeMap<String, Community>) -> Vec<Pool> {

@@ -371,22 +371,9 @@ impl Build {
             .into_iter()
             .map(|(v, _)| v)
             .collect();
-        let (key, operator) = (key?, operator?);
-        match operator {
-            SelectorOperator::In | SelectorOperator::NotIn if values.is_empty() => {
-                self.err(&values_at, ErrorKind::ValuesRequired(operator.as_str()));
-                None
-            }
-            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !values.is_empty() => {
-                self.err(&values_at, ErrorKind::ValuesForbidden(operator.as_str()));
-                None
-            }
-            _ => Some(LabelRequirement {
-                key,
-                operator,
-                values,
-            }),
-        }
+        LabelRequirement::new(key?, operator?, values)
+            .map_err(|kind| self.err(&values_at, kind))
+            .ok()
     }
 }
 
