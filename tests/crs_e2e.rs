@@ -261,24 +261,6 @@ fn warnings(api: &KubeApiServer, ns: &str, kind: &str, name: &str) -> Result<Vec
         .collect())
 }
 
-/// A kubeconfig for processes in a node namespace: the relay's listener.
-fn relay_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{RELAY_LISTEN}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n",
-        api.ca_cert_path().display(),
-        api.token()
-    );
-    std::fs::write(path, text).with_context(|| path.display().to_string())
-}
-
-fn api_port(api: &KubeApiServer) -> Result<u16> {
-    api.server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .with_context(|| format!("no port in {}", api.server_url()))
-}
-
 fn speaker(ns: &Netns, node: &str, kubeconfig: &Path) -> Result<Proc> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolb"));
     cmd.args(["speaker", "--node-name", node, "--metrics-addr", METRICS])
@@ -355,10 +337,10 @@ fn crs_switch_allocate_announce() -> Result<()> {
     let lab = RefLab::new()?;
     let relay = UnixTcpRelay::start(
         &dir.path().join("api.sock"),
-        ([127, 0, 0, 1], api_port(&api)?).into(),
+        ([127, 0, 0, 1], api.port()?).into(),
     )?;
     let kubeconfig = dir.path().join("speaker.kubeconfig");
-    relay_kubeconfig(&kubeconfig, &api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
 
     let mut gcfg = GobgpdConfig::new(64522, "172.17.0.1");
     gcfg.use_multiple_paths = true;
@@ -687,10 +669,10 @@ fn crs_password_secret_md5_frr() -> Result<()> {
     let lab = RefLab::new()?;
     let relay = UnixTcpRelay::start(
         &dir.path().join("api.sock"),
-        ([127, 0, 0, 1], api_port(&api)?).into(),
+        ([127, 0, 0, 1], api.port()?).into(),
     )?;
     let kubeconfig = dir.path().join("speaker.kubeconfig");
-    relay_kubeconfig(&kubeconfig, &api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
 
     let mut fcfg = FrrConfig::new(64512, "172.17.0.1");
     let mut n = FrrNeighbor::new(ADDRS[0], 64522);

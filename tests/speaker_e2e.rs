@@ -341,42 +341,6 @@ async fn set_endpoints(c: &Client, path: Source, groups: &[&[Ep]]) -> Result<()>
     }
 }
 
-/// A kubeconfig for processes in a node namespace: the relay's listener, the API
-/// server's CA (its certificate has SAN 127.0.0.1) and the admin token.
-fn write_speaker_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
-    let text = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://{RELAY_LISTEN}
-    certificate-authority: {}
-users:
-- name: admin
-  user:
-    token: {}
-contexts:
-- name: e2e
-  context:
-    cluster: e2e
-    user: admin
-current-context: e2e
-",
-        api.ca_cert_path().display(),
-        api.token()
-    );
-    std::fs::write(path, text).with_context(|| path.display().to_string())
-}
-
-fn api_port(api: &KubeApiServer) -> Result<u16> {
-    api.server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .with_context(|| format!("no port in {}", api.server_url()))
-}
-
 async fn client(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
@@ -548,10 +512,10 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer, source: Source) -
     let lab = RefLab::new()?;
     let relay = UnixTcpRelay::start(
         &dir.path().join("api.sock"),
-        ([127, 0, 0, 1], api_port(api)?).into(),
+        ([127, 0, 0, 1], api.port()?).into(),
     )?;
     let kubeconfig = dir.path().join("speaker.kubeconfig");
-    write_speaker_kubeconfig(&kubeconfig, api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
 
     let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
     gcfg.use_multiple_paths = true;

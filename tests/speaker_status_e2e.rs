@@ -127,24 +127,6 @@ async fn objects(c: &Client) -> Result<(usize, Objects)> {
     Ok((n, out))
 }
 
-fn write_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://{RELAY_LISTEN}\n    certificate-authority: {}\n\
-         users:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n",
-        api.ca_cert_path().display(),
-        api.token()
-    );
-    std::fs::write(path, text).with_context(|| path.display().to_string())
-}
-
-fn api_port(api: &KubeApiServer) -> Result<u16> {
-    api.server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .with_context(|| format!("no port in {}", api.server_url()))
-}
-
 async fn client(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
@@ -248,10 +230,10 @@ fn speaker_bgp_status_and_session_changes() -> Result<()> {
     let lab = RefLab::new()?;
     let relay = UnixTcpRelay::start(
         &dir.path().join("api.sock"),
-        ([127, 0, 0, 1], api_port(&api)?).into(),
+        ([127, 0, 0, 1], api.port()?).into(),
     )?;
     let kubeconfig = dir.path().join("speaker.kubeconfig");
-    write_kubeconfig(&kubeconfig, &api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
 
     let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
     gcfg.use_multiple_paths = true;

@@ -204,18 +204,6 @@ impl Drop for Monitor {
     }
 }
 
-fn write_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster:\n    server: https://{RELAY_LISTEN}\n    certificate-authority: {}\nusers:\n- name: a\n  user:\n    token: {}\ncontexts:\n- name: b\n  context: {{cluster: b, user: a}}\ncurrent-context: b\n",
-            api.ca_cert_path().display(),
-            api.token()
-        ),
-    )?;
-    Ok(())
-}
-
 /// kube-apiserver 1.20 gives every LoadBalancer Service a nodePort from
 /// 30000-32767 (2768 ports; `allocateLoadBalancerNodePorts: false` is alpha
 /// there), so 10k Services need a wider range. testlab's start script takes no
@@ -374,7 +362,7 @@ fn main() -> Result<()> {
             .parse()?,
     )?;
     let kubeconfig = dir.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
     let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
     gcfg.use_multiple_paths = true;
     let mut n = GobgpNeighbor::new(NODE_ADDR, 64522);

@@ -84,18 +84,6 @@ fn ferrolb_bin() -> PathBuf {
     target.join("release").join("ferrolb")
 }
 
-fn write_kubeconfig(path: &Path, api: &KubeApiServer) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster:\n    server: https://{RELAY_LISTEN}\n    certificate-authority: {}\nusers:\n- name: a\n  user:\n    token: {}\ncontexts:\n- name: b\n  context: {{cluster: b, user: a}}\ncurrent-context: b\n",
-            api.ca_cert_path().display(),
-            api.token()
-        ),
-    )?;
-    Ok(())
-}
-
 fn crd() -> serde_json::Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -407,7 +395,7 @@ fn main() -> Result<()> {
             .parse()?,
     )?;
     let kubeconfig = dir.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &api)?;
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
     let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
     gcfg.use_multiple_paths = true;
     for a in ADDRS {

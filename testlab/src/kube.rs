@@ -244,6 +244,27 @@ impl KubeApiServer {
         &self.server_url
     }
 
+    /// The port of [`KubeApiServer::server_url`].
+    pub fn port(&self) -> Result<u16> {
+        self.server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .with_context(|| format!("no port in {}", self.server_url))
+    }
+
+    /// Writes a kubeconfig at `path` for clients that reach this server
+    /// through `server` (e.g. `https://127.0.0.1:6443`, a relay's listener in
+    /// a node namespace): this server's CA and the admin token.
+    pub fn write_kubeconfig_via(&self, path: &Path, server: &str) -> Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n",
+            self.ca_cert_path().display(),
+            self.token
+        );
+        std::fs::write(path, text).with_context(|| path.display().to_string())
+    }
+
     /// Static bearer token of a `system:masters` user.
     pub fn token(&self) -> &str {
         &self.token
