@@ -149,6 +149,11 @@ pub struct Args {
     /// --connect-retry.
     #[arg(long, value_name = "N")]
     max_prefix: Option<u32>,
+    /// Send hold time in seconds (RFC 9687): a peer that takes nothing we
+    /// write for this long is dropped with NOTIFICATION 8 (Send Hold Timer
+    /// Expired). Default: the larger of 480 and twice --hold-time.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    send_hold_time: Option<u64>,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -433,6 +438,7 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
             passive: args.bfd_passive,
         }),
         max_prefix: args.max_prefix,
+        send_hold_time: args.send_hold_time.map(Duration::from_secs),
     };
     Ok((cfg, routes))
 }

@@ -13,6 +13,9 @@
 //! NOTIFICATION, close) that is always drained first, and a bulk queue of
 //! UPDATE batches of at most [`BULK_CHUNK`] bytes, cut on message
 //! boundaries, so KEEPALIVEs still go out during a large initial send.
+//! A write that makes no progress for the send hold time (RFC 9687,
+//! [`PeerConfig::send_hold_time`]) stops the writer, frees its queues and
+//! closes the connection with Send Hold Timer Expired (8/0).
 //!
 //! With [`PeerConfig::bfd`] and a [`BfdEndpoint`] ([`spawn_with_bfd`]) the
 //! task also runs a BFD session with the peer for as long as it lives; a BFD
@@ -32,6 +35,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -104,6 +108,11 @@ pub struct PeerConfig {
     /// (6/1, RFC 4486) when [`SessionStatus::prefixes_received`] exceeds
     /// this; `None` = no limit. The session reconnects after its backoff.
     pub max_prefix: Option<u32>,
+    /// Send hold time (RFC 9687): a connection on which nothing could be
+    /// written for this long while data was waiting closes with Send Hold
+    /// Timer Expired (8/0) and its queue is freed; `None` = the RFC's
+    /// default, the larger of 8 minutes and twice [`hold_time`](Self::hold_time).
+    pub send_hold_time: Option<Duration>,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -170,7 +179,17 @@ impl PeerConfig {
             listen_port: 179,
             bfd: None,
             max_prefix: None,
+            send_hold_time: None,
         }
+    }
+
+    /// The send hold time in force: [`send_hold_time`](Self::send_hold_time),
+    /// else max(8 min, 2 × hold time). The configured hold time bounds the
+    /// negotiated one, so the default is never below twice the latter.
+    pub fn effective_send_hold_time(&self) -> Duration {
+        self.send_hold_time.unwrap_or_else(|| {
+            Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(self.hold_time)))
+        })
     }
 
     /// Both sides in the same AS: `peer_as == local_as`, or a dynamic peer
@@ -247,6 +266,10 @@ pub struct SessionStatus {
     pub bfd_error: Option<String>,
     /// BGP sessions closed because BFD went down, over the life of the task.
     pub bfd_downs: u64,
+    /// Encoded bytes handed to the connections' writers and not yet written
+    /// to their sockets (a closed connection's queue is freed and no longer
+    /// counted).
+    pub send_queue_bytes: usize,
 }
 
 impl Default for SessionStatus {
@@ -267,6 +290,7 @@ impl Default for SessionStatus {
             last_connect_error: None,
             bfd_error: None,
             bfd_downs: 0,
+            send_queue_bytes: 0,
         }
     }
 }
@@ -432,6 +456,8 @@ enum ConnEvent {
     Malformed(ConnId, Notification),
     Closed(ConnId, Option<io::Error>),
     Flushed(ConnId, Flush),
+    /// Nothing could be written for the send hold time; the writer stopped.
+    SendHoldExpired(ConnId),
 }
 
 /// What a [`WriteCmd::Marker`] marks the end of.
@@ -457,6 +483,50 @@ struct ConnIo {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     local: SocketAddr,
+    /// Bytes sent to `prio`/`bulk` and not yet written by the writer.
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnIo {
+    /// Hand `data` to the writer on the priority or the bulk queue.
+    fn push(&self, bulk: bool, data: Bytes) {
+        let n = data.len();
+        let q = if bulk { &self.bulk } else { &self.prio };
+        if q.send(WriteCmd::Data(data)).is_ok() {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why [`write_timed`] stopped.
+enum WriteFail {
+    Io(io::Error),
+    /// No byte could be written for the send hold time.
+    SendHold,
+}
+
+/// Write all of `b`, counting each written byte off `queued`; fails when a
+/// single write makes no progress for `send_hold` (RFC 9687: the timer
+/// restarts whenever data goes out).
+async fn write_timed(
+    w: &mut OwnedWriteHalf,
+    b: &[u8],
+    queued: &AtomicUsize,
+    send_hold: Duration,
+) -> Result<(), WriteFail> {
+    let mut pos = 0;
+    while pos < b.len() {
+        match tokio::time::timeout(send_hold, w.write(&b[pos..])).await {
+            Err(_) => return Err(WriteFail::SendHold),
+            Ok(Err(e)) => return Err(WriteFail::Io(e)),
+            Ok(Ok(0)) => return Err(WriteFail::Io(io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => {
+                pos += n;
+                queued.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(mut r: OwnedReadHalf, id: ConnId, events: mpsc::Sender<ConnEvent>) {
@@ -498,13 +568,25 @@ async fn read_loop(mut r: OwnedReadHalf, id: ConnId, events: mpsc::Sender<ConnEv
     }
 }
 
+struct WriterCtx {
+    id: ConnId,
+    events: mpsc::Sender<ConnEvent>,
+    queued: Arc<AtomicUsize>,
+    send_hold: Duration,
+}
+
 async fn write_loop(
     mut w: OwnedWriteHalf,
-    id: ConnId,
     mut prio: mpsc::UnboundedReceiver<WriteCmd>,
     mut bulk: mpsc::UnboundedReceiver<WriteCmd>,
-    events: mpsc::Sender<ConnEvent>,
+    ctx: WriterCtx,
 ) {
+    let WriterCtx {
+        id,
+        events,
+        queued,
+        send_hold,
+    } = ctx;
     loop {
         let cmd = tokio::select! {
             biased;
@@ -516,12 +598,19 @@ async fn write_loop(
                 let _ = w.shutdown().await;
                 return;
             }
-            Some(WriteCmd::Data(b)) => {
-                if let Err(e) = w.write_all(&b).await {
+            Some(WriteCmd::Data(b)) => match write_timed(&mut w, &b, &queued, send_hold).await {
+                Ok(()) => {}
+                Err(WriteFail::Io(e)) => {
                     let _ = events.send(ConnEvent::Closed(id, Some(e))).await;
                     return;
                 }
-            }
+                Err(WriteFail::SendHold) => {
+                    // Dropping the queues here frees what they hold at once.
+                    drop((prio, bulk));
+                    let _ = events.send(ConnEvent::SendHoldExpired(id)).await;
+                    return;
+                }
+            },
             Some(WriteCmd::Marker(m)) => {
                 let _ = events.send(ConnEvent::Flushed(id, m)).await;
             }
@@ -819,9 +908,14 @@ impl Driver {
         let span = tracing::Span::current();
         let reader =
             tokio::spawn(read_loop(r, id, self.events_tx.clone()).instrument(span.clone()));
-        let writer = tokio::spawn(
-            write_loop(w, id, prio_rx, bulk_rx, self.events_tx.clone()).instrument(span),
-        );
+        let queued = Arc::new(AtomicUsize::new(0));
+        let ctx = WriterCtx {
+            id,
+            events: self.events_tx.clone(),
+            queued: queued.clone(),
+            send_hold: self.cfg.effective_send_hold_time(),
+        };
+        let writer = tokio::spawn(write_loop(w, prio_rx, bulk_rx, ctx).instrument(span));
         self.conns.insert(
             id,
             ConnIo {
@@ -830,6 +924,7 @@ impl Driver {
                 reader,
                 writer,
                 local,
+                queued,
             },
         );
         id
@@ -862,9 +957,7 @@ impl Driver {
         };
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
-            Ok(()) => {
-                let _ = io.prio.send(WriteCmd::Data(buf.freeze()));
-            }
+            Ok(()) => io.push(false, buf.freeze()),
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
         if let Message::Notification(n) = m {
@@ -925,11 +1018,11 @@ impl Driver {
                 Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
             }
             if buf.len() >= BULK_CHUNK {
-                let _ = io.bulk.send(WriteCmd::Data(buf.split().freeze()));
+                io.push(true, buf.split().freeze());
             }
         }
         if !buf.is_empty() {
-            let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
+            io.push(true, buf.freeze());
         }
         if let Some(m) = marker {
             let _ = io.bulk.send(WriteCmd::Marker(Flush::InitialTable(m)));
@@ -1013,9 +1106,7 @@ impl Driver {
         };
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
-            Ok(()) => {
-                let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
-            }
+            Ok(()) => io.push(true, buf.freeze()),
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
     }
@@ -1154,6 +1245,16 @@ impl Driver {
                     self.feed(Input::Closed { conn: id });
                 }
             }
+            ConnEvent::SendHoldExpired(id) => {
+                if self.conns.contains_key(&id) {
+                    warn!(
+                        %id,
+                        send_hold = ?self.cfg.effective_send_hold_time(),
+                        "nothing could be written for the send hold time: the peer is not reading"
+                    );
+                    self.feed(Input::SendHoldExpired { conn: id });
+                }
+            }
             ConnEvent::Flushed(id, flush) => {
                 if self.session.established_conn() != Some(id) {
                     return;
@@ -1229,6 +1330,11 @@ impl Driver {
 
     fn publish(&mut self) {
         self.status.state = self.session.state();
+        self.status.send_queue_bytes = self
+            .conns
+            .values()
+            .map(|c| c.queued.load(Ordering::Relaxed))
+            .sum();
         let new = &self.status;
         self.status_tx.send_if_modified(|s| {
             if s != new {

@@ -139,6 +139,11 @@ pub enum Input {
     /// session reconnects after the usual connect-retry backoff; in any other
     /// state it is ignored.
     Reset(Notification),
+    /// The driver could not write anything on `conn` for the send hold time
+    /// while data was waiting (RFC 9687): the connection closes with Send
+    /// Hold Timer Expired (8/0, best effort: the peer is not reading) in
+    /// whatever state it is, and the session reconnects after its backoff.
+    SendHoldExpired { conn: ConnId },
 }
 
 /// Why a session went down.
@@ -515,6 +520,17 @@ impl Session {
                     let n = Notification::cease(subcode::BFD_DOWN, None);
                     self.fail_conn(
                         id,
+                        Some(n.clone()),
+                        DownReason::NotificationSent(n),
+                        &mut out,
+                    );
+                }
+            }
+            Input::SendHoldExpired { conn } => {
+                if self.conn(conn).is_some() {
+                    let n = Notification::new(code::SEND_HOLD_TIMER_EXPIRED, subcode::UNSPECIFIC);
+                    self.fail_conn(
+                        conn,
                         Some(n.clone()),
                         DownReason::NotificationSent(n),
                         &mut out,

@@ -25,6 +25,24 @@ fn routes(n: u32) -> Routes {
         .collect()
 }
 
+/// `n` host routes, each with its own attribute set of 300 communities: one
+/// UPDATE of about 1.3 KB per route, more than the kernel buffers of a
+/// connection hold (tcp_wmem allows 4 MB) when `n` is 8000.
+fn fat_routes(n: u32) -> Routes {
+    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    (0..n)
+        .map(|i| {
+            let net = Ipv4Net::new(Ipv4Addr::from(base + i), 32).unwrap();
+            let attrs = RouteAttrs {
+                med: Some(i),
+                communities: (0..300).map(|c| (64512 << 16) | c).collect(),
+                ..RouteAttrs::default()
+            };
+            (IpNet::V4(net), Arc::new(attrs))
+        })
+        .collect()
+}
+
 async fn wait_for(
     rx: &mut watch::Receiver<SessionStatus>,
     what: &str,
@@ -601,4 +619,105 @@ async fn dynamic_as_single_family_and_configuration_change_cease() {
         assert_eq!((n.code, n.subcode), (6, cease));
     }
     p.shutdown(None).await;
+}
+
+/// A listener whose accepted sockets have a small receive buffer, so a peer
+/// that does not read stops our writes after a few KB.
+fn small_window_listener() -> tokio::net::TcpListener {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(SocketAddr::new(LOCALHOST.into(), 0)).unwrap();
+    sock.listen(8).unwrap()
+}
+
+/// Keep a silent session alive: KEEPALIVE every 500 ms on the write half,
+/// while the read half is never read.
+fn keepalives(mut w: tokio::net::tcp::OwnedWriteHalf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut out = bytes::BytesMut::new();
+        ferrolb_bgp::wire::Message::Keepalive
+            .encode(&Default::default(), &mut out)
+            .unwrap();
+        loop {
+            if tokio::io::AsyncWriteExt::write_all(&mut w, &out)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_hold_timer_drops_a_peer_that_stops_reading() {
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), port),
+        ACTIVE_AS,
+        PASSIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    cfg.hold_time = 3;
+    cfg.connect_retry = Duration::from_millis(100);
+    cfg.send_hold_time = Some(Duration::from_secs(2));
+    let a = spawn(cfg);
+    a.set(fat_routes(8000));
+    let mut arx = a.status();
+
+    // The peer completes the OPEN exchange, keeps sending KEEPALIVEs (so our
+    // hold timer never fires) and never reads again.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+    let blocked = wait_for(&mut arx, "writes blocked", |s| s.send_queue_bytes > 0).await;
+    assert!(blocked.send_queue_bytes > 0);
+
+    // Dropped with 8/0 after the send hold time, although the hold timer is fed.
+    let t0 = std::time::Instant::now();
+    let st = wait_for(&mut arx, "send hold timer expired", |s| {
+        s.state != State::Established
+    })
+    .await;
+    let Some(DownReason::NotificationSent(n)) = &st.last_down_reason else {
+        panic!("{st:#?}")
+    };
+    assert_eq!((n.code, n.subcode), (8, 0), "{st:#?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The connection's queue is freed with it.
+    assert_eq!(st.send_queue_bytes, 0, "{st:#?}");
+
+    // The old socket is closed: reading what the kernel still holds ends in EOF or a reset.
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut r, &mut sink).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the dropped connection was never closed");
+    assert!(drained > 0);
+    ka.abort();
+
+    // And the session reconnects.
+    let (mut s2, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("no reconnect")
+        .unwrap();
+    let mut buf2 = bytes::BytesMut::new();
+    raw::handshake(&mut s2, &mut buf2, PASSIVE_AS, 90).await;
+    wait_for(&mut arx, "established again", |s| {
+        s.established_generation == 2
+    })
+    .await;
+    a.shutdown(None).await;
 }
