@@ -13,6 +13,11 @@
 //! NOTIFICATION, close) that is always drained first, and a bulk queue of
 //! UPDATE batches of at most [`BULK_CHUNK`] bytes, cut on message
 //! boundaries, so KEEPALIVEs still go out during a large initial send.
+//! UPDATEs are pulled rather than pushed: the Adj-RIB-Out is synced in
+//! slices ([`AdjOut::updates_paced`]) only while less than [`SEND_WINDOW`]
+//! bytes wait for the writer, and the next slice is encoded when the writer
+//! reports a batch written, so what is buffered per connection stays under
+//! [`SEND_QUEUE_BOUND`] however large the table or slow the peer.
 //! A write that makes no progress for the send hold time (RFC 9687,
 //! [`PeerConfig::send_hold_time`]) stops the writer, frees its queues and
 //! closes the connection with Send Hold Timer Expired (8/0).
@@ -59,6 +64,15 @@ use crate::wire::{
 
 /// Largest batch of UPDATE bytes handed to the writer at once.
 pub const BULK_CHUNK: usize = 64 * 1024;
+/// The session encodes more UPDATEs only while less than this is queued
+/// for the writer; the rest waits in the Adj-RIB-Out until the socket drains.
+pub const SEND_WINDOW: usize = 4 * BULK_CHUNK;
+/// Most bytes ever queued for one connection's writer
+/// ([`SessionStatus::send_queue_peak_bytes`]): the window, one batch
+/// encoded while just below it (a batch stops after the message that
+/// crosses [`BULK_CHUNK`]), and the small messages around a table (OPEN,
+/// KEEPALIVEs, End-of-RIB, route-refresh markers, NOTIFICATION).
+pub const SEND_QUEUE_BOUND: usize = SEND_WINDOW + BULK_CHUNK + 2 * MAX_EXTENDED_MESSAGE_LEN;
 /// How long [`SessionHandle::shutdown`] waits for the NOTIFICATION to be written.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 /// How long a closed connection keeps draining what the peer still sends
@@ -270,6 +284,9 @@ pub struct SessionStatus {
     /// to their sockets (a closed connection's queue is freed and no longer
     /// counted).
     pub send_queue_bytes: usize,
+    /// The most [`send_queue_bytes`](Self::send_queue_bytes) one connection
+    /// ever reached, over the life of the task (at most [`SEND_QUEUE_BOUND`]).
+    pub send_queue_peak_bytes: usize,
 }
 
 impl Default for SessionStatus {
@@ -291,6 +308,7 @@ impl Default for SessionStatus {
             bfd_error: None,
             bfd_downs: 0,
             send_queue_bytes: 0,
+            send_queue_peak_bytes: 0,
         }
     }
 }
@@ -456,6 +474,8 @@ enum ConnEvent {
     Malformed(ConnId, Notification),
     Closed(ConnId, Option<io::Error>),
     Flushed(ConnId, Flush),
+    /// A batch from the bulk queue was written: room for more.
+    Drained(ConnId),
     /// Nothing could be written for the send hold time; the writer stopped.
     SendHoldExpired(ConnId),
 }
@@ -488,13 +508,22 @@ struct ConnIo {
 }
 
 impl ConnIo {
-    /// Hand `data` to the writer on the priority or the bulk queue.
-    fn push(&self, bulk: bool, data: Bytes) {
+    /// Hand `data` to the writer on the priority or the bulk queue; returns
+    /// the bytes now queued for it.
+    fn push(&self, bulk: bool, data: Bytes) -> usize {
         let n = data.len();
         let q = if bulk { &self.bulk } else { &self.prio };
-        if q.send(WriteCmd::Data(data)).is_ok() {
-            self.queued.fetch_add(n, Ordering::Relaxed);
+        // Counted before the writer can see it, so its subtraction never
+        // comes first.
+        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        if q.send(WriteCmd::Data(data)).is_err() {
+            return self.queued.fetch_sub(n, Ordering::Relaxed) - n;
         }
+        now
+    }
+
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -588,10 +617,10 @@ async fn write_loop(
         send_hold,
     } = ctx;
     loop {
-        let cmd = tokio::select! {
+        let (cmd, from_bulk) = tokio::select! {
             biased;
-            c = prio.recv() => c,
-            c = bulk.recv() => c,
+            c = prio.recv() => (c, false),
+            c = bulk.recv() => (c, true),
         };
         match cmd {
             None | Some(WriteCmd::Close) => {
@@ -599,6 +628,11 @@ async fn write_loop(
                 return;
             }
             Some(WriteCmd::Data(b)) => match write_timed(&mut w, &b, &queued, send_hold).await {
+                Ok(()) if from_bulk => {
+                    if events.send(ConnEvent::Drained(id)).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(()) => {}
                 Err(WriteFail::Io(e)) => {
                     let _ = events.send(ConnEvent::Closed(id, Some(e))).await;
@@ -644,6 +678,25 @@ struct Driver {
     /// requests meanwhile collapse into one re-send (never more entries than
     /// negotiated families).
     refresh_pending: Vec<Family>,
+    /// Bulk work of the Established connection not yet handed to its writer.
+    outbox: Outbox,
+}
+
+/// What the Established connection still has to send in bulk, pulled into
+/// the writer's queue as it drains (see [`Driver::refill`]).
+#[derive(Default)]
+struct Outbox {
+    /// An Adj-RIB-Out sync is under way: every prefix before this one is in
+    /// sync (`Some(None)`: starting from the first prefix).
+    sync: Option<Option<ipnet::IpNet>>,
+    /// Messages and flush markers that go out once the sync is done, in order.
+    after: Vec<AfterSync>,
+}
+
+#[allow(clippy::large_enum_variant)] // a handful per table, moved once
+enum AfterSync {
+    Message(Message),
+    Marker(Flush),
 }
 
 async fn run(
@@ -687,6 +740,7 @@ async fn run_bgp(
         pending_reset: None,
         refresh_in_flight: false,
         refresh_pending: Vec::new(),
+        outbox: Outbox::default(),
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -957,7 +1011,10 @@ impl Driver {
         };
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
-            Ok(()) => io.push(false, buf.freeze()),
+            Ok(()) => {
+                let q = io.push(false, buf.freeze());
+                self.status.send_queue_peak_bytes = self.status.send_queue_peak_bytes.max(q);
+            }
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
         if let Message::Notification(n) = m {
@@ -994,39 +1051,70 @@ impl Driver {
         })
     }
 
-    /// Send what the Adj-RIB-Out says the peer is missing; with `marker`,
-    /// also End-of-RIB for every family and a flush marker.
-    fn send_updates(&mut self, marker: Option<u64>) {
+    /// Start (or restart, after the desired set changed) the Adj-RIB-Out
+    /// sync of the Established connection, then `after` once it is done.
+    fn start_sync(&mut self, after: Vec<AfterSync>) {
+        if self.session.established_conn().is_none() {
+            return;
+        }
+        self.outbox.sync = Some(None);
+        self.outbox.after.extend(after);
+        self.refill();
+    }
+
+    /// Encode slices of the sync in progress while the writer holds less
+    /// than [`SEND_WINDOW`]; when the sync is done, queue what waits for it.
+    fn refill(&mut self) {
         let Some(id) = self.session.established_conn() else {
             return;
         };
         let Some(ctx) = self.out_context(id) else {
             return;
         };
-        let mut updates = self.adj.updates(&ctx);
-        if marker.is_some() {
-            updates.extend(AdjOut::end_of_rib(&ctx));
-        }
         let Some(io) = self.conns.get(&id) else {
             return;
         };
-        let mut buf = BytesMut::with_capacity(BULK_CHUNK + 4096);
         let mut sent = 0u64;
-        for u in updates {
-            match Message::Update(u).encode(&ctx.negotiated, &mut buf) {
-                Ok(()) => sent += 1,
-                Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
+        let mut peak = self.status.send_queue_peak_bytes;
+        while let Some(from) = self.outbox.sync {
+            if io.queued() >= SEND_WINDOW {
+                break;
             }
-            if buf.len() >= BULK_CHUNK {
-                io.push(true, buf.split().freeze());
+            let (updates, next) = self.adj.updates_paced(&ctx, from, BULK_CHUNK);
+            let mut buf = BytesMut::with_capacity(BULK_CHUNK + 4096);
+            for u in updates {
+                match Message::Update(u).encode(&ctx.negotiated, &mut buf) {
+                    Ok(()) => sent += 1,
+                    Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
+                }
+            }
+            if !buf.is_empty() {
+                peak = peak.max(io.push(true, buf.freeze()));
+            }
+            self.outbox.sync = next.map(Some);
+            if next.is_none() {
+                for a in std::mem::take(&mut self.outbox.after) {
+                    match a {
+                        AfterSync::Message(m) => {
+                            let mut buf = BytesMut::new();
+                            match m.encode(&ctx.negotiated, &mut buf) {
+                                Ok(()) => {
+                                    if matches!(m, Message::Update(_)) {
+                                        sent += 1;
+                                    }
+                                    peak = peak.max(io.push(true, buf.freeze()));
+                                }
+                                Err(e) => warn!(error = %e, "cannot encode message"),
+                            }
+                        }
+                        AfterSync::Marker(f) => {
+                            let _ = io.bulk.send(WriteCmd::Marker(f));
+                        }
+                    }
+                }
             }
         }
-        if !buf.is_empty() {
-            io.push(true, buf.freeze());
-        }
-        if let Some(m) = marker {
-            let _ = io.bulk.send(WriteCmd::Marker(Flush::InitialTable(m)));
-        }
+        self.status.send_queue_peak_bytes = peak;
         self.status.updates_sent += sent;
         self.status.prefixes_announced = self.adj.announced_count();
         if sent > 0 {
@@ -1075,18 +1163,16 @@ impl Driver {
                 self.send_bulk(id, &marker(*f, 1));
             }
         }
+        // The whole table again, then EoRR (enhanced) and the flush marker.
         self.adj.reset();
-        self.send_updates(None);
+        let mut after: Vec<AfterSync> = Vec::new();
         if enhanced {
-            for f in families {
-                self.send_bulk(id, &marker(*f, 2));
-            }
+            after.extend(families.iter().map(|f| AfterSync::Message(marker(*f, 2))));
         }
-        if let Some(io) = self.conns.get(&id) {
-            let generation = self.status.established_generation;
-            let _ = io.bulk.send(WriteCmd::Marker(Flush::Refresh(generation)));
-            self.refresh_in_flight = true;
-        }
+        let generation = self.status.established_generation;
+        after.push(AfterSync::Marker(Flush::Refresh(generation)));
+        self.refresh_in_flight = true;
+        self.start_sync(after);
     }
 
     /// The queued table is written: run the refresh that waited for it.
@@ -1106,7 +1192,10 @@ impl Driver {
         };
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
-            Ok(()) => io.push(true, buf.freeze()),
+            Ok(()) => {
+                let q = io.push(true, buf.freeze());
+                self.status.send_queue_peak_bytes = self.status.send_queue_peak_bytes.max(q);
+            }
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
     }
@@ -1114,7 +1203,9 @@ impl Driver {
     fn set_routes(&mut self, routes: Routes) {
         debug!(routes = routes.len(), "desired routes set");
         self.adj.set_desired(routes);
-        self.send_updates(None);
+        // Restarting the sweep from the first prefix is what keeps a sync
+        // interrupted by a change correct (see AdjOut::updates_paced).
+        self.start_sync(Vec::new());
     }
 
     fn on_established(&mut self, neg: Negotiated) {
@@ -1138,13 +1229,25 @@ impl Driver {
         self.adj.reset();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
+        self.outbox = Outbox::default();
         let generation = self.status.established_generation;
-        self.send_updates(Some(generation));
+        let mut after: Vec<AfterSync> = self
+            .session
+            .established_conn()
+            .and_then(|id| self.out_context(id))
+            .map(|ctx| AdjOut::end_of_rib(&ctx))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| AfterSync::Message(Message::Update(u)))
+            .collect();
+        after.push(AfterSync::Marker(Flush::InitialTable(generation)));
+        self.start_sync(after);
     }
 
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
         self.adj.reset();
+        self.outbox = Outbox::default();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
         self.status.prefixes_received = 0;
@@ -1253,6 +1356,11 @@ impl Driver {
                         "nothing could be written for the send hold time: the peer is not reading"
                     );
                     self.feed(Input::SendHoldExpired { conn: id });
+                }
+            }
+            ConnEvent::Drained(id) => {
+                if self.session.established_conn() == Some(id) {
+                    self.refill();
                 }
             }
             ConnEvent::Flushed(id, flush) => {

@@ -721,3 +721,67 @@ async fn send_hold_timer_drops_a_peer_that_stops_reading() {
     .await;
     a.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_keeps_the_send_queue_bounded() {
+    use ferrolb_bgp::driver::{BULK_CHUNK, SEND_QUEUE_BOUND, SEND_WINDOW};
+    use ferrolb_bgp::wire::{Message, Negotiated, frame_len};
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    // 200,000 host routes: about 1 MB of UPDATEs.
+    a.set(routes(200_000));
+    let mut arx = a.status();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+
+    // Read 16 KB every 20 ms (about 800 KB/s) until End-of-RIB.
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut prefixes = 0usize;
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            loop {
+                match frame_len(&buf, 4096) {
+                    Ok(Some(n)) if buf.len() >= n => {
+                        let frame = buf.split_to(n);
+                        match Message::decode(&frame, &Negotiated::default()).unwrap() {
+                            Message::Update(u) if u.nlri.is_empty() && u.withdrawn.is_empty() => {
+                                return prefixes;
+                            }
+                            Message::Update(u) => prefixes += u.nlri.len(),
+                            Message::Keepalive => {}
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut chunk)
+                .await
+                .unwrap();
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the table did not arrive");
+    assert_eq!(read, 200_000);
+    let st = wait_for(&mut arx, "table written", |s| s.initial_table_sent).await;
+    assert_eq!(st.state, State::Established);
+    assert_eq!(st.established_generation, 1);
+    assert_eq!(st.prefixes_announced, 200_000);
+    // With 4096-byte messages: the window, one batch and two messages, far below the table.
+    let bound = SEND_WINDOW + BULK_CHUNK + 2 * 4096;
+    assert!(bound <= SEND_QUEUE_BOUND);
+    assert!(
+        st.send_queue_peak_bytes > 0 && st.send_queue_peak_bytes <= bound,
+        "peak {} > {bound}",
+        st.send_queue_peak_bytes
+    );
+    ka.abort();
+    a.shutdown(None).await;
+}
