@@ -73,8 +73,12 @@ pub const SEND_WINDOW: usize = 4 * BULK_CHUNK;
 /// crosses [`BULK_CHUNK`]), and the small messages around a table (OPEN,
 /// KEEPALIVEs, End-of-RIB, route-refresh markers, NOTIFICATION).
 pub const SEND_QUEUE_BOUND: usize = SEND_WINDOW + BULK_CHUNK + 2 * MAX_EXTENDED_MESSAGE_LEN;
-/// How long [`SessionHandle::shutdown`] waits for the NOTIFICATION to be written.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// How long [`SessionHandle::shutdown`] and [`SessionHandle::close`] give
+/// what is queued (withdrawals included) and the Cease to be written.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// How long the Cease, queued behind everything else, may take to be written
+/// once the drain is over (in time or not) before the connection is dropped.
+const CEASE_FLUSH: Duration = Duration::from_secs(1);
 /// How long a closed connection keeps draining what the peer still sends
 /// (so closing does not turn into a RST that could eat our NOTIFICATION).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
@@ -315,8 +319,9 @@ impl Default for SessionStatus {
 
 enum Command {
     Set(Routes),
-    /// Send Cease with this subcode (and RFC 9003 message) and stop.
-    Shutdown(u8, Option<String>),
+    /// Write what is queued, then Cease with this subcode (and RFC 9003
+    /// message), within this grace period, and stop.
+    Shutdown(u8, Option<String>, Duration),
 }
 
 /// Control of one running session. Dropping it shuts the session down
@@ -434,21 +439,46 @@ impl SessionHandle {
     }
 
     /// Send Cease / Administrative Shutdown (with `communication` as the RFC
-    /// 9003 message), close, and wait for the task to end. Routes are not
-    /// withdrawn one by one: closing the session withdraws them all.
+    /// 9003 message), close, and wait for the task to end, within
+    /// [`SHUTDOWN_FLUSH`]. Routes are not withdrawn one by one unless
+    /// [`set`](Self::set) was given an empty set first: closing the session
+    /// withdraws them all.
     pub async fn shutdown(self, communication: Option<String>) {
-        self.close(subcode::ADMINISTRATIVE_SHUTDOWN, communication)
+        self.shutdown_within(communication, SHUTDOWN_FLUSH).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with a grace period: what the session
+    /// still has to send (after [`set`](Self::set), the withdrawals) is
+    /// written first for up to `grace`, and the Cease always goes out behind
+    /// it, never ahead. When the peer does not take it all in time the
+    /// connection is dropped (the peer then sees the session end, not a
+    /// Cease ahead of the withdrawals). Returns within about `grace` + 1 s.
+    pub async fn shutdown_within(self, communication: Option<String>, grace: Duration) {
+        self.close_within(subcode::ADMINISTRATIVE_SHUTDOWN, communication, grace)
             .await
     }
 
     /// Send a Cease NOTIFICATION with `cease_subcode` (RFC 4486, e.g.
     /// [`subcode::PEER_DECONFIGURED`] 6/3 or
     /// [`subcode::OTHER_CONFIGURATION_CHANGE`] 6/6; `communication` goes out
-    /// only with 6/2 and 6/4), close, and wait for the task to end.
-    pub async fn close(mut self, cease_subcode: u8, communication: Option<String>) {
+    /// only with 6/2 and 6/4), close, and wait for the task to end, as
+    /// [`shutdown`](Self::shutdown) does.
+    pub async fn close(self, cease_subcode: u8, communication: Option<String>) {
+        self.close_within(cease_subcode, communication, SHUTDOWN_FLUSH)
+            .await
+    }
+
+    /// [`close`](Self::close) with the grace period of
+    /// [`shutdown_within`](Self::shutdown_within).
+    pub async fn close_within(
+        mut self,
+        cease_subcode: u8,
+        communication: Option<String>,
+        grace: Duration,
+    ) {
         let _ = self
             .cmd
-            .send(Command::Shutdown(cease_subcode, communication));
+            .send(Command::Shutdown(cease_subcode, communication, grace));
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -459,9 +489,11 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         if self.task.is_some() {
             // The task also stops when the command channel closes; say it explicitly.
-            let _ = self
-                .cmd
-                .send(Command::Shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None));
+            let _ = self.cmd.send(Command::Shutdown(
+                subcode::ADMINISTRATIVE_SHUTDOWN,
+                None,
+                SHUTDOWN_FLUSH,
+            ));
         }
     }
 }
@@ -616,12 +648,20 @@ async fn write_loop(
         queued,
         send_hold,
     } = ctx;
+    // Once the priority queue's sender is gone, what is left on the bulk
+    // queue (an ordered close: the Cease and Close behind the withdrawals) is
+    // still written.
+    let mut prio_open = true;
     loop {
         let (cmd, from_bulk) = tokio::select! {
             biased;
-            c = prio.recv() => (c, false),
+            c = prio.recv(), if prio_open => (c, false),
             c = bulk.recv() => (c, true),
         };
+        if cmd.is_none() && !from_bulk {
+            prio_open = false;
+            continue;
+        }
         match cmd {
             None | Some(WriteCmd::Close) => {
                 let _ = w.shutdown().await;
@@ -680,6 +720,16 @@ struct Driver {
     refresh_pending: Vec<Family>,
     /// Bulk work of the Established connection not yet handed to its writer.
     outbox: Outbox,
+    /// Shutting down: every message and close goes on the bulk queue, behind
+    /// what is already there.
+    ordered_close: bool,
+}
+
+/// A shutdown waiting for the queue to drain.
+struct Drain {
+    deadline: Instant,
+    cease: u8,
+    communication: Option<String>,
 }
 
 /// What the Established connection still has to send in bulk, pulled into
@@ -741,6 +791,7 @@ async fn run_bgp(
         refresh_in_flight: false,
         refresh_pending: Vec::new(),
         outbox: Outbox::default(),
+        ordered_close: false,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -764,20 +815,36 @@ async fn run_bgp(
     }
     d.feed(Input::Start);
     d.publish();
+    let mut draining: Option<Drain> = None;
     loop {
         let next_timer = d.timers.values().min().copied();
+        let drain_deadline = draining.as_ref().map(|x| x.deadline);
         tokio::select! {
-            cmd = cmd_rx.recv() => match cmd {
-                Some(Command::Set(routes)) => d.set_routes(routes),
-                Some(Command::Shutdown(cease, communication)) => {
-                    d.shutdown(cease, communication).await;
-                    return;
+            cmd = cmd_rx.recv(), if draining.is_none() => {
+                let (cease, communication, grace) = match cmd {
+                    Some(Command::Set(routes)) => {
+                        d.set_routes(routes);
+                        d.publish();
+                        continue;
+                    }
+                    Some(Command::Shutdown(cease, communication, grace)) => {
+                        (cease, communication, grace)
+                    }
+                    None => (subcode::ADMINISTRATIVE_SHUTDOWN, None, SHUTDOWN_FLUSH),
+                };
+                info!(cease, ?grace, queued = d.status.send_queue_bytes, "shutting down: writing what is queued first");
+                draining = Some(Drain {
+                    deadline: Instant::now() + grace,
+                    cease,
+                    communication,
+                });
+            }
+            _ = async {
+                match drain_deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
                 }
-                None => {
-                    d.shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None).await;
-                    return;
-                }
-            },
+            } => {}
             Some(ev) = events_rx.recv() => d.on_event(ev),
             res = async {
                 match d.connecting.as_mut() {
@@ -818,6 +885,20 @@ async fn run_bgp(
             } => d.on_timers(),
         }
         d.publish();
+        if let Some(dr) = &draining {
+            let in_time = d.drained();
+            if in_time || Instant::now() >= dr.deadline {
+                if !in_time {
+                    warn!(
+                        queued = d.status.send_queue_bytes,
+                        "the peer did not take what was queued within the grace period: the Cease goes behind it, the connection is dropped if it cannot be written"
+                    );
+                }
+                let dr = draining.take().expect("checked");
+                d.shutdown(dr.cease, dr.communication).await;
+                return;
+            }
+        }
     }
 }
 
@@ -984,12 +1065,27 @@ impl Driver {
         id
     }
 
+    /// Nothing is left to write on the Established connection (or there is none).
+    fn drained(&self) -> bool {
+        let Some(id) = self.session.established_conn() else {
+            return true;
+        };
+        self.outbox.sync.is_none()
+            && self.outbox.after.is_empty()
+            && self.conns.get(&id).is_none_or(|io| io.queued() == 0)
+    }
+
     fn close_conn(&mut self, id: ConnId) {
         let Some(io) = self.conns.remove(&id) else {
             return;
         };
         debug!(%id, "closing connection");
-        let _ = io.prio.send(WriteCmd::Close);
+        let q = if self.ordered_close {
+            &io.bulk
+        } else {
+            &io.prio
+        };
+        let _ = q.send(WriteCmd::Close);
         let reader = io.reader;
         tokio::spawn(async move {
             // Keep reading (and discarding) a little so the close is a FIN, not a RST.
@@ -1012,7 +1108,7 @@ impl Driver {
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
             Ok(()) => {
-                let q = io.push(false, buf.freeze());
+                let q = io.push(self.ordered_close, buf.freeze());
                 self.status.send_queue_peak_bytes = self.status.send_queue_peak_bytes.max(q);
             }
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
@@ -1413,8 +1509,11 @@ impl Driver {
         }
     }
 
+    /// Cease and close every connection, the NOTIFICATION behind whatever is
+    /// still queued, and wait [`CEASE_FLUSH`] for the writers.
     async fn shutdown(&mut self, cease: u8, communication: Option<String>) {
         info!(cease, ?communication, "shutting down");
+        self.ordered_close = true;
         self.feed(Input::Stop {
             subcode: cease,
             communication,
@@ -1422,7 +1521,7 @@ impl Driver {
         self.connecting = None;
         self.publish();
         let mut writers: Vec<_> = self.closing.drain(..).collect();
-        let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+        let flushed = tokio::time::timeout(CEASE_FLUSH, async {
             for w in &mut writers {
                 let _ = w.await;
             }

@@ -785,3 +785,73 @@ async fn a_slow_reader_keeps_the_send_queue_bounded() {
     ka.abort();
     a.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_go_out_before_the_cease_whatever_the_queue_holds() {
+    use ferrolb_bgp::wire::{Message, Negotiated, frame_len};
+    use std::collections::BTreeSet;
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    // More than the kernel buffers hold: the writer's queue is never empty here.
+    a.set(fat_routes(10_000));
+    let mut arx = a.status();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+    wait_for(&mut arx, "writes blocked", |s| s.send_queue_bytes > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Withdraw everything and shut down while the queue is full.
+    a.set(Routes::new());
+    let shut = tokio::spawn(a.shutdown_within(Some("bye".into()), Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The peer now reads everything: when the Cease arrives it holds nothing.
+    let mut held: BTreeSet<Ipv4Net> = BTreeSet::new();
+    let mut most = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let cease = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            while let Ok(Some(n)) = frame_len(&buf, 4096) {
+                if buf.len() < n {
+                    break;
+                }
+                let frame = buf.split_to(n);
+                match Message::decode(&frame, &Negotiated::default()).unwrap() {
+                    Message::Update(u) => {
+                        for p in &u.withdrawn {
+                            held.remove(p);
+                        }
+                        held.extend(u.nlri.iter().copied());
+                        most = most.max(held.len());
+                    }
+                    Message::Keepalive => {}
+                    Message::Notification(n) => return n,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut chunk)
+                .await
+                .expect("read");
+            assert!(n > 0, "closed without a Cease; {} routes held", held.len());
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("no Cease");
+    assert_eq!((cease.code, cease.subcode), (6, 2));
+    assert!(most > 100, "the peer held {most} routes at most");
+    assert!(
+        held.is_empty(),
+        "Cease arrived while the peer held {} of {most} routes",
+        held.len()
+    );
+    tokio::time::timeout(Duration::from_secs(10), shut)
+        .await
+        .expect("shutdown did not end")
+        .unwrap();
+    ka.abort();
+}
