@@ -18,6 +18,9 @@
 //! bytes wait for the writer, and the next slice is encoded when the writer
 //! reports a batch written, so what is buffered per connection stays under
 //! [`SEND_QUEUE_BOUND`] however large the table or slow the peer.
+//! A session negotiated without hold timer (hold time 0) gets TCP keepalive
+//! and TCP_USER_TIMEOUT on its socket instead ([`TCP_KEEPIDLE`]), so a
+//! vanished peer still ends it.
 //! A write that makes no progress for the send hold time (RFC 9687,
 //! [`PeerConfig::send_hold_time`]) stops the writer, frees its queues and
 //! closes the connection with Send Hold Timer Expired (8/0).
@@ -35,6 +38,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -76,6 +80,17 @@ pub const SEND_QUEUE_BOUND: usize = SEND_WINDOW + BULK_CHUNK + 2 * MAX_EXTENDED_
 /// How long [`SessionHandle::shutdown`] and [`SessionHandle::close`] give
 /// what is queued (withdrawals included) and the Cease to be written.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// TCP keepalive on a session without hold timer (hold time 0): the first
+/// probe after this much silence…
+pub const TCP_KEEPIDLE: Duration = Duration::from_secs(30);
+/// …then one probe this often…
+pub const TCP_KEEPINTVL: Duration = Duration::from_secs(10);
+/// …and the connection fails after this many unanswered probes (a dead peer
+/// is noticed after about 60 s).
+pub const TCP_KEEPCNT: u32 = 3;
+/// TCP_USER_TIMEOUT on such a session: data unacknowledged for this long
+/// fails the connection (the usual 90 s hold time).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the Cease, queued behind everything else, may take to be written
 /// once the drain is over (in time or not) before the connection is dropped.
 const CEASE_FLUSH: Duration = Duration::from_secs(1);
@@ -291,6 +306,42 @@ pub struct SessionStatus {
     /// The most [`send_queue_bytes`](Self::send_queue_bytes) one connection
     /// ever reached, over the life of the task (at most [`SEND_QUEUE_BOUND`]).
     pub send_queue_peak_bytes: usize,
+    /// The TCP keepalive settings of the Established connection, as read
+    /// back from its socket; set (see [`TCP_KEEPIDLE`]) only when the
+    /// negotiated hold time is 0, so that a dead peer is still noticed.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive and user timeout of a socket (`SO_KEEPALIVE`,
+/// `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+    pub user_timeout: Duration,
+}
+
+/// Turn TCP keepalive and the user timeout on for `fd` with the values
+/// above, then read them back.
+fn enable_tcp_keepalive(fd: &OwnedFd) -> nix::Result<TcpKeepalive> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    setsockopt(fd, sockopt::TcpKeepIdle, &secs(TCP_KEEPIDLE))?;
+    setsockopt(fd, sockopt::TcpKeepInterval, &secs(TCP_KEEPINTVL))?;
+    setsockopt(fd, sockopt::TcpKeepCount, &TCP_KEEPCNT)?;
+    setsockopt(fd, sockopt::TcpUserTimeout, &millis(TCP_USER_TIMEOUT))?;
+    setsockopt(fd, sockopt::KeepAlive, &true)?;
+    if !getsockopt(fd, sockopt::KeepAlive)? {
+        return Err(nix::Error::EINVAL);
+    }
+    Ok(TcpKeepalive {
+        idle: Duration::from_secs(getsockopt(fd, sockopt::TcpKeepIdle)?.into()),
+        interval: Duration::from_secs(getsockopt(fd, sockopt::TcpKeepInterval)?.into()),
+        count: getsockopt(fd, sockopt::TcpKeepCount)?,
+        user_timeout: Duration::from_millis(getsockopt(fd, sockopt::TcpUserTimeout)?.into()),
+    })
 }
 
 impl Default for SessionStatus {
@@ -313,6 +364,7 @@ impl Default for SessionStatus {
             bfd_downs: 0,
             send_queue_bytes: 0,
             send_queue_peak_bytes: 0,
+            tcp_keepalive: None,
         }
     }
 }
@@ -537,6 +589,9 @@ struct ConnIo {
     local: SocketAddr,
     /// Bytes sent to `prio`/`bulk` and not yet written by the writer.
     queued: Arc<AtomicUsize>,
+    /// A duplicate of the socket's descriptor, for socket options once the
+    /// session is negotiated (dropped with the connection).
+    fd: Option<OwnedFd>,
 }
 
 impl ConnIo {
@@ -1037,6 +1092,13 @@ impl Driver {
     fn add_conn(&mut self, stream: TcpStream, local: SocketAddr) -> ConnId {
         let id = ConnId(self.next_id);
         self.next_id += 1;
+        let fd = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!(%id, error = %e, "cannot duplicate the socket descriptor; no TCP keepalive for it");
+                None
+            }
+        };
         let (r, w) = stream.into_split();
         let (prio_tx, prio_rx) = mpsc::unbounded_channel();
         let (bulk_tx, bulk_rx) = mpsc::unbounded_channel();
@@ -1060,6 +1122,7 @@ impl Driver {
                 writer,
                 local,
                 queued,
+                fd,
             },
         );
         id
@@ -1314,6 +1377,21 @@ impl Driver {
             .established_conn()
             .and_then(|c| self.session.peer_as(c));
         self.status.last_connect_error = None;
+        self.status.tcp_keepalive = None;
+        if let Some((0, _)) = self.session.timers()
+            && let Some(id) = self.session.established_conn()
+            && let Some(fd) = self.conns.get(&id).and_then(|io| io.fd.as_ref())
+        {
+            // No hold timer: without TCP keepalive a peer that vanishes
+            // silently would never be noticed.
+            match enable_tcp_keepalive(fd) {
+                Ok(k) => {
+                    info!(keepalive = ?k, "hold time 0: TCP keepalive and user timeout on");
+                    self.status.tcp_keepalive = Some(k);
+                }
+                Err(e) => warn!(error = %e, "hold time 0 and TCP keepalive cannot be set"),
+            }
+        }
         info!(
             peer_id = ?self.session.peer_router_id(),
             peer_as = ?self.status.peer_as,
@@ -1351,6 +1429,7 @@ impl Driver {
         self.status.initial_table_sent = false;
         self.status.negotiated = None;
         self.status.peer_as = None;
+        self.status.tcp_keepalive = None;
         self.status.last_down = Some(reason.to_string());
         self.status.last_down_reason = Some(reason);
     }

@@ -855,3 +855,43 @@ async fn withdrawals_go_out_before_the_cease_whatever_the_queue_holds() {
         .unwrap();
     ka.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_time_0_turns_tcp_keepalive_on() {
+    use ferrolb_bgp::driver::{
+        TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT, TcpKeepalive,
+    };
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    let mut arx = a.status();
+
+    // The peer offers hold time 0: no hold timer, so TCP keepalive instead.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 0).await;
+    let st = wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    assert_eq!(
+        st.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: TCP_KEEPIDLE,
+            interval: TCP_KEEPINTVL,
+            count: TCP_KEEPCNT,
+            user_timeout: TCP_USER_TIMEOUT,
+        }),
+        "{st:#?}"
+    );
+
+    // The next session negotiates a hold timer: no TCP keepalive.
+    drop(s);
+    wait_for(&mut arx, "down", |s| s.state != State::Established).await;
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+    let st = wait_for(&mut arx, "established again", |s| {
+        s.established_generation == 2
+    })
+    .await;
+    assert_eq!(st.tcp_keepalive, None);
+    a.shutdown(None).await;
+}
