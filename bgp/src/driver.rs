@@ -91,6 +91,11 @@ pub const TCP_KEEPCNT: u32 = 3;
 /// TCP_USER_TIMEOUT on such a session: data unacknowledged for this long
 /// fails the connection (the usual 90 s hold time).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(90);
+/// After a failed accept (out of descriptors, ...) the listener rests this
+/// long, doubling on each further failure up to [`ACCEPT_PAUSE_MAX`], so a
+/// persistent error never spins.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// How long the Cease, queued behind everything else, may take to be written
 /// once the drain is over (in time or not) before the connection is dropped.
 const CEASE_FLUSH: Duration = Duration::from_secs(1);
@@ -310,6 +315,9 @@ pub struct SessionStatus {
     /// back from its socket; set (see [`TCP_KEEPIDLE`]) only when the
     /// negotiated hold time is 0, so that a dead peer is still noticed.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Failed accepts on the listening socket, over the life of the task
+    /// (each pauses accepting, with a doubling delay).
+    pub accept_errors: u64,
 }
 
 /// TCP keepalive and user timeout of a socket (`SO_KEEPALIVE`,
@@ -365,6 +373,7 @@ impl Default for SessionStatus {
             send_queue_bytes: 0,
             send_queue_peak_bytes: 0,
             tcp_keepalive: None,
+            accept_errors: 0,
         }
     }
 }
@@ -778,6 +787,10 @@ struct Driver {
     /// Shutting down: every message and close goes on the bulk queue, behind
     /// what is already there.
     ordered_close: bool,
+    /// No accept before this (after an accept error).
+    accept_resume: Option<Instant>,
+    /// The pause after the next accept error.
+    accept_pause: Duration,
 }
 
 /// A shutdown waiting for the queue to drain.
@@ -847,6 +860,8 @@ async fn run_bgp(
         refresh_pending: Vec::new(),
         outbox: Outbox::default(),
         ordered_close: false,
+        accept_resume: None,
+        accept_pause: ACCEPT_PAUSE,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -912,7 +927,12 @@ async fn run_bgp(
             }
             acc = async {
                 match listener.as_ref() {
-                    Some(l) => l.accept().await,
+                    Some(l) => {
+                        if let Some(t) = d.accept_resume {
+                            tokio::time::sleep_until(t).await;
+                        }
+                        l.accept().await
+                    }
                     None => std::future::pending().await,
                 }
             } => d.on_accept(acc),
@@ -1061,10 +1081,16 @@ impl Driver {
         let (stream, remote) = match acc {
             Ok(x) => x,
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                let pause = self.accept_pause;
+                self.accept_pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                self.accept_resume = Some(Instant::now() + pause);
+                self.status.accept_errors += 1;
+                warn!(error = %e, ?pause, "accept failed; accepting again after a pause");
                 return;
             }
         };
+        self.accept_pause = ACCEPT_PAUSE;
+        self.accept_resume = None;
         let remote_ip = match remote.ip() {
             IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()

@@ -17,9 +17,14 @@
 //! Collision Resolution (6/7). A connection that shows up while the session
 //! is Established always loses.
 //!
+//! Peer oscillation damping (RFC 4271 §8.1.1): the connect-retry backoff
+//! starts over only after the session stayed Established for
+//! [`SessionConfig::stable_time`] ([`TimerKind::Stable`]), so a peer that
+//! resets the session right after Established meets a growing delay.
+//!
 //! What this module does not do: send routes (on [`Output::Established`] the
-//! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp flaps
-//! beyond the exponential connect-retry backoff.
+//! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
+//! flaps.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -95,6 +100,10 @@ pub enum TimerKind {
     Hold(ConnId),
     /// KeepaliveTimer of one connection.
     Keepalive(ConnId),
+    /// The Established session has stayed up for
+    /// [`SessionConfig::stable_time`]: earlier failures are forgiven and the
+    /// connect-retry backoff starts over from its first delay.
+    Stable,
 }
 
 /// Something happened; the session decides what to do about it.
@@ -247,6 +256,11 @@ pub struct SessionConfig {
     pub connect_retry_max: Duration,
     /// How long an outbound TCP connection attempt may take.
     pub connect_timeout: Duration,
+    /// How long a session must stay Established before the connect-retry
+    /// backoff starts over (RFC 4271 §8.1.1 damping of peer oscillations): a
+    /// peer that resets the session sooner, however many times, meets a
+    /// growing delay before each reconnection.
+    pub stable_time: Duration,
     /// Send the graceful restart capability with this restart time (seconds,
     /// 12 bits), R bit clear and no families: we help, we preserve nothing.
     pub graceful_restart_time: Option<u16>,
@@ -259,7 +273,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A configuration with the usual defaults: hold 90 s, keepalive hold/3,
     /// active, IPv4 unicast, first retry 1 s doubling to 60 s, connect
-    /// timeout 10 s, graceful restart time 120 s, no extended messages.
+    /// timeout 10 s, backoff forgiven after 30 s Established, graceful
+    /// restart time 120 s, no extended messages.
     pub fn new(local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
         SessionConfig {
             local_as,
@@ -273,6 +288,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            stable_time: Duration::from_secs(30),
             graceful_restart_time: Some(120),
             extended_message: false,
             seed: 0x5eed_f00d,
@@ -588,6 +604,13 @@ impl Session {
                     self.fail_conn(id, Some(n), DownReason::HoldTimerExpired, out);
                 }
             }
+            // Left armed when the session goes down: it only forgives while
+            // Established, and the next Established restarts it.
+            TimerKind::Stable => {
+                if self.established_conn().is_some() {
+                    self.retry_base = self.cfg.connect_retry;
+                }
+            }
             // Event 11: KeepaliveTimer_Expires
             TimerKind::Keepalive(id) => {
                 if let Some(c) = self.conn(id)
@@ -679,7 +702,8 @@ impl Session {
                         Duration::from_secs(p.hold_time.into()),
                     ));
                 }
-                self.retry_base = self.cfg.connect_retry;
+                // The backoff starts over only once the session proved stable.
+                out.push(Output::ArmTimer(TimerKind::Stable, self.cfg.stable_time));
                 out.push(Output::Established(p.negotiated));
             }
             // Events 19/27 and ROUTE-REFRESH in OpenConfirm: FSM error 5/2

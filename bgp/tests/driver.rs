@@ -895,3 +895,39 @@ async fn hold_time_0_turns_tcp_keepalive_on() {
     assert_eq!(st.tcp_keepalive, None);
     a.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_resetting_right_after_established_is_damped() {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // First retry after 100 ms: undamped, that is ~10 reconnections a second.
+    let a = active(port, None);
+    let mut arx = a.status();
+    let t0 = std::time::Instant::now();
+    let mut connects = Vec::new();
+    while t0.elapsed() < Duration::from_secs(4) {
+        let left = Duration::from_secs(4).saturating_sub(t0.elapsed());
+        let Ok(acc) = tokio::time::timeout(left, listener.accept()).await else {
+            break;
+        };
+        let (mut s, _) = acc.unwrap();
+        connects.push(t0.elapsed());
+        let mut buf = bytes::BytesMut::new();
+        raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+        let n = connects.len() as u64;
+        wait_for(&mut arx, "established", |s| s.established_generation == n).await;
+        drop(s); // reset right after Established
+    }
+    // 100, 200, 400, 800, 1600 ms (±25 %) between attempts: 5 or 6 in 4 s.
+    assert!(
+        (4..=7).contains(&connects.len()),
+        "{} connects: {connects:?}",
+        connects.len()
+    );
+    let gaps: Vec<Duration> = connects.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "the delay does not grow: {gaps:?}"
+    );
+    a.shutdown(None).await;
+}

@@ -188,6 +188,7 @@ fn active_open_happy_path() {
                 msg(C1, Message::Keepalive),
                 vec![
                     Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
                     Output::Established(negotiated()),
                 ],
                 State::Established,
@@ -275,6 +276,7 @@ fn passive_open() {
                 msg(C1, Message::Keepalive),
                 vec![
                     Output::ArmTimer(TimerKind::Hold(C1), secs(30)),
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
                     Output::Established(negotiated()),
                 ],
                 State::Established,
@@ -597,7 +599,10 @@ fn hold_time_zero_disables_timers() {
             ),
             (
                 msg(C1, Message::Keepalive),
-                vec![Output::Established(negotiated())],
+                vec![
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
+                    Output::Established(negotiated()),
+                ],
                 State::Established,
             ),
             (msg(C1, Message::Keepalive), vec![], State::Established),
@@ -868,15 +873,63 @@ fn connect_retry_backoff_grows_and_caps() {
             Output::ArmTimer(TimerKind::ConnectRetry, secs(10))
         ]
     );
-    // Established resets the backoff to the first delay.
+    // A session that stayed Established for the stable time resets the
+    // backoff to the first delay.
     s.handle(outbound(C1));
     s.handle(msg(C1, peer_open(90)));
     s.handle(msg(C1, Message::Keepalive));
+    s.handle(Input::TimerExpired(TimerKind::Stable));
     let got = s.handle(Input::Closed { conn: C1 });
     let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
         panic!("{got:?}")
     };
     assert!(d.as_secs_f64() <= 1.25, "{d:?}");
+}
+
+/// RFC 4271 §8.1.1: a peer that resets the session right after Established
+/// (before the stable time) meets a growing delay before each reconnection.
+#[test]
+fn resets_right_after_established_are_damped() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    let mut delays = Vec::new();
+    for i in 0..8u64 {
+        let c = ConnId(10 + i);
+        s.handle(Input::Connected {
+            conn: c,
+            direction: Direction::Outbound,
+        });
+        s.handle(msg(c, peer_open(90)));
+        let up = s.handle(msg(c, Message::Keepalive));
+        assert!(
+            up.contains(&Output::ArmTimer(TimerKind::Stable, secs(30))),
+            "{up:?}"
+        );
+        let got = s.handle(Input::Closed { conn: c });
+        let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+            panic!("{got:?}")
+        };
+        delays.push(*d);
+        assert_eq!(
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry))[0],
+            Output::Connect
+        );
+    }
+    for (i, d) in delays.iter().enumerate() {
+        let base = (1u64 << i).min(60) as f64;
+        let d = d.as_secs_f64();
+        assert!(
+            d >= base * 0.75 && d <= (base * 1.25).min(60.0),
+            "reset {i}: {d} s for base {base}: {delays:?}"
+        );
+    }
+    // A stale Stable expiry while down forgives nothing.
+    s.handle(Input::TimerExpired(TimerKind::Stable));
+    let got = s.handle(Input::ConnectFailed);
+    let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+        panic!("{got:?}")
+    };
+    assert!(d.as_secs_f64() >= 45.0, "{d:?}");
 }
 
 #[test]
