@@ -1099,7 +1099,8 @@ impl Driver {
             ip => ip,
         };
         if remote_ip != self.cfg.peer.ip() {
-            info!(%remote, "refusing connection from an unknown address");
+            info!(%remote, "refusing connection from an unknown address (Cease / Connection Rejected)");
+            tokio::spawn(reject(stream).instrument(tracing::Span::current()));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -1657,6 +1658,23 @@ impl Driver {
             }
         });
     }
+}
+
+/// Tell a connection we do not accept why (Cease / Connection Rejected,
+/// 6/5, RFC 4486 §4), then close it; gives up after a second.
+async fn reject(mut stream: TcpStream) {
+    let mut buf = BytesMut::new();
+    if Message::Notification(crate::fsm::connection_rejected())
+        .encode(&Negotiated::default(), &mut buf)
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Cease / Maximum Number of Prefixes Reached (6/1) with the data RFC 4486

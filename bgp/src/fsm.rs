@@ -630,7 +630,14 @@ impl Session {
 
     fn on_connected(&mut self, id: ConnId, direction: Direction, out: &mut Vec<Output>) {
         if !self.started || self.conn(id).is_some() {
-            // Idle refuses connections (Events 16/17 in Idle).
+            // Idle refuses connections (Events 16/17 in Idle); the peer's
+            // hears why (RFC 4486 §4: Cease / Connection Rejected).
+            if direction == Direction::Inbound && self.conn(id).is_none() {
+                out.push(Output::Send(
+                    id,
+                    Message::Notification(connection_rejected()),
+                ));
+            }
             out.push(Output::Close(id));
             return;
         }
@@ -658,6 +665,12 @@ impl Session {
             }
         }
         if self.conns.len() >= 2 {
+            if direction == Direction::Inbound {
+                out.push(Output::Send(
+                    id,
+                    Message::Notification(connection_rejected()),
+                ));
+            }
             out.push(Output::Close(id));
             return;
         }
@@ -944,6 +957,12 @@ impl Session {
         self.retry_base = (base * 2).min(self.cfg.connect_retry_max);
         d
     }
+}
+
+/// Cease / Connection Rejected (6/5, RFC 4486 §4): what a connection we do
+/// not accept is told before it is closed.
+pub fn connection_rejected() -> Notification {
+    Notification::cease(subcode::CONNECTION_REJECTED, None)
 }
 
 /// "6/2 Cease / Administrative Shutdown: \"text\"" for logs and status.

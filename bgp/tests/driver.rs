@@ -931,3 +931,38 @@ async fn a_peer_resetting_right_after_established_is_damped() {
     );
     a.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_inbound_connections_get_cease_connection_rejected() {
+    // Listening for 127.0.0.2 only; a connection from 127.0.0.1 is not the peer.
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 179),
+        PASSIVE_AS,
+        ACTIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    cfg.passive = true;
+    cfg.listen = true;
+    cfg.listen_port = 0;
+    let p = spawn(cfg);
+    let mut prx = p.status();
+    let addr = wait_for(&mut prx, "listening", |s| s.listen_addr.is_some())
+        .await
+        .listen_addr
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect((LOCALHOST, addr.port()))
+        .await
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), raw::read_msg(&mut s, &mut buf))
+        .await
+        .expect("nothing sent");
+    let Some(ferrolb_bgp::wire::Message::Notification(n)) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!((n.code, n.subcode), (6, 5));
+    // Then closed.
+    assert_eq!(raw::read_msg(&mut s, &mut buf).await, None);
+    assert_eq!(p.status().borrow().state, State::Active);
+    p.shutdown(None).await;
+}

@@ -298,7 +298,13 @@ fn passive_open() {
 #[test]
 fn idle_refuses_connections() {
     let mut s = Session::new(cfg());
-    assert_eq!(s.handle(inbound(C1)), vec![Output::Close(C1)]);
+    assert_eq!(
+        s.handle(inbound(C1)),
+        vec![
+            Output::Send(C1, Message::Notification(notif(6, 5))),
+            Output::Close(C1)
+        ]
+    );
     assert_eq!(s.state(), State::Idle);
 }
 
@@ -424,6 +430,31 @@ fn third_connection_is_refused() {
         s.handle(outbound(ConnId(4))),
         vec![Output::Close(ConnId(4))]
     );
+}
+
+#[test]
+fn an_inbound_connection_beyond_two_gets_cease_connection_rejected() {
+    // Established on the inbound connection, our outbound attempt in OpenSent.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    s.handle(msg(C1, Message::Keepalive));
+    assert_eq!(s.established_conn(), Some(C1));
+    // The connect attempt started with Start completes late.
+    s.handle(outbound(C2));
+    assert_eq!(s.conns(), vec![C1, C2]);
+    // A third connection from the peer: 6/5, then closed; the others stay.
+    let c3 = ConnId(3);
+    assert_eq!(
+        s.handle(inbound(c3)),
+        vec![
+            Output::Send(c3, Message::Notification(notif(6, 5))),
+            Output::Close(c3)
+        ]
+    );
+    assert_eq!(s.conns(), vec![C1, C2]);
+    assert_eq!(s.state(), State::Established);
 }
 
 #[test]
