@@ -355,6 +355,9 @@ pub struct Session {
     /// The next connect-retry delay before jitter.
     retry_base: Duration,
     rng: u64,
+    /// Capability codes the peer said it does not support (OPEN Message
+    /// Error / Unsupported Capability, 2/7): left out of every later OPEN.
+    unsupported_caps: Vec<u8>,
 }
 
 impl Session {
@@ -372,6 +375,7 @@ impl Session {
             connecting: false,
             conns: Vec::new(),
             rng,
+            unsupported_caps: Vec::new(),
         }
     }
 
@@ -454,6 +458,7 @@ impl Session {
         }
         caps.push(Capability::FourOctetAs(self.cfg.local_as));
         caps.push(Capability::EnhancedRouteRefresh);
+        caps.retain(|c| !self.unsupported_caps.contains(&c.code()));
         Open::new(
             self.cfg.local_as,
             self.cfg.hold_time,
@@ -696,6 +701,9 @@ impl Session {
         match (state, message) {
             // Events 24/25: NotifMsgVerErr / NotifMsg, any state
             (_, Message::Notification(n)) => {
+                if (n.code, n.subcode) == (code::OPEN_MESSAGE, subcode::UNSUPPORTED_CAPABILITY) {
+                    self.drop_capabilities(&n.data);
+                }
                 self.fail_conn(id, None, DownReason::NotificationReceived(n), out);
             }
             // Event 19: BGPOpen in OpenSent
@@ -824,6 +832,26 @@ impl Session {
         }
     }
 
+    /// The capability codes in the data of an Unsupported Capability
+    /// NOTIFICATION (RFC 5492 §3: the capabilities as the OPEN carried them,
+    /// code, length, value) are not offered again. A truncated entry ends
+    /// the list.
+    fn drop_capabilities(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while let [code, len, tail @ ..] = rest {
+            if !self.unsupported_caps.contains(code) {
+                self.unsupported_caps.push(*code);
+            }
+            rest = tail.get(usize::from(*len)..).unwrap_or(&[]);
+        }
+    }
+
+    /// Capability codes left out of our OPEN because the peer said it does
+    /// not support them (2/7).
+    pub fn unsupported_capabilities(&self) -> &[u8] {
+        &self.unsupported_caps
+    }
+
     /// Which direction survives a collision with a peer whose identifier is `peer_id`.
     fn collision_winner(&self, peer_id: Ipv4Addr, peer_as: u32) -> Direction {
         let local = u32::from(self.cfg.router_id);
@@ -843,7 +871,11 @@ impl Session {
 
     /// What both OPENs agree on.
     fn negotiate(&self, peer: &Open) -> Negotiated {
-        let has = |pred: fn(&Capability) -> bool| peer.capabilities.iter().any(pred);
+        // A feature is on when both OPENs carried it (ours may leave some out, 2/7).
+        let ours = self.local_open().capabilities;
+        let has = |pred: fn(&Capability) -> bool| {
+            peer.capabilities.iter().any(pred) && ours.iter().any(pred)
+        };
         let mut theirs: Vec<Family> = peer
             .capabilities
             .iter()
@@ -856,13 +888,23 @@ impl Session {
             // RFC 4760 §8: no multiprotocol capability means IPv4 unicast only.
             theirs.push(Family::IPV4_UNICAST);
         }
-        let mut families: Vec<Family> = self
-            .cfg
-            .families
+        let mut mine: Vec<Family> = ours
             .iter()
-            .copied()
-            .filter(|f| theirs.contains(f))
+            .filter_map(|c| match c {
+                Capability::Multiprotocol(f) => Some(*f),
+                _ => None,
+            })
             .collect();
+        if mine.is_empty() {
+            // Our OPEN carried no multiprotocol capability either (2/7 for it).
+            mine.extend(
+                self.cfg
+                    .families
+                    .iter()
+                    .filter(|f| **f == Family::IPV4_UNICAST),
+            );
+        }
+        let mut families: Vec<Family> = mine.into_iter().filter(|f| theirs.contains(f)).collect();
         families.sort();
         families.dedup();
         Negotiated {

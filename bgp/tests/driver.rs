@@ -966,3 +966,39 @@ async fn unexpected_inbound_connections_get_cease_connection_rejected() {
     assert_eq!(p.status().borrow().state, State::Active);
     p.shutdown(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_capability_2_7_is_left_out_of_the_next_open() {
+    use ferrolb_bgp::wire::{Message, Notification};
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    let mut arx = a.status();
+
+    // Our first OPEN offers Enhanced Route Refresh (70); the peer refuses it.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let Some(Message::Open(first)) = raw::read_msg(&mut s, &mut buf).await else {
+        panic!("expected OPEN")
+    };
+    let codes = |o: &ferrolb_bgp::wire::Open| -> Vec<u8> {
+        o.capabilities.iter().map(|c| c.code()).collect()
+    };
+    assert!(codes(&first).contains(&70), "{:?}", codes(&first));
+    let mut n = Notification::new(2, 7);
+    n.data = vec![70, 0];
+    raw::write_msg(&mut s, Message::Notification(n)).await;
+    let st = wait_for(&mut arx, "down", |s| s.last_down_reason.is_some()).await;
+    assert!(st.last_down.as_deref().unwrap().contains("2/7"), "{st:?}");
+    drop(s);
+
+    // The next OPEN leaves it out, and the session comes up.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let ours = raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+    assert!(!codes(&ours).contains(&70), "{:?}", codes(&ours));
+    assert!(codes(&ours).contains(&2) && codes(&ours).contains(&65));
+    let st = wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    assert!(!st.negotiated.unwrap().enhanced_route_refresh);
+    a.shutdown(None).await;
+}

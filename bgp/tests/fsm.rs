@@ -1209,3 +1209,38 @@ fn reset_while_established_sends_the_notification_and_retries() {
     // Outside Established it does nothing.
     assert!(s.handle(Input::Reset(n)).is_empty());
 }
+
+/// RFC 5492 §3: after Unsupported Capability (2/7) the next OPEN leaves out
+/// the capabilities its data lists, and nothing is negotiated on them.
+#[test]
+fn unsupported_capability_is_left_out_of_the_next_open() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    // Data: Enhanced Route Refresh (70, empty) and Route Refresh (2, empty).
+    let mut n = notif(2, 7);
+    n.data = vec![70, 0, 2, 0];
+    let got = s.handle(msg(C1, Message::Notification(n.clone())));
+    assert!(
+        got.contains(&Output::Down(DownReason::NotificationReceived(n))),
+        "{got:?}"
+    );
+    assert_eq!(s.unsupported_capabilities(), &[70, 2]);
+    s.handle(Input::TimerExpired(TimerKind::ConnectRetry));
+    let got = s.handle(outbound(C2));
+    let Some(open) = got.iter().find_map(|o| match o {
+        Output::Send(_, Message::Open(open)) => Some(open),
+        _ => None,
+    }) else {
+        panic!("{got:?}")
+    };
+    let codes: Vec<u8> = open.capabilities.iter().map(|c| c.code()).collect();
+    assert!(!codes.contains(&70) && !codes.contains(&2), "{codes:?}");
+    assert!(codes.contains(&65) && codes.contains(&1), "{codes:?}");
+    // The peer offers both anyway: neither is negotiated.
+    s.handle(msg(C2, peer_open(90)));
+    let neg = s.negotiated(C2).unwrap();
+    assert!(!neg.route_refresh && !neg.enhanced_route_refresh, "{neg:?}");
+    assert!(neg.four_octet_as);
+    assert_eq!(neg.families, vec![Family::IPV4_UNICAST]);
+}
