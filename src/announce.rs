@@ -708,6 +708,19 @@ mod tests {
     }
 
     #[test]
+    fn send_hold_time_defaults_to_max_of_480_and_twice_the_hold_time() {
+        assert!(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "0"]).is_err());
+        let (cfg, _) = plan(parse(&["--prefix", "10.0.0.1"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(480));
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--hold-time", "300"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(600));
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "20"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(20));
+    }
+
+    #[test]
     fn consecutive_hosts() {
         let v4: Vec<IpNet> = host_routes("10.0.0.254".parse().unwrap(), 3)
             .unwrap()
