@@ -635,7 +635,7 @@ impl Session {
 
     fn on_connected(&mut self, id: ConnId, direction: Direction, out: &mut Vec<Output>) {
         if !self.started || self.conn(id).is_some() {
-            // Idle refuses connections (Events 16/17 in Idle); the peer's
+            // Idle refuses connections (Events 16/17 in Idle); the peer
             // hears why (RFC 4486 §4: Cease / Connection Rejected).
             if direction == Direction::Inbound && self.conn(id).is_none() {
                 out.push(Output::Send(
