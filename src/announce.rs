@@ -149,6 +149,11 @@ pub struct Args {
     /// --connect-retry.
     #[arg(long, value_name = "N")]
     max_prefix: Option<u32>,
+    /// Send hold time in seconds (RFC 9687): a peer that takes nothing we
+    /// write for this long is dropped with NOTIFICATION 8 (Send Hold Timer
+    /// Expired). Default: the larger of 480 and twice --hold-time.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    send_hold_time: Option<u64>,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -433,6 +438,7 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
             passive: args.bfd_passive,
         }),
         max_prefix: args.max_prefix,
+        send_hold_time: args.send_hold_time.map(Duration::from_secs),
     };
     Ok((cfg, routes))
 }
@@ -699,6 +705,19 @@ mod tests {
         let (cfg, _) =
             plan(parse(&["--prefix", "10.0.0.1", "--ebgp-multihop", "255"]).unwrap()).unwrap();
         assert_eq!(cfg.ttl(), 255);
+    }
+
+    #[test]
+    fn send_hold_time_defaults_to_max_of_480_and_twice_the_hold_time() {
+        assert!(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "0"]).is_err());
+        let (cfg, _) = plan(parse(&["--prefix", "10.0.0.1"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(480));
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--hold-time", "300"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(600));
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "20"]).unwrap()).unwrap();
+        assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(20));
     }
 
     #[test]

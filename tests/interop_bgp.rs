@@ -559,6 +559,45 @@ fn frr_ebgp_ipv4_communities() -> Result<()> {
     Ok(())
 }
 
+/// Both sides connect and both listen: ferrolb (`--listen`, retrying its
+/// connection) is started first, then FRR as an active neighbor, which
+/// connects at once. Whether the two connections meet (the collision rules of
+/// RFC 4271 §6.8 then keep one; the timing decides, the FSM and driver tests
+/// cover the collision itself) or FRR's arrives alone, one session comes up,
+/// carries the route and stays up.
+#[test]
+fn frr_both_active_and_listening_settle_on_one_session() -> Result<()> {
+    let test = "frr_both_active_and_listening_settle_on_one_session";
+    if !require_root_or_skip(test, <Frr as Daemon>::BINS) {
+        return Ok(());
+    }
+    let pair = Pair::new(&SPEAKER_ADDRS, &PEER_ADDRS)?;
+    let mut a = Announce::new(PEER, SPEAKER, 64522, 64512).prefixes(&["172.17.254.1/32"]);
+    a.args.push("--listen".into());
+    let mut f = a.spawn_in(&pair.a)?;
+    // Let ferrolb fail a connect or two, so its retries run when FRR starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut n = FrrNeighbor::new(SPEAKER, 64522);
+    n.families = vec![Family::of(SPEAKER)];
+    let d = Frr::start(&pair.b, FrrConfig::new(64512, PEER).neighbor(n))?;
+    wait_up(&mut f)?;
+    d.wait_established(SPEAKER, T)?;
+    d.wait_rib_count(Family::of(SPEAKER), 1, T)?;
+    // Stable: no second Established, FRR keeps the route.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = f.stdout();
+    assert!(
+        !out.contains("generation=2"),
+        "the session went down and up again:\n{out}\n{}",
+        f.stderr_tail(30)
+    );
+    d.wait_established(SPEAKER, Duration::from_secs(1))?;
+    d.wait_rib_count(Family::of(SPEAKER), 1, Duration::from_secs(1))?;
+    stop_ok(&mut f)?;
+    d.wait_rib_count(Family::of(SPEAKER), 0, Duration::from_secs(10))?;
+    Ok(())
+}
+
 #[test]
 fn frr_ipv6_128_mp_bgp() -> Result<()> {
     let Some(lab) = Lab::<Frr>::start("frr_ipv6_128_mp_bgp", 64512, SPEAKER6, 64522)? else {

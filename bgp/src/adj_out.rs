@@ -9,6 +9,10 @@
 //! set, each group packed into as few UPDATEs as the session's maximum
 //! message size allows. After `updates` returns, the returned messages are
 //! taken as sent: the caller must put all of them on the wire, in order.
+//! [`AdjOut::updates_paced`] does the same work in slices of about a given
+//! number of encoded bytes, walking the prefixes in order, so a sender can
+//! pull the next slice when its socket drains instead of holding the whole
+//! difference encoded at once.
 //!
 //! Memory is proportional to the number of routes: each route is a prefix
 //! plus a shared pointer to an interned attribute set, never a copy of it.
@@ -196,6 +200,36 @@ impl AdjOut {
     /// set. Each UPDATE encodes to at most `ctx.negotiated.max_message_len()`
     /// bytes and holds as many prefixes as fit. The result is taken as sent.
     pub fn updates(&mut self, ctx: &OutContext) -> Vec<Update> {
+        self.diff(ctx, None, usize::MAX).0
+    }
+
+    /// One slice of [`updates`](Self::updates): brings the prefixes from
+    /// `from` on (from the first one when `None`) in sync, and stops before
+    /// the next prefix that would change something once the UPDATEs produced
+    /// reach about `budget` encoded bytes (at most one more prefix, i.e. one
+    /// message, beyond it). Prefixes already in sync cost nothing. Returns the
+    /// UPDATEs, taken as sent like those of `updates`, and the prefix the next
+    /// call continues from; `None` when everything from `from` on is in sync.
+    ///
+    /// A sync started from `None` and continued until `None` comes back
+    /// leaves the peer holding exactly the desired set, even when
+    /// [`set_desired`](Self::set_desired) changes it in between, as long as
+    /// the sync restarts from `None` after each such change.
+    pub fn updates_paced(
+        &mut self,
+        ctx: &OutContext,
+        from: Option<IpNet>,
+        budget: usize,
+    ) -> (Vec<Update>, Option<IpNet>) {
+        self.diff(ctx, from, budget.max(1))
+    }
+
+    fn diff(
+        &mut self,
+        ctx: &OutContext,
+        from: Option<IpNet>,
+        budget: usize,
+    ) -> (Vec<Update>, Option<IpNet>) {
         let neg = &ctx.negotiated;
         let max = neg.max_message_len();
         let v4_ok = neg.families.contains(&Family::IPV4_UNICAST);
@@ -212,16 +246,32 @@ impl AdjOut {
         let mut last_resolved: Option<(ResolveKey, Resolution)> = None;
         let mut skipped: HashMap<Skip, (usize, IpNet)> = HashMap::new();
 
-        let mut new_adv: Vec<(IpNet, Arc<PathAttributes>)> = Vec::with_capacity(self.desired.len());
-        let old_adv = std::mem::take(&mut self.advertised);
+        // Entries before `from` are in sync already and stay as they are.
+        let d0 = from.map_or(0, |f| self.desired.partition_point(|e| e.0 < f));
+        let mut new_adv = std::mem::take(&mut self.advertised);
+        let a0 = from.map_or(0, |f| new_adv.partition_point(|e| e.0 < f));
+        let old_adv = new_adv.split_off(a0);
+        if from.is_none() {
+            new_adv.reserve(self.desired.len());
+        }
         let mut old = old_adv.into_iter().peekable();
+        // Estimated encoded bytes produced so far, and where to stop.
+        let mut used = 0usize;
+        let mut next: Option<IpNet> = None;
 
-        for (prefix, want) in &self.desired {
+        for (prefix, want) in &self.desired[d0..] {
+            if used >= budget {
+                next = Some(match old.peek() {
+                    Some((o, _)) if o < prefix => *o,
+                    _ => *prefix,
+                });
+                break;
+            }
             // Everything advertised that sorts before this prefix is no longer desired.
             while let Some((p, _)) = old.peek() {
                 if p < prefix {
                     let (p, _) = old.next().expect("peeked");
-                    withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
+                    used += withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
                 } else {
                     break;
                 }
@@ -281,7 +331,7 @@ impl AdjOut {
             match res {
                 Ok((attrs, gi)) => {
                     if was.as_ref().is_none_or(|w| !Arc::ptr_eq(w, &attrs)) {
-                        groups[gi].push(*prefix);
+                        used += groups[gi].push(*prefix);
                     }
                     new_adv.push((*prefix, attrs));
                 }
@@ -289,14 +339,25 @@ impl AdjOut {
                     let e = skipped.entry(why).or_insert((0, *prefix));
                     e.0 += 1;
                     if was.is_some() {
-                        withdraw(&mut withdraw_v4, &mut withdraw_v6, *prefix);
+                        used += withdraw(&mut withdraw_v4, &mut withdraw_v6, *prefix);
                     }
                 }
             }
         }
-        for (p, _) in old {
-            withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
+        if next.is_none() {
+            // Advertised beyond the last desired prefix: no longer desired.
+            while let Some((p, _)) = old.peek() {
+                if used >= budget {
+                    next = Some(*p);
+                    break;
+                }
+                let p = *p;
+                old.next();
+                used += withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
+            }
         }
+        // What the walk did not reach is still advertised as before.
+        new_adv.extend(old);
 
         for (why, (n, example)) in &skipped {
             match why {
@@ -324,11 +385,13 @@ impl AdjOut {
         for g in groups {
             out.extend(g.finish());
         }
-        out
+        (out, next)
     }
 }
 
-fn withdraw(v4: &mut WithdrawV4, v6: &mut WithdrawV6, p: IpNet) {
+/// Queue the withdrawal of `p`; returns the encoded bytes it adds (the
+/// prefix, plus a message's fixed part when it starts a new one).
+fn withdraw(v4: &mut WithdrawV4, v6: &mut WithdrawV6, p: IpNet) -> usize {
     match p {
         IpNet::V4(p) => v4.push(p),
         IpNet::V6(_) => v6.push(p),
@@ -404,13 +467,19 @@ impl WithdrawV4 {
         }
     }
 
-    fn push(&mut self, p: Ipv4Net) {
+    fn push(&mut self, p: Ipv4Net) -> usize {
         let add = nlri_wire_len(p.prefix_len());
         if self.len + add > self.max {
             self.flush();
         }
+        let cost = if self.cur.is_empty() {
+            add + UPDATE_FIXED
+        } else {
+            add
+        };
         self.len += add;
         self.cur.push(p);
+        cost
     }
 
     fn flush(&mut self) {
@@ -459,13 +528,19 @@ impl WithdrawV6 {
         self.base + nlri + mp_header_len(value) - mp_header_len(MP_UNREACH_FIXED)
     }
 
-    fn push(&mut self, p: IpNet) {
+    fn push(&mut self, p: IpNet) -> usize {
         let add = nlri_wire_len(p.prefix_len());
         if self.len_with(self.nlri + add) > self.max {
             self.flush();
         }
+        let cost = if self.cur.is_empty() {
+            add + self.base
+        } else {
+            add
+        };
         self.nlri += add;
         self.cur.push(p);
+        cost
     }
 
     fn flush(&mut self) {
@@ -534,16 +609,20 @@ impl Group {
         self.len_with(nlri_wire_len(p.prefix_len())) <= self.max
     }
 
-    fn push(&mut self, p: IpNet) {
+    /// Add `p`; returns the encoded bytes it adds (with the attributes when
+    /// it starts a new message).
+    fn push(&mut self, p: IpNet) -> usize {
         let add = nlri_wire_len(p.prefix_len());
         if self.len_with(self.nlri + add) > self.max {
             self.flush();
         }
+        let cost = if self.nlri == 0 { add + self.base } else { add };
         self.nlri += add;
         match p {
             IpNet::V4(p) => self.cur4.push(p),
             IpNet::V6(_) => self.cur6.push(p),
         }
+        cost
     }
 
     fn flush(&mut self) {

@@ -13,6 +13,17 @@
 //! NOTIFICATION, close) that is always drained first, and a bulk queue of
 //! UPDATE batches of at most [`BULK_CHUNK`] bytes, cut on message
 //! boundaries, so KEEPALIVEs still go out during a large initial send.
+//! UPDATEs are pulled rather than pushed: the Adj-RIB-Out is synced in
+//! slices ([`AdjOut::updates_paced`]) only while less than [`SEND_WINDOW`]
+//! bytes wait for the writer, and the next slice is encoded when the writer
+//! reports a batch written, so what is buffered per connection stays under
+//! [`SEND_QUEUE_BOUND`] however large the table or slow the peer.
+//! A session negotiated without hold timer (hold time 0) gets TCP keepalive
+//! and TCP_USER_TIMEOUT on its socket instead ([`TCP_KEEPIDLE`]), so a
+//! vanished peer still ends it.
+//! A write that makes no progress for the send hold time (RFC 9687,
+//! [`PeerConfig::send_hold_time`]) stops the writer, frees its queues and
+//! closes the connection with Send Hold Timer Expired (8/0).
 //!
 //! With [`PeerConfig::bfd`] and a [`BfdEndpoint`] ([`spawn_with_bfd`]) the
 //! task also runs a BFD session with the peer for as long as it lives; a BFD
@@ -27,11 +38,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -55,8 +68,37 @@ use crate::wire::{
 
 /// Largest batch of UPDATE bytes handed to the writer at once.
 pub const BULK_CHUNK: usize = 64 * 1024;
-/// How long [`SessionHandle::shutdown`] waits for the NOTIFICATION to be written.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// The session encodes more UPDATEs only while less than this is queued
+/// for the writer; the rest waits in the Adj-RIB-Out until the socket drains.
+pub const SEND_WINDOW: usize = 4 * BULK_CHUNK;
+/// Most bytes ever queued for one connection's writer
+/// ([`SessionStatus::send_queue_peak_bytes`]): the window, one batch
+/// encoded while just below it (a batch stops after the message that
+/// crosses [`BULK_CHUNK`]), and the small messages around a table (OPEN,
+/// KEEPALIVEs, End-of-RIB, route-refresh markers, NOTIFICATION).
+pub const SEND_QUEUE_BOUND: usize = SEND_WINDOW + BULK_CHUNK + 2 * MAX_EXTENDED_MESSAGE_LEN;
+/// How long [`SessionHandle::shutdown`] and [`SessionHandle::close`] give
+/// what is queued (withdrawals included) and the Cease to be written.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// TCP keepalive on a session without hold timer (hold time 0): the first
+/// probe after this much silence…
+pub const TCP_KEEPIDLE: Duration = Duration::from_secs(30);
+/// …then one probe this often…
+pub const TCP_KEEPINTVL: Duration = Duration::from_secs(10);
+/// …and the connection fails after this many unanswered probes (a dead peer
+/// is noticed after about 60 s).
+pub const TCP_KEEPCNT: u32 = 3;
+/// TCP_USER_TIMEOUT on such a session: data unacknowledged for this long
+/// fails the connection (the usual 90 s hold time).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(90);
+/// After a failed accept (out of descriptors, ...) the listener rests this
+/// long, doubling on each further failure up to [`ACCEPT_PAUSE_MAX`], so a
+/// persistent error never spins.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// How long the Cease, queued behind everything else, may take to be written
+/// once the drain is over (in time or not) before the connection is dropped.
+const CEASE_FLUSH: Duration = Duration::from_secs(1);
 /// How long a closed connection keeps draining what the peer still sends
 /// (so closing does not turn into a RST that could eat our NOTIFICATION).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
@@ -104,6 +146,11 @@ pub struct PeerConfig {
     /// (6/1, RFC 4486) when [`SessionStatus::prefixes_received`] exceeds
     /// this; `None` = no limit. The session reconnects after its backoff.
     pub max_prefix: Option<u32>,
+    /// Send hold time (RFC 9687): a connection on which nothing could be
+    /// written for this long while data was waiting closes with Send Hold
+    /// Timer Expired (8/0) and its queue is freed; `None` = the RFC's
+    /// default, the larger of 8 minutes and twice [`hold_time`](Self::hold_time).
+    pub send_hold_time: Option<Duration>,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -170,7 +217,17 @@ impl PeerConfig {
             listen_port: 179,
             bfd: None,
             max_prefix: None,
+            send_hold_time: None,
         }
+    }
+
+    /// The send hold time in force: [`send_hold_time`](Self::send_hold_time),
+    /// else max(8 min, 2 × hold time). The configured hold time bounds the
+    /// negotiated one, so the default is never below twice the latter.
+    pub fn effective_send_hold_time(&self) -> Duration {
+        self.send_hold_time.unwrap_or_else(|| {
+            Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(self.hold_time)))
+        })
     }
 
     /// Both sides in the same AS: `peer_as == local_as`, or a dynamic peer
@@ -247,6 +304,52 @@ pub struct SessionStatus {
     pub bfd_error: Option<String>,
     /// BGP sessions closed because BFD went down, over the life of the task.
     pub bfd_downs: u64,
+    /// Encoded bytes handed to the connections' writers and not yet written
+    /// to their sockets (a closed connection's queue is freed and no longer
+    /// counted).
+    pub send_queue_bytes: usize,
+    /// The most [`send_queue_bytes`](Self::send_queue_bytes) one connection
+    /// ever reached, over the life of the task (at most [`SEND_QUEUE_BOUND`]).
+    pub send_queue_peak_bytes: usize,
+    /// The TCP keepalive settings of the Established connection, as read
+    /// back from its socket; set (see [`TCP_KEEPIDLE`]) only when the
+    /// negotiated hold time is 0, so that a dead peer is still noticed.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Failed accepts on the listening socket, over the life of the task
+    /// (each pauses accepting, with a doubling delay).
+    pub accept_errors: u64,
+}
+
+/// TCP keepalive and user timeout of a socket (`SO_KEEPALIVE`,
+/// `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+    pub user_timeout: Duration,
+}
+
+/// Turn TCP keepalive and the user timeout on for `fd` with the values
+/// above, then read them back.
+fn enable_tcp_keepalive(fd: &OwnedFd) -> nix::Result<TcpKeepalive> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    setsockopt(fd, sockopt::TcpKeepIdle, &secs(TCP_KEEPIDLE))?;
+    setsockopt(fd, sockopt::TcpKeepInterval, &secs(TCP_KEEPINTVL))?;
+    setsockopt(fd, sockopt::TcpKeepCount, &TCP_KEEPCNT)?;
+    setsockopt(fd, sockopt::TcpUserTimeout, &millis(TCP_USER_TIMEOUT))?;
+    setsockopt(fd, sockopt::KeepAlive, &true)?;
+    if !getsockopt(fd, sockopt::KeepAlive)? {
+        return Err(nix::Error::EINVAL);
+    }
+    Ok(TcpKeepalive {
+        idle: Duration::from_secs(getsockopt(fd, sockopt::TcpKeepIdle)?.into()),
+        interval: Duration::from_secs(getsockopt(fd, sockopt::TcpKeepInterval)?.into()),
+        count: getsockopt(fd, sockopt::TcpKeepCount)?,
+        user_timeout: Duration::from_millis(getsockopt(fd, sockopt::TcpUserTimeout)?.into()),
+    })
 }
 
 impl Default for SessionStatus {
@@ -267,14 +370,19 @@ impl Default for SessionStatus {
             last_connect_error: None,
             bfd_error: None,
             bfd_downs: 0,
+            send_queue_bytes: 0,
+            send_queue_peak_bytes: 0,
+            tcp_keepalive: None,
+            accept_errors: 0,
         }
     }
 }
 
 enum Command {
     Set(Routes),
-    /// Send Cease with this subcode (and RFC 9003 message) and stop.
-    Shutdown(u8, Option<String>),
+    /// Write what is queued, then Cease with this subcode (and RFC 9003
+    /// message), within this grace period, and stop.
+    Shutdown(u8, Option<String>, Duration),
 }
 
 /// Control of one running session. Dropping it shuts the session down
@@ -392,21 +500,46 @@ impl SessionHandle {
     }
 
     /// Send Cease / Administrative Shutdown (with `communication` as the RFC
-    /// 9003 message), close, and wait for the task to end. Routes are not
-    /// withdrawn one by one: closing the session withdraws them all.
+    /// 9003 message), close, and wait for the task to end, within
+    /// [`SHUTDOWN_FLUSH`]. Routes are not withdrawn one by one unless
+    /// [`set`](Self::set) was given an empty set first: closing the session
+    /// withdraws them all.
     pub async fn shutdown(self, communication: Option<String>) {
-        self.close(subcode::ADMINISTRATIVE_SHUTDOWN, communication)
+        self.shutdown_within(communication, SHUTDOWN_FLUSH).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with a grace period: what the session
+    /// still has to send (after [`set`](Self::set), the withdrawals) is
+    /// written first for up to `grace`, and the Cease always goes out behind
+    /// it, never ahead. When the peer does not take it all in time the
+    /// connection is dropped (the peer then sees the session end, not a
+    /// Cease ahead of the withdrawals). Returns within about `grace` + 1 s.
+    pub async fn shutdown_within(self, communication: Option<String>, grace: Duration) {
+        self.close_within(subcode::ADMINISTRATIVE_SHUTDOWN, communication, grace)
             .await
     }
 
     /// Send a Cease NOTIFICATION with `cease_subcode` (RFC 4486, e.g.
     /// [`subcode::PEER_DECONFIGURED`] 6/3 or
     /// [`subcode::OTHER_CONFIGURATION_CHANGE`] 6/6; `communication` goes out
-    /// only with 6/2 and 6/4), close, and wait for the task to end.
-    pub async fn close(mut self, cease_subcode: u8, communication: Option<String>) {
+    /// only with 6/2 and 6/4), close, and wait for the task to end, as
+    /// [`shutdown`](Self::shutdown) does.
+    pub async fn close(self, cease_subcode: u8, communication: Option<String>) {
+        self.close_within(cease_subcode, communication, SHUTDOWN_FLUSH)
+            .await
+    }
+
+    /// [`close`](Self::close) with the grace period of
+    /// [`shutdown_within`](Self::shutdown_within).
+    pub async fn close_within(
+        mut self,
+        cease_subcode: u8,
+        communication: Option<String>,
+        grace: Duration,
+    ) {
         let _ = self
             .cmd
-            .send(Command::Shutdown(cease_subcode, communication));
+            .send(Command::Shutdown(cease_subcode, communication, grace));
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -417,9 +550,11 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         if self.task.is_some() {
             // The task also stops when the command channel closes; say it explicitly.
-            let _ = self
-                .cmd
-                .send(Command::Shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None));
+            let _ = self.cmd.send(Command::Shutdown(
+                subcode::ADMINISTRATIVE_SHUTDOWN,
+                None,
+                SHUTDOWN_FLUSH,
+            ));
         }
     }
 }
@@ -432,6 +567,10 @@ enum ConnEvent {
     Malformed(ConnId, Notification),
     Closed(ConnId, Option<io::Error>),
     Flushed(ConnId, Flush),
+    /// A batch from the bulk queue was written: room for more.
+    Drained(ConnId),
+    /// Nothing could be written for the send hold time; the writer stopped.
+    SendHoldExpired(ConnId),
 }
 
 /// What a [`WriteCmd::Marker`] marks the end of.
@@ -457,6 +596,62 @@ struct ConnIo {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     local: SocketAddr,
+    /// Bytes sent to `prio`/`bulk` and not yet written by the writer.
+    queued: Arc<AtomicUsize>,
+    /// A duplicate of the socket's descriptor, for socket options once the
+    /// session is negotiated (dropped with the connection).
+    fd: Option<OwnedFd>,
+}
+
+impl ConnIo {
+    /// Hand `data` to the writer on the priority or the bulk queue; returns
+    /// the bytes now queued for it.
+    fn push(&self, bulk: bool, data: Bytes) -> usize {
+        let n = data.len();
+        let q = if bulk { &self.bulk } else { &self.prio };
+        // Counted before the writer can see it, so its subtraction never
+        // comes first.
+        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        if q.send(WriteCmd::Data(data)).is_err() {
+            return self.queued.fetch_sub(n, Ordering::Relaxed) - n;
+        }
+        now
+    }
+
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Why [`write_timed`] stopped.
+enum WriteFail {
+    Io(io::Error),
+    /// No byte could be written for the send hold time.
+    SendHold,
+}
+
+/// Write all of `b`, counting each written byte off `queued`; fails when a
+/// single write makes no progress for `send_hold` (RFC 9687: the timer
+/// restarts whenever data goes out).
+async fn write_timed(
+    w: &mut OwnedWriteHalf,
+    b: &[u8],
+    queued: &AtomicUsize,
+    send_hold: Duration,
+) -> Result<(), WriteFail> {
+    let mut pos = 0;
+    while pos < b.len() {
+        match tokio::time::timeout(send_hold, w.write(&b[pos..])).await {
+            Err(_) => return Err(WriteFail::SendHold),
+            Ok(Err(e)) => return Err(WriteFail::Io(e)),
+            Ok(Ok(0)) => return Err(WriteFail::Io(io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => {
+                pos += n;
+                queued.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(mut r: OwnedReadHalf, id: ConnId, events: mpsc::Sender<ConnEvent>) {
@@ -498,30 +693,62 @@ async fn read_loop(mut r: OwnedReadHalf, id: ConnId, events: mpsc::Sender<ConnEv
     }
 }
 
+struct WriterCtx {
+    id: ConnId,
+    events: mpsc::Sender<ConnEvent>,
+    queued: Arc<AtomicUsize>,
+    send_hold: Duration,
+}
+
 async fn write_loop(
     mut w: OwnedWriteHalf,
-    id: ConnId,
     mut prio: mpsc::UnboundedReceiver<WriteCmd>,
     mut bulk: mpsc::UnboundedReceiver<WriteCmd>,
-    events: mpsc::Sender<ConnEvent>,
+    ctx: WriterCtx,
 ) {
+    let WriterCtx {
+        id,
+        events,
+        queued,
+        send_hold,
+    } = ctx;
+    // Once the priority queue's sender is gone, what is left on the bulk
+    // queue (an ordered close: the Cease and Close behind the withdrawals) is
+    // still written.
+    let mut prio_open = true;
     loop {
-        let cmd = tokio::select! {
+        let (cmd, from_bulk) = tokio::select! {
             biased;
-            c = prio.recv() => c,
-            c = bulk.recv() => c,
+            c = prio.recv(), if prio_open => (c, false),
+            c = bulk.recv() => (c, true),
         };
+        if cmd.is_none() && !from_bulk {
+            prio_open = false;
+            continue;
+        }
         match cmd {
             None | Some(WriteCmd::Close) => {
                 let _ = w.shutdown().await;
                 return;
             }
-            Some(WriteCmd::Data(b)) => {
-                if let Err(e) = w.write_all(&b).await {
+            Some(WriteCmd::Data(b)) => match write_timed(&mut w, &b, &queued, send_hold).await {
+                Ok(()) if from_bulk => {
+                    if events.send(ConnEvent::Drained(id)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(()) => {}
+                Err(WriteFail::Io(e)) => {
                     let _ = events.send(ConnEvent::Closed(id, Some(e))).await;
                     return;
                 }
-            }
+                Err(WriteFail::SendHold) => {
+                    // Dropping the queues here frees what they hold at once.
+                    drop((prio, bulk));
+                    let _ = events.send(ConnEvent::SendHoldExpired(id)).await;
+                    return;
+                }
+            },
             Some(WriteCmd::Marker(m)) => {
                 let _ = events.send(ConnEvent::Flushed(id, m)).await;
             }
@@ -555,6 +782,39 @@ struct Driver {
     /// requests meanwhile collapse into one re-send (never more entries than
     /// negotiated families).
     refresh_pending: Vec<Family>,
+    /// Bulk work of the Established connection not yet handed to its writer.
+    outbox: Outbox,
+    /// Shutting down: every message and close goes on the bulk queue, behind
+    /// what is already there.
+    ordered_close: bool,
+    /// No accept before this (after an accept error).
+    accept_resume: Option<Instant>,
+    /// The pause after the next accept error.
+    accept_pause: Duration,
+}
+
+/// A shutdown waiting for the queue to drain.
+struct Drain {
+    deadline: Instant,
+    cease: u8,
+    communication: Option<String>,
+}
+
+/// What the Established connection still has to send in bulk, pulled into
+/// the writer's queue as it drains (see [`Driver::refill`]).
+#[derive(Default)]
+struct Outbox {
+    /// An Adj-RIB-Out sync is under way: every prefix before this one is in
+    /// sync (`Some(None)`: starting from the first prefix).
+    sync: Option<Option<ipnet::IpNet>>,
+    /// Messages and flush markers that go out once the sync is done, in order.
+    after: Vec<AfterSync>,
+}
+
+#[allow(clippy::large_enum_variant)] // a handful per table, moved once
+enum AfterSync {
+    Message(Message),
+    Marker(Flush),
 }
 
 async fn run(
@@ -598,6 +858,10 @@ async fn run_bgp(
         pending_reset: None,
         refresh_in_flight: false,
         refresh_pending: Vec::new(),
+        outbox: Outbox::default(),
+        ordered_close: false,
+        accept_resume: None,
+        accept_pause: ACCEPT_PAUSE,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -621,20 +885,36 @@ async fn run_bgp(
     }
     d.feed(Input::Start);
     d.publish();
+    let mut draining: Option<Drain> = None;
     loop {
         let next_timer = d.timers.values().min().copied();
+        let drain_deadline = draining.as_ref().map(|x| x.deadline);
         tokio::select! {
-            cmd = cmd_rx.recv() => match cmd {
-                Some(Command::Set(routes)) => d.set_routes(routes),
-                Some(Command::Shutdown(cease, communication)) => {
-                    d.shutdown(cease, communication).await;
-                    return;
+            cmd = cmd_rx.recv(), if draining.is_none() => {
+                let (cease, communication, grace) = match cmd {
+                    Some(Command::Set(routes)) => {
+                        d.set_routes(routes);
+                        d.publish();
+                        continue;
+                    }
+                    Some(Command::Shutdown(cease, communication, grace)) => {
+                        (cease, communication, grace)
+                    }
+                    None => (subcode::ADMINISTRATIVE_SHUTDOWN, None, SHUTDOWN_FLUSH),
+                };
+                info!(cease, ?grace, queued = d.status.send_queue_bytes, "shutting down: writing what is queued first");
+                draining = Some(Drain {
+                    deadline: Instant::now() + grace,
+                    cease,
+                    communication,
+                });
+            }
+            _ = async {
+                match drain_deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
                 }
-                None => {
-                    d.shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None).await;
-                    return;
-                }
-            },
+            } => {}
             Some(ev) = events_rx.recv() => d.on_event(ev),
             res = async {
                 match d.connecting.as_mut() {
@@ -647,7 +927,12 @@ async fn run_bgp(
             }
             acc = async {
                 match listener.as_ref() {
-                    Some(l) => l.accept().await,
+                    Some(l) => {
+                        if let Some(t) = d.accept_resume {
+                            tokio::time::sleep_until(t).await;
+                        }
+                        l.accept().await
+                    }
                     None => std::future::pending().await,
                 }
             } => d.on_accept(acc),
@@ -675,6 +960,20 @@ async fn run_bgp(
             } => d.on_timers(),
         }
         d.publish();
+        if let Some(dr) = &draining {
+            let in_time = d.drained();
+            if in_time || Instant::now() >= dr.deadline {
+                if !in_time {
+                    warn!(
+                        queued = d.status.send_queue_bytes,
+                        "the peer did not take what was queued within the grace period: the Cease goes behind it, the connection is dropped if it cannot be written"
+                    );
+                }
+                let dr = draining.take().expect("checked");
+                d.shutdown(dr.cease, dr.communication).await;
+                return;
+            }
+        }
     }
 }
 
@@ -782,10 +1081,16 @@ impl Driver {
         let (stream, remote) = match acc {
             Ok(x) => x,
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                let pause = self.accept_pause;
+                self.accept_pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                self.accept_resume = Some(Instant::now() + pause);
+                self.status.accept_errors += 1;
+                warn!(error = %e, ?pause, "accept failed; accepting again after a pause");
                 return;
             }
         };
+        self.accept_pause = ACCEPT_PAUSE;
+        self.accept_resume = None;
         let remote_ip = match remote.ip() {
             IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()
@@ -794,7 +1099,8 @@ impl Driver {
             ip => ip,
         };
         if remote_ip != self.cfg.peer.ip() {
-            info!(%remote, "refusing connection from an unknown address");
+            info!(%remote, "refusing connection from an unknown address (Cease / Connection Rejected)");
+            tokio::spawn(reject(stream).instrument(tracing::Span::current()));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -813,15 +1119,27 @@ impl Driver {
     fn add_conn(&mut self, stream: TcpStream, local: SocketAddr) -> ConnId {
         let id = ConnId(self.next_id);
         self.next_id += 1;
+        let fd = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!(%id, error = %e, "cannot duplicate the socket descriptor; no TCP keepalive for it");
+                None
+            }
+        };
         let (r, w) = stream.into_split();
         let (prio_tx, prio_rx) = mpsc::unbounded_channel();
         let (bulk_tx, bulk_rx) = mpsc::unbounded_channel();
         let span = tracing::Span::current();
         let reader =
             tokio::spawn(read_loop(r, id, self.events_tx.clone()).instrument(span.clone()));
-        let writer = tokio::spawn(
-            write_loop(w, id, prio_rx, bulk_rx, self.events_tx.clone()).instrument(span),
-        );
+        let queued = Arc::new(AtomicUsize::new(0));
+        let ctx = WriterCtx {
+            id,
+            events: self.events_tx.clone(),
+            queued: queued.clone(),
+            send_hold: self.cfg.effective_send_hold_time(),
+        };
+        let writer = tokio::spawn(write_loop(w, prio_rx, bulk_rx, ctx).instrument(span));
         self.conns.insert(
             id,
             ConnIo {
@@ -830,9 +1148,21 @@ impl Driver {
                 reader,
                 writer,
                 local,
+                queued,
+                fd,
             },
         );
         id
+    }
+
+    /// Nothing is left to write on the Established connection (or there is none).
+    fn drained(&self) -> bool {
+        let Some(id) = self.session.established_conn() else {
+            return true;
+        };
+        self.outbox.sync.is_none()
+            && self.outbox.after.is_empty()
+            && self.conns.get(&id).is_none_or(|io| io.queued() == 0)
     }
 
     fn close_conn(&mut self, id: ConnId) {
@@ -840,7 +1170,12 @@ impl Driver {
             return;
         };
         debug!(%id, "closing connection");
-        let _ = io.prio.send(WriteCmd::Close);
+        let q = if self.ordered_close {
+            &io.bulk
+        } else {
+            &io.prio
+        };
+        let _ = q.send(WriteCmd::Close);
         let reader = io.reader;
         tokio::spawn(async move {
             // Keep reading (and discarding) a little so the close is a FIN, not a RST.
@@ -863,7 +1198,8 @@ impl Driver {
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
             Ok(()) => {
-                let _ = io.prio.send(WriteCmd::Data(buf.freeze()));
+                let q = io.push(self.ordered_close, buf.freeze());
+                self.status.send_queue_peak_bytes = self.status.send_queue_peak_bytes.max(q);
             }
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
@@ -901,39 +1237,70 @@ impl Driver {
         })
     }
 
-    /// Send what the Adj-RIB-Out says the peer is missing; with `marker`,
-    /// also End-of-RIB for every family and a flush marker.
-    fn send_updates(&mut self, marker: Option<u64>) {
+    /// Start (or restart, after the desired set changed) the Adj-RIB-Out
+    /// sync of the Established connection, then `after` once it is done.
+    fn start_sync(&mut self, after: Vec<AfterSync>) {
+        if self.session.established_conn().is_none() {
+            return;
+        }
+        self.outbox.sync = Some(None);
+        self.outbox.after.extend(after);
+        self.refill();
+    }
+
+    /// Encode slices of the sync in progress while the writer holds less
+    /// than [`SEND_WINDOW`]; when the sync is done, queue what waits for it.
+    fn refill(&mut self) {
         let Some(id) = self.session.established_conn() else {
             return;
         };
         let Some(ctx) = self.out_context(id) else {
             return;
         };
-        let mut updates = self.adj.updates(&ctx);
-        if marker.is_some() {
-            updates.extend(AdjOut::end_of_rib(&ctx));
-        }
         let Some(io) = self.conns.get(&id) else {
             return;
         };
-        let mut buf = BytesMut::with_capacity(BULK_CHUNK + 4096);
         let mut sent = 0u64;
-        for u in updates {
-            match Message::Update(u).encode(&ctx.negotiated, &mut buf) {
-                Ok(()) => sent += 1,
-                Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
+        let mut peak = self.status.send_queue_peak_bytes;
+        while let Some(from) = self.outbox.sync {
+            if io.queued() >= SEND_WINDOW {
+                break;
             }
-            if buf.len() >= BULK_CHUNK {
-                let _ = io.bulk.send(WriteCmd::Data(buf.split().freeze()));
+            let (updates, next) = self.adj.updates_paced(&ctx, from, BULK_CHUNK);
+            let mut buf = BytesMut::with_capacity(BULK_CHUNK + 4096);
+            for u in updates {
+                match Message::Update(u).encode(&ctx.negotiated, &mut buf) {
+                    Ok(()) => sent += 1,
+                    Err(e) => warn!(error = %e, "cannot encode UPDATE; skipped"),
+                }
+            }
+            if !buf.is_empty() {
+                peak = peak.max(io.push(true, buf.freeze()));
+            }
+            self.outbox.sync = next.map(Some);
+            if next.is_none() {
+                for a in std::mem::take(&mut self.outbox.after) {
+                    match a {
+                        AfterSync::Message(m) => {
+                            let mut buf = BytesMut::new();
+                            match m.encode(&ctx.negotiated, &mut buf) {
+                                Ok(()) => {
+                                    if matches!(m, Message::Update(_)) {
+                                        sent += 1;
+                                    }
+                                    peak = peak.max(io.push(true, buf.freeze()));
+                                }
+                                Err(e) => warn!(error = %e, "cannot encode message"),
+                            }
+                        }
+                        AfterSync::Marker(f) => {
+                            let _ = io.bulk.send(WriteCmd::Marker(f));
+                        }
+                    }
+                }
             }
         }
-        if !buf.is_empty() {
-            let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
-        }
-        if let Some(m) = marker {
-            let _ = io.bulk.send(WriteCmd::Marker(Flush::InitialTable(m)));
-        }
+        self.status.send_queue_peak_bytes = peak;
         self.status.updates_sent += sent;
         self.status.prefixes_announced = self.adj.announced_count();
         if sent > 0 {
@@ -982,18 +1349,16 @@ impl Driver {
                 self.send_bulk(id, &marker(*f, 1));
             }
         }
+        // The whole table again, then EoRR (enhanced) and the flush marker.
         self.adj.reset();
-        self.send_updates(None);
+        let mut after: Vec<AfterSync> = Vec::new();
         if enhanced {
-            for f in families {
-                self.send_bulk(id, &marker(*f, 2));
-            }
+            after.extend(families.iter().map(|f| AfterSync::Message(marker(*f, 2))));
         }
-        if let Some(io) = self.conns.get(&id) {
-            let generation = self.status.established_generation;
-            let _ = io.bulk.send(WriteCmd::Marker(Flush::Refresh(generation)));
-            self.refresh_in_flight = true;
-        }
+        let generation = self.status.established_generation;
+        after.push(AfterSync::Marker(Flush::Refresh(generation)));
+        self.refresh_in_flight = true;
+        self.start_sync(after);
     }
 
     /// The queued table is written: run the refresh that waited for it.
@@ -1014,7 +1379,8 @@ impl Driver {
         let mut buf = BytesMut::new();
         match m.encode(&neg, &mut buf) {
             Ok(()) => {
-                let _ = io.bulk.send(WriteCmd::Data(buf.freeze()));
+                let q = io.push(true, buf.freeze());
+                self.status.send_queue_peak_bytes = self.status.send_queue_peak_bytes.max(q);
             }
             Err(e) => warn!(%id, error = %e, "cannot encode message"),
         }
@@ -1023,7 +1389,9 @@ impl Driver {
     fn set_routes(&mut self, routes: Routes) {
         debug!(routes = routes.len(), "desired routes set");
         self.adj.set_desired(routes);
-        self.send_updates(None);
+        // Restarting the sweep from the first prefix is what keeps a sync
+        // interrupted by a change correct (see AdjOut::updates_paced).
+        self.start_sync(Vec::new());
     }
 
     fn on_established(&mut self, neg: Negotiated) {
@@ -1036,6 +1404,21 @@ impl Driver {
             .established_conn()
             .and_then(|c| self.session.peer_as(c));
         self.status.last_connect_error = None;
+        self.status.tcp_keepalive = None;
+        if let Some((0, _)) = self.session.timers()
+            && let Some(id) = self.session.established_conn()
+            && let Some(fd) = self.conns.get(&id).and_then(|io| io.fd.as_ref())
+        {
+            // No hold timer: without TCP keepalive a peer that vanishes
+            // silently would never be noticed.
+            match enable_tcp_keepalive(fd) {
+                Ok(k) => {
+                    info!(keepalive = ?k, "hold time 0: TCP keepalive and user timeout on");
+                    self.status.tcp_keepalive = Some(k);
+                }
+                Err(e) => warn!(error = %e, "hold time 0 and TCP keepalive cannot be set"),
+            }
+        }
         info!(
             peer_id = ?self.session.peer_router_id(),
             peer_as = ?self.status.peer_as,
@@ -1047,13 +1430,25 @@ impl Driver {
         self.adj.reset();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
+        self.outbox = Outbox::default();
         let generation = self.status.established_generation;
-        self.send_updates(Some(generation));
+        let mut after: Vec<AfterSync> = self
+            .session
+            .established_conn()
+            .and_then(|id| self.out_context(id))
+            .map(|ctx| AdjOut::end_of_rib(&ctx))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| AfterSync::Message(Message::Update(u)))
+            .collect();
+        after.push(AfterSync::Marker(Flush::InitialTable(generation)));
+        self.start_sync(after);
     }
 
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
         self.adj.reset();
+        self.outbox = Outbox::default();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
         self.status.prefixes_received = 0;
@@ -1061,6 +1456,7 @@ impl Driver {
         self.status.initial_table_sent = false;
         self.status.negotiated = None;
         self.status.peer_as = None;
+        self.status.tcp_keepalive = None;
         self.status.last_down = Some(reason.to_string());
         self.status.last_down_reason = Some(reason);
     }
@@ -1154,6 +1550,21 @@ impl Driver {
                     self.feed(Input::Closed { conn: id });
                 }
             }
+            ConnEvent::SendHoldExpired(id) => {
+                if self.conns.contains_key(&id) {
+                    warn!(
+                        %id,
+                        send_hold = ?self.cfg.effective_send_hold_time(),
+                        "nothing could be written for the send hold time: the peer is not reading"
+                    );
+                    self.feed(Input::SendHoldExpired { conn: id });
+                }
+            }
+            ConnEvent::Drained(id) => {
+                if self.session.established_conn() == Some(id) {
+                    self.refill();
+                }
+            }
             ConnEvent::Flushed(id, flush) => {
                 if self.session.established_conn() != Some(id) {
                     return;
@@ -1204,8 +1615,11 @@ impl Driver {
         }
     }
 
+    /// Cease and close every connection, the NOTIFICATION behind whatever is
+    /// still queued, and wait [`CEASE_FLUSH`] for the writers.
     async fn shutdown(&mut self, cease: u8, communication: Option<String>) {
         info!(cease, ?communication, "shutting down");
+        self.ordered_close = true;
         self.feed(Input::Stop {
             subcode: cease,
             communication,
@@ -1213,7 +1627,7 @@ impl Driver {
         self.connecting = None;
         self.publish();
         let mut writers: Vec<_> = self.closing.drain(..).collect();
-        let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+        let flushed = tokio::time::timeout(CEASE_FLUSH, async {
             for w in &mut writers {
                 let _ = w.await;
             }
@@ -1229,6 +1643,11 @@ impl Driver {
 
     fn publish(&mut self) {
         self.status.state = self.session.state();
+        self.status.send_queue_bytes = self
+            .conns
+            .values()
+            .map(|c| c.queued.load(Ordering::Relaxed))
+            .sum();
         let new = &self.status;
         self.status_tx.send_if_modified(|s| {
             if s != new {
@@ -1239,6 +1658,23 @@ impl Driver {
             }
         });
     }
+}
+
+/// Tell a connection we do not accept why (Cease / Connection Rejected,
+/// 6/5, RFC 4486 §4), then close it; gives up after a second.
+async fn reject(mut stream: TcpStream) {
+    let mut buf = BytesMut::new();
+    if Message::Notification(crate::fsm::connection_rejected())
+        .encode(&Negotiated::default(), &mut buf)
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Cease / Maximum Number of Prefixes Reached (6/1) with the data RFC 4486

@@ -17,9 +17,14 @@
 //! Collision Resolution (6/7). A connection that shows up while the session
 //! is Established always loses.
 //!
+//! Peer oscillation damping (RFC 4271 §8.1.1): the connect-retry backoff
+//! starts over only after the session stayed Established for
+//! [`SessionConfig::stable_time`] ([`TimerKind::Stable`]), so a peer that
+//! resets the session right after Established meets a growing delay.
+//!
 //! What this module does not do: send routes (on [`Output::Established`] the
-//! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp flaps
-//! beyond the exponential connect-retry backoff.
+//! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
+//! flaps.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -95,6 +100,10 @@ pub enum TimerKind {
     Hold(ConnId),
     /// KeepaliveTimer of one connection.
     Keepalive(ConnId),
+    /// The Established session has stayed up for
+    /// [`SessionConfig::stable_time`]: earlier failures are forgiven and the
+    /// connect-retry backoff starts over from its first delay.
+    Stable,
 }
 
 /// Something happened; the session decides what to do about it.
@@ -139,6 +148,11 @@ pub enum Input {
     /// session reconnects after the usual connect-retry backoff; in any other
     /// state it is ignored.
     Reset(Notification),
+    /// The driver could not write anything on `conn` for the send hold time
+    /// while data was waiting (RFC 9687): the connection closes with Send
+    /// Hold Timer Expired (8/0, best effort: the peer is not reading) in
+    /// whatever state it is, and the session reconnects after its backoff.
+    SendHoldExpired { conn: ConnId },
 }
 
 /// Why a session went down.
@@ -242,6 +256,11 @@ pub struct SessionConfig {
     pub connect_retry_max: Duration,
     /// How long an outbound TCP connection attempt may take.
     pub connect_timeout: Duration,
+    /// How long a session must stay Established before the connect-retry
+    /// backoff starts over (RFC 4271 §8.1.1 damping of peer oscillations): a
+    /// peer that resets the session sooner, however many times, meets a
+    /// growing delay before each reconnection.
+    pub stable_time: Duration,
     /// Send the graceful restart capability with this restart time (seconds,
     /// 12 bits), R bit clear and no families: we help, we preserve nothing.
     pub graceful_restart_time: Option<u16>,
@@ -254,7 +273,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A configuration with the usual defaults: hold 90 s, keepalive hold/3,
     /// active, IPv4 unicast, first retry 1 s doubling to 60 s, connect
-    /// timeout 10 s, graceful restart time 120 s, no extended messages.
+    /// timeout 10 s, backoff forgiven after 30 s Established, graceful
+    /// restart time 120 s, no extended messages.
     pub fn new(local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
         SessionConfig {
             local_as,
@@ -268,6 +288,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            stable_time: Duration::from_secs(30),
             graceful_restart_time: Some(120),
             extended_message: false,
             seed: 0x5eed_f00d,
@@ -334,6 +355,9 @@ pub struct Session {
     /// The next connect-retry delay before jitter.
     retry_base: Duration,
     rng: u64,
+    /// Capability codes the peer said it does not support (OPEN Message
+    /// Error / Unsupported Capability, 2/7): left out of every later OPEN.
+    unsupported_caps: Vec<u8>,
 }
 
 impl Session {
@@ -351,6 +375,7 @@ impl Session {
             connecting: false,
             conns: Vec::new(),
             rng,
+            unsupported_caps: Vec::new(),
         }
     }
 
@@ -433,6 +458,7 @@ impl Session {
         }
         caps.push(Capability::FourOctetAs(self.cfg.local_as));
         caps.push(Capability::EnhancedRouteRefresh);
+        caps.retain(|c| !self.unsupported_caps.contains(&c.code()));
         Open::new(
             self.cfg.local_as,
             self.cfg.hold_time,
@@ -521,6 +547,17 @@ impl Session {
                     );
                 }
             }
+            Input::SendHoldExpired { conn } => {
+                if self.conn(conn).is_some() {
+                    let n = Notification::new(code::SEND_HOLD_TIMER_EXPIRED, subcode::UNSPECIFIC);
+                    self.fail_conn(
+                        conn,
+                        Some(n.clone()),
+                        DownReason::NotificationSent(n),
+                        &mut out,
+                    );
+                }
+            }
             Input::Reset(n) => {
                 if let Some(id) = self.established_conn() {
                     self.fail_conn(
@@ -572,6 +609,13 @@ impl Session {
                     self.fail_conn(id, Some(n), DownReason::HoldTimerExpired, out);
                 }
             }
+            // Left armed when the session goes down: it only forgives while
+            // Established, and the next Established restarts it.
+            TimerKind::Stable => {
+                if self.established_conn().is_some() {
+                    self.retry_base = self.cfg.connect_retry;
+                }
+            }
             // Event 11: KeepaliveTimer_Expires
             TimerKind::Keepalive(id) => {
                 if let Some(c) = self.conn(id)
@@ -591,7 +635,14 @@ impl Session {
 
     fn on_connected(&mut self, id: ConnId, direction: Direction, out: &mut Vec<Output>) {
         if !self.started || self.conn(id).is_some() {
-            // Idle refuses connections (Events 16/17 in Idle).
+            // Idle refuses connections (Events 16/17 in Idle); the peer
+            // hears why (RFC 4486 §4: Cease / Connection Rejected).
+            if direction == Direction::Inbound && self.conn(id).is_none() {
+                out.push(Output::Send(
+                    id,
+                    Message::Notification(connection_rejected()),
+                ));
+            }
             out.push(Output::Close(id));
             return;
         }
@@ -619,6 +670,12 @@ impl Session {
             }
         }
         if self.conns.len() >= 2 {
+            if direction == Direction::Inbound {
+                out.push(Output::Send(
+                    id,
+                    Message::Notification(connection_rejected()),
+                ));
+            }
             out.push(Output::Close(id));
             return;
         }
@@ -644,6 +701,9 @@ impl Session {
         match (state, message) {
             // Events 24/25: NotifMsgVerErr / NotifMsg, any state
             (_, Message::Notification(n)) => {
+                if (n.code, n.subcode) == (code::OPEN_MESSAGE, subcode::UNSUPPORTED_CAPABILITY) {
+                    self.drop_capabilities(&n.data);
+                }
                 self.fail_conn(id, None, DownReason::NotificationReceived(n), out);
             }
             // Event 19: BGPOpen in OpenSent
@@ -663,7 +723,8 @@ impl Session {
                         Duration::from_secs(p.hold_time.into()),
                     ));
                 }
-                self.retry_base = self.cfg.connect_retry;
+                // The backoff starts over only once the session proved stable.
+                out.push(Output::ArmTimer(TimerKind::Stable, self.cfg.stable_time));
                 out.push(Output::Established(p.negotiated));
             }
             // Events 19/27 and ROUTE-REFRESH in OpenConfirm: FSM error 5/2
@@ -771,6 +832,26 @@ impl Session {
         }
     }
 
+    /// The capability codes in the data of an Unsupported Capability
+    /// NOTIFICATION (RFC 5492 §3: the capabilities as the OPEN carried them,
+    /// code, length, value) are not offered again. A truncated entry ends
+    /// the list.
+    fn drop_capabilities(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while let [code, len, tail @ ..] = rest {
+            if !self.unsupported_caps.contains(code) {
+                self.unsupported_caps.push(*code);
+            }
+            rest = tail.get(usize::from(*len)..).unwrap_or(&[]);
+        }
+    }
+
+    /// Capability codes left out of our OPEN because the peer said it does
+    /// not support them (2/7).
+    pub fn unsupported_capabilities(&self) -> &[u8] {
+        &self.unsupported_caps
+    }
+
     /// Which direction survives a collision with a peer whose identifier is `peer_id`.
     fn collision_winner(&self, peer_id: Ipv4Addr, peer_as: u32) -> Direction {
         let local = u32::from(self.cfg.router_id);
@@ -790,7 +871,11 @@ impl Session {
 
     /// What both OPENs agree on.
     fn negotiate(&self, peer: &Open) -> Negotiated {
-        let has = |pred: fn(&Capability) -> bool| peer.capabilities.iter().any(pred);
+        // A feature is on when both OPENs carried it (ours may leave some out, 2/7).
+        let ours = self.local_open().capabilities;
+        let has = |pred: fn(&Capability) -> bool| {
+            peer.capabilities.iter().any(pred) && ours.iter().any(pred)
+        };
         let mut theirs: Vec<Family> = peer
             .capabilities
             .iter()
@@ -803,13 +888,23 @@ impl Session {
             // RFC 4760 §8: no multiprotocol capability means IPv4 unicast only.
             theirs.push(Family::IPV4_UNICAST);
         }
-        let mut families: Vec<Family> = self
-            .cfg
-            .families
+        let mut mine: Vec<Family> = ours
             .iter()
-            .copied()
-            .filter(|f| theirs.contains(f))
+            .filter_map(|c| match c {
+                Capability::Multiprotocol(f) => Some(*f),
+                _ => None,
+            })
             .collect();
+        if mine.is_empty() {
+            // Our OPEN carried no multiprotocol capability either (2/7 for it).
+            mine.extend(
+                self.cfg
+                    .families
+                    .iter()
+                    .filter(|f| **f == Family::IPV4_UNICAST),
+            );
+        }
+        let mut families: Vec<Family> = mine.into_iter().filter(|f| theirs.contains(f)).collect();
         families.sort();
         families.dedup();
         Negotiated {
@@ -904,6 +999,12 @@ impl Session {
         self.retry_base = (base * 2).min(self.cfg.connect_retry_max);
         d
     }
+}
+
+/// Cease / Connection Rejected (6/5, RFC 4486 §4): what a connection we do
+/// not accept is told before it is closed.
+pub fn connection_rejected() -> Notification {
+    Notification::cease(subcode::CONNECTION_REJECTED, None)
 }
 
 /// "6/2 Cease / Administrative Shutdown: \"text\"" for logs and status.

@@ -480,3 +480,99 @@ fn host_bits_are_cleared() {
         ]
     );
 }
+
+/// Encoded length of UPDATEs.
+fn encoded_len(updates: &[Update], n: &Negotiated) -> usize {
+    let mut buf = BytesMut::new();
+    for u in updates {
+        Message::Update(u.clone()).encode(n, &mut buf).unwrap();
+    }
+    buf.len()
+}
+
+/// Run a paced sync to its end; returns the slices.
+fn paced_sync(a: &mut AdjOut, c: &OutContext, budget: usize) -> Vec<Vec<Update>> {
+    let mut slices = Vec::new();
+    let mut from = None;
+    loop {
+        let (ups, next) = a.updates_paced(c, from, budget);
+        slices.push(ups);
+        match next {
+            Some(n) => {
+                assert!(from.is_none_or(|f| n > f), "no progress at {n}");
+                from = Some(n);
+            }
+            None => return slices,
+        }
+    }
+}
+
+#[test]
+fn paced_slices_stay_near_their_budget_and_add_up_to_the_full_diff() {
+    let c = ctx(false, false);
+    let mut a = AdjOut::new();
+    let mut table = routes(v4_hosts(100_000), &RouteAttrs::default());
+    table.extend(routes(v6_hosts(20_000), &RouteAttrs::default()));
+    a.set_desired(table.clone());
+    let slices = paced_sync(&mut a, &c, 64 * 1024);
+    assert!(slices.len() > 5, "{} slices", slices.len());
+    for s in &slices {
+        check_packing(s, &c.negotiated);
+        // At most one message beyond the budget.
+        assert!(encoded_len(s, &c.negotiated) <= 64 * 1024 + 4096);
+    }
+    let all: Vec<Update> = slices.into_iter().flatten().collect();
+    let mut want: Vec<IpNet> = table.keys().copied().collect();
+    want.sort();
+    let mut got = all_announced(&all);
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(a.announced_count(), 120_000);
+    // In sync: a new paced sync produces nothing, in one slice.
+    assert_eq!(
+        paced_sync(&mut a, &c, 64 * 1024),
+        vec![Vec::<Update>::new()]
+    );
+
+    // Withdraw everything but the first 1000 IPv4 routes, paced: the withdrawals
+    // also come in slices and add up.
+    a.set_desired(routes(v4_hosts(1000), &RouteAttrs::default()));
+    let slices = paced_sync(&mut a, &c, 16 * 1024);
+    assert!(slices.len() > 5);
+    let all: Vec<Update> = slices.into_iter().flatten().collect();
+    assert_eq!(all_withdrawn(&all).len(), 119_000);
+    assert!(all_announced(&all).is_empty());
+    assert_eq!(a.announced_count(), 1000);
+}
+
+#[test]
+fn a_paced_sync_restarted_after_a_change_ends_with_the_new_set() {
+    let c = ctx(false, false);
+    let mut a = AdjOut::new();
+    a.set_desired(routes(v4_hosts(50_000), &RouteAttrs::default()));
+    // Half-way through, the desired set changes: 20,000 routes with other attributes.
+    let (first, next) = a.updates_paced(&c, None, 32 * 1024);
+    assert!(next.is_some());
+    let mut sent = first;
+    let med = RouteAttrs {
+        med: Some(7),
+        ..RouteAttrs::default()
+    };
+    a.set_desired(routes(v4_hosts(20_000), &med));
+    for s in paced_sync(&mut a, &c, 32 * 1024) {
+        sent.extend(s);
+    }
+    // Replaying the UPDATEs in order leaves the peer with exactly the new set.
+    let mut peer: std::collections::BTreeMap<IpNet, Option<u32>> = Default::default();
+    for u in &sent {
+        for p in withdrawn(u) {
+            peer.remove(&p);
+        }
+        for p in announced(u) {
+            peer.insert(p, u.attributes.med);
+        }
+    }
+    assert_eq!(peer.len(), 20_000);
+    assert!(peer.values().all(|m| *m == Some(7)));
+    assert_eq!(a.announced_count(), 20_000);
+}

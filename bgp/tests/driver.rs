@@ -25,6 +25,24 @@ fn routes(n: u32) -> Routes {
         .collect()
 }
 
+/// `n` host routes, each with its own attribute set of 300 communities: one
+/// UPDATE of about 1.3 KB per route, more than the kernel buffers of a
+/// connection hold (tcp_wmem allows 4 MB) when `n` is 8000.
+fn fat_routes(n: u32) -> Routes {
+    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    (0..n)
+        .map(|i| {
+            let net = Ipv4Net::new(Ipv4Addr::from(base + i), 32).unwrap();
+            let attrs = RouteAttrs {
+                med: Some(i),
+                communities: (0..300).map(|c| (64512 << 16) | c).collect(),
+                ..RouteAttrs::default()
+            };
+            (IpNet::V4(net), Arc::new(attrs))
+        })
+        .collect()
+}
+
 async fn wait_for(
     rx: &mut watch::Receiver<SessionStatus>,
     what: &str,
@@ -601,4 +619,386 @@ async fn dynamic_as_single_family_and_configuration_change_cease() {
         assert_eq!((n.code, n.subcode), (6, cease));
     }
     p.shutdown(None).await;
+}
+
+/// A listener whose accepted sockets have a small receive buffer, so a peer
+/// that does not read stops our writes after a few KB.
+fn small_window_listener() -> tokio::net::TcpListener {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(SocketAddr::new(LOCALHOST.into(), 0)).unwrap();
+    sock.listen(8).unwrap()
+}
+
+/// Keep a silent session alive: KEEPALIVE every 500 ms on the write half,
+/// while the read half is never read.
+fn keepalives(mut w: tokio::net::tcp::OwnedWriteHalf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut out = bytes::BytesMut::new();
+        ferrolb_bgp::wire::Message::Keepalive
+            .encode(&Default::default(), &mut out)
+            .unwrap();
+        loop {
+            if tokio::io::AsyncWriteExt::write_all(&mut w, &out)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_hold_timer_drops_a_peer_that_stops_reading() {
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), port),
+        ACTIVE_AS,
+        PASSIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    cfg.hold_time = 3;
+    cfg.connect_retry = Duration::from_millis(100);
+    cfg.send_hold_time = Some(Duration::from_secs(2));
+    let a = spawn(cfg);
+    a.set(fat_routes(8000));
+    let mut arx = a.status();
+
+    // The peer completes the OPEN exchange, keeps sending KEEPALIVEs (so our
+    // hold timer never fires) and never reads again.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+    let blocked = wait_for(&mut arx, "writes blocked", |s| s.send_queue_bytes > 0).await;
+    assert!(blocked.send_queue_bytes > 0);
+
+    // Dropped with 8/0 after the send hold time, although the hold timer is fed.
+    let t0 = std::time::Instant::now();
+    let st = wait_for(&mut arx, "send hold timer expired", |s| {
+        s.state != State::Established
+    })
+    .await;
+    let Some(DownReason::NotificationSent(n)) = &st.last_down_reason else {
+        panic!("{st:#?}")
+    };
+    assert_eq!((n.code, n.subcode), (8, 0), "{st:#?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The connection's queue is freed with it.
+    assert_eq!(st.send_queue_bytes, 0, "{st:#?}");
+
+    // The old socket is closed: reading what the kernel still holds ends in EOF or a reset.
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut r, &mut sink).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the dropped connection was never closed");
+    assert!(drained > 0);
+    ka.abort();
+
+    // And the session reconnects.
+    let (mut s2, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("no reconnect")
+        .unwrap();
+    let mut buf2 = bytes::BytesMut::new();
+    raw::handshake(&mut s2, &mut buf2, PASSIVE_AS, 90).await;
+    wait_for(&mut arx, "established again", |s| {
+        s.established_generation == 2
+    })
+    .await;
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_keeps_the_send_queue_bounded() {
+    use ferrolb_bgp::driver::{BULK_CHUNK, SEND_QUEUE_BOUND, SEND_WINDOW};
+    use ferrolb_bgp::wire::{Message, Negotiated, frame_len};
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    // 200,000 host routes: about 1 MB of UPDATEs.
+    a.set(routes(200_000));
+    let mut arx = a.status();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+
+    // Read 16 KB every 20 ms (about 800 KB/s) until End-of-RIB.
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut prefixes = 0usize;
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            loop {
+                match frame_len(&buf, 4096) {
+                    Ok(Some(n)) if buf.len() >= n => {
+                        let frame = buf.split_to(n);
+                        match Message::decode(&frame, &Negotiated::default()).unwrap() {
+                            Message::Update(u) if u.nlri.is_empty() && u.withdrawn.is_empty() => {
+                                return prefixes;
+                            }
+                            Message::Update(u) => prefixes += u.nlri.len(),
+                            Message::Keepalive => {}
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut chunk)
+                .await
+                .unwrap();
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the table did not arrive");
+    assert_eq!(read, 200_000);
+    let st = wait_for(&mut arx, "table written", |s| s.initial_table_sent).await;
+    assert_eq!(st.state, State::Established);
+    assert_eq!(st.established_generation, 1);
+    assert_eq!(st.prefixes_announced, 200_000);
+    // With 4096-byte messages: the window, one batch and two messages, far below the table.
+    let bound = SEND_WINDOW + BULK_CHUNK + 2 * 4096;
+    assert!(bound <= SEND_QUEUE_BOUND);
+    assert!(
+        st.send_queue_peak_bytes > 0 && st.send_queue_peak_bytes <= bound,
+        "peak {} > {bound}",
+        st.send_queue_peak_bytes
+    );
+    ka.abort();
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_go_out_before_the_cease_whatever_the_queue_holds() {
+    use ferrolb_bgp::wire::{Message, Negotiated, frame_len};
+    use std::collections::BTreeSet;
+    let listener = small_window_listener();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    // More than the kernel buffers hold: the writer's queue is never empty here.
+    a.set(fat_routes(10_000));
+    let mut arx = a.status();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 3).await;
+    let (mut r, w) = s.into_split();
+    let ka = keepalives(w);
+    wait_for(&mut arx, "writes blocked", |s| s.send_queue_bytes > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Withdraw everything and shut down while the queue is full.
+    a.set(Routes::new());
+    let shut = tokio::spawn(a.shutdown_within(Some("bye".into()), Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The peer now reads everything: when the Cease arrives it holds nothing.
+    let mut held: BTreeSet<Ipv4Net> = BTreeSet::new();
+    let mut most = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let cease = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            while let Ok(Some(n)) = frame_len(&buf, 4096) {
+                if buf.len() < n {
+                    break;
+                }
+                let frame = buf.split_to(n);
+                match Message::decode(&frame, &Negotiated::default()).unwrap() {
+                    Message::Update(u) => {
+                        for p in &u.withdrawn {
+                            held.remove(p);
+                        }
+                        held.extend(u.nlri.iter().copied());
+                        most = most.max(held.len());
+                    }
+                    Message::Keepalive => {}
+                    Message::Notification(n) => return n,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let n = tokio::io::AsyncReadExt::read(&mut r, &mut chunk)
+                .await
+                .expect("read");
+            assert!(n > 0, "closed without a Cease; {} routes held", held.len());
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("no Cease");
+    assert_eq!((cease.code, cease.subcode), (6, 2));
+    assert!(most > 100, "the peer held {most} routes at most");
+    assert!(
+        held.is_empty(),
+        "Cease arrived while the peer held {} of {most} routes",
+        held.len()
+    );
+    tokio::time::timeout(Duration::from_secs(10), shut)
+        .await
+        .expect("shutdown did not end")
+        .unwrap();
+    ka.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_time_0_turns_tcp_keepalive_on() {
+    use ferrolb_bgp::driver::{
+        TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT, TcpKeepalive,
+    };
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    let mut arx = a.status();
+
+    // The peer offers hold time 0: no hold timer, so TCP keepalive instead.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 0).await;
+    let st = wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    assert_eq!(
+        st.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: TCP_KEEPIDLE,
+            interval: TCP_KEEPINTVL,
+            count: TCP_KEEPCNT,
+            user_timeout: TCP_USER_TIMEOUT,
+        }),
+        "{st:#?}"
+    );
+
+    // The next session negotiates a hold timer: no TCP keepalive.
+    drop(s);
+    wait_for(&mut arx, "down", |s| s.state != State::Established).await;
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+    let st = wait_for(&mut arx, "established again", |s| {
+        s.established_generation == 2
+    })
+    .await;
+    assert_eq!(st.tcp_keepalive, None);
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_resetting_right_after_established_is_damped() {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // First retry after 100 ms: undamped, that is ~10 reconnections a second.
+    let a = active(port, None);
+    let mut arx = a.status();
+    let t0 = std::time::Instant::now();
+    let mut connects = Vec::new();
+    while t0.elapsed() < Duration::from_secs(4) {
+        let left = Duration::from_secs(4).saturating_sub(t0.elapsed());
+        let Ok(acc) = tokio::time::timeout(left, listener.accept()).await else {
+            break;
+        };
+        let (mut s, _) = acc.unwrap();
+        connects.push(t0.elapsed());
+        let mut buf = bytes::BytesMut::new();
+        raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+        let n = connects.len() as u64;
+        wait_for(&mut arx, "established", |s| s.established_generation == n).await;
+        drop(s); // reset right after Established
+    }
+    // 100, 200, 400, 800, 1600 ms (±25 %) between attempts: 5 or 6 in 4 s.
+    assert!(
+        (4..=7).contains(&connects.len()),
+        "{} connects: {connects:?}",
+        connects.len()
+    );
+    let gaps: Vec<Duration> = connects.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "the delay does not grow: {gaps:?}"
+    );
+    a.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_inbound_connections_get_cease_connection_rejected() {
+    // Listening for 127.0.0.2 only; a connection from 127.0.0.1 is not the peer.
+    let mut cfg = PeerConfig::new(
+        SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 179),
+        PASSIVE_AS,
+        ACTIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    cfg.passive = true;
+    cfg.listen = true;
+    cfg.listen_port = 0;
+    let p = spawn(cfg);
+    let mut prx = p.status();
+    let addr = wait_for(&mut prx, "listening", |s| s.listen_addr.is_some())
+        .await
+        .listen_addr
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect((LOCALHOST, addr.port()))
+        .await
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), raw::read_msg(&mut s, &mut buf))
+        .await
+        .expect("nothing sent");
+    let Some(ferrolb_bgp::wire::Message::Notification(n)) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!((n.code, n.subcode), (6, 5));
+    // Then closed.
+    assert_eq!(raw::read_msg(&mut s, &mut buf).await, None);
+    assert_eq!(p.status().borrow().state, State::Active);
+    p.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_capability_2_7_is_left_out_of_the_next_open() {
+    use ferrolb_bgp::wire::{Message, Notification};
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = active(port, None);
+    let mut arx = a.status();
+
+    // Our first OPEN offers Enhanced Route Refresh (70); the peer refuses it.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let Some(Message::Open(first)) = raw::read_msg(&mut s, &mut buf).await else {
+        panic!("expected OPEN")
+    };
+    let codes = |o: &ferrolb_bgp::wire::Open| -> Vec<u8> {
+        o.capabilities.iter().map(|c| c.code()).collect()
+    };
+    assert!(codes(&first).contains(&70), "{:?}", codes(&first));
+    let mut n = Notification::new(2, 7);
+    n.data = vec![70, 0];
+    raw::write_msg(&mut s, Message::Notification(n)).await;
+    let st = wait_for(&mut arx, "down", |s| s.last_down_reason.is_some()).await;
+    assert!(st.last_down.as_deref().unwrap().contains("2/7"), "{st:?}");
+    drop(s);
+
+    // The next OPEN leaves it out, and the session comes up.
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let ours = raw::handshake(&mut s, &mut buf, PASSIVE_AS, 90).await;
+    assert!(!codes(&ours).contains(&70), "{:?}", codes(&ours));
+    assert!(codes(&ours).contains(&2) && codes(&ours).contains(&65));
+    let st = wait_for(&mut arx, "established", |s| s.state == State::Established).await;
+    assert!(!st.negotiated.unwrap().enhanced_route_refresh);
+    a.shutdown(None).await;
 }

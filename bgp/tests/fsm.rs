@@ -188,6 +188,7 @@ fn active_open_happy_path() {
                 msg(C1, Message::Keepalive),
                 vec![
                     Output::ArmTimer(TimerKind::Hold(C1), secs(90)),
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
                     Output::Established(negotiated()),
                 ],
                 State::Established,
@@ -275,6 +276,7 @@ fn passive_open() {
                 msg(C1, Message::Keepalive),
                 vec![
                     Output::ArmTimer(TimerKind::Hold(C1), secs(30)),
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
                     Output::Established(negotiated()),
                 ],
                 State::Established,
@@ -296,7 +298,13 @@ fn passive_open() {
 #[test]
 fn idle_refuses_connections() {
     let mut s = Session::new(cfg());
-    assert_eq!(s.handle(inbound(C1)), vec![Output::Close(C1)]);
+    assert_eq!(
+        s.handle(inbound(C1)),
+        vec![
+            Output::Send(C1, Message::Notification(notif(6, 5))),
+            Output::Close(C1)
+        ]
+    );
     assert_eq!(s.state(), State::Idle);
 }
 
@@ -422,6 +430,31 @@ fn third_connection_is_refused() {
         s.handle(outbound(ConnId(4))),
         vec![Output::Close(ConnId(4))]
     );
+}
+
+#[test]
+fn an_inbound_connection_beyond_two_gets_cease_connection_rejected() {
+    // Established on the inbound connection, our outbound attempt in OpenSent.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(inbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    s.handle(msg(C1, Message::Keepalive));
+    assert_eq!(s.established_conn(), Some(C1));
+    // The connect attempt started with Start completes late.
+    s.handle(outbound(C2));
+    assert_eq!(s.conns(), vec![C1, C2]);
+    // A third connection from the peer: 6/5, then closed; the others stay.
+    let c3 = ConnId(3);
+    assert_eq!(
+        s.handle(inbound(c3)),
+        vec![
+            Output::Send(c3, Message::Notification(notif(6, 5))),
+            Output::Close(c3)
+        ]
+    );
+    assert_eq!(s.conns(), vec![C1, C2]);
+    assert_eq!(s.state(), State::Established);
 }
 
 #[test]
@@ -597,7 +630,10 @@ fn hold_time_zero_disables_timers() {
             ),
             (
                 msg(C1, Message::Keepalive),
-                vec![Output::Established(negotiated())],
+                vec![
+                    Output::ArmTimer(TimerKind::Stable, secs(30)),
+                    Output::Established(negotiated()),
+                ],
                 State::Established,
             ),
             (msg(C1, Message::Keepalive), vec![], State::Established),
@@ -868,15 +904,63 @@ fn connect_retry_backoff_grows_and_caps() {
             Output::ArmTimer(TimerKind::ConnectRetry, secs(10))
         ]
     );
-    // Established resets the backoff to the first delay.
+    // A session that stayed Established for the stable time resets the
+    // backoff to the first delay.
     s.handle(outbound(C1));
     s.handle(msg(C1, peer_open(90)));
     s.handle(msg(C1, Message::Keepalive));
+    s.handle(Input::TimerExpired(TimerKind::Stable));
     let got = s.handle(Input::Closed { conn: C1 });
     let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
         panic!("{got:?}")
     };
     assert!(d.as_secs_f64() <= 1.25, "{d:?}");
+}
+
+/// RFC 4271 §8.1.1: a peer that resets the session right after Established
+/// (before the stable time) meets a growing delay before each reconnection.
+#[test]
+fn resets_right_after_established_are_damped() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    let mut delays = Vec::new();
+    for i in 0..8u64 {
+        let c = ConnId(10 + i);
+        s.handle(Input::Connected {
+            conn: c,
+            direction: Direction::Outbound,
+        });
+        s.handle(msg(c, peer_open(90)));
+        let up = s.handle(msg(c, Message::Keepalive));
+        assert!(
+            up.contains(&Output::ArmTimer(TimerKind::Stable, secs(30))),
+            "{up:?}"
+        );
+        let got = s.handle(Input::Closed { conn: c });
+        let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+            panic!("{got:?}")
+        };
+        delays.push(*d);
+        assert_eq!(
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry))[0],
+            Output::Connect
+        );
+    }
+    for (i, d) in delays.iter().enumerate() {
+        let base = (1u64 << i).min(60) as f64;
+        let d = d.as_secs_f64();
+        assert!(
+            d >= base * 0.75 && d <= (base * 1.25).min(60.0),
+            "reset {i}: {d} s for base {base}: {delays:?}"
+        );
+    }
+    // A stale Stable expiry while down forgives nothing.
+    s.handle(Input::TimerExpired(TimerKind::Stable));
+    let got = s.handle(Input::ConnectFailed);
+    let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+        panic!("{got:?}")
+    };
+    assert!(d.as_secs_f64() >= 45.0, "{d:?}");
 }
 
 #[test]
@@ -1124,4 +1208,39 @@ fn reset_while_established_sends_the_notification_and_retries() {
     assert_eq!(s.state(), State::Active);
     // Outside Established it does nothing.
     assert!(s.handle(Input::Reset(n)).is_empty());
+}
+
+/// RFC 5492 §3: after Unsupported Capability (2/7) the next OPEN leaves out
+/// the capabilities its data lists, and nothing is negotiated on them.
+#[test]
+fn unsupported_capability_is_left_out_of_the_next_open() {
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(outbound(C1));
+    // Data: Enhanced Route Refresh (70, empty) and Route Refresh (2, empty).
+    let mut n = notif(2, 7);
+    n.data = vec![70, 0, 2, 0];
+    let got = s.handle(msg(C1, Message::Notification(n.clone())));
+    assert!(
+        got.contains(&Output::Down(DownReason::NotificationReceived(n))),
+        "{got:?}"
+    );
+    assert_eq!(s.unsupported_capabilities(), &[70, 2]);
+    s.handle(Input::TimerExpired(TimerKind::ConnectRetry));
+    let got = s.handle(outbound(C2));
+    let Some(open) = got.iter().find_map(|o| match o {
+        Output::Send(_, Message::Open(open)) => Some(open),
+        _ => None,
+    }) else {
+        panic!("{got:?}")
+    };
+    let codes: Vec<u8> = open.capabilities.iter().map(|c| c.code()).collect();
+    assert!(!codes.contains(&70) && !codes.contains(&2), "{codes:?}");
+    assert!(codes.contains(&65) && codes.contains(&1), "{codes:?}");
+    // The peer offers both anyway: neither is negotiated.
+    s.handle(msg(C2, peer_open(90)));
+    let neg = s.negotiated(C2).unwrap();
+    assert!(!neg.route_refresh && !neg.enhanced_route_refresh, "{neg:?}");
+    assert!(neg.four_octet_as);
+    assert_eq!(neg.families, vec![Family::IPV4_UNICAST]);
 }

@@ -291,25 +291,20 @@ impl PeerSessions {
             .collect()
     }
 
-    /// Withdraw everything from every peer, give the withdrawals a moment to
-    /// reach the wire, then close every session with Cease.
+    /// Withdraw everything from every peer and close every session with
+    /// Cease, all peers at once: each session writes its withdrawals before
+    /// its Cease for up to `grace` (a peer that does not take them in time has
+    /// its connection dropped instead), so the whole shutdown takes about
+    /// `grace` plus 1 s however many peers there are.
     pub async fn shutdown(self, grace: Duration) {
         for r in self.running.values() {
             r.handle.set(Routes::new());
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        for r in self.running.values() {
-            let mut st = r.handle.status();
-            let _ = tokio::time::timeout_at(deadline, async {
-                while st.borrow().prefixes_announced > 0 && st.changed().await.is_ok() {}
-            })
-            .await;
-        }
-        for (_, r) in self.running {
+        futures::future::join_all(self.running.into_values().map(|r| {
             r.handle
-                .shutdown(Some("ferrolb speaker shutting down".into()))
-                .await;
-        }
+                .shutdown_within(Some("ferrolb speaker shutting down".into()), grace)
+        }))
+        .await;
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::Notification;
 
-/// NOTIFICATION error codes (RFC 4271 §4.5, RFC 6608, RFC 7313).
+/// NOTIFICATION error codes (RFC 4271 §4.5, RFC 6608, RFC 7313, RFC 9687).
 pub mod code {
     /// Message Header Error.
     pub const MESSAGE_HEADER: u8 = 1;
@@ -21,6 +21,8 @@ pub mod code {
     pub const CEASE: u8 = 6;
     /// ROUTE-REFRESH Message Error (RFC 7313).
     pub const ROUTE_REFRESH_MESSAGE: u8 = 7;
+    /// Send Hold Timer Expired (RFC 9687).
+    pub const SEND_HOLD_TIMER_EXPIRED: u8 = 8;
 }
 
 /// NOTIFICATION error subcodes. Values repeat across codes; the name says which code they belong to.
@@ -116,6 +118,7 @@ pub fn code_name(c: u8) -> Option<&'static str> {
         code::FSM => "Finite State Machine Error",
         code::CEASE => "Cease",
         code::ROUTE_REFRESH_MESSAGE => "ROUTE-REFRESH Message Error",
+        code::SEND_HOLD_TIMER_EXPIRED => "Send Hold Timer Expired",
         _ => return None,
     })
 }
