@@ -345,8 +345,9 @@ async fn burst(shared: Weak<Shared>, ip: IpAddr, generation: u64) {
 impl Announcer {
     /// Discovers interfaces, opens their sockets and starts answering (for nothing yet:
     /// call [`Announcer::set`]). Must be called inside a tokio runtime, in the network
-    /// namespace to serve. Fails when a socket cannot be opened, e.g. without
-    /// `CAP_NET_RAW`; interfaces that appear later are picked up by the periodic rescan.
+    /// namespace to serve. Fails without `CAP_NET_RAW` (or when interfaces cannot be
+    /// listed); an interface whose sockets fail otherwise is logged and retried at the
+    /// next rescan, which also picks up interfaces that appear later.
     pub fn start(cfg: AnnouncerConfig) -> Result<Announcer, L2Error> {
         let runtime = Handle::try_current().map_err(|_| L2Error::NoRuntime)?;
         let rescan = cfg.rescan_interval;
@@ -357,7 +358,13 @@ impl Announcer {
             links: Mutex::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
         });
-        shared.rescan()?;
+        match shared.rescan() {
+            Ok(()) => {}
+            // Without CAP_NET_RAW nothing can work: say so at once.
+            Err(e) if e.is_permission() => return Err(e),
+            // One odd interface must not stop the others; the next rescan retries it.
+            Err(e) => warn!(error = %e, "layer 2: some interfaces are not served"),
+        }
         let weak = Arc::downgrade(&shared);
         runtime.spawn(async move {
             loop {
@@ -376,6 +383,10 @@ impl Announcer {
     /// returns. Addresses that are new (or whose interfaces changed) are announced: a
     /// gratuitous ARP pair / unsolicited Neighbor Advertisement at once on each selected
     /// interface, then `gratuitous_count - 1` more, `gratuitous_interval` apart.
+    /// Unlike MetalLB, setting an address again does not restart its burst, and an
+    /// interface picked up later by a rescan gets no burst for addresses already owned
+    /// (MetalLB does not announce there either); neighbours learn it on their next
+    /// request.
     pub fn set(&self, owned: BTreeMap<IpAddr, Interfaces>) {
         let s = &self.shared;
         let mut fresh = Vec::new();

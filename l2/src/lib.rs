@@ -12,10 +12,16 @@
 //!
 //! It is not: the owner choice (which node answers is the speaker's decision), a
 //! membership protocol, or anything Kubernetes. It never adds the address to an
-//! interface; the node's service proxy handles the traffic, as with MetalLB. So that
-//! the kernel does not also answer ARP for addresses kube-proxy binds to its dummy
-//! interface (IPVS mode), nodes need `arp_ignore=1` and `arp_announce=2`
-//! (kube-proxy's `strictARP: true`), as MetalLB documents.
+//! interface; the node's service proxy handles the traffic, as with MetalLB.
+//!
+//! Node settings: with kube-proxy in IPVS mode every node has the service addresses on
+//! its `kube-ipvs0` dummy interface, and Linux by default (`arp_ignore=0`) answers ARP
+//! for any local address on any interface, so every node would answer besides the
+//! owner. Set kube-proxy's `strictARP: true`, which sets `net.ipv4.conf.all.arp_ignore=1`
+//! (answer only for addresses on the receiving interface) and `arp_announce=2`, as
+//! MetalLB documents. In iptables/nftables mode the addresses are on no interface and
+//! nothing is needed. IPv6 needs nothing: Linux answers a solicitation only for
+//! addresses on the interface it arrived on.
 //!
 //! Behaviour follows MetalLB's layer 2 announcer: interfaces are all up, non-loopback,
 //! broadcast-capable ones with a MAC that are not bridge/bond ports and not NOARP (NDP
@@ -112,12 +118,10 @@ impl L2Error {
         L2Error::Io { op, source }
     }
 
-    /// Whether this is a permission error (the process lacks `CAP_NET_RAW`).
+    /// Whether this is a permission error (`EPERM`/`EACCES`: the process lacks
+    /// `CAP_NET_RAW`).
     pub fn is_permission(&self) -> bool {
-        matches!(self, L2Error::Io { source, .. }
-            if matches!(source.kind(), io::ErrorKind::PermissionDenied))
-            || matches!(self, L2Error::Io { source, .. }
-            if source.raw_os_error() == Some(libc::EPERM))
+        matches!(self, L2Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied)
     }
 }
 
