@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrolb_l2::{Announcer, AnnouncerConfig, Interfaces, L2Observer, send_gratuitous};
-use ferrolb_testlab::{Netns, Pair, Proc, require_root_or_skip, veth, wait_until};
+use ferrolb_testlab::{Lan, Netns, Pair, Proc, require_root_or_skip, veth, wait_until};
 
 const V4: &str = "192.0.2.10";
 const V6: &str = "2001:db8::10";
@@ -378,4 +378,88 @@ fn rescan_picks_up_new_interfaces_and_interfaces_select() {
     .expect("eth1 dropped after going down");
     drop(ann);
     drop(rt);
+}
+
+/// The MAC in `ip neigh` for `ip` on `ifname` (lower case), if there is an entry with one.
+fn neigh_mac(ns: &Netns, ifname: &str, ip: &str) -> Option<String> {
+    let out = ns.ip(&["neigh", "show", ip, "dev", ifname]).ok()?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+/// Sends one UDP datagram to `ip` from `ns` (makes its kernel resolve the address).
+fn poke(ns: &Netns, ip: &str) {
+    let _ = ns.exec(&["bash", "-c", &format!("echo x > /dev/udp/{ip}/9")]);
+}
+
+#[test]
+fn takeover_moves_a_neighbours_cache_entry() {
+    if !require_root_or_skip("takeover_moves_a_neighbours_cache_entry", &["bash"]) {
+        return;
+    }
+    // Two would-be owners and a client on one LAN.
+    let lan = Lan::new().unwrap();
+    let (n1, n2, client) = (
+        Netns::new().unwrap(),
+        Netns::new().unwrap(),
+        Netns::new().unwrap(),
+    );
+    lan.attach(&n1, "eth0", &[]).unwrap();
+    lan.attach(&n2, "eth0", &[]).unwrap();
+    lan.attach(&client, "eth0", &["192.0.2.1/24", "2001:db8::1/64"])
+        .unwrap();
+    for ns in [&n1, &n2, &client] {
+        wait_link_local(ns, "eth0");
+    }
+    let (mac1, mac2) = (
+        mac_of(&n1, "eth0").to_lowercase(),
+        mac_of(&n2, "eth0").to_lowercase(),
+    );
+    let events = Arc::new(Events::default());
+    let (rt1, rt2) = (n1.tokio_runtime().unwrap(), n2.tokio_runtime().unwrap());
+    let (a1, a2) = (
+        start(&rt1, config(&events, 3, 300)),
+        start(&rt2, config(&events, 3, 300)),
+    );
+    let both = owned(&[(V4, Interfaces::All), (V6, Interfaces::All)]);
+
+    // n1 owns both; the client's kernel resolves them to n1.
+    a1.set(both.clone());
+    for ip in [V4, V6] {
+        let got = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            poke(&client, ip);
+            neigh_mac(&client, "eth0", ip).filter(|m| *m == mac1)
+        });
+        assert!(
+            got.is_some(),
+            "{ip} not resolved to n1: {:?}",
+            neigh_mac(&client, "eth0", ip)
+        );
+    }
+
+    // Takeover: n1 lets go, n2 owns. The client sends nothing; only n2's
+    // announcements can move its entries.
+    a1.set(BTreeMap::new());
+    let t0 = Instant::now();
+    a2.set(both);
+    for ip in [V4, V6] {
+        let got = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            neigh_mac(&client, "eth0", ip).filter(|m| *m == mac2)
+        });
+        assert!(
+            got.is_some(),
+            "{ip} still at {:?} after n2's announcements",
+            neigh_mac(&client, "eth0", ip)
+        );
+    }
+    // The first announcement does it, not a later one of the burst.
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop((a1, a2));
+    drop((rt1, rt2));
 }
