@@ -25,8 +25,9 @@ pub struct AnnouncerConfig {
     /// Announcements per newly owned address (MetalLB: 5, one at once and then one per
     /// tick until 5 s have passed).
     pub gratuitous_count: u32,
-    /// Spacing of those announcements (MetalLB: 1.1 s, chosen in its issue 172 so that
-    /// switches which rate-limit gratuitous ARP to one per second accept each one).
+    /// Spacing of those announcements (MetalLB: 1.1 s, from its issue 172: longer than
+    /// Linux's 1 s ARP `locktime`, so if one announcement lands while a neighbour's entry
+    /// is locked against updates, the next one arrives after the lock expired).
     pub gratuitous_interval: Duration,
     /// How often interfaces are rediscovered (MetalLB: 10 s): new or re-enabled
     /// interfaces get responders, removed or downed ones lose them.
