@@ -27,7 +27,8 @@ pub struct AnnouncerConfig {
     pub gratuitous_count: u32,
     /// Spacing of those announcements (MetalLB: 1.1 s, from its issue 172: longer than
     /// Linux's 1 s ARP `locktime`, so if one announcement lands while a neighbour's entry
-    /// is locked against updates, the next one arrives after the lock expired).
+    /// is locked against updates (kernels before ~4.11 applied the lock to gratuitous
+    /// ARP too), the next one arrives after the lock expired).
     pub gratuitous_interval: Duration,
     /// How often interfaces are rediscovered (MetalLB: 10 s): new or re-enabled
     /// interfaces get responders, removed or downed ones lose them.
