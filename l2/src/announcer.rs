@@ -151,6 +151,16 @@ struct Shared {
     owned: RwLock<BTreeMap<IpAddr, Owned>>,
     links: Mutex<BTreeMap<u32, Arc<Responder>>>,
     generation: AtomicU64,
+    /// The periodic rescan, stopped with the last handle.
+    scanner: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.scanner).take() {
+            t.abort();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -402,6 +412,7 @@ impl Announcer {
             owned: RwLock::new(BTreeMap::new()),
             links: Mutex::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
+            scanner: Mutex::new(None),
         });
         match shared.rescan() {
             Ok(()) => {}
@@ -411,7 +422,7 @@ impl Announcer {
             Err(e) => warn!(error = %e, "layer 2: some interfaces are not served"),
         }
         let weak = Arc::downgrade(&shared);
-        runtime.spawn(async move {
+        let scanner = runtime.spawn(async move {
             loop {
                 tokio::time::sleep(rescan).await;
                 let Some(s) = weak.upgrade() else { return };
@@ -420,6 +431,7 @@ impl Announcer {
                 }
             }
         });
+        *lock(&shared.scanner) = Some(scanner.abort_handle());
         Ok(Announcer { shared })
     }
 

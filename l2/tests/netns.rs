@@ -204,7 +204,20 @@ fn answers_arp_and_ndp_only_for_owned_addresses() {
     let nd = ndisc6(b, "eth0", V6);
     assert!(!nd.contains("Target link-layer"), "{nd}");
     assert!(!maddrs(a, "eth0").contains("33:33:ff:00:00:10"));
+
+    // Dropping the last handle closes the sockets (the kernel drops the membership).
+    ann.set(owned(&[(V6, Interfaces::All)]));
+    assert!(maddrs(a, "eth0").contains("33:33:ff:00:00:10"));
     drop(ann);
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            (!maddrs(a, "eth0").contains("33:33:ff:00:00:10")).then_some(())
+        })
+        .is_some(),
+        "group still joined after drop"
+    );
+    let nd = ndisc6(b, "eth0", V6);
+    assert!(!nd.contains("Target link-layer"), "{nd}");
     drop(rt);
 }
 
