@@ -389,6 +389,14 @@ fn rescan_picks_up_new_interfaces_and_interfaces_select() {
         (!ann.interfaces().contains(&"eth1".to_string())).then_some(())
     })
     .expect("eth1 dropped after going down");
+    assert_silent(&arping(&c, "eth0", V4, 1), V4);
+    // Up again: picked up again, answered again.
+    a.ip(&["link", "set", "eth1", "up"]).unwrap();
+    wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        ann.interfaces().contains(&"eth1".to_string()).then_some(())
+    })
+    .expect("eth1 picked up again after coming up");
+    assert_answered(&arping(&c, "eth0", V4, 2), V4, &mac1, 2);
     drop(ann);
     drop(rt);
 }
