@@ -153,6 +153,10 @@ struct Shared {
     generation: AtomicU64,
     /// The periodic rescan, stopped with the last handle.
     scanner: Mutex<Option<AbortHandle>>,
+    /// Serialises membership updates: each reads the owned table under it, so the
+    /// last update to run applies the latest table (a rescan's older view cannot undo
+    /// a newer `set`).
+    membership_lock: Mutex<()>,
 }
 
 impl Drop for Shared {
@@ -188,6 +192,7 @@ impl Shared {
     /// Makes each NDP socket's multicast memberships the solicited-node groups of the
     /// IPv6 addresses owned on its interface.
     fn sync_memberships(&self) {
+        let _serial = lock(&self.membership_lock);
         let owned = self.owned_snapshot();
         let links: Vec<Arc<Responder>> = lock(&self.links).values().cloned().collect();
         for r in links {
@@ -413,6 +418,7 @@ impl Announcer {
             links: Mutex::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
             scanner: Mutex::new(None),
+            membership_lock: Mutex::new(()),
         });
         match shared.rescan() {
             Ok(()) => {}
