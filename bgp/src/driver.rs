@@ -44,8 +44,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::adj_out::{AdjOut, OutContext, Routes};
 use crate::bfd::{BfdConfig, BfdCounters, BfdEndpoint, BfdEvent, BfdSession, BfdStatus};
 use crate::fsm::{
-    ConnId, Direction, DownReason, DynamicAs, Input, Output, Session, SessionConfig, State,
-    TimerKind,
+    ConnId, Direction, DownReason, DynamicAs, GracefulRestartConfig, Input, Output, Session,
+    SessionConfig, State, TimerKind,
 };
 use crate::md5;
 use crate::wire::{
@@ -104,6 +104,10 @@ pub struct PeerConfig {
     /// (6/1, RFC 4486) when [`SessionStatus::prefixes_received`] exceeds
     /// this; `None` = no limit. The session reconnects after its backoff.
     pub max_prefix: Option<u32>,
+    /// Graceful restart (RFC 4724, RFC 8538 N bit); `None`: the OPEN has no
+    /// such capability. With it, the first table and End-of-RIB wait for the
+    /// first [`SessionHandle::set`] (see [`spawn`]).
+    pub graceful_restart: Option<GracefulRestartConfig>,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -170,6 +174,7 @@ impl PeerConfig {
             listen_port: 179,
             bfd: None,
             max_prefix: None,
+            graceful_restart: None,
         }
     }
 
@@ -200,6 +205,7 @@ impl PeerConfig {
             connect_retry: self.connect_retry,
             connect_retry_max: self.connect_retry_max.max(self.connect_retry),
             dynamic_peer_as: self.dynamic_peer_as,
+            graceful_restart: self.graceful_restart,
             seed: rand::random(),
             ..SessionConfig::new(self.local_as, self.peer_as, self.router_id)
         }
@@ -275,6 +281,8 @@ enum Command {
     Set(Routes),
     /// Send Cease with this subcode (and RFC 9003 message) and stop.
     Shutdown(u8, Option<String>),
+    /// Stop so that a graceful-restart peer keeps our routes ([`Input::StopKeepRoutes`]).
+    StopKeepRoutes(Option<String>),
 }
 
 /// Control of one running session. Dropping it shuts the session down
@@ -306,6 +314,12 @@ struct BfdLink {
 
 /// Start the session task for `cfg` on the current tokio runtime, without
 /// BFD (`cfg.bfd` is ignored; see [`spawn_with_bfd`]).
+///
+/// End-of-RIB follows the routes known when the session becomes
+/// Established. With [`PeerConfig::graceful_restart`] it waits for the
+/// owner's first [`SessionHandle::set`] instead: after a restart the peer
+/// holds our old routes as stale until our End-of-RIB, then drops those we
+/// did not announce again, so the first table must be the complete one.
 pub fn spawn(cfg: PeerConfig) -> SessionHandle {
     spawn_inner(cfg, None, None, None)
 }
@@ -397,6 +411,16 @@ impl SessionHandle {
     pub async fn shutdown(self, communication: Option<String>) {
         self.close(subcode::ADMINISTRATIVE_SHUTDOWN, communication)
             .await
+    }
+
+    /// End the session so that a graceful-restart peer keeps our routes as
+    /// stale until a new process is back and has sent End-of-RIB (a restart
+    /// or upgrade): [`Input::StopKeepRoutes`]. Then wait for the task to end.
+    pub async fn close_keep_routes(mut self, communication: Option<String>) {
+        let _ = self.cmd.send(Command::StopKeepRoutes(communication));
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Send a Cease NOTIFICATION with `cease_subcode` (RFC 4486, e.g.
@@ -555,6 +579,11 @@ struct Driver {
     /// requests meanwhile collapse into one re-send (never more entries than
     /// negotiated families).
     refresh_pending: Vec<Family>,
+    /// The owner called [`SessionHandle::set`] at least once.
+    routes_given: bool,
+    /// Established with graceful restart before the first set: the initial
+    /// table and End-of-RIB go out with it.
+    eor_waits_for_routes: bool,
 }
 
 async fn run(
@@ -598,6 +627,8 @@ async fn run_bgp(
         pending_reset: None,
         refresh_in_flight: false,
         refresh_pending: Vec::new(),
+        routes_given: false,
+        eor_waits_for_routes: false,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -628,6 +659,10 @@ async fn run_bgp(
                 Some(Command::Set(routes)) => d.set_routes(routes),
                 Some(Command::Shutdown(cease, communication)) => {
                     d.shutdown(cease, communication).await;
+                    return;
+                }
+                Some(Command::StopKeepRoutes(communication)) => {
+                    d.stop_keeping_routes(communication).await;
                     return;
                 }
                 None => {
@@ -1023,7 +1058,22 @@ impl Driver {
     fn set_routes(&mut self, routes: Routes) {
         debug!(routes = routes.len(), "desired routes set");
         self.adj.set_desired(routes);
-        self.send_updates(None);
+        self.routes_given = true;
+        if std::mem::take(&mut self.eor_waits_for_routes) {
+            info!("first routes given: sending the initial table and End-of-RIB");
+            let generation = self.status.established_generation;
+            self.send_updates(Some(generation));
+        } else {
+            self.send_updates(None);
+        }
+    }
+
+    /// Stop for a restart: [`Input::StopKeepRoutes`], then flush and close
+    /// as [`Driver::shutdown`] does (its own Stop finds the session stopped).
+    async fn stop_keeping_routes(&mut self, communication: Option<String>) {
+        info!("stopping so that the peer keeps our routes (graceful restart)");
+        self.feed(Input::StopKeepRoutes { communication });
+        self.shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None).await;
     }
 
     fn on_established(&mut self, neg: Negotiated) {
@@ -1047,12 +1097,18 @@ impl Driver {
         self.adj.reset();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
+        if self.cfg.graceful_restart.is_some() && !self.routes_given {
+            info!("graceful restart: End-of-RIB waits for the first complete route set");
+            self.eor_waits_for_routes = true;
+            return;
+        }
         let generation = self.status.established_generation;
         self.send_updates(Some(generation));
     }
 
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
+        self.eor_waits_for_routes = false;
         self.adj.reset();
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
