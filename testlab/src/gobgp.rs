@@ -35,6 +35,10 @@ pub struct GobgpNeighbor {
     pub hold_time: Option<u32>,
     /// Connect-retry seconds (default here: 1, so restarts are quick).
     pub connect_retry: u32,
+    /// Graceful restart helper (RFC 4724) with the notification extension
+    /// (RFC 8538) for every family: `[neighbors.graceful-restart.config]`
+    /// enabled, helper-only, notification-enabled, with this restart time.
+    pub graceful_restart: Option<u32>,
 }
 
 impl GobgpNeighbor {
@@ -50,6 +54,7 @@ impl GobgpNeighbor {
             local_address: None,
             hold_time: None,
             connect_retry: 1,
+            graceful_restart: None,
         }
     }
 }
@@ -129,6 +134,11 @@ impl GobgpdConfig {
             if let Some(a) = &n.local_address {
                 s += &format!("    local-address = \"{a}\"\n");
             }
+            if let Some(t) = n.graceful_restart {
+                s += &format!(
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n    notification-enabled = true\n    restart-time = {t}\n"
+                );
+            }
             if let Some(t) = n.multihop_ttl {
                 s += &format!(
                     "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = {t}\n"
@@ -142,6 +152,9 @@ impl GobgpdConfig {
                 s += &format!(
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{name}\"\n"
                 );
+                if n.graceful_restart.is_some() {
+                    s += "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+                }
             }
         }
         s
@@ -449,6 +462,7 @@ pub fn parse_rib(json: &str) -> Result<Vec<Route>> {
 fn parse_gobgp_path(p: &Value) -> RoutePath {
     let mut r = RoutePath {
         best: p["best"].as_bool().unwrap_or(false),
+        stale: p["stale"].as_bool().unwrap_or(false),
         from: p["neighbor-ip"].as_str().map(str::to_string),
         ..RoutePath::default()
     };
