@@ -3,9 +3,12 @@
 //! (RFC 4724 §3) in its OPENs.
 //!
 //! The marker is a small file in a state directory that outlives the process
-//! but not the node: the speaker's DaemonSet mounts the hostPath `/run/ferrolb`
-//! (`/run` is a tmpfs, so a node reboot clears it — after a reboot the
-//! forwarding state is gone too and the start is not a restart). A process
+//! but not the node. The speaker's DaemonSet mounts an in-memory emptyDir at
+//! `/run/ferrolb`: it survives container restarts (crash, OOM kill, failed
+//! liveness probe), not a new Pod nor a reboot (after a reboot the forwarding
+//! state is gone too and the start is not a restart). A hostPath on tmpfs
+//! would also survive a rollout's new Pod, but kubelet creates it owned by
+//! root and the speaker does not run as root. A process
 //! [`claim`](RestartMarker::claim)s it at start (present before = a restart)
 //! and [`remove`](RestartMarker::remove)s it when it ends by withdrawing its
 //! routes (node drain, Hard Reset); it stays after a crash, a SIGKILL or a
@@ -15,7 +18,10 @@
 //! Why not "always set R": RFC 4724 gives the bit a meaning (the peer must not
 //! wait for our End-of-RIB before sending its own routes, and it tells an
 //! operator reading the peer's state that we restarted); a first start after
-//! a reboot is not a restart, and the marker costs one small file.
+//! a reboot is not a restart, and the marker costs one small file. Whether R
+//! is set or not, a helper keeps our routes as stale after the session drops
+//! (that depends on the previous session's capability only), so a restart
+//! the marker misses still keeps the traffic flowing.
 
 use std::io;
 use std::path::{Path, PathBuf};
