@@ -12,6 +12,8 @@
 //!   it shows that) after it has seen the session close; a new run (the R bit set from the
 //!   restart marker) announces only one: after its End-of-RIB the router has exactly that
 //!   one, and that one never left the router's table in between (polled every 50 ms).
+//!   gobgpd and FRR show how they read our capability: restart time, the Forwarding bit
+//!   of IPv4 unicast, and (gobgpd's raw flags) the R and N bits of the restarted run.
 //! - `--hard-reset` + SIGTERM: the routes are gone at once (well before the restart
 //!   time) and the router saw the Hard Reset (gobgpd, FRR: N bit) or the Cease (BIRD 2.0
 //!   has no N bit, so a plain 6/2 flushes).
@@ -47,6 +49,10 @@ trait Helper: Sized {
     fn last_down(&self) -> Result<String>;
     /// Whether it marks kept routes as stale (BIRD does not show it).
     const SHOWS_STALE: bool;
+    /// Checks what it shows of our graceful restart capability, where it shows it.
+    fn check_our_capability(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Helper for Gobgpd {
@@ -69,6 +75,22 @@ impl Helper for Gobgpd {
     fn last_down(&self) -> Result<String> {
         Ok(self.log())
     }
+    /// gobgpd's view of our capability after the restart, as its API's protobuf
+    /// (`apipb.GracefulRestartCapability`, base64): `08 0c` flags 12 = R (8) + N (4),
+    /// `10 3c` restart time 60, `1a 09` one tuple: `0a 04 08 01 10 01` IPv4 unicast,
+    /// `10 80 01` flags 128 = F.
+    fn check_our_capability(&self) -> Result<()> {
+        let out = self.cli(&["-j", "neighbor", SPEAKER])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let gr = v["state"]["remote_cap"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type_url"] == "type.googleapis.com/apipb.GracefulRestartCapability")
+            .with_context(|| format!("no graceful restart capability from us: {out}"))?;
+        ensure!(gr["value"] == "CAwQPBoJCgQIARABEIAB", "{gr}");
+        Ok(())
+    }
 }
 
 impl Helper for Frr {
@@ -90,6 +112,27 @@ impl Helper for Frr {
     }
     fn last_down(&self) -> Result<String> {
         self.last_reset(SPEAKER)
+    }
+    /// FRR shows what it read from our OPEN: the restart time, the Forwarding bit of
+    /// IPv4 unicast ("preserved"), "Restart" mode (families advertised), our End-of-RIB.
+    fn check_our_capability(&self) -> Result<()> {
+        let out = self.vtysh(&format!("show bgp neighbors {SPEAKER} json"))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let n = &v[SPEAKER];
+        let caps = &n["neighborCapabilities"];
+        ensure!(caps["gracefulRestart"] == "advertisedAndReceived", "{caps}");
+        ensure!(
+            caps["gracefulRestartRemoteTimerMsecs"] == RESTART_TIME * 1000,
+            "{caps}"
+        );
+        ensure!(
+            caps["addressFamiliesByPeer"]["ipv4Unicast"]["preserved"] == true,
+            "the F bit: {caps}"
+        );
+        let gr = &n["gracefulRestartInfo"];
+        ensure!(gr["remoteGrMode"] == "Restart", "{gr}");
+        ensure!(gr["endOfRibRecv"]["ipv4Unicast"] == true, "{gr}");
+        Ok(())
     }
 }
 
@@ -283,6 +326,7 @@ fn sigkill_then_restart_with_one<D: Helper>(test: &str) -> Result<()> {
         second.stderr().contains("restarting=true"),
         "the second run found the marker and sets the R bit"
     );
+    lab.d.check_our_capability()?;
     // A moment later KEPT is still there and no longer stale.
     std::thread::sleep(Duration::from_millis(500));
     let rib = lab.wait_rib(&[KEPT], Duration::ZERO)?;
