@@ -17,6 +17,8 @@
 //! - `--hard-reset` + SIGTERM: the routes are gone at once (well before the restart
 //!   time) and the router saw the Hard Reset (gobgpd, FRR: N bit) or the Cease (BIRD 2.0
 //!   has no N bit, so a plain 6/2 flushes).
+//! - The helper side: gobgpd restarted gracefully (`-r`) defers its best-path selection
+//!   until End-of-RIB; ferrolb's table and End-of-RIB bring the routes back in ~1 s.
 //!
 //! Each test skips with a printed reason when not root or a daemon is missing, and fails
 //! instead in CI.
@@ -461,5 +463,52 @@ fn bird_without_graceful_restart_drops_routes_on_sigkill() -> Result<()> {
     lab.wait_rib(&[KEPT, DROPPED], T)?;
     f.kill();
     lab.wait_rib(&[], Duration::from_secs(3))?;
+    Ok(())
+}
+
+/// The helper side: gobgpd restarts gracefully itself (`-r`, R bit) and, as RFC 4724's
+/// restarting speaker, defers its best-path selection until its peers' End-of-RIB; ferrolb
+/// sends its table and End-of-RIB at once, so the routes are back in about a second, far
+/// from gobgpd's 360 s deferral limit.
+#[test]
+fn gobgpd_restarting_gets_our_table_and_end_of_rib() -> Result<()> {
+    let test = "gobgpd_restarting_gets_our_table_and_end_of_rib";
+    if !require_root_or_skip(test, Gobgpd::BINS) {
+        return Ok(());
+    }
+    let pair = Pair::new(&["198.18.0.2/24"], &["198.18.0.1/24"])?;
+    let mut n = GobgpNeighbor::new(SPEAKER, 64522);
+    n.passive = true;
+    n.families = vec![Family::Ipv4Unicast];
+    n.graceful_restart = Some(120);
+    n.graceful_restart_helper_only = false;
+    let mut g = Gobgpd::start(&pair.b, GobgpdConfig::new(64512, PEER).neighbor(n))?;
+    let state_dir = pair.a.dir().join("ferrolb-state");
+    let lab = Lab {
+        d: g,
+        pair,
+        state_dir,
+    };
+    let (mut f, _) = lab.announce(&[KEPT, DROPPED], &[])?;
+    lab.wait_rib(&[KEPT, DROPPED], T)?;
+    g = lab.d;
+    let t0 = Instant::now();
+    g.restart_graceful()?;
+    let lab = Lab { d: g, ..lab };
+    f.wait_for_line("generation=2", T)?;
+    lab.wait_rib(&[KEPT, DROPPED], Duration::from_secs(10))?;
+    let back = t0.elapsed();
+    let log = lab.d.log();
+    eprintln!("routes back at the restarted gobgpd after {back:?}");
+    ensure!(f.is_alive());
+    ensure!(
+        log.contains("Now syncing, suppress sending updates. start deferral timer"),
+        "gobgpd restarted gracefully (deferral):\n{log}"
+    );
+    ensure!(
+        log.contains("msg=\"EOR received\" AddressFamily=ipv4-unicast Key=198.18.0.2"),
+        "gobgpd got our End-of-RIB"
+    );
+    ensure!(back < Duration::from_secs(10));
     Ok(())
 }
