@@ -482,19 +482,17 @@ fn gobgpd_restarting_gets_our_table_and_end_of_rib() -> Result<()> {
     n.families = vec![Family::Ipv4Unicast];
     n.graceful_restart = Some(120);
     n.graceful_restart_helper_only = false;
-    let mut g = Gobgpd::start(&pair.b, GobgpdConfig::new(64512, PEER).neighbor(n))?;
+    let g = Gobgpd::start(&pair.b, GobgpdConfig::new(64512, PEER).neighbor(n))?;
     let state_dir = pair.a.dir().join("ferrolb-state");
-    let lab = Lab {
+    let mut lab = Lab {
         d: g,
         pair,
         state_dir,
     };
     let (mut f, _) = lab.announce(&[KEPT, DROPPED], &[])?;
     lab.wait_rib(&[KEPT, DROPPED], T)?;
-    g = lab.d;
     let t0 = Instant::now();
-    g.restart_graceful()?;
-    let lab = Lab { d: g, ..lab };
+    lab.d.restart_graceful()?;
     f.wait_for_line("generation=2", T)?;
     lab.wait_rib(&[KEPT, DROPPED], Duration::from_secs(10))?;
     let back = t0.elapsed();
