@@ -16,8 +16,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::bfd::BfdEndpoint;
 use ferrolb_bgp::driver::{self, PeerBfd, PeerConfig};
-use ferrolb_bgp::fsm::{DynamicAs, State};
+use ferrolb_bgp::fsm::{DynamicAs, GracefulRestartConfig, State};
 use ferrolb_bgp::wire::{Family, LargeCommunity, Origin};
+use ferrolb_ops::restart_marker::RestartMarker;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 const AFTER_HELP: &str = "\
@@ -35,6 +36,17 @@ when it fails while the BGP session is Established, the BGP session is closed
 at once with Cease / BFD Down (6/10) and reconnects after --connect-retry.
 On SIGINT or SIGTERM the session is closed with a Cease NOTIFICATION
 (6/2, Administrative Shutdown, with a message) and the program exits 0.
+With --graceful-restart (RFC 4724, with RFC 8538's N bit) the OPEN carries
+the capability (restart time, the announced families with the Forwarding bit,
+N), End-of-RIB follows the complete table, and SIGINT/SIGTERM end the session
+so that the peer keeps the routes as stale until the next run is back and has
+sent End-of-RIB (routes it no longer announces then disappear): Cease 6/2 when
+the peer set the N bit too, else a TCP close without NOTIFICATION. With
+--hard-reset they end it with Cease / Hard Reset (6/9 carrying 6/2) when N was
+negotiated (a plain 6/2 otherwise), so the peer drops the routes at once.
+--state-dir keeps a restart marker there: a run that finds one (the last run
+was killed or kept its routes) sets the R bit; ending with --hard-reset
+removes it. Without --state-dir the R bit is never set.
 Arguments that cannot work together (a --next-hop missing for one of the
 announced families, --ebgp-multihop 0, ...) exit 2 before connecting.
 
@@ -154,6 +166,39 @@ pub struct Args {
     /// Expired). Default: the larger of 480 and twice --hold-time.
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     send_hold_time: Option<u64>,
+    /// Graceful restart (RFC 4724 with RFC 8538): the peer keeps our routes
+    /// as stale while we restart (see below).
+    #[arg(long)]
+    graceful_restart: bool,
+    /// Restart time in seconds (with --graceful-restart): how long the peer
+    /// keeps our routes before we are back.
+    #[arg(long, value_name = "S", default_value_t = 120, requires = "graceful_restart",
+          value_parser = clap::value_parser!(u16).range(1..=4095))]
+    restart_time: u16,
+    /// On SIGINT/SIGTERM end with Cease / Hard Reset so the peer drops the
+    /// routes at once (with --graceful-restart; without it, the Cease does).
+    #[arg(long, requires = "graceful_restart")]
+    hard_reset: bool,
+    /// Directory of the restart marker (with --graceful-restart): a run that
+    /// finds the marker of an earlier one sets the Restart (R) bit.
+    #[arg(long, value_name = "DIR", requires = "graceful_restart")]
+    state_dir: Option<std::path::PathBuf>,
+}
+
+/// How `ferrolb announce` ends on a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Cease 6/2 (a Hard Reset when N was negotiated): the peer drops the routes.
+    Withdraw,
+    /// The peer keeps the routes as stale (graceful restart).
+    KeepRoutes,
+}
+
+/// What `plan` adds besides the session: how to end, and the marker directory.
+#[derive(Debug)]
+struct Lifecycle {
+    ending: Ending,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -307,7 +352,13 @@ fn host_routes(first: IpAddr, count: u64) -> Result<Box<dyn Iterator<Item = IpNe
 }
 
 /// Check the arguments and build the session config and the route set.
+#[cfg(test)]
 fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
+    plan_lifecycle(args).map(|(c, r, _)| (c, r))
+}
+
+/// [`plan`], with how the run ends.
+fn plan_lifecycle(args: Args) -> Result<(PeerConfig, Routes, Lifecycle)> {
     let router_id = match (args.router_id, args.source) {
         (Some(id), _) => id,
         (None, Some(IpAddr::V4(src))) => src,
@@ -439,8 +490,19 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
         }),
         max_prefix: args.max_prefix,
         send_hold_time: args.send_hold_time.map(Duration::from_secs),
+        graceful_restart: args
+            .graceful_restart
+            .then(|| GracefulRestartConfig::new(args.restart_time)),
     };
-    Ok((cfg, routes))
+    let life = Lifecycle {
+        ending: if args.graceful_restart && !args.hard_reset {
+            Ending::KeepRoutes
+        } else {
+            Ending::Withdraw
+        },
+        state_dir: args.state_dir,
+    };
+    Ok((cfg, routes, life))
 }
 
 /// Print one line on stdout and flush it at once.
@@ -455,7 +517,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 /// together are a usage error: the message on stderr and exit code 2, as
 /// clap does for its own checks.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let (cfg, routes) = match plan(args) {
+    let (cfg, routes, life) = match plan_lifecycle(args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
@@ -466,15 +528,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(session(cfg, routes))?;
+    rt.block_on(session(cfg, routes, life))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
+async fn session(mut cfg: PeerConfig, routes: Routes, life: Lifecycle) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    let marker = match (&life.state_dir, cfg.graceful_restart.as_mut()) {
+        (Some(dir), Some(gr)) => {
+            let name = format!("announce-{}-{}", cfg.peer.ip(), cfg.peer.port());
+            let (m, restarting) = RestartMarker::claim(dir, &name)
+                .with_context(|| format!("restart marker in {}", dir.display()))?;
+            tracing::info!(marker = %m.path().display(), restarting, "graceful restart");
+            gr.restarting = restarting;
+            Some(m)
+        }
+        _ => None,
+    };
     let (peer, local_as) = (cfg.peer, cfg.local_as);
     let count = routes.len();
     tracing::info!(%peer, local_as, peer_as = cfg.peer_as, dynamic = ?cfg.dynamic_peer_as, prefixes = count, "starting session");
@@ -540,10 +613,23 @@ async fn session(cfg: PeerConfig, routes: Routes) -> Result<()> {
             _ = sigint.recv() => break "SIGINT",
         }
     };
-    tracing::info!(signal, "shutting down");
-    handle
-        .shutdown(Some(format!("ferrolb announce: {signal}, shutting down")))
-        .await;
+    let message = Some(format!("ferrolb announce: {signal}, shutting down"));
+    match life.ending {
+        Ending::KeepRoutes => {
+            tracing::info!(
+                signal,
+                "stopping; the peer keeps our routes (graceful restart)"
+            );
+            handle.close_keep_routes(message).await;
+        }
+        Ending::Withdraw => {
+            tracing::info!(signal, "shutting down");
+            handle.shutdown(message).await;
+            if let Some(m) = marker {
+                m.remove().context("removing the restart marker")?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -718,6 +804,55 @@ mod tests {
         let (cfg, _) =
             plan(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "20"]).unwrap()).unwrap();
         assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn graceful_restart_flags() {
+        let run = |extra: &[&str]| {
+            let mut a = vec!["--prefix", "10.0.0.1"];
+            a.extend_from_slice(extra);
+            plan_lifecycle(parse(&a).unwrap()).unwrap()
+        };
+        let (cfg, _, life) = run(&[]);
+        assert_eq!(cfg.graceful_restart, None);
+        assert_eq!(life.ending, Ending::Withdraw);
+        let (cfg, _, life) = run(&["--graceful-restart"]);
+        assert_eq!(cfg.graceful_restart, Some(GracefulRestartConfig::new(120)));
+        assert_eq!(life.ending, Ending::KeepRoutes);
+        assert_eq!(life.state_dir, None);
+        let (cfg, _, life) = run(&[
+            "--graceful-restart",
+            "--restart-time",
+            "30",
+            "--hard-reset",
+            "--state-dir",
+            "/run/x",
+        ]);
+        assert_eq!(cfg.graceful_restart, Some(GracefulRestartConfig::new(30)));
+        assert_eq!(life.ending, Ending::Withdraw);
+        assert_eq!(life.state_dir, Some("/run/x".into()));
+        // Each of these needs --graceful-restart; the time fits 12 bits.
+        for bad in [
+            &["--prefix", "10.0.0.1", "--hard-reset"][..],
+            &["--prefix", "10.0.0.1", "--restart-time", "30"],
+            &["--prefix", "10.0.0.1", "--state-dir", "/tmp"],
+            &[
+                "--prefix",
+                "10.0.0.1",
+                "--graceful-restart",
+                "--restart-time",
+                "4096",
+            ],
+            &[
+                "--prefix",
+                "10.0.0.1",
+                "--graceful-restart",
+                "--restart-time",
+                "0",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

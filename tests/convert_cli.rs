@@ -91,6 +91,9 @@ bgp-communities:
      \x20 bgp-advertisements: [{aggregation-length: 24, aggregation-length-v6: 120}]\n",
     "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, ebgp-multihop: yes}\n\
      address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/24], auto-assign: off, avoid-buggy-ips: On}\n",
+    // ferrolb's `graceful-restart` key → BGPPeer.enableGracefulRestart.
+    "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, graceful-restart: true}\n\
+     - {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2, graceful-restart: false}\n",
     "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  bgp-advertisements: [{}, {localpref: 0}]\n",
     "address-pools:\n- {name: a, protocol: bgp, addresses: [10.0.0.0/24], bgp-advertisements: [{}]}\n\
      - {name: b, protocol: bgp, addresses: [10.0.1.0/24], bgp-advertisements: [{}]}\n",

@@ -241,6 +241,34 @@ fn workloads_run_real_subcommands_unprivileged_with_probes_on_the_metrics_port()
     assert_eq!(d["spec"]["replicas"], 1);
 }
 
+/// The speaker's read-only root has one writable place: the graceful restart marker's
+/// directory (`ferrolb speaker --state-dir`, default /run/ferrolb), an emptyDir in memory
+/// that survives container restarts.
+#[test]
+fn speaker_state_dir_is_a_writable_memory_mount() {
+    let docs = docs();
+    let c = workload_container(&docs, "DaemonSet", "ferrolb-speaker");
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(s).collect();
+    let dir = args
+        .windows(2)
+        .find(|w| w[0] == "--state-dir")
+        .map_or("/run/ferrolb", |w| w[1]);
+    let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
+    let m = mounts
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+    assert!(m["readOnly"].is_null() || m["readOnly"] == false);
+    let pod = &find(&docs, "DaemonSet", "ferrolb-speaker")["spec"]["template"]["spec"];
+    let v = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == m["name"])
+        .expect("the mounted volume");
+    assert_eq!(v["emptyDir"]["medium"], "Memory", "{v}");
+}
+
 #[test]
 fn example_configmap_is_the_lab_config_and_validates() {
     let docs = docs();

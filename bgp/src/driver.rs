@@ -57,8 +57,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::adj_out::{AdjOut, OutContext, Routes};
 use crate::bfd::{BfdConfig, BfdCounters, BfdEndpoint, BfdEvent, BfdSession, BfdStatus};
 use crate::fsm::{
-    ConnId, Direction, DownReason, DynamicAs, Input, Output, Session, SessionConfig, State,
-    TimerKind,
+    ConnId, Direction, DownReason, DynamicAs, GracefulRestartConfig, Input, Output, Session,
+    SessionConfig, State, TimerKind,
 };
 use crate::md5;
 use crate::wire::{
@@ -151,6 +151,10 @@ pub struct PeerConfig {
     /// Timer Expired (8/0) and its queue is freed; `None` = the RFC's
     /// default, the larger of 8 minutes and twice [`hold_time`](Self::hold_time).
     pub send_hold_time: Option<Duration>,
+    /// Graceful restart (RFC 4724, RFC 8538 N bit); `None`: the OPEN has no
+    /// such capability. With it, the first table and End-of-RIB wait for the
+    /// first [`SessionHandle::set`] (see [`spawn`]).
+    pub graceful_restart: Option<GracefulRestartConfig>,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -218,6 +222,7 @@ impl PeerConfig {
             bfd: None,
             max_prefix: None,
             send_hold_time: None,
+            graceful_restart: None,
         }
     }
 
@@ -257,6 +262,7 @@ impl PeerConfig {
             connect_retry: self.connect_retry,
             connect_retry_max: self.connect_retry_max.max(self.connect_retry),
             dynamic_peer_as: self.dynamic_peer_as,
+            graceful_restart: self.graceful_restart,
             seed: rand::random(),
             ..SessionConfig::new(self.local_as, self.peer_as, self.router_id)
         }
@@ -383,6 +389,8 @@ enum Command {
     /// Write what is queued, then Cease with this subcode (and RFC 9003
     /// message), within this grace period, and stop.
     Shutdown(u8, Option<String>, Duration),
+    /// Stop so that a graceful-restart peer keeps our routes ([`Input::StopKeepRoutes`]).
+    StopKeepRoutes(Option<String>),
 }
 
 /// Control of one running session. Dropping it shuts the session down
@@ -414,6 +422,12 @@ struct BfdLink {
 
 /// Start the session task for `cfg` on the current tokio runtime, without
 /// BFD (`cfg.bfd` is ignored; see [`spawn_with_bfd`]).
+///
+/// End-of-RIB follows the routes known when the session becomes
+/// Established. With [`PeerConfig::graceful_restart`] it waits for the
+/// owner's first [`SessionHandle::set`] instead: after a restart the peer
+/// holds our old routes as stale until our End-of-RIB, then drops those we
+/// did not announce again, so the first table must be the complete one.
 pub fn spawn(cfg: PeerConfig) -> SessionHandle {
     spawn_inner(cfg, None, None, None)
 }
@@ -517,6 +531,16 @@ impl SessionHandle {
     pub async fn shutdown_within(self, communication: Option<String>, grace: Duration) {
         self.close_within(subcode::ADMINISTRATIVE_SHUTDOWN, communication, grace)
             .await
+    }
+
+    /// End the session so that a graceful-restart peer keeps our routes as
+    /// stale until a new process is back and has sent End-of-RIB (a restart
+    /// or upgrade): [`Input::StopKeepRoutes`]. Then wait for the task to end.
+    pub async fn close_keep_routes(mut self, communication: Option<String>) {
+        let _ = self.cmd.send(Command::StopKeepRoutes(communication));
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Send a Cease NOTIFICATION with `cease_subcode` (RFC 4486, e.g.
@@ -791,6 +815,11 @@ struct Driver {
     accept_resume: Option<Instant>,
     /// The pause after the next accept error.
     accept_pause: Duration,
+    /// The owner called [`SessionHandle::set`] at least once.
+    routes_given: bool,
+    /// Established with graceful restart before the first set: the initial
+    /// table and End-of-RIB go out with it.
+    eor_waits_for_routes: bool,
 }
 
 /// A shutdown waiting for the queue to drain.
@@ -862,6 +891,8 @@ async fn run_bgp(
         ordered_close: false,
         accept_resume: None,
         accept_pause: ACCEPT_PAUSE,
+        routes_given: false,
+        eor_waits_for_routes: false,
     };
     d.status.bfd_error = bfd_error;
     let listener = if d.cfg.listen {
@@ -899,6 +930,10 @@ async fn run_bgp(
                     }
                     Some(Command::Shutdown(cease, communication, grace)) => {
                         (cease, communication, grace)
+                    }
+                    Some(Command::StopKeepRoutes(communication)) => {
+                        d.stop_keeping_routes(communication).await;
+                        return;
                     }
                     None => (subcode::ADMINISTRATIVE_SHUTDOWN, None, SHUTDOWN_FLUSH),
                 };
@@ -1389,9 +1424,23 @@ impl Driver {
     fn set_routes(&mut self, routes: Routes) {
         debug!(routes = routes.len(), "desired routes set");
         self.adj.set_desired(routes);
-        // Restarting the sweep from the first prefix is what keeps a sync
-        // interrupted by a change correct (see AdjOut::updates_paced).
-        self.start_sync(Vec::new());
+        self.routes_given = true;
+        if std::mem::take(&mut self.eor_waits_for_routes) {
+            info!("first routes given: sending the initial table and End-of-RIB");
+            self.start_initial_sync();
+        } else {
+            // Restarting the sweep from the first prefix is what keeps a sync
+            // interrupted by a change correct (see AdjOut::updates_paced).
+            self.start_sync(Vec::new());
+        }
+    }
+
+    /// Stop for a restart: [`Input::StopKeepRoutes`], then flush and close
+    /// as [`Driver::shutdown`] does (its own Stop finds the session stopped).
+    async fn stop_keeping_routes(&mut self, communication: Option<String>) {
+        info!("stopping so that the peer keeps our routes (graceful restart)");
+        self.feed(Input::StopKeepRoutes { communication });
+        self.shutdown(subcode::ADMINISTRATIVE_SHUTDOWN, None).await;
     }
 
     fn on_established(&mut self, neg: Negotiated) {
@@ -1431,6 +1480,17 @@ impl Driver {
         self.refresh_in_flight = false;
         self.refresh_pending.clear();
         self.outbox = Outbox::default();
+        if self.cfg.graceful_restart.is_some() && !self.routes_given {
+            info!("graceful restart: End-of-RIB waits for the first complete route set");
+            self.eor_waits_for_routes = true;
+            return;
+        }
+        self.start_initial_sync();
+    }
+
+    /// The whole Adj-RIB-Out, then End-of-RIB for each family and the
+    /// initial-table marker.
+    fn start_initial_sync(&mut self) {
         let generation = self.status.established_generation;
         let mut after: Vec<AfterSync> = self
             .session
@@ -1447,6 +1507,7 @@ impl Driver {
 
     fn on_down(&mut self, reason: DownReason) {
         warn!(%reason, "session down");
+        self.eor_waits_for_routes = false;
         self.adj.reset();
         self.outbox = Outbox::default();
         self.refresh_in_flight = false;

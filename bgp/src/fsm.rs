@@ -15,7 +15,22 @@
 //! BGP Identifiers): the connection opened by the speaker with the higher BGP
 //! Identifier survives, the other is closed with Cease / Connection
 //! Collision Resolution (6/7). A connection that shows up while the session
-//! is Established always loses.
+//! is Established loses, except from a graceful-restarting peer (below).
+//!
+//! Graceful restart (RFC 4724) with the Notification extension (RFC 8538),
+//! when [`SessionConfig::graceful_restart`] is set: the OPEN carries the
+//! capability with the restart time, every configured family with the
+//! Forwarding bit (the data plane is not ours and survives a restart), the N
+//! bit, and the R bit while [`GracefulRestartConfig::restarting`] says this
+//! process is a restart (until the first Established). When the peer set
+//! the N bit too, the Cease subcodes RFC 8538 §5 lists
+//! ([`Notification::wants_hard_reset`]) go out wrapped in a Hard Reset (6/9)
+//! so the peer drops our routes, and [`Input::StopKeepRoutes`] ends the
+//! session so that the peer keeps them as stale until we are back. As the
+//! helper: an OPEN on a new connection while the session is Established on
+//! another, from a peer that advertised graceful restart on both, replaces
+//! the old connection (RFC 4724 §4.2) instead of losing to it. Without
+//! graceful restart the OPEN carries no such capability.
 //!
 //! Peer oscillation damping (RFC 4271 §8.1.1): the connect-retry backoff
 //! starts over only after the session stayed Established for
@@ -144,7 +159,8 @@ pub enum Input {
     /// connect-retry backoff; in any other state it is ignored.
     BfdDown,
     /// The owner closes the Established session with this NOTIFICATION (for
-    /// example Cease / Maximum Number of Prefixes Reached, 6/1) and the
+    /// example Cease / Maximum Number of Prefixes Reached, 6/1; wrapped in a
+    /// Hard Reset as [`Session::closing_notification`] says) and the
     /// session reconnects after the usual connect-retry backoff; in any other
     /// state it is ignored.
     Reset(Notification),
@@ -153,6 +169,14 @@ pub enum Input {
     /// Hold Timer Expired (8/0, best effort: the peer is not reading) in
     /// whatever state it is, and the session reconnects after its backoff.
     SendHoldExpired { conn: ConnId },
+    /// Event 2 ManualStop of a restarting speaker (RFC 4724): stop so that a
+    /// graceful-restart peer keeps our routes as stale. On each connection
+    /// whose peer negotiated the N bit, Cease / Administrative Shutdown
+    /// (6/2, not a Hard Reset, with `communication`); whose peer advertised
+    /// graceful restart without N, no NOTIFICATION at all (a bare TCP close
+    /// is what RFC 4724 treats as a restart); to a peer without graceful
+    /// restart, 6/2 as [`Input::Stop`] (it drops the routes anyway).
+    StopKeepRoutes { communication: Option<String> },
 }
 
 /// Why a session went down.
@@ -169,6 +193,9 @@ pub enum DownReason {
     /// [`Input::Stop`]: we sent a Cease (Administrative Shutdown, Peer
     /// De-configured, Other Configuration Change…).
     AdminStop,
+    /// The peer, graceful-restart capable, opened a new session while the
+    /// old one was still Established here: it restarted (RFC 4724 §4.2).
+    PeerRestarted,
 }
 
 impl fmt::Display for DownReason {
@@ -183,6 +210,7 @@ impl fmt::Display for DownReason {
             }
             DownReason::ConnectionClosed => f.write_str("connection closed"),
             DownReason::AdminStop => f.write_str("administrative stop"),
+            DownReason::PeerRestarted => f.write_str("peer restarted (new session)"),
         }
     }
 }
@@ -261,9 +289,8 @@ pub struct SessionConfig {
     /// peer that resets the session sooner, however many times, meets a
     /// growing delay before each reconnection.
     pub stable_time: Duration,
-    /// Send the graceful restart capability with this restart time (seconds,
-    /// 12 bits), R bit clear and no families: we help, we preserve nothing.
-    pub graceful_restart_time: Option<u16>,
+    /// Graceful restart (RFC 4724 / RFC 8538); `None`: no capability sent.
+    pub graceful_restart: Option<GracefulRestartConfig>,
     /// Offer the extended message capability (RFC 8654).
     pub extended_message: bool,
     /// Seed of the jitter PRNG.
@@ -273,8 +300,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A configuration with the usual defaults: hold 90 s, keepalive hold/3,
     /// active, IPv4 unicast, first retry 1 s doubling to 60 s, connect
-    /// timeout 10 s, backoff forgiven after 30 s Established, graceful
-    /// restart time 120 s, no extended messages.
+    /// timeout 10 s, backoff forgiven after 30 s Established, no graceful
+    /// restart, no extended messages.
     pub fn new(local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
         SessionConfig {
             local_as,
@@ -289,7 +316,7 @@ impl SessionConfig {
             connect_retry_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             stable_time: Duration::from_secs(30),
-            graceful_restart_time: Some(120),
+            graceful_restart: None,
             extended_message: false,
             seed: 0x5eed_f00d,
         }
@@ -302,6 +329,31 @@ impl SessionConfig {
         match self.dynamic_peer_as {
             Some(d) => d == DynamicAs::Internal,
             None => self.local_as == self.peer_as,
+        }
+    }
+}
+
+/// Graceful restart as we do it (RFC 4724 §3 with RFC 8538's N bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartConfig {
+    /// Restart Time, seconds (12 bits; larger values are sent as 4095): how
+    /// long the peer keeps our routes after the session drops before we are
+    /// back.
+    pub restart_time: u16,
+    /// This process is a restart of one that had sessions with the peer: the
+    /// R bit is set in OPENs until the session is first Established.
+    pub restarting: bool,
+}
+
+impl GracefulRestartConfig {
+    /// Restart time 120 s (RFC 4724's usual value; FRR's and GoBGP's default), not a restart.
+    pub const DEFAULT_RESTART_TIME: u16 = 120;
+
+    /// Graceful restart with `restart_time`, not a restart.
+    pub fn new(restart_time: u16) -> Self {
+        GracefulRestartConfig {
+            restart_time,
+            restarting: false,
         }
     }
 }
@@ -342,6 +394,8 @@ struct PeerInfo {
     negotiated: Negotiated,
     hold_time: u16,
     keepalive: u16,
+    /// The peer's graceful restart capability, when it sent one.
+    graceful_restart: Option<GracefulRestart>,
 }
 
 /// One BGP session with one peer. See the module docs.
@@ -358,6 +412,8 @@ pub struct Session {
     /// Capability codes the peer said it does not support (OPEN Message
     /// Error / Unsupported Capability, 2/7): left out of every later OPEN.
     unsupported_caps: Vec<u8>,
+    /// The R bit of our OPENs: set from the configuration, cleared once Established.
+    restarting: bool,
 }
 
 impl Session {
@@ -369,6 +425,7 @@ impl Session {
             cfg.seed
         };
         Session {
+            restarting: cfg.graceful_restart.is_some_and(|g| g.restarting),
             retry_base: cfg.connect_retry,
             cfg,
             started: false,
@@ -431,6 +488,31 @@ impl Session {
         c.peer.as_ref().map(|p| p.router_id)
     }
 
+    /// The graceful restart capability the peer sent on `conn`, when both
+    /// sides advertised one (we only look at it when ours is on).
+    pub fn peer_graceful_restart(&self, conn: ConnId) -> Option<&GracefulRestart> {
+        self.cfg.graceful_restart?;
+        self.conn(conn)?.peer.as_ref()?.graceful_restart.as_ref()
+    }
+
+    /// Both sides set the N bit (RFC 8538) on `conn`: a NOTIFICATION other
+    /// than Hard Reset leaves our routes at the peer as stale.
+    pub fn notification_negotiated(&self, conn: ConnId) -> bool {
+        self.peer_graceful_restart(conn)
+            .is_some_and(|g| g.notification)
+    }
+
+    /// What to send on `conn` to close it with `n`: `n` itself, or a Hard
+    /// Reset carrying it when the N bit was negotiated and RFC 8538 §5 says
+    /// `n` should flush the routes.
+    pub fn closing_notification(&self, conn: ConnId, n: Notification) -> Notification {
+        if n.wants_hard_reset() && self.notification_negotiated(conn) {
+            Notification::hard_reset(&n)
+        } else {
+            n
+        }
+    }
+
     /// Connections the session currently knows.
     pub fn conns(&self) -> Vec<ConnId> {
         self.conns.iter().map(|c| c.id).collect()
@@ -448,12 +530,14 @@ impl Session {
         if self.cfg.extended_message {
             caps.push(Capability::ExtendedMessage);
         }
-        if let Some(t) = self.cfg.graceful_restart_time {
+        if let Some(g) = self.cfg.graceful_restart {
             caps.push(Capability::GracefulRestart(GracefulRestart {
-                restart_state: false,
-                notification: false,
-                restart_time: t.min(0x0fff),
-                families: Vec::new(),
+                restart_state: self.restarting,
+                notification: true,
+                restart_time: g.restart_time.min(0x0fff),
+                // Forwarding state preserved: routes point at kube-proxy's
+                // data plane, which a speaker restart does not touch.
+                families: self.cfg.families.iter().map(|f| (*f, true)).collect(),
             }));
         }
         caps.push(Capability::FourOctetAs(self.cfg.local_as));
@@ -490,7 +574,35 @@ impl Session {
                 if self.started {
                     let n = Notification::cease(subcode, communication.as_deref());
                     for id in self.conns() {
-                        out.push(Output::Send(id, Message::Notification(n.clone())));
+                        let n = self.closing_notification(id, n.clone());
+                        out.push(Output::Send(id, Message::Notification(n)));
+                        self.drop_conn(id, &mut out);
+                    }
+                    self.connecting = false;
+                    out.push(Output::CancelTimer(TimerKind::ConnectRetry));
+                    self.started = false;
+                    out.push(Output::Down(DownReason::AdminStop));
+                }
+            }
+            // Event 2 ManualStop, as the restarting speaker of RFC 4724: the
+            // peer must keep our routes (stale) until we are back.
+            Input::StopKeepRoutes { communication } => {
+                if self.started {
+                    for id in self.conns() {
+                        // With the N bit (RFC 8538) any NOTIFICATION but Hard
+                        // Reset keeps the routes; with RFC 4724 alone only a TCP
+                        // close without one does. A peer without graceful
+                        // restart drops them whatever we do: tell it why.
+                        let notify = self
+                            .peer_graceful_restart(id)
+                            .is_none_or(|g| g.notification);
+                        if notify {
+                            let n = Notification::cease(
+                                subcode::ADMINISTRATIVE_SHUTDOWN,
+                                communication.as_deref(),
+                            );
+                            out.push(Output::Send(id, Message::Notification(n)));
+                        }
                         self.drop_conn(id, &mut out);
                     }
                     self.connecting = false;
@@ -560,6 +672,7 @@ impl Session {
             }
             Input::Reset(n) => {
                 if let Some(id) = self.established_conn() {
+                    let n = self.closing_notification(id, n);
                     self.fail_conn(
                         id,
                         Some(n.clone()),
@@ -725,6 +838,8 @@ impl Session {
                 }
                 // The backoff starts over only once the session proved stable.
                 out.push(Output::ArmTimer(TimerKind::Stable, self.cfg.stable_time));
+                // Later OPENs (after a flap of this process's session) are no restart.
+                self.restarting = false;
                 out.push(Output::Established(p.negotiated));
             }
             // Events 19/27 and ROUTE-REFRESH in OpenConfirm: FSM error 5/2
@@ -786,18 +901,40 @@ impl Session {
         // so look at the other connection whatever its state.
         if let Some(other) = self.conns.iter().find(|c| c.id != id).cloned() {
             let this_dir = self.conn(id).map(|c| c.direction);
-            let loser = if other.state == ConnState::Established {
+            let peer_restarting = other.state == ConnState::Established
+                && self.cfg.graceful_restart.is_some()
+                && other
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| p.graceful_restart.is_some())
+                && open
+                    .capabilities
+                    .iter()
+                    .any(|c| matches!(c, Capability::GracefulRestart(_)));
+            if peer_restarting {
+                // RFC 4724 §4.2: a graceful-restart peer opening a new
+                // session while we hold the old one has restarted: close the
+                // old connection (no NOTIFICATION: it is dead on the other
+                // side) and go on with the new one.
+                self.drop_conn(other.id, out);
+                out.push(Output::Down(DownReason::PeerRestarted));
+            }
+            let loser = if peer_restarting {
+                None
+            } else if other.state == ConnState::Established {
                 // A connection that collides with an Established one loses.
-                id
+                Some(id)
             } else {
                 let keep = self.collision_winner(open.router_id, open.asn());
-                if this_dir == Some(keep) { other.id } else { id }
+                Some(if this_dir == Some(keep) { other.id } else { id })
             };
-            let n = Notification::cease(subcode::CONNECTION_COLLISION_RESOLUTION, None);
-            out.push(Output::Send(loser, Message::Notification(n)));
-            self.drop_conn(loser, out);
-            if loser == id {
-                return;
+            if let Some(loser) = loser {
+                let n = Notification::cease(subcode::CONNECTION_COLLISION_RESOLUTION, None);
+                out.push(Output::Send(loser, Message::Notification(n)));
+                self.drop_conn(loser, out);
+                if loser == id {
+                    return;
+                }
             }
         }
         let negotiated = self.negotiate(&open);
@@ -828,6 +965,10 @@ impl Session {
                 negotiated,
                 hold_time,
                 keepalive,
+                graceful_restart: open.capabilities.iter().find_map(|c| match c {
+                    Capability::GracefulRestart(g) => Some(g.clone()),
+                    _ => None,
+                }),
             });
         }
     }

@@ -220,7 +220,7 @@ fn local_open_carries_capabilities() {
     let mut c = cfg();
     c.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
     c.local_as = 4_200_000_000;
-    c.graceful_restart_time = Some(300);
+    c.graceful_restart = Some(ferrolb_bgp::fsm::GracefulRestartConfig::new(300));
     let open = Session::new(c).local_open();
     assert_eq!(open.version, 4);
     assert_eq!(open.my_as_field, ferrolb_bgp::wire::AS_TRANS);

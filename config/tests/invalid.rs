@@ -463,7 +463,7 @@ bfd-profiles:
             "line 1: bogus: unknown key \"bogus\" (expected one of: peers, address-pools, bgp-communities, bfd-profiles)",
             "line 6: peers[0].peer-adress: unknown key \"peer-adress\" (expected one of: peer-address, peer-asn, \
              my-asn, peer-port, hold-time, keepalive-time, router-id, source-address, password, ebgp-multihop, node-selectors, \
-             bfd-profile)",
+             bfd-profile, graceful-restart)",
             "line 8: peers[0].node-selectors[0].match-label: unknown key \"match-label\" (expected one of: match-labels, match-expressions)",
             "line 10: peers[0].node-selectors[0].match-expressions[0].value: unknown key \"value\" (expected one of: key, operator, values)",
             "line 15: address-pools[0].avoid-buggy-ip: unknown key \"avoid-buggy-ip\" (expected one of: name, protocol, \

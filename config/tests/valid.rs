@@ -529,3 +529,21 @@ fn peers_differing_only_in_bfd_profile_are_not_duplicates() {
     );
     assert_eq!(c.peers.len(), 2);
 }
+
+#[test]
+fn graceful_restart_key_of_a_peer() {
+    let c = parse(
+        "peers:\n\
+         - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, graceful-restart: true}\n\
+         - {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2}\n\
+         - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, graceful-restart: false}\n",
+    );
+    assert!(c.peers[0].graceful_restart);
+    assert!(!c.peers[1].graceful_restart, "off by default");
+    assert_eq!(
+        c.peers.len(),
+        3,
+        "differing only in graceful-restart: not duplicates"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

@@ -3,7 +3,8 @@
 //! [`Client`](kube::Client) ([`kube_client`]), the HTTP endpoints `/metrics`,
 //! `/healthz`, `/livez`, `/readyz` ([`http`]) with Prometheus text rendering
 //! ([`metrics`]), Event publishing ([`events`]), logging set-up ([`logging`]),
-//! the shutdown signal ([`signal`]) and leader election on a Lease ([`lease`],
+//! the shutdown signal ([`signal`]), the graceful restart marker
+//! ([`restart_marker`]) and leader election on a Lease ([`lease`],
 //! whose decision core is pure), and where the configuration comes from: the
 //! ConfigMap or the `metallb.io` custom resources ([`config_source`]), with
 //! the ConfigurationState status object ([`config_state`]).
@@ -23,6 +24,7 @@ pub mod kube_client;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod restart_marker;
 pub mod service;
 pub mod signal;
 

@@ -13,6 +13,18 @@
 //! BFD session runs on the process's one [`BfdEndpoint`]. One BFD session per
 //! peer address: a second peer at the same address runs without BFD (its
 //! [`SessionStatus::bfd_error`](ferrolb_bgp::driver::SessionStatus) says so).
+//!
+//! Graceful restart (a peer's `enableGracefulRestart` / `graceful-restart`):
+//! the session advertises RFC 4724 with restart time 120 s and RFC 8538's N
+//! bit, and the R bit for the sessions of the first sync when the speaker is
+//! a restart ([`PeerSessions::restarting`]). Sessions open in the first sync,
+//! after the watches synced, and get their complete route set at once, so the
+//! End-of-RIB the driver holds back until the first set follows the complete
+//! table. A removed peer's 6/3 then goes out as a Hard Reset (the router
+//! drops the routes), a changed one's 6/6 as is (the router keeps them until
+//! the new session's End-of-RIB). On SIGTERM, [`keep_routes_on_sigterm`]
+//! decides between [`PeerSessions::shutdown_keeping_routes`] (rollout) and
+//! [`PeerSessions::shutdown`] (withdraw, then Hard Reset).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -21,7 +33,7 @@ use std::time::Duration;
 use ferrolb_bgp::adj_out::Routes;
 use ferrolb_bgp::bfd::BfdEndpoint;
 use ferrolb_bgp::driver::{self, PeerBfd, PeerConfig, SessionHandle};
-use ferrolb_bgp::fsm::DynamicAs;
+use ferrolb_bgp::fsm::{DynamicAs, GracefulRestartConfig};
 use ferrolb_bgp::wire::{Family, subcode};
 use ferrolb_config::{BfdProfile, Config, DynamicAsn, Peer};
 use tracing::{info, warn};
@@ -96,6 +108,10 @@ pub fn session_config(
         DynamicAsn::Internal => DynamicAs::Internal,
         DynamicAsn::External => DynamicAs::External,
     });
+    // MetalLB's FRR mode leaves the restart time at FRR's default, 120 s.
+    cfg.graceful_restart = peer
+        .graceful_restart
+        .then(|| GracefulRestartConfig::new(GracefulRestartConfig::DEFAULT_RESTART_TIME));
     if let Some(t) = peer.connect_time {
         // connectTime: a fixed interval between attempts (FRR's `timers
         // connect`), instead of the 1 s doubling backoff.
@@ -215,9 +231,42 @@ pub struct PeerSessions {
     unsupported: BTreeSet<(PeerKey, &'static str)>,
     /// The BFD sockets all sessions share.
     bfd: BfdEndpoint,
+    /// Sessions opened by the next sync carry the graceful restart R bit.
+    restarting: bool,
+}
+
+/// What the speaker does with its routes on SIGTERM (`--on-sigterm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnSigterm {
+    /// Close graceful-restart sessions so the routers keep the routes as
+    /// stale until the new speaker is back (a rollout or an upgrade).
+    Keep,
+    /// Withdraw every route, then Cease (a Hard Reset where negotiated).
+    Withdraw,
+    /// `withdraw` when the node is cordoned (`spec.unschedulable`: being
+    /// drained or shut down), else `keep`.
+    Auto,
+}
+
+/// Pure: whether the sessions with graceful restart keep their routes at the
+/// routers when the speaker stops (sessions without it always withdraw).
+pub fn keep_routes_on_sigterm(mode: OnSigterm, node_unschedulable: bool) -> bool {
+    match mode {
+        OnSigterm::Keep => true,
+        OnSigterm::Withdraw => false,
+        OnSigterm::Auto => !node_unschedulable,
+    }
 }
 
 impl PeerSessions {
+    /// Sessions opened by the next [`PeerSessions::sync`] (the first one,
+    /// after the watches synced) set the graceful restart R bit: this speaker
+    /// is a restart of one that had them (see `ferrolb_ops::restart_marker`).
+    pub fn restarting(mut self, yes: bool) -> Self {
+        self.restarting = yes;
+        self
+    }
+
     /// Make the running sessions match `desired` (start new, restart changed,
     /// stop removed ones with Cease) and give each its routes.
     pub async fn sync(
@@ -246,10 +295,17 @@ impl PeerSessions {
         }
         for (key, cfg) in desired {
             let bfd = &self.bfd;
+            let restarting = self.restarting;
             let r = self.running.entry(key).or_insert_with(|| {
-                info!(peer = %cfg.peer, local = ?cfg.local_addr, bfd = cfg.bfd.is_some(), "opening BGP session");
+                info!(peer = %cfg.peer, local = ?cfg.local_addr, bfd = cfg.bfd.is_some(),
+                      graceful_restart = cfg.graceful_restart.is_some(), "opening BGP session");
+                // The R bit is in the session only, not in the compared config.
+                let mut spawned = cfg.clone();
+                if let Some(g) = spawned.graceful_restart.as_mut() {
+                    g.restarting = restarting;
+                }
                 Running {
-                    handle: driver::spawn_with_bfd(cfg.clone(), bfd),
+                    handle: driver::spawn_with_bfd(spawned, bfd),
                     config: cfg,
                 }
             });
@@ -259,6 +315,7 @@ impl PeerSessions {
         for key in routes.keys() {
             warn!(peer = %key, "routes for a peer without a session (no source address?)");
         }
+        self.restarting = false;
     }
 
     /// Log, once per change, the peers selecting this node that get no
@@ -289,6 +346,29 @@ impl PeerSessions {
                 desired: desired.get(k).copied().unwrap_or(0),
             })
             .collect()
+    }
+
+    /// Stop for a restart: sessions with graceful restart end so that their
+    /// routers keep the routes as stale until the next speaker is back and
+    /// has sent End-of-RIB ([`SessionHandle::close_keep_routes`]); the others
+    /// as [`PeerSessions::shutdown`], all at once.
+    pub async fn shutdown_keeping_routes(mut self, grace: Duration) {
+        let keep: Vec<PeerKey> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.config.graceful_restart.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        let kept: Vec<_> = keep
+            .iter()
+            .filter_map(|key| self.running.remove(key).map(|r| (*key, r)))
+            .collect();
+        let kept = futures::future::join_all(kept.into_iter().map(|(key, r)| {
+            info!(peer = %key, "closing BGP session; the router keeps our routes (graceful restart)");
+            r.handle
+                .close_keep_routes(Some("ferrolb speaker restarting".into()))
+        }));
+        futures::future::join(kept, self.shutdown(grace)).await;
     }
 
     /// Withdraw everything from every peer and close every session with
@@ -544,6 +624,49 @@ mod tests {
             routes_for_families(r, &[Family::IPV4_UNICAST, Family::IPV6_UNICAST]).len(),
             2
         );
+    }
+
+    #[test]
+    fn graceful_restart_reaches_the_session_and_a_change_replaces_it() {
+        let resolve = |_: IpAddr| Some("10.0.0.9".parse().unwrap());
+        let text = |gr: bool| {
+            format!(
+                "peers:\n- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, graceful-restart: {gr}}}\n"
+            )
+        };
+        let (on, _) = desired_sessions(&cfg(&text(true)), &NodeState::default(), &resolve);
+        let (off, _) = desired_sessions(&cfg(&text(false)), &NodeState::default(), &resolve);
+        let k = PeerKey::new("10.0.0.1".parse().unwrap(), 179);
+        assert_eq!(
+            on[&k].graceful_restart,
+            Some(GracefulRestartConfig {
+                restart_time: 120,
+                restarting: false
+            }),
+            "the R bit is never in the compared config"
+        );
+        assert_eq!(off[&k].graceful_restart, None);
+        assert_eq!(sessions_to_close(&on, &off), vec![(k, Replace::Changed)]);
+    }
+
+    #[test]
+    fn sigterm_keeps_routes_unless_withdraw_or_cordoned() {
+        use OnSigterm::*;
+        let table = [
+            (Keep, false, true),
+            (Keep, true, true),
+            (Withdraw, false, false),
+            (Withdraw, true, false),
+            (Auto, false, true),
+            (Auto, true, false),
+        ];
+        for (mode, cordoned, keep) in table {
+            assert_eq!(
+                keep_routes_on_sigterm(mode, cordoned),
+                keep,
+                "{mode:?} cordoned={cordoned}"
+            );
+        }
     }
 
     #[test]

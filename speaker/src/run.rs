@@ -27,9 +27,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::metrics::{self, SpeakerState};
-use crate::peers::{PeerSessions, desired_sessions, source_address_for};
+use crate::peers::{
+    OnSigterm, PeerSessions, desired_sessions, keep_routes_on_sigterm, source_address_for,
+};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
 use crate::watch::{EndpointView, KnownNode, Services, service_facts};
+use ferrolb_ops::restart_marker::RestartMarker;
 
 /// Flags of `ferrolb speaker` (each also read from `FERROLB_<FLAG>`).
 #[derive(clap::Args, Debug, Clone)]
@@ -47,6 +50,19 @@ pub struct SpeakerOpts {
     /// are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
+    /// What SIGTERM does to the routes of peers with graceful restart:
+    /// `keep` (the routers hold them as stale until the next speaker is back:
+    /// rollouts, upgrades), `withdraw` (withdraw, then Hard Reset), or `auto`:
+    /// withdraw when this node is cordoned (`spec.unschedulable`, a drain or
+    /// a shutdown), keep otherwise. Peers without graceful restart always
+    /// get their routes withdrawn.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub on_sigterm: OnSigterm,
+    /// Where the restart marker lives (a hostPath on tmpfs, so that it
+    /// outlives the process but not a reboot): a speaker that finds it sets
+    /// the graceful restart R bit in its first sessions.
+    #[arg(long, default_value = "/run/ferrolb")]
+    pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub kube: KubeOpts,
 }
@@ -140,7 +156,18 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     );
     let mut gate = ConfigGate::new();
     let mut node = KnownNode::default();
-    let mut sessions = PeerSessions::default();
+    // Claimed after the caches synced: a speaker that dies before it ever
+    // announced leaves no marker of its own.
+    let (marker, restarting) = match RestartMarker::claim(&opts.state_dir, "speaker") {
+        Ok((m, r)) => (Some(m), r),
+        Err(e) => {
+            warn!(dir = %opts.state_dir.display(), error = %e,
+                  "no restart marker: graceful restart sessions never set the R bit");
+            (None, false)
+        }
+    };
+    info!(restarting, "graceful restart state");
+    let mut sessions = PeerSessions::default().restarting(restarting);
     let status = StatusWriter::spawn(
         client.clone(),
         WriterConfig {
@@ -274,8 +301,27 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         lock(&shared).sessions = sessions.views(&desired);
     }
 
-    info!("shutting down: withdrawing all routes and closing sessions");
     lock(&shared).sessions.clear();
-    sessions.shutdown(Duration::from_secs(2)).await;
+    let unschedulable = sources
+        .nodes
+        .get(&ObjectRef::new(&node_name))
+        .and_then(|n| n.spec.as_ref().and_then(|s| s.unschedulable))
+        .unwrap_or(false);
+    if keep_routes_on_sigterm(opts.on_sigterm, unschedulable) {
+        info!(on_sigterm = ?opts.on_sigterm, unschedulable,
+              "shutting down: graceful restart peers keep our routes, the others get withdrawals and Cease");
+        sessions
+            .shutdown_keeping_routes(Duration::from_secs(2))
+            .await;
+    } else {
+        info!(on_sigterm = ?opts.on_sigterm, unschedulable,
+              "shutting down: withdrawing all routes and closing sessions");
+        sessions.shutdown(Duration::from_secs(2)).await;
+        if let Some(m) = marker
+            && let Err(e) = m.remove()
+        {
+            warn!(error = %e, "cannot remove the restart marker");
+        }
+    }
     Ok(())
 }

@@ -33,6 +33,9 @@ pub struct BirdNeighbor {
     pub hold_time: Option<u32>,
     /// `bfd on` (needs a `protocol bfd` in [`BirdConfig::extra`], see [`bfd_protocol`]).
     pub bfd: bool,
+    /// `graceful restart on;` (BIRD 2.0 helps a restarting peer; it has no
+    /// RFC 8538 N bit).
+    pub graceful_restart: bool,
 }
 
 impl BirdNeighbor {
@@ -48,6 +51,7 @@ impl BirdNeighbor {
             passive: false,
             hold_time: None,
             bfd: false,
+            graceful_restart: false,
         }
     }
 }
@@ -125,6 +129,9 @@ impl BirdConfig {
             }
             if n.bfd {
                 s += "  bfd on;\n";
+            }
+            if n.graceful_restart {
+                s += "  graceful restart on;\n";
             }
             for f in &n.families {
                 let kw = match f {

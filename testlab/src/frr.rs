@@ -38,6 +38,9 @@ pub struct FrrNeighbor {
     pub passive: bool,
     /// `neighbor X bfd` (with `bfd profile NAME` when the config has a BFD profile).
     pub bfd: bool,
+    /// Graceful restart helper for the neighbor (`neighbor X
+    /// graceful-restart-helper`; FRR 8.4 sends and honours the N bit).
+    pub graceful_restart_helper: bool,
 }
 
 /// A bfdd `profile` for the BFD-enabled neighbors (intervals in ms).
@@ -66,6 +69,7 @@ impl FrrNeighbor {
             hold_time: None,
             passive: false,
             bfd: false,
+            graceful_restart_helper: false,
         }
     }
 }
@@ -158,6 +162,9 @@ impl FrrConfig {
             }
             if n.passive {
                 s += &format!(" neighbor {} passive\n", n.address);
+            }
+            if n.graceful_restart_helper {
+                s += &format!(" neighbor {} graceful-restart-helper\n", n.address);
             }
             if n.bfd {
                 s += &format!(" neighbor {} bfd\n", n.address);
@@ -587,6 +594,7 @@ fn parse_frr_path(p: &Value) -> RoutePath {
         origin: p["origin"].as_str().and_then(Origin::parse),
         from: p["peer"]["peerId"].as_str().map(str::to_string),
         best: p["bestpath"]["overall"].as_bool().unwrap_or(false),
+        stale: p["stale"].as_bool().unwrap_or(false),
     }
 }
 

@@ -35,6 +35,13 @@ pub struct GobgpNeighbor {
     pub hold_time: Option<u32>,
     /// Connect-retry seconds (default here: 1, so restarts are quick).
     pub connect_retry: u32,
+    /// Graceful restart (RFC 4724) with the notification extension
+    /// (RFC 8538) for every family: `[neighbors.graceful-restart.config]`
+    /// enabled, notification-enabled, with this restart time.
+    pub graceful_restart: Option<u32>,
+    /// With `graceful_restart`: only help (`helper-only = true`, the default);
+    /// `false` lets gobgpd restart gracefully itself ([`Gobgpd::restart_graceful`]).
+    pub graceful_restart_helper_only: bool,
 }
 
 impl GobgpNeighbor {
@@ -50,6 +57,8 @@ impl GobgpNeighbor {
             local_address: None,
             hold_time: None,
             connect_retry: 1,
+            graceful_restart: None,
+            graceful_restart_helper_only: true,
         }
     }
 }
@@ -129,6 +138,12 @@ impl GobgpdConfig {
             if let Some(a) = &n.local_address {
                 s += &format!("    local-address = \"{a}\"\n");
             }
+            if let Some(t) = n.graceful_restart {
+                s += &format!(
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = {}\n    notification-enabled = true\n    restart-time = {t}\n",
+                    n.graceful_restart_helper_only
+                );
+            }
             if let Some(t) = n.multihop_ttl {
                 s += &format!(
                     "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = {t}\n"
@@ -142,6 +157,9 @@ impl GobgpdConfig {
                 s += &format!(
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{name}\"\n"
                 );
+                if n.graceful_restart.is_some() {
+                    s += "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+                }
             }
         }
         s
@@ -181,11 +199,16 @@ impl Gobgpd {
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.launch_with(&[])
+    }
+
+    fn launch_with(&mut self, extra: &[&str]) -> Result<()> {
         let mut c = std::process::Command::new("ip");
         c.args(["netns", "exec", &self.ns, "gobgpd", "-f"])
             .arg(&self.conf_path)
             .args(["-t", "toml", "-p", "-l", "debug", "--pprof-disable"])
-            .arg(format!("--api-hosts=127.0.0.1:{}", self.api_port));
+            .arg(format!("--api-hosts=127.0.0.1:{}", self.api_port))
+            .args(extra);
         let label = format!("gobgpd-{}-{}", self.api_port, self.starts);
         self.starts += 1;
         let mut p = Proc::spawn(c, &self.dir, &label)?;
@@ -251,6 +274,14 @@ impl Gobgpd {
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.launch()
+    }
+
+    /// Kills (SIGKILL) and starts it again as a graceful restart (`-r`: the R bit in
+    /// its OPENs; with neighbors not `graceful_restart_helper_only`, it defers its
+    /// best-path selection until their End-of-RIB).
+    pub fn restart_graceful(&mut self) -> Result<()> {
+        self.kill();
+        self.launch_with(&["-r"])
     }
 
     /// Runs `gobgp -p PORT <args>` in the namespace; stdout on success.
@@ -449,6 +480,7 @@ pub fn parse_rib(json: &str) -> Result<Vec<Route>> {
 fn parse_gobgp_path(p: &Value) -> RoutePath {
     let mut r = RoutePath {
         best: p["best"].as_bool().unwrap_or(false),
+        stale: p["stale"].as_bool().unwrap_or(false),
         from: p["neighbor-ip"].as_str().map(str::to_string),
         ..RoutePath::default()
     };

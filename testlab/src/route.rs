@@ -85,6 +85,9 @@ pub struct RoutePath {
     pub from: Option<String>,
     /// Selected as best by the daemon.
     pub best: bool,
+    /// Kept as stale by a graceful restart helper (gobgpd, FRR say so; BIRD
+    /// does not show it).
+    pub stale: bool,
 }
 
 /// A prefix with all its paths.

@@ -232,6 +232,54 @@ impl Notification {
     pub fn is(&self, code: u8, subcode: u8) -> bool {
         self.code == code && self.subcode == subcode
     }
+
+    /// Cease / Hard Reset (6/9, RFC 8538 §3) carrying `inner`: its code,
+    /// its subcode, then its data. A peer that negotiated the N bit drops
+    /// our routes at once on a Hard Reset, instead of keeping them as stale
+    /// as it does for any other NOTIFICATION.
+    pub fn hard_reset(inner: &Notification) -> Notification {
+        let mut n = Notification::new(code::CEASE, subcode::HARD_RESET);
+        n.data.reserve(2 + inner.data.len());
+        n.data.push(inner.code);
+        n.data.push(inner.subcode);
+        n.data.extend_from_slice(&inner.data);
+        n
+    }
+
+    /// The NOTIFICATION a Cease / Hard Reset carries (RFC 8538 §3), when
+    /// this is one with at least a code and a subcode in its data.
+    pub fn hard_reset_inner(&self) -> Option<Notification> {
+        if !self.is(code::CEASE, subcode::HARD_RESET) {
+            return None;
+        }
+        let [c, s, rest @ ..] = self.data.as_slice() else {
+            return None;
+        };
+        Some(Notification {
+            code: *c,
+            subcode: *s,
+            data: rest.to_vec(),
+        })
+    }
+
+    /// Whether a speaker that negotiated the N bit sends this NOTIFICATION
+    /// wrapped in a Hard Reset (RFC 8538 §5): Cease subcodes Maximum Number
+    /// of Prefixes Reached (1), Administrative Shutdown (2), Peer
+    /// De-configured (3) and Administrative Reset (4, whose "user control"
+    /// ferrolb does not offer). Every other NOTIFICATION (Connection
+    /// Rejected, Other Configuration Change, Collision Resolution, Out of
+    /// Resources, BFD Down, and all errors) is sent as it is, and the peer
+    /// keeps our routes as stale.
+    pub fn wants_hard_reset(&self) -> bool {
+        self.code == code::CEASE
+            && matches!(
+                self.subcode,
+                subcode::MAXIMUM_PREFIXES_REACHED
+                    | subcode::ADMINISTRATIVE_SHUTDOWN
+                    | subcode::PEER_DECONFIGURED
+                    | subcode::ADMINISTRATIVE_RESET
+            )
+    }
 }
 
 impl fmt::Display for Notification {
@@ -248,6 +296,9 @@ impl fmt::Display for Notification {
         }
         if let Some(msg) = self.shutdown_message() {
             write!(f, ": {msg:?}")?;
+        }
+        if let Some(inner) = self.hard_reset_inner() {
+            write!(f, " ({inner})")?;
         }
         Ok(())
     }

@@ -52,6 +52,7 @@ static PEER: Schema = Schema {
         "ebgp-multihop",
         "node-selectors",
         "bfd-profile",
+        "graceful-restart",
     ],
     unsupported: &[],
 };
@@ -253,11 +254,11 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         ebgp_multihop,
         node_selectors,
         bfd_profile,
+        graceful_restart,
         // Not in the v0.12 format: always the defaults here.
         name: _,
         dynamic_asn: _,
         connect_time: _,
-        graceful_restart: _,
         vrf: _,
         disable_mp: _,
         interface: _,
@@ -274,6 +275,7 @@ fn same_parsed_peer(a: &Peer, b: &Peer) -> bool {
         && *password == b.password
         && *ebgp_multihop == b.ebgp_multihop
         && *bfd_profile == b.bfd_profile
+        && *graceful_restart == b.graceful_restart
         && selector_requirements(node_selectors) == selector_requirements(&b.node_selectors)
 }
 
@@ -424,6 +426,9 @@ fn peer(
         .filter(|s| !s.is_empty());
     let ebgp_multihop = ctx.boolean(&f.get("ebgp-multihop")).unwrap_or(false);
     let node_selectors = selectors(ctx, &f.get("node-selectors"));
+    // Not a MetalLB v0.12 key (its ConfigMap has none; the custom resources'
+    // BGPPeer has `enableGracefulRestart`): ferrolb's, as the issue asks.
+    let graceful_restart = ctx.boolean(&f.get("graceful-restart")).unwrap_or(false);
     let bfd_at = f.get("bfd-profile");
     let bfd_profile = ctx.text(&bfd_at).ok().flatten().filter(|s| !s.is_empty());
     if let Some(p) = &bfd_profile
@@ -446,6 +451,7 @@ fn peer(
         ebgp_multihop,
         node_selectors,
         bfd_profile,
+        graceful_restart,
         ..Peer::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, 0)
     })
 }

@@ -958,13 +958,6 @@ fn peer(
             peer.needs_unsupported().unwrap_or_default(),
         );
     }
-    if peer.graceful_restart {
-        b.warn(
-            o,
-            "spec.enableGracefulRestart",
-            "graceful restart is accepted but not used yet: the session runs without it",
-        );
-    }
     if dual_stack {
         b.warn(
             o,

@@ -77,7 +77,7 @@
 //! - **Accepted, not acted on** (each a [`crate::ConfigWarning`]): `vrf`,
 //!   `interface`, `localASN` (the peer gets no session: see
 //!   [`crate::Peer::needs_unsupported`]); `bfdProfile` and BFDProfiles (kept in
-//!   the model, BFD not run), `echoMode`; `enableGracefulRestart`;
+//!   the model, BFD not run), `echoMode`;
 //!   `dualStackAddressFamily`; advertisements' `serviceSelectors` (the
 //!   advertisement applies to every Service of its pools); L2Advertisements
 //!   (layer 2 is not built: the pools' IPs are allocated, nothing answers ARP/NDP).
