@@ -1,0 +1,385 @@
+//! `ferrolb vip` end to end, in network namespaces (root only).
+//!
+//! - BGP mode: three agents in the reference lab's three node namespaces
+//!   announce 172.17.0.100/32 to gobgpd on rt-01; each node's health
+//!   endpoint is a tiny HTTP server in its namespace the test flips between
+//!   200 and 500. Three healthy → three paths; one unhealthy → its path is
+//!   withdrawn, the other two stay; healthy again → three; SIGTERM of one →
+//!   its path goes at once and the address leaves its `lo`.
+//! - Layer 2 mode: the same three agents elect a holder through a Lease on
+//!   the real kube-apiserver (reached from each namespace through testlab's
+//!   relay). Exactly one node has the address on eth0 and answers ARP
+//!   (arping from client-less rt-01 sees one MAC); an unhealthy holder gives
+//!   it up; a killed holder is replaced within the lease duration (the time
+//!   is printed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferrolb_testlab::kube::KubeApiServer;
+use ferrolb_testlab::relay::UnixTcpRelay;
+use ferrolb_testlab::{
+    Family, GobgpNeighbor, Gobgpd, GobgpdConfig, Netns, Proc, RefLab, TestDir, require_or_return,
+    wait_until,
+};
+
+const VIP: &str = "172.17.0.100";
+const HEALTH_PORT: u16 = 18080;
+const RELAY_LISTEN: &str = "127.0.0.1:6443";
+
+/// A health endpoint inside a namespace: answers every request with the
+/// current status (200 or 500).
+struct Health {
+    status: Arc<AtomicU16>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Health {
+    fn start(ns: &Netns) -> Result<Health> {
+        let rt = ns.tokio_runtime()?;
+        let status = Arc::new(AtomicU16::new(200));
+        let s = status.clone();
+        let bound = rt.block_on(rt.spawn(async move {
+            let l = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], HEALTH_PORT)))
+                .await?;
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut c, _)) = l.accept().await {
+                    let code = s.load(Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 2048];
+                        let _ = c.read(&mut buf).await;
+                        let msg = format!(
+                            "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = c.write_all(msg.as_bytes()).await;
+                    });
+                }
+            });
+            Ok::<_, std::io::Error>(())
+        }))?;
+        bound.context("binding the health endpoint")?;
+        Ok(Health { status, _rt: rt })
+    }
+
+    fn set(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+}
+
+fn vip_cmd(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolb"));
+    c.arg("vip")
+        .args(args)
+        .args([
+            "--address",
+            VIP,
+            "--health-url",
+            &format!("http://127.0.0.1:{HEALTH_PORT}/readyz"),
+            "--health-interval",
+            "200",
+            "--health-timeout",
+            "150",
+        ])
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Next hops of the VIP's paths at rt-01, sorted.
+fn paths(g: &Gobgpd) -> Vec<String> {
+    let mut v: Vec<String> = g
+        .rib(Family::Ipv4Unicast)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.prefix == format!("{VIP}/32"))
+        .flat_map(|r| r.paths.into_iter().map(|p| p.nexthop))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_paths(g: &Gobgpd, want: &[&str], timeout: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut last = Vec::new();
+    wait_until(timeout, Duration::from_millis(50), || {
+        last = paths(g);
+        (last == want).then_some(())
+    })
+    .with_context(|| format!("paths {last:?}, wanted {want:?}"))?;
+    Ok(t0.elapsed())
+}
+
+fn on_lo(ns: &Netns) -> bool {
+    ns.ip(&["-o", "addr", "show", "dev", "lo"])
+        .map(|s| s.contains(&format!("{VIP}/32")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn bgp_mode_three_paths_follow_health() -> Result<()> {
+    require_or_return!("vip_e2e bgp", "gobgpd", "gobgp");
+    let lab = RefLab::new()?;
+    let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
+    gcfg.use_multiple_paths = true;
+    for a in RefLab::NODE_ADDRS {
+        let mut n = GobgpNeighbor::new(a, 64522);
+        n.hold_time = Some(3);
+        n.passive = true;
+        n.families = vec![Family::Ipv4Unicast];
+        gcfg = gcfg.neighbor(n);
+    }
+    let g = Gobgpd::start(&lab.rt01, gcfg)?;
+    let health = lab
+        .nodes
+        .iter()
+        .map(Health::start)
+        .collect::<Result<Vec<_>>>()?;
+    let mut agents = Vec::new();
+    for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
+        let cmd = vip_cmd(&[
+            "--mode",
+            "bgp",
+            "--peer",
+            "172.17.0.1",
+            "--local-as",
+            "64522",
+            "--peer-as",
+            "64512",
+            "--source",
+            a,
+            "--hold-time",
+            "3",
+            "--connect-retry",
+            "1",
+        ]);
+        agents.push(ns.spawn_labeled(cmd, &format!("vip-{a}"))?);
+    }
+    let res = bgp_steps(&lab, &g, &health, &mut agents);
+    if res.is_err() {
+        for a in &agents {
+            eprintln!(
+                "--- {} stdout:\n{}\n--- stderr:\n{}",
+                a.label(),
+                a.stdout(),
+                a.stderr_tail(20)
+            );
+        }
+    }
+    res
+}
+
+fn bgp_steps(lab: &RefLab, g: &Gobgpd, health: &[Health], agents: &mut [Proc]) -> Result<()> {
+    let all = RefLab::NODE_ADDRS;
+    let t = wait_paths(g, &all, Duration::from_secs(20))?;
+    eprintln!("three paths after {t:?}");
+    for ns in &lab.nodes {
+        ensure!(on_lo(ns), "{VIP} is not on lo of {}", ns.name());
+    }
+    // Node 2 unhealthy: fall 3 × 200 ms, then its path goes; the others stay.
+    health[1].set(500);
+    let t = wait_paths(g, &[all[0], all[2]], Duration::from_secs(5))?;
+    eprintln!("unhealthy node withdrawn after {t:?} (fall 3 x 200 ms)");
+    agents[1].wait_for_line("withdrawn addresses=172.17.0.100", Duration::from_secs(1))?;
+    // Still two a little later (no flapping).
+    std::thread::sleep(Duration::from_millis(600));
+    ensure!(paths(g) == [all[0], all[2]], "paths {:?}", paths(g));
+    // Healthy again: rise 2.
+    health[1].set(200);
+    let t = wait_paths(g, &all, Duration::from_secs(5))?;
+    eprintln!("back to three paths after {t:?}");
+    // One failed answer is not enough to withdraw (fall 3).
+    health[0].set(500);
+    std::thread::sleep(Duration::from_millis(250));
+    health[0].set(200);
+    std::thread::sleep(Duration::from_millis(800));
+    ensure!(
+        paths(g) == all,
+        "one bad answer moved a path: {:?}",
+        paths(g)
+    );
+    // SIGTERM: the session closes, the path goes, the address leaves lo.
+    agents[2].signal("TERM")?;
+    let status = agents[2]
+        .wait_exit(Duration::from_secs(5))
+        .context("no exit after SIGTERM")?;
+    ensure!(status.success(), "exit status {status:?}");
+    let t = wait_paths(g, &[all[0], all[1]], Duration::from_secs(3))?;
+    eprintln!("SIGTERM: path gone after {t:?}");
+    ensure!(!on_lo(&lab.nodes[2]), "{VIP} still on lo after SIGTERM");
+    Ok(())
+}
+
+/// The node namespaces that have the VIP on eth0.
+fn holders(lab: &RefLab) -> Vec<usize> {
+    lab.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, ns)| {
+            ns.ip(&["-o", "addr", "show", "dev", "eth0"])
+                .map(|s| s.contains(&format!("{VIP}/32")))
+                .unwrap_or(false)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// MACs answering ARP for the VIP, asked from rt-01.
+fn arp_macs(lab: &RefLab) -> Result<Vec<String>> {
+    let out = lab
+        .rt01
+        .exec(&["arping", "-b", "-c", "2", "-w", "3", "-I", "eth2", VIP])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut macs: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| {
+            let open = l.find('[')?;
+            let close = l.find(']')?;
+            Some(l[open + 1..close].to_ascii_lowercase())
+        })
+        .collect();
+    macs.sort();
+    macs.dedup();
+    Ok(macs)
+}
+
+fn mac_of(ns: &Netns) -> Result<String> {
+    let s = ns.ip(&["-o", "link", "show", "dev", "eth0"])?;
+    let i = s.find("link/ether ").context("no MAC")? + "link/ether ".len();
+    Ok(s[i..i + 17].to_ascii_lowercase())
+}
+
+fn wait_one_holder(lab: &RefLab, not: Option<usize>, timeout: Duration) -> Result<usize> {
+    let mut last = Vec::new();
+    wait_until(timeout, Duration::from_millis(20), || {
+        last = holders(lab);
+        match last.as_slice() {
+            [h] if Some(*h) != not => Some(*h),
+            _ => None,
+        }
+    })
+    .with_context(|| format!("holders {last:?} (not {not:?})"))
+}
+
+#[test]
+fn layer2_mode_one_holder_and_failover() -> Result<()> {
+    require_or_return!("vip_e2e layer2", "socat", "arping");
+    let Some(api) = KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let dir = TestDir::new("vip-e2e-l2")?;
+    let lab = RefLab::new()?;
+    let relay = UnixTcpRelay::start(
+        &dir.path().join("api.sock"),
+        ([127, 0, 0, 1], api.port()?).into(),
+    )?;
+    let kubeconfig = dir.path().join("vip.kubeconfig");
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
+    let mut socats = Vec::new();
+    for ns in &lab.nodes {
+        socats.push(relay.spawn_listener_in(ns, RELAY_LISTEN.parse()?)?);
+    }
+    let health = lab
+        .nodes
+        .iter()
+        .map(Health::start)
+        .collect::<Result<Vec<_>>>()?;
+    // A predecessor's address left on node 3: its agent removes it at start.
+    lab.nodes[2].ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+    let mut agents = Vec::new();
+    for (i, ns) in lab.nodes.iter().enumerate() {
+        let name = format!("k8s-node-0{}", i + 1);
+        let cmd = vip_cmd(&[
+            "--mode",
+            "layer2",
+            "--interface",
+            "eth0",
+            "--kubeconfig",
+            kubeconfig.to_str().context("path")?,
+            "--node-name",
+            &name,
+        ]);
+        agents.push(ns.spawn_labeled(cmd, &format!("vip-{name}"))?);
+        if i == 2 {
+            // Its stale address goes before it campaigns.
+            wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                (!holders(&lab).contains(&2)).then_some(())
+            })
+            .context("the stale address was not removed")?;
+        }
+    }
+    let res = layer2_steps(&lab, &health, &mut agents);
+    if res.is_err() {
+        for a in &agents {
+            eprintln!(
+                "--- {} stdout:\n{}\n--- stderr:\n{}",
+                a.label(),
+                a.stdout(),
+                a.stderr_tail(20)
+            );
+        }
+        eprintln!("kube-apiserver logs: {}", api.dir().display());
+    }
+    res
+}
+
+fn layer2_steps(lab: &RefLab, health: &[Health], agents: &mut [Proc]) -> Result<()> {
+    let h = wait_one_holder(lab, None, Duration::from_secs(20))?;
+    eprintln!("holder: node {}", h + 1);
+    // Stays one holder.
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(holders(lab) == [h], "holders {:?}", holders(lab));
+    let macs = arp_macs(lab)?;
+    ensure!(
+        macs == [mac_of(&lab.nodes[h])?],
+        "ARP answers from {macs:?}"
+    );
+    agents[h].wait_for_line(
+        "holder addresses=172.17.0.100 interface=eth0",
+        Duration::from_secs(1),
+    )?;
+
+    // The holder turns unhealthy: it gives the Lease up, another takes over.
+    health[h].set(500);
+    let t0 = Instant::now();
+    let h2 = wait_one_holder(lab, Some(h), Duration::from_secs(10))?;
+    eprintln!(
+        "unhealthy holder replaced after {:?} (fall 3 x 200 ms + release)",
+        t0.elapsed()
+    );
+    agents[h].wait_for_line("released addresses=172.17.0.100", Duration::from_secs(1))?;
+    health[h].set(200);
+
+    // Kill the holder (no release): another holds it within the lease duration.
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(holders(lab) == [h2], "holders {:?}", holders(lab));
+    agents[h2].kill();
+    // A killed process leaves its address: take it off as a dead node's would vanish.
+    lab.nodes[h2].ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+    let t0 = Instant::now();
+    let h3 = wait_one_holder(lab, Some(h2), Duration::from_secs(10))?;
+    let took = t0.elapsed();
+    eprintln!("killed holder replaced after {took:?} (lease duration 4 s)");
+    ensure!(
+        took <= Duration::from_millis(5500),
+        "failover took {took:?}"
+    );
+    let macs = arp_macs(lab)?;
+    ensure!(
+        macs == [mac_of(&lab.nodes[h3])?],
+        "ARP answers from {macs:?}"
+    );
+
+    // SIGTERM: the holder removes the address and releases the Lease at once.
+    agents[h3].signal("TERM")?;
+    let t0 = Instant::now();
+    let h4 = wait_one_holder(lab, Some(h3), Duration::from_secs(4))?;
+    eprintln!("SIGTERM holder replaced after {:?}", t0.elapsed());
+    if h4 == h2 {
+        bail!("the killed agent cannot hold the address");
+    }
+    Ok(())
+}
