@@ -22,13 +22,15 @@ use anyhow::{Context, Result, bail, ensure};
 use ferrolb_testlab::kube::KubeApiServer;
 use ferrolb_testlab::relay::UnixTcpRelay;
 use ferrolb_testlab::{
-    Family, GobgpNeighbor, Gobgpd, GobgpdConfig, Netns, Proc, RefLab, TestDir, require_or_return,
-    wait_until,
+    Family, Frr, FrrConfig, FrrNeighbor, GobgpNeighbor, Gobgpd, GobgpdConfig, Netns, Proc, RefLab,
+    TestDir, require_or_return, wait_until,
 };
 
 const VIP: &str = "172.17.0.100";
 const HEALTH_PORT: u16 = 18080;
 const RELAY_LISTEN: &str = "127.0.0.1:6443";
+/// Each node's "API server" for clients of the VIP: answers its node number.
+const APP_PORT: u16 = 18000;
 
 /// A health endpoint inside a namespace: answers every request with the
 /// current status (200 or 500).
@@ -38,13 +40,23 @@ struct Health {
 }
 
 impl Health {
-    fn start(ns: &Netns) -> Result<Health> {
+    fn start(ns: &Netns, node: u8) -> Result<Health> {
         let rt = ns.tokio_runtime()?;
         let status = Arc::new(AtomicU16::new(200));
         let s = status.clone();
         let bound = rt.block_on(rt.spawn(async move {
             let l = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], HEALTH_PORT)))
                 .await?;
+            let app =
+                tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], APP_PORT))).await?;
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                while let Ok((mut c, _)) = app.accept().await {
+                    tokio::spawn(async move {
+                        let _ = c.write_all(&[node]).await;
+                    });
+                }
+            });
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 while let Ok((mut c, _)) = l.accept().await {
@@ -86,6 +98,33 @@ fn vip_cmd(args: &[&str]) -> std::process::Command {
         ])
         .env("RUST_LOG", "info");
     c
+}
+
+fn start_health(lab: &RefLab) -> Result<Vec<Health>> {
+    (1..=3)
+        .zip(&lab.nodes)
+        .map(|(i, ns)| Health::start(ns, i))
+        .collect()
+}
+
+fn bgp_agent(ns: &Netns, source: &str) -> Result<Proc> {
+    let cmd = vip_cmd(&[
+        "--mode",
+        "bgp",
+        "--peer",
+        "172.17.0.1",
+        "--local-as",
+        "64522",
+        "--peer-as",
+        "64512",
+        "--source",
+        source,
+        "--hold-time",
+        "3",
+        "--connect-retry",
+        "1",
+    ]);
+    ns.spawn_labeled(cmd, &format!("vip-{source}"))
 }
 
 /// Next hops of the VIP's paths at rt-01, sorted.
@@ -132,30 +171,10 @@ fn bgp_mode_three_paths_follow_health() -> Result<()> {
         gcfg = gcfg.neighbor(n);
     }
     let g = Gobgpd::start(&lab.rt01, gcfg)?;
-    let health = lab
-        .nodes
-        .iter()
-        .map(Health::start)
-        .collect::<Result<Vec<_>>>()?;
+    let health = start_health(&lab)?;
     let mut agents = Vec::new();
     for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
-        let cmd = vip_cmd(&[
-            "--mode",
-            "bgp",
-            "--peer",
-            "172.17.0.1",
-            "--local-as",
-            "64522",
-            "--peer-as",
-            "64512",
-            "--source",
-            a,
-            "--hold-time",
-            "3",
-            "--connect-retry",
-            "1",
-        ]);
-        agents.push(ns.spawn_labeled(cmd, &format!("vip-{a}"))?);
+        agents.push(bgp_agent(ns, a)?);
     }
     let res = bgp_steps(&lab, &g, &health, &mut agents);
     if res.is_err() {
@@ -282,11 +301,7 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
     for ns in &lab.nodes {
         socats.push(relay.spawn_listener_in(ns, RELAY_LISTEN.parse()?)?);
     }
-    let health = lab
-        .nodes
-        .iter()
-        .map(Health::start)
-        .collect::<Result<Vec<_>>>()?;
+    let health = start_health(&lab)?;
     // A predecessor's address left on node 3: its agent removes it at start.
     lab.nodes[2].ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
     let mut agents = Vec::new();
@@ -381,5 +396,144 @@ fn layer2_steps(lab: &RefLab, health: &[Health], agents: &mut [Proc]) -> Result<
     if h4 == h2 {
         bail!("the killed agent cannot hold the address");
     }
+    Ok(())
+}
+
+/// Next hops of rt-01's kernel route to the VIP, sorted.
+fn kernel_next_hops(lab: &RefLab) -> Vec<String> {
+    let out = lab
+        .rt01
+        .ip(&["-o", "route", "show", &format!("{VIP}/32")])
+        .unwrap_or_default();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let mut v: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_kernel(lab: &RefLab, want: &[&str], timeout: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut last = Vec::new();
+    wait_until(timeout, Duration::from_millis(20), || {
+        last = kernel_next_hops(lab);
+        (last == want).then_some(())
+    })
+    .with_context(|| format!("rt-01 next hops {last:?}, wanted {want:?}"))?;
+    Ok(t0.elapsed())
+}
+
+/// One answer of the client loop: when, and which node (None: failed).
+type Answer = (Instant, Option<u8>);
+
+/// BGP mode with FRR installing the ECMP route at rt-01 (zebra, maximum-paths
+/// 3, L4 hashing): a client on the client LAN keeps reaching the VIP while
+/// one node turns unhealthy and back; no new connection goes to the
+/// unhealthy node while its path is withdrawn.
+#[test]
+fn bgp_mode_clients_keep_working() -> Result<()> {
+    require_or_return!(
+        "vip_e2e bgp clients",
+        ferrolb_testlab::util::FRR_BGPD,
+        ferrolb_testlab::util::FRR_ZEBRA,
+        "vtysh"
+    );
+    let lab = RefLab::new()?;
+    lab.rt01
+        .run(&["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])?;
+    let mut fcfg = FrrConfig::new(64512, "172.17.0.1");
+    fcfg.zebra = true;
+    fcfg.maximum_paths = Some(3);
+    for a in RefLab::NODE_ADDRS {
+        let mut n = FrrNeighbor::new(a, 64522);
+        n.hold_time = Some(3);
+        n.passive = true;
+        n.families = vec![Family::Ipv4Unicast];
+        fcfg = fcfg.neighbor(n);
+    }
+    let frr = Frr::start(&lab.rt01, fcfg)?;
+    let health = start_health(&lab)?;
+    let mut agents = Vec::new();
+    for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
+        agents.push(bgp_agent(ns, a)?);
+    }
+    let client = lab.client01.tokio_runtime()?;
+    let res = clients_steps(&lab, &health, &client);
+    if res.is_err() {
+        for a in &agents {
+            eprintln!(
+                "--- {} stdout:\n{}\n--- stderr:\n{}",
+                a.label(),
+                a.stdout(),
+                a.stderr_tail(20)
+            );
+        }
+        eprintln!("FRR run dir: {}", frr.run_dir().display());
+    }
+    res
+}
+
+fn clients_steps(lab: &RefLab, health: &[Health], client: &tokio::runtime::Runtime) -> Result<()> {
+    let all = RefLab::NODE_ADDRS;
+    let t = wait_kernel(lab, &all, Duration::from_secs(30))?;
+    eprintln!("rt-01 has three next hops after {t:?}");
+    // The client: a new connection every 20 ms, each reads the node's number.
+    let answers = Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a2, s2) = (answers.clone(), stop.clone());
+    let task = client.spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let target = SocketAddr::new(VIP.parse().expect("VIP"), APP_PORT);
+        while !s2.load(Ordering::SeqCst) {
+            let one = async {
+                let mut c = tokio::net::TcpStream::connect(target).await.ok()?;
+                let mut b = [0u8; 1];
+                c.read_exact(&mut b).await.ok()?;
+                Some(b[0])
+            };
+            let got = tokio::time::timeout(Duration::from_secs(1), one)
+                .await
+                .ok()
+                .flatten();
+            a2.lock().expect("lock").push((Instant::now(), got));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    health[1].set(500);
+    wait_kernel(lab, &[all[0], all[2]], Duration::from_secs(5))?;
+    let withdrawn = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let restore = Instant::now();
+    health[1].set(200);
+    wait_kernel(lab, &all, Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    client.block_on(task)?;
+    let answers = answers.lock().expect("lock").clone();
+    let failed = answers.iter().filter(|a| a.1.is_none()).count();
+    let mut nodes: Vec<u8> = answers.iter().filter_map(|a| a.1).collect();
+    nodes.sort();
+    nodes.dedup();
+    let during: Vec<u8> = answers
+        .iter()
+        .filter(|(t, _)| *t > withdrawn && *t < restore)
+        .filter_map(|a| a.1)
+        .collect();
+    eprintln!(
+        "{} connections, {failed} failed, nodes answering {nodes:?}, {} while node 2 was withdrawn",
+        answers.len(),
+        during.len()
+    );
+    ensure!(answers.len() > 50, "only {} connections", answers.len());
+    ensure!(failed == 0, "{failed} connections to the VIP failed");
+    ensure!(nodes == [1, 2, 3], "ECMP spread over {nodes:?}");
+    ensure!(
+        !during.is_empty() && !during.contains(&2),
+        "while withdrawn: {during:?}"
+    );
     Ok(())
 }
