@@ -326,7 +326,8 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
             .context("the stale address was not removed")?;
         }
     }
-    let res = layer2_steps(&lab, &health, &mut agents);
+    let client = lab.rt01.tokio_runtime()?;
+    let res = layer2_steps(&lab, &health, &mut agents, &client);
     if res.is_err() {
         for a in &agents {
             eprintln!(
@@ -341,7 +342,12 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
     res
 }
 
-fn layer2_steps(lab: &RefLab, health: &[Health], agents: &mut [Proc]) -> Result<()> {
+fn layer2_steps(
+    lab: &RefLab,
+    health: &[Health],
+    agents: &mut [Proc],
+    client: &tokio::runtime::Runtime,
+) -> Result<()> {
     let h = wait_one_holder(lab, None, Duration::from_secs(20))?;
     eprintln!("holder: node {}", h + 1);
     // Stays one holder.
@@ -371,12 +377,26 @@ fn layer2_steps(lab: &RefLab, health: &[Health], agents: &mut [Proc]) -> Result<
     // Kill the holder (no release): another holds it within the lease duration.
     std::thread::sleep(Duration::from_secs(2));
     ensure!(holders(lab) == [h2], "holders {:?}", holders(lab));
+    // A client on the LAN (rt-01) connects to the VIP through the failover.
+    let clients = Clients::start(client);
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
     agents[h2].kill();
     // A killed process leaves its address: take it off as a dead node's would vanish.
     lab.nodes[h2].ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
     let t0 = Instant::now();
     let h3 = wait_one_holder(lab, Some(h2), Duration::from_secs(10))?;
     let took = t0.elapsed();
+    // Gratuitous ARP: rt-01's neighbour entry (REACHABLE, kept fresh by the
+    // client's connections) switches to the new holder's MAC at once rather
+    // than after its reachable time (15-45 s).
+    let new_mac = mac_of(&lab.nodes[h3])?;
+    let mut seen = String::new();
+    wait_until(Duration::from_secs(1), Duration::from_millis(10), || {
+        seen = lab.rt01.ip(&["neigh", "show", VIP, "dev", "eth2"]).ok()?;
+        seen.contains(&new_mac).then_some(())
+    })
+    .with_context(|| format!("rt-01 still has {seen:?}, not {new_mac}"))?;
     eprintln!("killed holder replaced after {took:?} (lease duration 4 s)");
     ensure!(
         took <= Duration::from_millis(5500),
@@ -387,6 +407,24 @@ fn layer2_steps(lab: &RefLab, health: &[Health], agents: &mut [Proc]) -> Result<
         macs == [mac_of(&lab.nodes[h3])?],
         "ARP answers from {macs:?}"
     );
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = clients.stop(client)?;
+    let gap = longest_gap(&answers, killed);
+    let after: Vec<u8> = answers
+        .iter()
+        .filter(|(t, _)| *t > killed + took + Duration::from_millis(200))
+        .filter_map(|a| a.1)
+        .collect();
+    eprintln!(
+        "client on rt-01: {} connections, longest gap {gap:?} across the failover",
+        answers.len()
+    );
+    let want = u8::try_from(h3 + 1)?;
+    ensure!(
+        !after.is_empty() && after.iter().all(|n| *n == want),
+        "answers after the failover: {after:?}, want only node {want}"
+    );
+    ensure!(gap <= took + Duration::from_millis(1500), "gap {gap:?}");
 
     // SIGTERM: the holder removes the address and releases the Lease at once.
     agents[h3].signal("TERM")?;
@@ -428,6 +466,71 @@ fn wait_kernel(lab: &RefLab, want: &[&str], timeout: Duration) -> Result<Duratio
 
 /// One answer of the client loop: when, and which node (None: failed).
 type Answer = (Instant, Option<u8>);
+
+/// A client of the VIP: a new connection every 20 ms (1 s timeout), each
+/// reads the answering node's number.
+struct Clients {
+    answers: Arc<std::sync::Mutex<Vec<Answer>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Clients {
+    /// Starts the loop on `rt` (a namespace's runtime).
+    fn start(rt: &tokio::runtime::Runtime) -> Clients {
+        let answers = Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a2, s2) = (answers.clone(), stop.clone());
+        let task = rt.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let target = SocketAddr::new(VIP.parse().expect("VIP"), APP_PORT);
+            while !s2.load(Ordering::SeqCst) {
+                let one = async {
+                    let mut c = tokio::net::TcpStream::connect(target).await.ok()?;
+                    let mut b = [0u8; 1];
+                    c.read_exact(&mut b).await.ok()?;
+                    Some(b[0])
+                };
+                let got = tokio::time::timeout(Duration::from_secs(1), one)
+                    .await
+                    .ok()
+                    .flatten();
+                a2.lock().expect("lock").push((Instant::now(), got));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Clients {
+            answers,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the loop; every answer in order.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> Result<Vec<Answer>> {
+        self.stop.store(true, Ordering::SeqCst);
+        rt.block_on(self.task)?;
+        Ok(self.answers.lock().expect("lock").clone())
+    }
+}
+
+/// The longest time without a successful answer after `from`.
+fn longest_gap(answers: &[Answer], from: Instant) -> Duration {
+    let mut last_ok: Option<Instant> = None;
+    let mut gap = Duration::ZERO;
+    for (t, got) in answers {
+        if got.is_none() {
+            continue;
+        }
+        if let Some(prev) = last_ok
+            && *t > from
+        {
+            gap = gap.max(t.duration_since(prev));
+        }
+        last_ok = Some(*t);
+    }
+    gap
+}
 
 /// BGP mode with FRR installing the ECMP route at rt-01 (zebra, maximum-paths
 /// 3, L4 hashing): a client on the client LAN keeps reaching the VIP while
@@ -480,28 +583,7 @@ fn clients_steps(lab: &RefLab, health: &[Health], client: &tokio::runtime::Runti
     let all = RefLab::NODE_ADDRS;
     let t = wait_kernel(lab, &all, Duration::from_secs(30))?;
     eprintln!("rt-01 has three next hops after {t:?}");
-    // The client: a new connection every 20 ms, each reads the node's number.
-    let answers = Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (a2, s2) = (answers.clone(), stop.clone());
-    let task = client.spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let target = SocketAddr::new(VIP.parse().expect("VIP"), APP_PORT);
-        while !s2.load(Ordering::SeqCst) {
-            let one = async {
-                let mut c = tokio::net::TcpStream::connect(target).await.ok()?;
-                let mut b = [0u8; 1];
-                c.read_exact(&mut b).await.ok()?;
-                Some(b[0])
-            };
-            let got = tokio::time::timeout(Duration::from_secs(1), one)
-                .await
-                .ok()
-                .flatten();
-            a2.lock().expect("lock").push((Instant::now(), got));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let clients = Clients::start(client);
     std::thread::sleep(Duration::from_secs(1));
     health[1].set(500);
     wait_kernel(lab, &[all[0], all[2]], Duration::from_secs(5))?;
@@ -511,9 +593,7 @@ fn clients_steps(lab: &RefLab, health: &[Health], client: &tokio::runtime::Runti
     health[1].set(200);
     wait_kernel(lab, &all, Duration::from_secs(5))?;
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::SeqCst);
-    client.block_on(task)?;
-    let answers = answers.lock().expect("lock").clone();
+    let answers = clients.stop(client)?;
     let failed = answers.iter().filter(|a| a.1.is_none()).count();
     let mut nodes: Vec<u8> = answers.iter().filter_map(|a| a.1).collect();
     nodes.sort();

@@ -60,7 +60,7 @@ pub(super) async fn run(run: &RunArgs, interface: String, timing: Timing) -> Res
             () = &mut shutdown => return Ok(()),
         }
         // Holder.
-        let taken = take(&interface, &addrs);
+        let taken = take(&interface, &addrs).await;
         gauges.set_active(true);
         if let Err(e) = &taken {
             tracing::error!(error = %e, "cannot hold the addresses; giving the Lease up");
@@ -115,24 +115,20 @@ async fn wait_for(rx: &mut watch::Receiver<bool>, want: bool) -> Result<()> {
     Ok(())
 }
 
-/// Adds the addresses to the interface and announces them.
-fn take(interface: &str, addrs: &[IpAddr]) -> Result<()> {
+/// Adds the addresses to the interface and announces them (gratuitous ARP
+/// for IPv4, unsolicited NA for IPv6) so that neighbours switch to this
+/// node's MAC at once instead of when their cache entry expires. A failed
+/// announcement is logged, not fatal: the address still answers ARP.
+async fn take(interface: &str, addrs: &[IpAddr]) -> Result<()> {
     for a in addrs {
         addr::add(interface, *a)?;
     }
     for a in addrs {
-        if let Err(e) = gratuitous(interface, *a) {
-            tracing::warn!(address = %a, error = %e, "gratuitous ARP/NA");
+        match ferrolb_l2::send_gratuitous(interface, *a).await {
+            Ok(()) => tracing::info!(%interface, address = %a, "gratuitous ARP/NA sent"),
+            Err(e) => tracing::warn!(%interface, address = %a, error = %e, "gratuitous ARP/NA"),
         }
     }
-    Ok(())
-}
-
-/// Announces `ip` on `interface` (gratuitous ARP for IPv4, unsolicited NA for IPv6).
-fn gratuitous(interface: &str, ip: IpAddr) -> Result<()> {
-    // ferrolb-l2 (send_gratuitous) is not merged into this branch yet: neighbours
-    // learn the new holder's MAC only when their ARP entry expires.
-    tracing::warn!(%interface, %ip, "gratuitous ARP/NA not sent: ferrolb-l2 is not in this build");
     Ok(())
 }
 
