@@ -29,6 +29,8 @@ use ferrolb_testlab::{
 const VIP: &str = "172.17.0.100";
 const HEALTH_PORT: u16 = 18080;
 const RELAY_LISTEN: &str = "127.0.0.1:6443";
+/// Where each BGP agent serves /metrics (in its own namespace).
+const METRICS: &str = "127.0.0.1:17472";
 /// Each node's "API server" for clients of the VIP: answers its node number.
 const APP_PORT: u16 = 18000;
 
@@ -123,6 +125,8 @@ fn bgp_agent(ns: &Netns, source: &str) -> Result<Proc> {
         "3",
         "--connect-retry",
         "1",
+        "--metrics-addr",
+        METRICS,
     ]);
     ns.spawn_labeled(cmd, &format!("vip-{source}"))
 }
@@ -151,6 +155,16 @@ fn wait_paths(g: &Gobgpd, want: &[&str], timeout: Duration) -> Result<Duration> 
     Ok(t0.elapsed())
 }
 
+fn metrics(ns: &Netns) -> Result<String> {
+    ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{METRICS}/metrics"),
+    ])
+}
+
 fn on_lo(ns: &Netns) -> bool {
     ns.ip(&["-o", "addr", "show", "dev", "lo"])
         .map(|s| s.contains(&format!("{VIP}/32")))
@@ -159,7 +173,7 @@ fn on_lo(ns: &Netns) -> bool {
 
 #[test]
 fn bgp_mode_three_paths_follow_health() -> Result<()> {
-    require_or_return!("vip_e2e bgp", "gobgpd", "gobgp");
+    require_or_return!("vip_e2e bgp", "gobgpd", "gobgp", "curl");
     let lab = RefLab::new()?;
     let mut gcfg = GobgpdConfig::new(64512, "172.17.0.1");
     gcfg.use_multiple_paths = true;
@@ -202,6 +216,22 @@ fn bgp_steps(lab: &RefLab, g: &Gobgpd, health: &[Health], agents: &mut [Proc]) -
     let t = wait_paths(g, &[all[0], all[2]], Duration::from_secs(5))?;
     eprintln!("unhealthy node withdrawn after {t:?} (fall 3 x 200 ms)");
     agents[1].wait_for_line("withdrawn addresses=172.17.0.100", Duration::from_secs(1))?;
+    let m = metrics(&lab.nodes[1])?;
+    for line in [
+        "ferrolb_vip_healthy 0",
+        "ferrolb_vip_announcing 0",
+        "ferrolb_vip_transitions_total{transition=\"health_down\"} 1",
+        "ferrolb_vip_transitions_total{transition=\"health_up\"} 1",
+        "ferrolb_vip_transitions_total{transition=\"inactive\"} 1",
+    ] {
+        ensure!(m.lines().any(|l| l == line), "no {line:?} in:\n{m}");
+    }
+    ensure!(
+        metrics(&lab.nodes[0])?
+            .lines()
+            .any(|l| l == "ferrolb_vip_announcing 1"),
+        "node 1 does not say it announces"
+    );
     // Still two a little later (no flapping).
     std::thread::sleep(Duration::from_millis(600));
     ensure!(paths(g) == [all[0], all[2]], "paths {:?}", paths(g));

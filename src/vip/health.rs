@@ -333,4 +333,134 @@ mod tests {
         let c = Checker::new(&format!("https://{ok}/readyz"), None, t).unwrap();
         assert!(c.check().await.is_err());
     }
+
+    /// Runs openssl with `args`; false when it is missing or fails.
+    fn openssl(args: &[&str], dir: &Path) -> bool {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// A CA `NAME.crt`/`NAME.key` in `dir` (made by openssl), and with
+    /// `leaf`, a server certificate `NAME-leaf.crt`/`.key` it signs for
+    /// 127.0.0.1. False when openssl is missing.
+    fn make_ca(dir: &Path, name: &str, leaf: bool) -> bool {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=test-ca"];
+        ca.extend(ec);
+        ca.extend(["-keyout", &key, "-out", &crt]);
+        if !openssl(&ca, dir) {
+            return false;
+        }
+        if !leaf {
+            return true;
+        }
+        let (lcsr, lkey, lcrt) = (
+            format!("{name}-leaf.csr"),
+            format!("{name}-leaf.key"),
+            format!("{name}-leaf.crt"),
+        );
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let mut req = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
+        req.extend(ec);
+        req.extend(["-keyout", &lkey, "-out", &lcsr]);
+        openssl(&req, dir)
+            && openssl(
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &lcsr,
+                    "-CA",
+                    &crt,
+                    "-CAkey",
+                    &key,
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "ext.cnf",
+                    "-out",
+                    &lcrt,
+                ],
+                dir,
+            )
+    }
+
+    /// An HTTPS server answering 200 with the certificate at `cert`.
+    async fn tls_server(cert: &Path, key: &Path) -> std::net::SocketAddr {
+        use rustls::pki_types::PrivateKeyDer;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// HTTPS: any certificate without --health-ca; with it, only one it signs.
+    #[tokio::test]
+    async fn https_with_and_without_ca() {
+        let dir = std::env::temp_dir().join(format!("ferrolb-vip-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if !(make_ca(&dir, "ca", true) && make_ca(&dir, "other", false)) {
+            assert!(!ferrolb_testlab::in_ci(), "openssl is needed in CI");
+            println!("SKIP https_with_and_without_ca: no openssl");
+            return;
+        }
+        let (cert, other) = (dir.join("ca.crt"), dir.join("other.crt"));
+        let addr = tls_server(&dir.join("ca-leaf.crt"), &dir.join("ca-leaf.key")).await;
+        let url = format!("https://{addr}/readyz");
+        let t = Duration::from_secs(2);
+        assert_eq!(Checker::new(&url, None, t).unwrap().check().await, Ok(()));
+        assert_eq!(
+            Checker::new(&url, Some(&cert), t).unwrap().check().await,
+            Ok(())
+        );
+        let e = Checker::new(&url, Some(&other), t)
+            .unwrap()
+            .check()
+            .await
+            .unwrap_err();
+        assert!(e.contains("TLS handshake"), "{e}");
+        assert!(Checker::new(&url, Some(&dir.join("missing.pem")), t).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
