@@ -326,7 +326,10 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
         ([127, 0, 0, 1], api.port()?).into(),
     )?;
     let kubeconfig = dir.path().join("vip.kubeconfig");
-    api.write_kubeconfig_via(&kubeconfig, &format!("https://{RELAY_LISTEN}"))?;
+    // As kubeadm's admin.conf: the server is the VIP itself. The agents
+    // talk to their local API server instead (--api-server), verifying its
+    // certificate for a name it carries (--api-server-tls-name).
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{VIP}:6443"))?;
     let mut socats = Vec::new();
     for ns in &lab.nodes {
         socats.push(relay.spawn_listener_in(ns, RELAY_LISTEN.parse()?)?);
@@ -346,6 +349,10 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
             kubeconfig.to_str().context("path")?,
             "--node-name",
             &name,
+            "--api-server",
+            &format!("https://{RELAY_LISTEN}"),
+            "--api-server-tls-name",
+            "localhost",
         ]);
         agents.push(ns.spawn_labeled(cmd, &format!("vip-{name}"))?);
         if i == 2 {

@@ -37,7 +37,7 @@ pub(super) async fn run(run: &RunArgs, interface: String, timing: Timing) -> Res
     for a in &addrs {
         addr::remove(&interface, *a)?;
     }
-    let client = ferrolb_ops::client(Some(&run.kubeconfig)).await?;
+    let client = client(run, timing).await?;
     let api: kube::Api<Lease> = kube::Api::namespaced(client, &run.lease_namespace);
     let mut elector = LeaderElector::new(api, &run.lease_name, &identity, timing)?;
     tracing::info!(lease = %run.lease_name, namespace = %run.lease_namespace, %identity,
@@ -105,6 +105,32 @@ pub(super) async fn run(run: &RunArgs, interface: String, timing: Timing) -> Res
             tokio::time::sleep(timing.lease_duration).await;
         }
     }
+}
+
+/// A client of the local API server: the kubeconfig's credentials, its
+/// server unless `--api-server`, and request timeouts within the renew
+/// deadline (a black-holed server must not stall the election).
+async fn client(run: &RunArgs, timing: Timing) -> Result<kube::Client> {
+    let path = &run.kubeconfig;
+    let file = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("kubeconfig {}", path.display()))?;
+    if let Some(url) = &run.api_server {
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("--api-server {url} is not a URL"))?;
+    }
+    if let Some(name) = &run.api_server_tls_name {
+        config.tls_server_name = Some(name.clone());
+    }
+    config.connect_timeout = Some(timing.retry_period.max(Duration::from_secs(1)));
+    config.read_timeout = Some(timing.renew_deadline);
+    config.write_timeout = Some(timing.renew_deadline);
+    tracing::info!(server = %config.cluster_url, "API server for the Lease");
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Resolves when the health state becomes `want`.

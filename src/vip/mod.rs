@@ -135,6 +135,16 @@ pub struct RunArgs {
         default_value = "/etc/kubernetes/admin.conf"
     )]
     kubeconfig: PathBuf,
+    /// (layer2) Talk to this API server instead of the kubeconfig's (whose
+    /// server is the VIP itself in kubeadm's admin.conf): the node's own,
+    /// e.g. https://127.0.0.1:6443 or https://NODE-IP:6443.
+    #[arg(long, value_name = "URL")]
+    api_server: Option<String>,
+    /// (layer2) Verify the API server's certificate for this name instead
+    /// of the URL's host (kubeadm's serving certificate has `kubernetes`,
+    /// not 127.0.0.1).
+    #[arg(long, value_name = "NAME")]
+    api_server_tls_name: Option<String>,
     /// (layer2) Name of the Lease the holder is elected with.
     #[arg(long, value_name = "NAME", default_value = "ferrolb-vip")]
     lease_name: String,
