@@ -80,8 +80,14 @@ pub fn render(m: &Args, run: &RunArgs) -> String {
         y.push_str(&format!("    - {}\n", q(a)));
     }
     y.push_str("    securityContext:\n");
-    y.push_str("      # root: the admin kubeconfig is 0600 root, and capabilities added to a\n");
-    y.push_str("      # non-root container are not effective.\n");
+    if run.mode == Some(Mode::Layer2) {
+        y.push_str(
+            "      # root: the admin kubeconfig is 0600 root, and capabilities added to a\n",
+        );
+        y.push_str("      # non-root container are not effective.\n");
+    } else {
+        y.push_str("      # root: capabilities added to a non-root container are not effective.\n");
+    }
     y.push_str("      runAsUser: 0\n      runAsNonRoot: false\n");
     y.push_str("      allowPrivilegeEscalation: false\n      readOnlyRootFilesystem: true\n");
     y.push_str("      capabilities:\n        drop: [\"ALL\"]\n");
