@@ -12,6 +12,9 @@
 //!   (arping from client-less rt-01 sees one MAC); an unhealthy holder gives
 //!   it up; a killed holder is replaced within the lease duration (the time
 //!   is printed).
+//!
+//! The two `bench_failover_*` tests are ignored: they are the failover
+//! benchmark (`bench/vip-failover/run`, figures in bench/README.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,7 +87,9 @@ impl Health {
     }
 }
 
-fn vip_cmd(args: &[&str]) -> std::process::Command {
+/// `ferrolb vip ARGS` for the VIP with the test's health endpoint, checked
+/// every `interval` ms (`timeout` ms).
+fn vip_cmd_timed(args: &[&str], interval: &str, timeout: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolb"));
     c.arg("vip")
         .args(args)
@@ -94,9 +99,9 @@ fn vip_cmd(args: &[&str]) -> std::process::Command {
             "--health-url",
             &format!("http://127.0.0.1:{HEALTH_PORT}/readyz"),
             "--health-interval",
-            "200",
+            interval,
             "--health-timeout",
-            "150",
+            timeout,
         ])
         .env("RUST_LOG", "info");
     c
@@ -110,24 +115,32 @@ fn start_health(lab: &RefLab) -> Result<Vec<Health>> {
 }
 
 fn bgp_agent(ns: &Netns, source: &str) -> Result<Proc> {
-    let cmd = vip_cmd(&[
-        "--mode",
-        "bgp",
-        "--peer",
-        "172.17.0.1",
-        "--local-as",
-        "64522",
-        "--peer-as",
-        "64512",
-        "--source",
-        source,
-        "--hold-time",
-        "3",
-        "--connect-retry",
-        "1",
-        "--metrics-addr",
-        METRICS,
-    ]);
+    bgp_agent_timed(ns, source, "200", "150")
+}
+
+fn bgp_agent_timed(ns: &Netns, source: &str, interval: &str, timeout: &str) -> Result<Proc> {
+    let cmd = vip_cmd_timed(
+        &[
+            "--mode",
+            "bgp",
+            "--peer",
+            "172.17.0.1",
+            "--local-as",
+            "64522",
+            "--peer-as",
+            "64512",
+            "--source",
+            source,
+            "--hold-time",
+            "3",
+            "--connect-retry",
+            "1",
+            "--metrics-addr",
+            METRICS,
+        ],
+        interval,
+        timeout,
+    );
     ns.spawn_labeled(cmd, &format!("vip-{source}"))
 }
 
@@ -261,6 +274,36 @@ fn bgp_steps(lab: &RefLab, g: &Gobgpd, health: &[Health], agents: &mut [Proc]) -
     Ok(())
 }
 
+/// A layer 2 agent for node `i` (0-based), health checked every `interval` ms.
+fn l2_agent(
+    ns: &Netns,
+    i: usize,
+    kubeconfig: &std::path::Path,
+    interval: &str,
+    timeout: &str,
+) -> Result<Proc> {
+    let name = format!("k8s-node-0{}", i + 1);
+    let cmd = vip_cmd_timed(
+        &[
+            "--mode",
+            "layer2",
+            "--interface",
+            "eth0",
+            "--kubeconfig",
+            kubeconfig.to_str().context("path")?,
+            "--node-name",
+            &name,
+            "--api-server",
+            &format!("https://{RELAY_LISTEN}"),
+            "--api-server-tls-name",
+            "localhost",
+        ],
+        interval,
+        timeout,
+    );
+    ns.spawn_labeled(cmd, &format!("vip-{name}"))
+}
+
 /// The node namespaces that have the VIP on eth0.
 fn holders(lab: &RefLab) -> Vec<usize> {
     lab.nodes
@@ -339,22 +382,7 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
     lab.nodes[2].ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
     let mut agents = Vec::new();
     for (i, ns) in lab.nodes.iter().enumerate() {
-        let name = format!("k8s-node-0{}", i + 1);
-        let cmd = vip_cmd(&[
-            "--mode",
-            "layer2",
-            "--interface",
-            "eth0",
-            "--kubeconfig",
-            kubeconfig.to_str().context("path")?,
-            "--node-name",
-            &name,
-            "--api-server",
-            &format!("https://{RELAY_LISTEN}"),
-            "--api-server-tls-name",
-            "localhost",
-        ]);
-        agents.push(ns.spawn_labeled(cmd, &format!("vip-{name}"))?);
+        agents.push(l2_agent(ns, i, &kubeconfig, "200", "150")?);
         if i == 2 {
             // Its stale address goes before it campaigns.
             wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
@@ -652,5 +680,172 @@ fn clients_steps(lab: &RefLab, health: &[Health], client: &tokio::runtime::Runti
         !during.is_empty() && !during.contains(&2),
         "while withdrawn: {during:?}"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The failover benchmark (bench/vip-failover/run; figures in bench/README.md).
+
+/// One connection to the VIP from a namespace's runtime: the answering node.
+fn probe(rt: &tokio::runtime::Runtime) -> Option<u8> {
+    rt.block_on(rt.spawn(async {
+        use tokio::io::AsyncReadExt;
+        let target = SocketAddr::new(VIP.parse().ok()?, APP_PORT);
+        let one = async {
+            let mut c = tokio::net::TcpStream::connect(target).await.ok()?;
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).await.ok()?;
+            Some(b[0])
+        };
+        tokio::time::timeout(Duration::from_millis(300), one)
+            .await
+            .ok()
+            .flatten()
+    }))
+    .ok()
+    .flatten()
+}
+
+/// Median, max and min of `v` in ms.
+fn summary(name: &str, v: &mut [Duration]) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let all: Vec<String> = v.iter().map(|d| format!("{:.0}", ms(*d))).collect();
+    println!(
+        "RESULT {name} runs={} median_ms={:.0} max_ms={:.0} min_ms={:.0} all_ms=[{}]",
+        v.len(),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() - 1]),
+        ms(v[0]),
+        all.join(",")
+    );
+}
+
+fn bench_runs() -> usize {
+    std::env::var("VIP_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
+}
+
+/// Not a test: the figures of bench/vip-failover (run with --ignored).
+/// Default health timings (1000 ms, fall 3, rise 2) and lease timings.
+#[test]
+#[ignore = "benchmark: bench/vip-failover/run"]
+fn bench_failover_bgp() -> Result<()> {
+    require_or_return!(
+        "vip bench bgp",
+        ferrolb_testlab::util::FRR_BGPD,
+        ferrolb_testlab::util::FRR_ZEBRA,
+        "vtysh"
+    );
+    let runs = bench_runs();
+    let lab = RefLab::new()?;
+    let mut fcfg = FrrConfig::new(64512, "172.17.0.1");
+    fcfg.zebra = true;
+    fcfg.maximum_paths = Some(3);
+    for a in RefLab::NODE_ADDRS {
+        let mut n = FrrNeighbor::new(a, 64522);
+        n.hold_time = Some(3);
+        n.passive = true;
+        n.families = vec![Family::Ipv4Unicast];
+        fcfg = fcfg.neighbor(n);
+    }
+    let _frr = Frr::start(&lab.rt01, fcfg)?;
+    let health = start_health(&lab)?;
+    let mut agents = Vec::new();
+    for (ns, a) in lab.nodes.iter().zip(RefLab::NODE_ADDRS) {
+        agents.push(bgp_agent_timed(ns, a, "1000", "1000")?);
+    }
+    let all = RefLab::NODE_ADDRS;
+    let without = |i: usize| -> Vec<&str> {
+        all.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    wait_kernel(&lab, &all, Duration::from_secs(30))?;
+    let (mut unhealthy, mut frozen) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let i = run % 3;
+        // The node's API server fails: until rt-01's kernel route loses it.
+        std::thread::sleep(Duration::from_millis(300 + 137 * run as u64 % 700));
+        health[i].set(500);
+        unhealthy.push(wait_kernel(&lab, &without(i), Duration::from_secs(10))?);
+        health[i].set(200);
+        wait_kernel(&lab, &all, Duration::from_secs(10))?;
+        // The node hangs (SIGSTOP): the router's hold time (3 s) decides.
+        std::thread::sleep(Duration::from_millis(500));
+        agents[i].signal("STOP")?;
+        frozen.push(wait_kernel(&lab, &without(i), Duration::from_secs(10))?);
+        agents[i].signal("CONT")?;
+        wait_kernel(&lab, &all, Duration::from_secs(20))?;
+    }
+    summary("bgp api-server-unhealthy", &mut unhealthy);
+    summary("bgp node-hung-hold3s", &mut frozen);
+    Ok(())
+}
+
+/// Not a test: the figures of bench/vip-failover (run with --ignored).
+#[test]
+#[ignore = "benchmark: bench/vip-failover/run"]
+fn bench_failover_layer2() -> Result<()> {
+    require_or_return!("vip bench layer2", "socat");
+    let runs = bench_runs();
+    let Some(api) = KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let dir = TestDir::new("vip-bench-l2")?;
+    let lab = RefLab::new()?;
+    let relay = UnixTcpRelay::start(
+        &dir.path().join("api.sock"),
+        ([127, 0, 0, 1], api.port()?).into(),
+    )?;
+    let kubeconfig = dir.path().join("vip.kubeconfig");
+    api.write_kubeconfig_via(&kubeconfig, &format!("https://{VIP}:6443"))?;
+    let mut socats = Vec::new();
+    for ns in &lab.nodes {
+        socats.push(relay.spawn_listener_in(ns, RELAY_LISTEN.parse()?)?);
+    }
+    let health = start_health(&lab)?;
+    let mut agents = Vec::new();
+    for (i, ns) in lab.nodes.iter().enumerate() {
+        agents.push(l2_agent(ns, i, &kubeconfig, "1000", "1000")?);
+    }
+    let client = lab.rt01.tokio_runtime()?;
+    // Until a client at rt-01 is answered by another node than `old`.
+    let answered_by_other = |old: usize, t0: Instant| -> Result<Duration> {
+        let old = u8::try_from(old + 1)?;
+        wait_until(Duration::from_secs(20), Duration::from_millis(10), || {
+            probe(&client).filter(|n| *n != old).map(|_| t0.elapsed())
+        })
+        .context("no other node answered")
+    };
+    let (mut crashed, mut unhealthy) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let h = wait_one_holder(&lab, None, Duration::from_secs(30))?;
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            probe(&client).filter(|n| usize::from(*n) == h + 1)
+        })
+        .context("the holder does not answer")?;
+        std::thread::sleep(Duration::from_millis(300 + 137 * run as u64 % 700));
+        // The holder dies (its agent killed, its address gone with it).
+        let t0 = Instant::now();
+        agents[h].kill();
+        lab.nodes[h].ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+        crashed.push(answered_by_other(h, t0)?);
+        agents[h] = l2_agent(&lab.nodes[h], h, &kubeconfig, "1000", "1000")?;
+        // The new holder's API server fails.
+        let h = wait_one_holder(&lab, None, Duration::from_secs(30))?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let t0 = Instant::now();
+        health[h].set(500);
+        unhealthy.push(answered_by_other(h, t0)?);
+        health[h].set(200);
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    summary("layer2 holder-crashed", &mut crashed);
+    summary("layer2 api-server-unhealthy", &mut unhealthy);
     Ok(())
 }
