@@ -274,6 +274,23 @@ fn bgp_steps(lab: &RefLab, g: &Gobgpd, health: &[Health], agents: &mut [Proc]) -
     Ok(())
 }
 
+/// Stops a relay listener and the connections it forked (kept-alive client
+/// connections would otherwise go on working): freeze it, kill its children
+/// by PID, then it.
+fn stop_relay(relay: &mut Proc) -> Result<()> {
+    relay.signal("STOP")?;
+    let pid = relay.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", child])
+            .status();
+    }
+    relay.kill();
+    Ok(())
+}
+
 /// A layer 2 agent for node `i` (0-based), health checked every `interval` ms.
 fn l2_agent(
     ns: &Netns,
@@ -392,7 +409,7 @@ fn layer2_mode_one_holder_and_failover() -> Result<()> {
         }
     }
     let client = lab.rt01.tokio_runtime()?;
-    let res = layer2_steps(&lab, &health, &mut agents, &client);
+    let res = layer2_steps(&lab, &health, &mut agents, &mut socats, &client);
     if res.is_err() {
         for a in &agents {
             eprintln!(
@@ -411,6 +428,7 @@ fn layer2_steps(
     lab: &RefLab,
     health: &[Health],
     agents: &mut [Proc],
+    relays: &mut [Proc],
     client: &tokio::runtime::Runtime,
 ) -> Result<()> {
     let h = wait_one_holder(lab, None, Duration::from_secs(20))?;
@@ -499,6 +517,23 @@ fn layer2_steps(
     if h4 == h2 {
         bail!("the killed agent cannot hold the address");
     }
+
+    // The last agent loses its API server (its relay stops): it cannot renew,
+    // so it drops the address within the renew deadline (3 s), before the
+    // Lease could expire for anyone else (4 s).
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    stop_relay(&mut relays[h4])?;
+    wait_until(
+        Duration::from_millis(4500),
+        Duration::from_millis(20),
+        || holders(lab).is_empty().then_some(()),
+    )
+    .with_context(|| format!("holders {:?} without an API server", holders(lab)))?;
+    let took = t0.elapsed();
+    eprintln!("holder without an API server released the address after {took:?}");
+    ensure!(took < Duration::from_secs(4), "released after {took:?}");
+    agents[h4].wait_for_line("released addresses=172.17.0.100", Duration::from_secs(1))?;
     Ok(())
 }
 
