@@ -20,12 +20,6 @@ pub(super) async fn run(run: &RunArgs, cfg: PeerConfig, routes: Routes) -> Resul
     let _server = super::serve_metrics(run, metrics).await?;
     let addrs = run.addresses.clone();
     let names = list(&addrs);
-    if !run.no_local_address {
-        for a in &addrs {
-            addr::add("lo", *a)?;
-        }
-        tracing::info!(addresses = %names, "addresses on lo");
-    }
     let mut healthy = super::spawn_health(run, gauges.clone())?;
     let shutdown = ferrolb_ops::signal::shutdown();
     tokio::pin!(shutdown);
@@ -37,6 +31,12 @@ pub(super) async fn run(run: &RunArgs, cfg: PeerConfig, routes: Routes) -> Resul
     let handle = driver::spawn_with_bfd(cfg, &endpoint);
     if bfd && let Some(e) = &handle.status().borrow().bfd_error {
         bail!("cannot start the BFD session: {e}");
+    }
+    if !run.no_local_address {
+        for a in &addrs {
+            addr::add("lo", *a)?;
+        }
+        tracing::info!(addresses = %names, "addresses on lo");
     }
     let mut status = handle.status();
     let mut announcing = false;

@@ -61,10 +61,10 @@ pub(super) async fn run(run: &RunArgs, interface: String, timing: Timing) -> Res
         }
         // Holder.
         let taken = take(&interface, &addrs).await;
-        gauges.set_active(true);
         if let Err(e) = &taken {
             tracing::error!(error = %e, "cannot hold the addresses; giving the Lease up");
         } else {
+            gauges.set_active(true);
             say(format_args!(
                 "holder addresses={names} interface={interface}"
             ));
@@ -87,9 +87,11 @@ pub(super) async fn run(run: &RunArgs, interface: String, timing: Timing) -> Res
                 tracing::error!(error = %e, "removing the address");
             }
         }
-        gauges.set_active(false);
-        tracing::warn!(addresses = %names, %reason, "released");
-        say(format_args!("released addresses={names} reason={reason:?}"));
+        if taken.is_ok() {
+            gauges.set_active(false);
+            tracing::warn!(addresses = %names, %reason, "released");
+            say(format_args!("released addresses={names} reason={reason:?}"));
+        }
         if !lost {
             let bound = timing.retry_period.max(Duration::from_secs(1));
             match tokio::time::timeout(bound, elector.release()).await {
