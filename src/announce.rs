@@ -60,15 +60,59 @@ Examples:
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Peer address, with an optional port: 198.18.0.1, 198.18.0.1:1790, [2001:db8::1]:179
+    /// The session and route-attribute flags (shared with `ferrolb vip --mode bgp`).
+    #[command(flatten)]
+    pub peer: PeerArgs,
+    /// A prefix to announce (a bare address is a host route). Repeatable.
+    #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix,
+          required_unless_present = "count", conflicts_with_all = ["count", "first"])]
+    prefixes: Vec<IpNet>,
+    /// Announce this many consecutive host routes (/32 or /128) starting at --first.
+    #[arg(long, value_name = "N", requires = "first")]
+    count: Option<u64>,
+    /// First address of --count.
+    #[arg(long, value_name = "IP", requires = "count")]
+    first: Option<IpAddr>,
+    /// On SIGINT/SIGTERM end with Cease / Hard Reset so the peer drops the
+    /// routes at once (with --graceful-restart; without it, the Cease does).
+    #[arg(long, requires = "graceful_restart")]
+    hard_reset: bool,
+    /// Directory of the restart marker (with --graceful-restart): a run that
+    /// finds the marker of an earlier one sets the Restart (R) bit.
+    #[arg(long, value_name = "DIR", requires = "graceful_restart")]
+    state_dir: Option<std::path::PathBuf>,
+}
+
+/// How `ferrolb announce` ends on a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Cease 6/2 (a Hard Reset when N was negotiated): the peer drops the routes.
+    Withdraw,
+    /// The peer keeps the routes as stale (graceful restart).
+    KeepRoutes,
+}
+
+/// What `plan` adds besides the session: how to end, and the marker directory.
+#[derive(Debug)]
+struct Lifecycle {
+    ending: Ending,
+    state_dir: Option<std::path::PathBuf>,
+}
+
+/// The BGP session flags and route attributes of one peer, flattened into
+/// `ferrolb announce` and `ferrolb vip --mode bgp`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PeerArgs {
+    /// Peer address, with an optional port: 198.18.0.1, 198.18.0.1:1790,
+    /// [2001:db8::1]:179 (required).
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_peer)]
-    peer: SocketAddr,
-    /// Our AS number (1..=4294967295).
+    peer: Option<SocketAddr>,
+    /// Our AS number, 1..=4294967295 (required).
     #[arg(long, value_name = "N", value_parser = parse_asn)]
-    local_as: u32,
-    /// The peer's AS number; equal to --local-as for iBGP.
-    #[arg(long, value_name = "N", value_parser = parse_asn,
-          required_unless_present = "dynamic_peer_as", conflicts_with = "dynamic_peer_as")]
+    local_as: Option<u32>,
+    /// The peer's AS number; equal to --local-as for iBGP (required unless
+    /// --dynamic-peer-as).
+    #[arg(long, value_name = "N", value_parser = parse_asn, conflicts_with = "dynamic_peer_as")]
     peer_as: Option<u32>,
     /// Accept the peer's AS from its OPEN instead of --peer-as: `internal`
     /// (it must equal --local-as) or `external` (it must differ); otherwise
@@ -126,16 +170,6 @@ pub struct Args {
     /// ORIGIN: igp, egp or incomplete.
     #[arg(long, value_name = "ORIGIN", default_value = "incomplete", value_parser = parse_origin)]
     origin: Origin,
-    /// A prefix to announce (a bare address is a host route). Repeatable.
-    #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix,
-          required_unless_present = "count", conflicts_with_all = ["count", "first"])]
-    prefixes: Vec<IpNet>,
-    /// Announce this many consecutive host routes (/32 or /128) starting at --first.
-    #[arg(long, value_name = "N", requires = "first")]
-    count: Option<u64>,
-    /// First address of --count.
-    #[arg(long, value_name = "IP", requires = "count")]
-    first: Option<IpAddr>,
     /// Run a BFD session with the peer (RFC 5880/5881, single hop); its failure
     /// closes the BGP session at once with Cease / BFD Down (6/10).
     #[arg(long)]
@@ -175,30 +209,6 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 120, requires = "graceful_restart",
           value_parser = clap::value_parser!(u16).range(1..=4095))]
     restart_time: u16,
-    /// On SIGINT/SIGTERM end with Cease / Hard Reset so the peer drops the
-    /// routes at once (with --graceful-restart; without it, the Cease does).
-    #[arg(long, requires = "graceful_restart")]
-    hard_reset: bool,
-    /// Directory of the restart marker (with --graceful-restart): a run that
-    /// finds the marker of an earlier one sets the Restart (R) bit.
-    #[arg(long, value_name = "DIR", requires = "graceful_restart")]
-    state_dir: Option<std::path::PathBuf>,
-}
-
-/// How `ferrolb announce` ends on a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// Cease 6/2 (a Hard Reset when N was negotiated): the peer drops the routes.
-    Withdraw,
-    /// The peer keeps the routes as stale (graceful restart).
-    KeepRoutes,
-}
-
-/// What `plan` adds besides the session: how to end, and the marker directory.
-#[derive(Debug)]
-struct Lifecycle {
-    ending: Ending,
-    state_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -359,150 +369,178 @@ fn plan(args: Args) -> Result<(PeerConfig, Routes)> {
 
 /// [`plan`], with how the run ends.
 fn plan_lifecycle(args: Args) -> Result<(PeerConfig, Routes, Lifecycle)> {
-    let router_id = match (args.router_id, args.source) {
-        (Some(id), _) => id,
-        (None, Some(IpAddr::V4(src))) => src,
-        (None, Some(IpAddr::V6(_))) | (None, None) => {
-            bail!(
-                "give --router-id (an IPv4 address): it defaults to --source only when that is IPv4"
-            )
-        }
-    };
-    if let Some(src) = args.source
-        && src.is_ipv4() != args.peer.is_ipv4()
-    {
-        bail!(
-            "--source {src} and --peer {} are of different address families",
-            args.peer
-        );
-    }
-    if args.passive && !args.listen {
-        bail!("--passive never connects: add --listen so the peer can connect to us");
-    }
-    if let Some(k) = args.keepalive
-        && args.hold_time != 0
-        && k >= args.hold_time
-    {
-        bail!(
-            "--keepalive {k} must be shorter than --hold-time {}",
-            args.hold_time
-        );
-    }
     let prefixes: Box<dyn Iterator<Item = IpNet>> = match (args.count, args.first) {
         (Some(n), Some(first)) => host_routes(first, n)?,
         _ => Box::new(args.prefixes.into_iter()),
     };
-    let (mut nh_v4, mut nh_v6) = (None, None);
-    for nh in &args.next_hops {
-        let slot = if nh.is_ipv4() { &mut nh_v4 } else { &mut nh_v6 };
-        if let Some(old) = slot.replace(*nh) {
-            bail!("--next-hop {old} and --next-hop {nh}: give at most one per address family");
-        }
-    }
-    let attrs = |next_hop: Option<IpAddr>| {
-        Arc::new(
-            RouteAttrs {
-                next_hop,
-                origin: args.origin,
-                med: args.med,
-                local_pref: args.local_pref,
-                communities: args.communities.clone(),
-                large_communities: args.large_communities.clone(),
-            }
-            .normalized(),
-        )
-    };
-    let (attrs_v4, attrs_v6) = (attrs(nh_v4), attrs(nh_v6));
-    let mut families = BTreeSet::new();
-    let mut routes = Routes::new();
-    for p in prefixes {
-        let (family, attrs) = match p {
-            IpNet::V4(_) => (Family::IPV4_UNICAST, &attrs_v4),
-            IpNet::V6(_) => (Family::IPV6_UNICAST, &attrs_v6),
-        };
-        families.insert(family);
-        routes.insert(p, attrs.clone());
-    }
-    let name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
-    // A --next-hop is for the routes of its family: one no route has is a mistake.
-    for nh in &args.next_hops {
-        let fam = if nh.is_ipv4() {
-            Family::IPV4_UNICAST
-        } else {
-            Family::IPV6_UNICAST
-        };
-        if !families.contains(&fam) {
-            bail!(
-                "--next-hop {nh} is {} but no {} prefix is announced",
-                name(nh.is_ipv6()),
-                name(nh.is_ipv6())
-            );
-        }
-    }
-    let session_v4 = args.peer.is_ipv4();
-    for f in &families {
-        let v6 = *f == Family::IPV6_UNICAST;
-        let own = if v6 { nh_v6 } else { nh_v4 };
-        if own.is_some() {
-            continue;
-        }
-        // A next hop of the other family than the session can only come from --next-hop.
-        if v6 == session_v4 {
-            bail!(
-                "{} prefixes over an {} session need --next-hop of their family",
-                name(v6),
-                name(!session_v4)
-            );
-        }
-        // Given for another family only: the user meant a next hop for every route.
-        if let Some(other) = args.next_hops.first() {
-            bail!(
-                "--next-hop {other} is {} but {} prefixes are announced too: \
-                 give an {} --next-hop as well",
-                name(other.is_ipv6()),
-                name(v6),
-                name(v6)
-            );
-        }
-    }
-    let cfg = PeerConfig {
-        peer: args.peer,
-        local_addr: args.source,
-        local_as: args.local_as,
-        peer_as: args.peer_as.unwrap_or(0),
-        dynamic_peer_as: args.dynamic_peer_as,
-        router_id,
-        hold_time: args.hold_time,
-        keepalive: args.keepalive,
-        password: args.password,
-        passive: args.passive,
-        families: families.into_iter().collect(),
-        ebgp_multihop: args.ebgp_multihop,
-        connect_retry: Duration::from_secs(args.connect_retry.max(1)),
-        connect_retry_max: Duration::from_secs(60).max(Duration::from_secs(args.connect_retry)),
-        listen: args.listen,
-        listen_port: args.listen_port,
-        bfd: args.bfd.then(|| PeerBfd {
-            desired_min_tx: Duration::from_millis(args.bfd_tx_interval.into()),
-            required_min_rx: Duration::from_millis(args.bfd_rx_interval.into()),
-            detect_mult: args.bfd_detect_multiplier,
-            passive: args.bfd_passive,
-        }),
-        max_prefix: args.max_prefix,
-        send_hold_time: args.send_hold_time.map(Duration::from_secs),
-        graceful_restart: args
-            .graceful_restart
-            .then(|| GracefulRestartConfig::new(args.restart_time)),
-    };
     let life = Lifecycle {
-        ending: if args.graceful_restart && !args.hard_reset {
+        ending: if args.peer.graceful_restart && !args.hard_reset {
             Ending::KeepRoutes
         } else {
             Ending::Withdraw
         },
         state_dir: args.state_dir,
     };
+    let (cfg, routes) = args.peer.plan(prefixes)?;
     Ok((cfg, routes, life))
+}
+
+impl PeerArgs {
+    /// Whether --peer and --local-as are given.
+    pub fn has_session(&self) -> bool {
+        self.peer.is_some() && self.local_as.is_some()
+    }
+
+    /// Whether the peer's connection is accepted on a privileged port.
+    pub fn listens_below_1024(&self) -> bool {
+        self.listen && self.listen_port < 1024
+    }
+
+    /// Checks the flags and builds the session config and the route set of
+    /// `prefixes` (every announced family is negotiated).
+    pub fn plan(self, prefixes: impl Iterator<Item = IpNet>) -> Result<(PeerConfig, Routes)> {
+        let args = self;
+        // Required, but checked here rather than by clap: `ferrolb vip` flattens
+        // these flags too and needs them only with --mode bgp.
+        let (Some(peer), Some(local_as)) = (args.peer, args.local_as) else {
+            bail!("--peer and --local-as are required");
+        };
+        if args.peer_as.is_none() && args.dynamic_peer_as.is_none() {
+            bail!("--peer-as (or --dynamic-peer-as) is required");
+        }
+        let router_id = match (args.router_id, args.source) {
+            (Some(id), _) => id,
+            (None, Some(IpAddr::V4(src))) => src,
+            (None, Some(IpAddr::V6(_))) | (None, None) => {
+                bail!(
+                    "give --router-id (an IPv4 address): it defaults to --source only when that is IPv4"
+                )
+            }
+        };
+        if let Some(src) = args.source
+            && src.is_ipv4() != peer.is_ipv4()
+        {
+            bail!(
+                "--source {src} and --peer {} are of different address families",
+                peer
+            );
+        }
+        if args.passive && !args.listen {
+            bail!("--passive never connects: add --listen so the peer can connect to us");
+        }
+        if let Some(k) = args.keepalive
+            && args.hold_time != 0
+            && k >= args.hold_time
+        {
+            bail!(
+                "--keepalive {k} must be shorter than --hold-time {}",
+                args.hold_time
+            );
+        }
+        let (mut nh_v4, mut nh_v6) = (None, None);
+        for nh in &args.next_hops {
+            let slot = if nh.is_ipv4() { &mut nh_v4 } else { &mut nh_v6 };
+            if let Some(old) = slot.replace(*nh) {
+                bail!("--next-hop {old} and --next-hop {nh}: give at most one per address family");
+            }
+        }
+        let attrs = |next_hop: Option<IpAddr>| {
+            Arc::new(
+                RouteAttrs {
+                    next_hop,
+                    origin: args.origin,
+                    med: args.med,
+                    local_pref: args.local_pref,
+                    communities: args.communities.clone(),
+                    large_communities: args.large_communities.clone(),
+                }
+                .normalized(),
+            )
+        };
+        let (attrs_v4, attrs_v6) = (attrs(nh_v4), attrs(nh_v6));
+        let mut families = BTreeSet::new();
+        let mut routes = Routes::new();
+        for p in prefixes {
+            let (family, attrs) = match p {
+                IpNet::V4(_) => (Family::IPV4_UNICAST, &attrs_v4),
+                IpNet::V6(_) => (Family::IPV6_UNICAST, &attrs_v6),
+            };
+            families.insert(family);
+            routes.insert(p, attrs.clone());
+        }
+        let name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        // A --next-hop is for the routes of its family: one no route has is a mistake.
+        for nh in &args.next_hops {
+            let fam = if nh.is_ipv4() {
+                Family::IPV4_UNICAST
+            } else {
+                Family::IPV6_UNICAST
+            };
+            if !families.contains(&fam) {
+                bail!(
+                    "--next-hop {nh} is {} but no {} prefix is announced",
+                    name(nh.is_ipv6()),
+                    name(nh.is_ipv6())
+                );
+            }
+        }
+        let session_v4 = peer.is_ipv4();
+        for f in &families {
+            let v6 = *f == Family::IPV6_UNICAST;
+            let own = if v6 { nh_v6 } else { nh_v4 };
+            if own.is_some() {
+                continue;
+            }
+            // A next hop of the other family than the session can only come from --next-hop.
+            if v6 == session_v4 {
+                bail!(
+                    "{} prefixes over an {} session need --next-hop of their family",
+                    name(v6),
+                    name(!session_v4)
+                );
+            }
+            // Given for another family only: the user meant a next hop for every route.
+            if let Some(other) = args.next_hops.first() {
+                bail!(
+                    "--next-hop {other} is {} but {} prefixes are announced too: \
+                 give an {} --next-hop as well",
+                    name(other.is_ipv6()),
+                    name(v6),
+                    name(v6)
+                );
+            }
+        }
+        let cfg = PeerConfig {
+            peer,
+            local_addr: args.source,
+            local_as,
+            peer_as: args.peer_as.unwrap_or(0),
+            dynamic_peer_as: args.dynamic_peer_as,
+            router_id,
+            hold_time: args.hold_time,
+            keepalive: args.keepalive,
+            password: args.password,
+            passive: args.passive,
+            families: families.into_iter().collect(),
+            ebgp_multihop: args.ebgp_multihop,
+            connect_retry: Duration::from_secs(args.connect_retry.max(1)),
+            connect_retry_max: Duration::from_secs(60).max(Duration::from_secs(args.connect_retry)),
+            listen: args.listen,
+            listen_port: args.listen_port,
+            bfd: args.bfd.then(|| PeerBfd {
+                desired_min_tx: Duration::from_millis(args.bfd_tx_interval.into()),
+                required_min_rx: Duration::from_millis(args.bfd_rx_interval.into()),
+                detect_mult: args.bfd_detect_multiplier,
+                passive: args.bfd_passive,
+            }),
+            max_prefix: args.max_prefix,
+            send_hold_time: args.send_hold_time.map(Duration::from_secs),
+            graceful_restart: args
+                .graceful_restart
+                .then(|| GracefulRestartConfig::new(args.restart_time)),
+        };
+        Ok((cfg, routes))
+    }
 }
 
 /// Print one line on stdout and flush it at once.

@@ -8,6 +8,7 @@
 mod announce;
 mod convert;
 mod validate;
+mod vip;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,10 @@ enum Cmd {
     Convert(convert::Args),
     /// Announce prefixes to one BGP peer until SIGINT/SIGTERM.
     Announce(announce::Args),
+    /// Keep a control-plane address (the API servers' VIP) alive over BGP or
+    /// layer 2 while the local API server is healthy; `vip manifest` prints
+    /// its static pod.
+    Vip(Box<vip::Args>),
 }
 
 /// The command line, with the `FERROLB_<FLAG>` variables (and deprecated
@@ -69,6 +74,7 @@ fn main() -> Result<ExitCode> {
         Cmd::Validate(args) => validate::run(args),
         Cmd::Convert(args) => convert::run(args),
         Cmd::Announce(args) => announce::run(args),
+        Cmd::Vip(args) => vip::run(*args),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
