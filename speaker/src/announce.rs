@@ -83,7 +83,7 @@ impl EndpointSummary {
     /// can take traffic when it is ready, or serving while terminating
     /// (KEP-1669); `here`: it runs on this node.
     pub fn with(self, ready: bool, serving: bool, here: bool) -> Self {
-        let usable = ready || serving;
+        let usable = usable(ready, serving);
         EndpointSummary {
             usable_anywhere: self.usable_anywhere || usable,
             usable_here: self.usable_here || (usable && here),
@@ -104,6 +104,12 @@ impl EndpointSummary {
             usable_here: self.usable_here || other.usable_here,
         }
     }
+}
+
+/// Can an endpoint with these conditions take traffic? When it is ready, or
+/// serving while terminating (KEP-1669). Both decisions (BGP and layer 2) use this.
+pub fn usable(ready: bool, serving: bool) -> bool {
+    ready || serving
 }
 
 /// The decision's input for one service: borrowed, nothing allocated per service.

@@ -10,6 +10,8 @@
 //!   decision reads (nothing is kept per Service beyond that), and this node
 //!   as last seen;
 //! - [`peers`] (`desired_sessions`): the BGP session each selected peer gets;
+//! - [`layer2`]: which node answers ARP/NDP for each IP of a layer 2 pool
+//!   (rendezvous order over the eligible nodes), and whether it is this one;
 //! - [`bgp_status`]: the `ServiceBGPStatus` objects this node should hold
 //!   and the writes that get there, within a write budget (its writer task is
 //!   the only part that does I/O).
@@ -23,6 +25,7 @@
 
 pub mod announce;
 pub mod bgp_status;
+pub mod layer2;
 pub mod metrics;
 pub mod pass;
 pub mod peers;
