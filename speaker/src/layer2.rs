@@ -177,11 +177,23 @@ impl ServiceState {
     }
 }
 
+/// Every Node's state (labels, `NetworkUnavailable`, excluded), by name.
+pub trait NodeLookup {
+    /// The node named `name`, if known.
+    fn node(&self, name: &str) -> Option<&NodeState>;
+}
+
+impl NodeLookup for BTreeMap<String, NodeState> {
+    fn node(&self, name: &str) -> Option<&NodeState> {
+        self.get(name)
+    }
+}
+
 /// The cluster as the decision sees it: every Node (by name) and the speakers alive.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Cluster<'a> {
     /// Every Node's state (labels, `NetworkUnavailable`, excluded), by name.
-    pub nodes: &'a BTreeMap<String, NodeState>,
+    pub nodes: &'a dyn NodeLookup,
     /// Nodes whose speaker is alive (the membership view, this node included).
     pub alive: &'a BTreeSet<String>,
     /// `--ignore-exclude-lb`: the exclusion label does not count.
@@ -205,7 +217,7 @@ fn node_ineligible(cluster: &Cluster<'_>, pool: &Pool, node: &str) -> Option<Ski
     if !cluster.alive.contains(node) {
         return Some(SkipReason::SpeakerNotAlive);
     }
-    let state = cluster.nodes.get(node);
+    let state = cluster.nodes.node(node);
     let empty = BTreeMap::new();
     let labels = state.map_or(&empty, |s| &s.labels);
     if state.is_some_and(|s| s.network_unavailable) {
@@ -266,7 +278,7 @@ pub struct Decider<'a> {
 impl<'a> Decider<'a> {
     pub fn new(config: &'a Config, cluster: Cluster<'a>, me: &'a str) -> Self {
         let empty = BTreeMap::new();
-        let my_labels = cluster.nodes.get(me).map_or(&empty, |s| &s.labels);
+        let my_labels = cluster.nodes.node(me).map_or(&empty, |s| &s.labels);
         let mut eligible = Vec::with_capacity(config.pools.len());
         let mut my_interfaces = Vec::with_capacity(config.pools.len());
         for pool in &config.pools {

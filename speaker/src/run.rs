@@ -21,15 +21,15 @@ use ferrolb_ops::events::{EventType, Events, Kind, Regarding, Reporter};
 use ferrolb_ops::metrics::Metrics;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
+use crate::layer2::{Cluster, Interfaces};
 use crate::metrics::{self, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
-use crate::watch::{EndpointView, KnownNode, Services, service_facts};
+use crate::watch::{EndpointView, KnownNode, Nodes, Services, l2_facts, service_facts};
 
 /// Flags of `ferrolb speaker` (each also read from `FERROLB_<FLAG>`).
 #[derive(clap::Args, Debug, Clone)]
@@ -85,6 +85,28 @@ fn admit(
     }
 }
 
+/// The layer 2 I/O: the membership view the election reads, and the
+/// ARP/NDP announcer told which IPs this node answers for.
+#[derive(Default)]
+struct L2Shell {
+    owned: BTreeMap<std::net::IpAddr, Interfaces>,
+}
+
+impl L2Shell {
+    /// The speakers alive.
+    fn alive(&self, nodes: &Nodes) -> std::collections::BTreeSet<String> {
+        nodes.names().map(str::to_string).collect()
+    }
+
+    /// Answer for exactly these IPs.
+    fn set(&mut self, owned: BTreeMap<std::net::IpAddr, Interfaces>) {
+        if owned != self.owned {
+            info!(ips = ?owned.keys().collect::<Vec<_>>(), "layer 2: answering for");
+            self.owned = owned;
+        }
+    }
+}
+
 /// Run the speaker until SIGTERM/SIGINT; then withdraw everything and send Cease.
 pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let client = ferrolb_ops::client(opts.kube.kubeconfig.as_deref()).await?;
@@ -127,6 +149,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
 
     let assigned: Arc<str> =
         format!("announcing from node \"{node_name}\" with protocol \"bgp\"").into();
+    let assigned_l2: Arc<str> =
+        format!("announcing from node \"{node_name}\" with protocol \"layer2\"").into();
+    let mut l2 = L2Shell::default();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &opts.kube.namespace);
     // The Secrets BGPPeers name, as last read; the objects' revision they were
     // read for; when to read them again.
@@ -228,10 +253,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             debug!("no valid configuration yet: announcing nothing");
             continue;
         };
-        let mut this = node.observe(
-            &node_name,
-            sources.nodes.get(&ObjectRef::new(&node_name)).as_deref(),
-        );
+        let mut this = node.observe_state(&node_name, lock(&sources.nodes).get(&node_name));
         if opts.ignore_exclude_lb {
             this.excluded = false;
         }
@@ -272,6 +294,43 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         }
         sessions.sync(wanted, outcome.routes).await;
         lock(&shared).sessions = sessions.views(&desired);
+
+        // Layer 2: who answers ARP/NDP for each IP of a layer 2 pool.
+        let l2_out = {
+            let services = lock(&sources.services);
+            let endpoints = lock(&sources.endpoints);
+            let nodes = lock(&sources.nodes);
+            let alive = l2.alive(&nodes);
+            let facts = l2_facts(&services, &endpoints, |ip| {
+                config
+                    .pool_for(ip)
+                    .is_some_and(|p| !p.l2_advertisements.is_empty())
+            });
+            let cluster = Cluster {
+                nodes: &*nodes,
+                alive: &alive,
+                ignore_exclude_lb: opts.ignore_exclude_lb,
+            };
+            let mut st = lock(&shared);
+            let out = st.layer2.pass(config, cluster, &node_name, facts);
+            for key in &out.assigned {
+                info!(svc = %key, node = %node_name, protocol = "layer2", "announcing");
+                let uid = services.get(key).and_then(|s| s.uid.as_deref());
+                events.enqueue(
+                    Regarding::service(key, uid),
+                    &NODE_ASSIGNED,
+                    assigned_l2.clone(),
+                );
+            }
+            out
+        };
+        for (key, why) in &l2_out.released {
+            match why {
+                Some(r) => info!(svc = %key, protocol = "layer2", "withdrawing: {r}"),
+                None => info!(svc = %key, protocol = "layer2", "withdrawing: service deleted"),
+            }
+        }
+        l2.set(l2_out.owned);
     }
 
     info!("shutting down: withdrawing all routes and closing sessions");
