@@ -380,8 +380,8 @@ pub struct L2Outcome {
 /// The Services this node answers for, across passes.
 #[derive(Debug, Default)]
 pub struct Layer2 {
-    /// Service → the IPs this node answers for.
-    owned: BTreeMap<Box<str>, Vec<IpAddr>>,
+    /// Service → the IPs this node answers for, and on which interfaces.
+    owned: BTreeMap<Box<str>, (Vec<IpAddr>, Interfaces)>,
 }
 
 impl Layer2 {
@@ -400,16 +400,18 @@ impl Layer2 {
     ) -> L2Outcome {
         let decider = Decider::new(config, cluster, me);
         let mut out = L2Outcome::default();
-        let mut now: BTreeMap<Box<str>, Vec<IpAddr>> = BTreeMap::new();
+        let mut now: BTreeMap<Box<str>, (Vec<IpAddr>, Interfaces)> = BTreeMap::new();
         let mut why: BTreeMap<Box<str>, SkipReason> = BTreeMap::new();
         for svc in services {
             let decisions = decider.decide(&svc);
             let mut mine = Vec::new();
+            let mut on = Interfaces::Only(Vec::new());
             let mut owner_noted = false;
             for (ip, d) in decisions {
                 match d.decision {
                     Decision::Own(ifs) => {
                         mine.push(ip);
+                        on = on.union(ifs.clone());
                         let e = out.owned.entry(ip).or_insert(Interfaces::Only(Vec::new()));
                         *e = std::mem::replace(e, Interfaces::All).union(ifs);
                     }
@@ -427,7 +429,7 @@ impl Layer2 {
                 if !self.owned.contains_key(svc.key) {
                     out.assigned.push(svc.key.into());
                 }
-                now.insert(svc.key.into(), mine);
+                now.insert(svc.key.into(), (mine, on));
             }
         }
         for key in self.owned.keys() {
@@ -441,7 +443,15 @@ impl Layer2 {
 
     /// Every Service this node answers for, in key order, with those IPs.
     pub fn owned(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
-        self.owned.iter().map(|(k, ips)| (&**k, ips.as_slice()))
+        self.owned
+            .iter()
+            .map(|(k, (ips, _))| (&**k, ips.as_slice()))
+    }
+
+    /// Every Service this node answers for, in key order, with the interfaces
+    /// it answers on.
+    pub fn owned_on(&self) -> impl Iterator<Item = (&str, &Interfaces)> {
+        self.owned.iter().map(|(k, (_, on))| (&**k, on))
     }
 
     /// How many Services this node answers for.

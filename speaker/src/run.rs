@@ -42,9 +42,9 @@ pub struct SpeakerOpts {
     /// it on control-plane nodes), as MetalLB's flag of the same name.
     #[arg(long)]
     pub ignore_exclude_lb: bool,
-    /// Most API writes a second for the ServiceBGPStatus objects (a new
-    /// object takes two); bursts (a restart, every Service changing at once)
-    /// are spread at this rate.
+    /// Most API writes a second for the ServiceBGPStatus objects, and as many
+    /// again for the ServiceL2Status objects (a new object takes two); bursts
+    /// (a restart, every Service changing at once) are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
     #[command(flatten)]
@@ -173,6 +173,18 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             node: node_name.clone(),
             owner_pod: WriterConfig::owner_from_env(),
             writes_per_second: opts.status_writes_per_second,
+            kind: &bgp_status::BGP,
+        },
+        notify.clone(),
+    );
+    let l2_status = StatusWriter::spawn(
+        client.clone(),
+        WriterConfig {
+            namespace: opts.kube.namespace.clone(),
+            node: node_name.clone(),
+            owner_pod: WriterConfig::owner_from_env(),
+            writes_per_second: opts.status_writes_per_second,
+            kind: &bgp_status::L2,
         },
         notify.clone(),
     );
@@ -313,6 +325,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             };
             let mut st = lock(&shared);
             let out = st.layer2.pass(config, cluster, &node_name, facts);
+            if l2_status.enabled() {
+                l2_status.set(bgp_status::desired_l2(&st.layer2));
+            }
             for key in &out.assigned {
                 info!(svc = %key, node = %node_name, protocol = "layer2", "announcing");
                 let uid = services.get(key).and_then(|s| s.uid.as_deref());
