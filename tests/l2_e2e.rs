@@ -8,8 +8,9 @@
 //! `status.loadBalancer.ingress` and their Endpoints.
 //!
 //! Each node namespace is set up as kube-proxy in IPVS mode with
-//! `strictARP: true` sets up a node: every Service IP on a dummy
-//! `kube-ipvs0` interface (so the node takes the traffic), and
+//! `strictARP: true` sets up a node: every Service IP on a local interface
+//! (`lo` here; kube-proxy uses a dummy `kube-ipvs0`) so the node takes the
+//! traffic, and
 //! `arp_ignore=1`, `arp_announce=2` (so the kernel does not answer ARP for
 //! them). A small HTTP server on each node answers with the node's name.
 //!
@@ -348,7 +349,9 @@ async fn objects(c: &Client, local_node: usize) -> Result<()> {
 }
 
 /// A node namespace as kube-proxy (IPVS, strictARP) leaves it: the Service
-/// IPs on `kube-ipvs0`, ARP for them answered by nobody but the speaker.
+/// IPs on a local interface (kube-proxy uses a dummy `kube-ipvs0`; `lo` here,
+/// which the kernel treats the same for ARP, and needs no dummy module), ARP
+/// for them answered by nobody but the speaker.
 fn prepare_node(ns: &Netns, i: usize, ips: &[String]) -> Result<()> {
     ns.add_addr("eth0", &format!("{}/64", ADDRS6[i]))?;
     for s in [
@@ -357,14 +360,13 @@ fn prepare_node(ns: &Netns, i: usize, ips: &[String]) -> Result<()> {
     ] {
         ns.run(&["sysctl", "-qw", s])?;
     }
-    ns.ip(&["link", "add", "kube-ipvs0", "type", "dummy"])?;
     for ip in ips {
         let cidr = if ip.contains(':') {
             format!("{ip}/128")
         } else {
             format!("{ip}/32")
         };
-        ns.add_addr("kube-ipvs0", &cidr)?;
+        ns.add_addr("lo", &cidr)?;
     }
     Ok(())
 }

@@ -402,6 +402,10 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
     // BGPPeer.passwordSecret: get by name (any name; never list).
     ("", "secrets", "get", Some(NS), None),
+    // The speaker pods by label: the speakers the member gossip joins
+    // (speaker/src/members/speakers.rs).
+    ("", "pods", "list", Some(NS), None),
+    ("", "pods", "watch", Some(NS), None),
     // ServiceBGPStatus, one per announced Service on this node: a list of its
     // own (label-selected) objects at start and every 5 minutes, create,
     // delete, status patch (speaker/src/bgp_status.rs).
@@ -831,6 +835,9 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "GET", format!("{sl2_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
         (speaker, "PATCH", format!("{sl2_path}/node-1-rbac-check/status"), Some(sl2_status.clone()), true),
         (speaker, "GET", "/api/v1/nodes".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker".into(), None, true),
+        (speaker, "GET", format!("/api/v1/namespaces/metallb-system/pods?{w}"), None, true),
+        (speaker, "GET", "/api/v1/pods".into(), None, false),
         (speaker, "GET", format!("/api/v1/nodes?{w}"), None, true),
         (speaker, "POST", format!("{mlb}/configurationstates"), Some(state("speaker-node-1")), true),
         (speaker, "PATCH", format!("{mlb}/configurationstates/speaker-node-1/status"), Some(state_status.clone()), true),

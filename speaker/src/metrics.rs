@@ -68,6 +68,18 @@ impl L2Counters {
     }
 }
 
+impl ferrolb_l2::L2Observer for L2Counters {
+    fn request_received(&self, ip: IpAddr) {
+        L2Counters::request_received(self, ip);
+    }
+    fn response_sent(&self, ip: IpAddr) {
+        L2Counters::response_sent(self, ip);
+    }
+    fn gratuitous_sent(&self, ip: IpAddr) {
+        L2Counters::gratuitous_sent(self, ip);
+    }
+}
+
 /// What the speaker's endpoints read.
 #[derive(Debug, Default)]
 pub struct SpeakerState {

@@ -6,7 +6,8 @@
 //! what to hold ([`crate::peers`]); it publishes what the pass says to
 //! publish and serves `/metrics`, `/healthz`, `/readyz` ([`crate::metrics`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +27,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::layer2::{Cluster, Interfaces};
-use crate::metrics::{self, SpeakerState};
+use crate::members::{self, MemberView, Members, MembersConfig};
+use crate::metrics::{self, L2Counters, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
 use crate::watch::{EndpointView, KnownNode, Nodes, Services, l2_facts, service_facts};
@@ -47,6 +49,28 @@ pub struct SpeakerOpts {
     /// (a restart, every Service changing at once) are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
+    /// This speaker's pod IP (`status.podIP` from the downward API: the
+    /// node's address, the speaker running in the host network). Layer 2
+    /// mode's member gossip binds it (UDP, `--members-port`) to tell, within
+    /// seconds, which speakers are alive. Without it there is no gossip and
+    /// every Node counts as having a live speaker (MetalLB without
+    /// memberlist).
+    #[arg(long)]
+    pub pod_ip: Option<IpAddr>,
+    /// The UDP port of the member gossip on `--pod-ip` (MetalLB's memberlist port).
+    #[arg(long, default_value_t = members::DEFAULT_PORT)]
+    pub members_port: u16,
+    /// A key every speaker shares (MetalLB's `memberlist` Secret, key
+    /// `secretkey`): member gossip datagrams are authenticated with it
+    /// (HMAC-SHA256) and others dropped. Without it, anyone who can send UDP
+    /// to the member port can take part in the gossip.
+    #[arg(long, hide_env_values = true)]
+    pub members_secret: Option<String>,
+    /// The label selector of the speaker pods in `--namespace`: the
+    /// speakers the gossip joins, and its view when no other speaker is
+    /// reachable.
+    #[arg(long, default_value = members::speakers::DEFAULT_SELECTOR)]
+    pub speaker_selector: String,
     #[command(flatten)]
     pub kube: KubeOpts,
 }
@@ -86,24 +110,114 @@ fn admit(
 }
 
 /// The layer 2 I/O: the membership view the election reads, and the
-/// ARP/NDP announcer told which IPs this node answers for.
-#[derive(Default)]
+/// ARP/NDP announcer told which IPs this node answers for (started when
+/// this node first owns an IP, so that a speaker without layer 2 pools needs
+/// no `NET_RAW`).
 struct L2Shell {
-    owned: BTreeMap<std::net::IpAddr, Interfaces>,
+    members: Option<Arc<Members>>,
+    view: Option<tokio::sync::watch::Receiver<MemberView>>,
+    announcer: Option<ferrolb_l2::Announcer>,
+    counters: Arc<L2Counters>,
+    /// The announcer failed to start (said once; tried again on each change).
+    start_failed: bool,
+    owned: BTreeMap<IpAddr, Interfaces>,
 }
 
 impl L2Shell {
-    /// The speakers alive.
-    fn alive(&self, nodes: &Nodes) -> std::collections::BTreeSet<String> {
-        nodes.names().map(str::to_string).collect()
+    /// Starts the member gossip when the pod IP is known.
+    fn new(opts: &SpeakerOpts, counters: Arc<L2Counters>) -> anyhow::Result<L2Shell> {
+        let members = match opts.pod_ip {
+            Some(ip) => {
+                let mut cfg = MembersConfig::new(
+                    opts.node_name.clone(),
+                    SocketAddr::new(ip, opts.members_port),
+                );
+                cfg.secret = opts
+                    .members_secret
+                    .as_ref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec());
+                Some(Arc::new(Members::start(cfg)?))
+            }
+            None => {
+                info!(
+                    "no --pod-ip: no member gossip; layer 2 counts every Node as having a live speaker"
+                );
+                None
+            }
+        };
+        Ok(L2Shell {
+            view: members.as_ref().map(|m| m.view()),
+            members,
+            announcer: None,
+            counters,
+            start_failed: false,
+            owned: BTreeMap::new(),
+        })
+    }
+
+    /// The speakers alive: the gossip's view, or every Node without gossip.
+    fn alive(&self, nodes: &Nodes) -> BTreeSet<String> {
+        match &self.view {
+            Some(v) => v.borrow().alive.clone(),
+            None => nodes.names().map(str::to_string).collect(),
+        }
+    }
+
+    /// Resolves when the member view changes (never without gossip).
+    async fn changed(view: &mut Option<tokio::sync::watch::Receiver<MemberView>>) {
+        match view {
+            Some(v) => {
+                if v.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 
     /// Answer for exactly these IPs.
-    fn set(&mut self, owned: BTreeMap<std::net::IpAddr, Interfaces>) {
-        if owned != self.owned {
-            info!(ips = ?owned.keys().collect::<Vec<_>>(), "layer 2: answering for");
-            self.owned = owned;
+    fn set(&mut self, owned: BTreeMap<IpAddr, Interfaces>) {
+        if owned == self.owned && (self.announcer.is_some() || owned.is_empty()) {
+            return;
         }
+        if self.announcer.is_none() {
+            if owned.is_empty() {
+                self.owned = owned;
+                return;
+            }
+            let cfg = ferrolb_l2::AnnouncerConfig::new(self.counters.clone());
+            match ferrolb_l2::Announcer::start(cfg) {
+                Ok(a) => {
+                    info!(interfaces = ?a.interfaces(), "layer 2: ARP/NDP announcer started");
+                    self.announcer = Some(a);
+                    self.start_failed = false;
+                }
+                Err(e) => {
+                    if !self.start_failed {
+                        error!(error = %e, permission = e.is_permission(),
+                            "layer 2: cannot answer ARP/NDP (the speaker needs CAP_NET_RAW)");
+                        self.start_failed = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(a) = &self.announcer {
+            a.set(
+                owned
+                    .iter()
+                    .map(|(ip, i)| {
+                        let i = match i {
+                            Interfaces::All => ferrolb_l2::Interfaces::All,
+                            Interfaces::Only(v) => ferrolb_l2::Interfaces::Only(v.clone()),
+                        };
+                        (*ip, i)
+                    })
+                    .collect(),
+            );
+        }
+        self.owned = owned;
     }
 }
 
@@ -125,6 +239,20 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     );
     events.register(all_metrics.registry())?;
     let counters = WatchCounters::new(all_metrics.registry())?;
+    let l2_counters = Arc::new(L2Counters::default());
+    lock(&shared).l2_counters = Some(l2_counters.clone());
+    let mut l2 = L2Shell::new(&opts, l2_counters)?;
+    if let Some(m) = &l2.members {
+        members::metrics::register(&mut all_metrics, m)?;
+        let m = m.clone();
+        let client = client.clone();
+        let namespace = opts.kube.namespace.clone();
+        let selector = opts.speaker_selector.clone();
+        let port = opts.members_port;
+        tokio::spawn(async move {
+            members::speakers::watch(client, &namespace, &selector, port, &m).await;
+        });
+    }
     let probe = {
         let shared = shared.clone();
         FnProbe::new(all_metrics, move || metrics::ready(&shared))
@@ -151,7 +279,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         format!("announcing from node \"{node_name}\" with protocol \"bgp\"").into();
     let assigned_l2: Arc<str> =
         format!("announcing from node \"{node_name}\" with protocol \"layer2\"").into();
-    let mut l2 = L2Shell::default();
+
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &opts.kube.namespace);
     // The Secrets BGPPeers name, as last read; the objects' revision they were
     // read for; when to read them again.
@@ -209,6 +337,12 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         tokio::select! {
             _ = notify.notified() => {}
             () = timer => {}
+            () = L2Shell::changed(&mut l2.view) => {
+                if let Some(v) = &l2.view {
+                    let v = v.borrow();
+                    info!(alive = ?v.alive, source = v.source.as_str(), "speakers alive");
+                }
+            }
             _ = &mut shutdown => break,
         }
         // The configuration: the gate keeps the last good one.
@@ -349,6 +483,10 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     }
 
     info!("shutting down: withdrawing all routes and closing sessions");
+    l2.set(BTreeMap::new());
+    if let Some(m) = &l2.members {
+        m.leave().await;
+    }
     lock(&shared).sessions.clear();
     sessions.shutdown(Duration::from_secs(2)).await;
     Ok(())
