@@ -234,6 +234,58 @@ fn wait_paths(want: &BTreeSet<String>, timeout: Duration, what: &str) -> Duratio
 }
 
 /// `n` new connections from client-01; the set of nodes that answered.
+/// The layer 2 Service's IP (lab/topology.json `l2_service`).
+const L2_SVC: &str = "172.17.0.200";
+
+/// The nodes whose MAC answers rt-01's ARP request for the layer 2 Service IP
+/// (unknown MACs by their text).
+fn l2_answerers() -> BTreeSet<String> {
+    let out = ns_exec(RT, &["arping", "-c", "2", "-w", "1", "-I", "eth2", L2_SVC]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let macs: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| {
+            l.split("reply from")
+                .nth(1)?
+                .split('[')
+                .nth(1)?
+                .split(']')
+                .next()
+        })
+        .map(str::to_string)
+        .collect();
+    macs.into_iter()
+        .map(|m| {
+            NODES
+                .iter()
+                .find(|(n, _)| {
+                    let o = ns_exec(n, &["ip", "-br", "link", "show", "eth0"]);
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .nth(2)
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&m))
+                })
+                .map_or(m.clone(), |(n, _)| n.to_string())
+        })
+        .collect()
+}
+
+/// Waits until exactly one node answers ARP for the layer 2 Service IP, other than `not`.
+fn wait_l2_owner(not: Option<&str>, timeout: Duration, what: &str) -> (String, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = l2_answerers();
+        if got.len() == 1 && got.iter().all(|n| Some(n.as_str()) != not) {
+            return (got.into_iter().next().unwrap(), t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "{what}: {L2_SVC} answered by {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn client_requests(n: usize) -> BTreeSet<String> {
     let url = format!("http://{SVC}:80/");
     let mut seen = BTreeSet::new();
@@ -338,6 +390,17 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
         "12 connections all answered by {seen:?}: no ECMP spread"
     );
     eprintln!("client-01: answers from {seen:?}");
+    // The layer 2 Service: one node answers ARP for it, and serves client-01 through rt-01.
+    assert!(
+        text(&out).contains("MACs answering: 1 ("),
+        "lab/demo's arping: {}",
+        text(&out)
+    );
+    let (l2_owner, _) = wait_l2_owner(None, Duration::from_secs(10), "after lab/up");
+    let url = format!("http://{L2_SVC}:80/");
+    let got = ns_exec(CLIENT, &["curl", "-s", "--max-time", "3", &url]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), l2_owner);
+    eprintln!("layer 2: {L2_SVC} answered by {l2_owner} alone");
     let adj_in_configmap = adj_in_current();
     assert_eq!(
         adj_in_configmap.len(),
@@ -357,6 +420,55 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
     // --- 3. back to Cluster on all three; then lose nodes
     set_policy(&lab, "Cluster", &[0, 1, 2]);
     wait_paths(&all, Duration::from_secs(15), "back to Cluster");
+
+    // The layer 2 owner's speaker killed: another node answers within seconds.
+    let (l2_owner, _) = wait_l2_owner(None, Duration::from_secs(10), "before the kill");
+    if l2_owner != "k8s-node-02" {
+        signal("-KILL", lab.pid(&format!("speaker-{l2_owner}")));
+        let (next, t) = wait_l2_owner(
+            Some(&l2_owner),
+            Duration::from_secs(15),
+            "layer 2 owner's speaker SIGKILLed",
+        );
+        eprintln!("layer 2 owner {l2_owner}'s speaker SIGKILLed: {next} answers after {t:?}");
+        // The BGP checks below need that node's speaker: start it again as lab/up did.
+        let i = NODES.iter().position(|(n, _)| *n == l2_owner).unwrap();
+        let st = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &l2_owner,
+                "setsid",
+                env!("CARGO_BIN_EXE_ferrolb"),
+            ])
+            .args(["speaker", "--node-name", &l2_owner, "--pod-ip", NODES[i].1])
+            .arg("--kubeconfig")
+            .arg(lab.run.join("kube/kubeconfig"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart the speaker");
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(lab.run.join("pids"))
+            .unwrap();
+        // lab/down checks the start time (field 22 of /proc/PID/stat) before it signals.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", st.id())).unwrap();
+        let start = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(19))
+            .unwrap()
+            .to_string();
+        writeln!(pids, "speaker-{l2_owner}-again {} {start}", st.id()).unwrap();
+        wait_paths(
+            &all,
+            Duration::from_secs(15),
+            "layer 2 owner's speaker back",
+        );
+    }
 
     let killed = lab.pid("speaker-k8s-node-02");
     signal("-KILL", killed);

@@ -272,7 +272,7 @@ fn example_configmap_is_the_lab_config_and_validates() {
         std::fs::read_to_string(repo_file("manifests/examples/config-lab.yaml")).unwrap();
     let theirs = ferrolb_config::Config::parse_document(&lab_text).unwrap();
     assert_eq!(ours, theirs);
-    assert_eq!(ours.pools.len(), 1);
+    assert_eq!(ours.pools.len(), 2);
     assert_eq!(ours.peers.len(), 1);
 }
 
