@@ -423,6 +423,7 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
 
     // The layer 2 owner's speaker killed: another node answers within seconds.
     let (l2_owner, _) = wait_l2_owner(None, Duration::from_secs(10), "before the kill");
+    let mut respawned = None;
     if l2_owner != "k8s-node-02" {
         signal("-KILL", lab.pid(&format!("speaker-{l2_owner}")));
         let (next, t) = wait_l2_owner(
@@ -463,6 +464,7 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
             .unwrap()
             .to_string();
         writeln!(pids, "speaker-{l2_owner}-again {} {start}", st.id()).unwrap();
+        respawned = Some(st);
         wait_paths(
             &all,
             Duration::from_secs(15),
@@ -515,6 +517,9 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
     assert!(pids.len() >= 9, "pids recorded: {pids:?}");
     let out = lab.down();
     assert!(out.status.success(), "lab/down: {}", text(&out));
+    if let Some(mut c) = respawned {
+        let _ = c.wait();
+    }
     for ns in LAB_NS {
         assert!(
             !Path::new("/run/netns").join(ns).exists(),
