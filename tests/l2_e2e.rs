@@ -128,7 +128,7 @@ fn answers(rt: &Netns, ip: &str) -> Result<BTreeSet<String>> {
     let out = if ip.contains(':') {
         rt.exec(&["ndisc6", "-m", "-n", "-r", "2", "-w", "400", ip, "eth2"])?
     } else {
-        rt.exec(&["arping", "-c", "2", "-w", "1", "-I", "eth2", ip])?
+        rt.exec(&["arping", "-b", "-c", "2", "-w", "1", "-I", "eth2", ip])?
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let mut macs = BTreeSet::new();
@@ -154,7 +154,12 @@ fn wait_answer(rt: &Netns, ip: &str, want: &str, what: &str) -> Result<Duration>
             return Ok(t0.elapsed());
         }
         if t0.elapsed() > CONVERGE {
-            bail!("{what}: {ip} answered by {got:?}, want only {want} (waited {CONVERGE:?})");
+            let raw = rt.exec(&["arping", "-b", "-c", "2", "-w", "1", "-I", "eth2", ip])?;
+            bail!(
+                "{what}: {ip} answered by {got:?}, want only {want} (waited {CONVERGE:?}); arping says: {}{}",
+                String::from_utf8_lossy(&raw.stdout),
+                String::from_utf8_lossy(&raw.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -199,13 +204,45 @@ fn layer2_owner_answers_fails_over_and_spreads() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let res = scenario(&rt, &api);
+    let res = scenario(&rt, &api, Mode::Test);
     if res.is_err() {
         eprintln!("kube-apiserver logs: {}", api.dir().display());
     } else {
         eprintln!("whole run took {:?}", t0.elapsed());
     }
     res
+}
+
+/// bench/l2-failover (not a timed test: ignored unless asked for, prints
+/// figures): the owner of 172.17.0.200 has its speaker SIGKILLed, `rounds`
+/// times; each time, how long until rt-01 gets the first ARP answer from the
+/// new owner, and until client-01's HTTP request through rt-01 is served by
+/// it. `FERROLB_L2_BENCH_ROUNDS` sets the rounds (default 20).
+#[test]
+#[ignore = "a benchmark: bench/l2-failover/run"]
+fn l2_failover_bench() -> Result<()> {
+    require_or_return!(
+        "l2_failover_bench",
+        "socat",
+        "curl",
+        "arping",
+        "ndisc6",
+        "tcpdump",
+        "python3",
+        "stdbuf"
+    );
+    let rounds = std::env::var("FERROLB_L2_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let Some(api) = KubeApiServer::start()? else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    scenario(&rt, &api, Mode::Bench(rounds))
 }
 
 fn crds() -> Result<Vec<serde_json::Value>> {
@@ -371,7 +408,16 @@ fn prepare_node(ns: &Netns, i: usize, ips: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer) -> Result<()> {
+/// What to do once the lab and the speakers are up.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// The end-to-end checks.
+    Test,
+    /// bench/l2-failover: this many kill/measure/restart rounds.
+    Bench(usize),
+}
+
+fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer, mode: Mode) -> Result<()> {
     let dir = TestDir::new("l2-e2e")?;
     let lab = RefLab::new()?;
     lab.rt01.add_addr("eth2", "fd00:17::1/64")?;
@@ -429,17 +475,20 @@ fn scenario(rt: &tokio::runtime::Runtime, api: &KubeApiServer) -> Result<()> {
         .enumerate()
         .map(|(i, ns)| speaker(ns, i, &kubeconfig, 0))
         .collect::<Result<_>>()?;
-    let res = steps(
-        rt,
-        &c,
-        &lab,
-        &kubeconfig,
-        &mut speakers,
-        &macs,
-        &node_of_mac,
-        local_node,
-        &mut tcpdump,
-    );
+    let res = match mode {
+        Mode::Test => steps(
+            rt,
+            &c,
+            &lab,
+            &kubeconfig,
+            &mut speakers,
+            &macs,
+            &node_of_mac,
+            local_node,
+            &mut tcpdump,
+        ),
+        Mode::Bench(rounds) => bench(&lab, &kubeconfig, &mut speakers, &macs, rounds),
+    };
     if res.is_err() {
         for s in &speakers {
             eprintln!("--- {} stderr (tail):\n{}", s.label(), s.stderr_tail(40));
@@ -688,5 +737,145 @@ fn steps(
         &macs[local_node],
         "local after restart",
     )?;
+    Ok(())
+}
+
+/// ARP answers for `ip` as they arrive at rt-01: bench/l2-failover/arpwatch.py
+/// asking every 20 ms (iputils arping's interval is whole seconds), each
+/// answer's MAC and arrival time.
+struct ArpWatch {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl ArpWatch {
+    fn start(rt: &Netns, ip: &str) -> Result<ArpWatch> {
+        use std::io::BufRead as _;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/l2-failover/arpwatch.py");
+        let mut child = rt
+            .command("python3")
+            .arg(script)
+            .args(["eth2", ip, "0.02"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().context("arpwatch stdout")?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            // "<seconds> <mac>": the arrival time here is within a millisecond of the frame's.
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if let Some(m) = line.split_whitespace().nth(1) {
+                    s.lock().unwrap().push((Instant::now(), m.to_lowercase()));
+                }
+            }
+        });
+        Ok(ArpWatch { child, seen })
+    }
+
+    /// The first answer from `mac` after `t0`.
+    fn first_from(&self, mac: &str, t0: Instant) -> Option<Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, m)| *t > t0 && m == mac)
+            .map(|(t, _)| *t)
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    }
+}
+
+fn bench(
+    lab: &RefLab,
+    kubeconfig: &Path,
+    speakers: &mut [Proc],
+    macs: &[String],
+    rounds: usize,
+) -> Result<()> {
+    let web = "172.17.0.200";
+    let all = [0, 1, 2];
+    let owner = owner_of(web, &all);
+    let next = owner_of(
+        web,
+        &all.iter()
+            .copied()
+            .filter(|&i| i != owner)
+            .collect::<Vec<_>>(),
+    );
+    eprintln!(
+        "bench: {web} is owned by {}, next in order {}; {rounds} rounds",
+        NODES[owner], NODES[next]
+    );
+    let (mut arp, mut http) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // All three alive and agreed: only the owner answers.
+        wait_answer(&lab.rt01, web, &macs[owner], "before the kill")?;
+        // Let the restarted speaker's gossip settle (it rejoined at most a few seconds ago).
+        std::thread::sleep(Duration::from_secs(3));
+        wait_answer(&lab.rt01, web, &macs[owner], "before the kill")?;
+        let watch = ArpWatch::start(&lab.rt01, web)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        speakers[owner].kill();
+        let mut served = None;
+        while t0.elapsed() < Duration::from_secs(20) {
+            if fetch(&lab.client01, web).as_deref() == Some(NODES[next]) {
+                served = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let served =
+            served.with_context(|| format!("round {round}: never served by {}", NODES[next]))?;
+        let first = watch
+            .first_from(&macs[next], t0)
+            .with_context(|| format!("round {round}: no ARP answer from {}", NODES[next]))?
+            - t0;
+        drop(watch);
+        eprintln!(
+            "round {round:2}: first ARP answer from the new owner {first:>8.3?}, client served {served:>8.3?}"
+        );
+        arp.push(first);
+        http.push(served);
+        speakers[owner] = speaker(&lab.nodes[owner], owner, kubeconfig, round)?;
+        // The restarted speaker rejoins and takes its IP back.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            let got = answers(&lab.rt01, web)?;
+            if got.len() == 1 && got.contains(&macs[owner]) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let (am, hm) = (median(&mut arp), median(&mut http));
+    let (ax, hx) = (arp.iter().max().unwrap(), http.iter().max().unwrap());
+    eprintln!(
+        "bench l2-failover ({rounds} rounds): first ARP answer from the new owner median {am:.3?} max {ax:.3?}; client request served median {hm:.3?} max {hx:.3?}"
+    );
+    println!(
+        "l2-failover rounds={rounds} arp_median_ms={} arp_max_ms={} http_median_ms={} http_max_ms={}",
+        am.as_millis(),
+        ax.as_millis(),
+        hm.as_millis(),
+        hx.as_millis()
+    );
     Ok(())
 }

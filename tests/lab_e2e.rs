@@ -240,7 +240,10 @@ const L2_SVC: &str = "172.17.0.200";
 /// The nodes whose MAC answers rt-01's ARP request for the layer 2 Service IP
 /// (unknown MACs by their text).
 fn l2_answerers() -> BTreeSet<String> {
-    let out = ns_exec(RT, &["arping", "-c", "2", "-w", "1", "-I", "eth2", L2_SVC]);
+    let out = ns_exec(
+        RT,
+        &["arping", "-b", "-c", "2", "-w", "1", "-I", "eth2", L2_SVC],
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     let macs: BTreeSet<String> = text
         .lines()
