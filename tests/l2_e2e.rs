@@ -20,6 +20,8 @@
 //!   rendezvous order (`sha256(node#ip)`) names, and the 10 IPs are not all
 //!   on one node;
 //! - a Local-policy Service is answered by the node with its endpoint;
+//! - the exclude-from-external-load-balancers label on a node moves its IPs,
+//!   and only those, to the next node; removed, they come back;
 //! - client-01 reaches the Service through rt-01, and the owner node answers;
 //! - the owner reports it: `metallb_speaker_announced{protocol="layer2"}`,
 //!   `metallb_layer2_*` counters, a `nodeAssigned` Event, a `ServiceL2Status`;
@@ -665,7 +667,44 @@ fn steps(
         NODES[owner]
     );
 
-    // 5. SIGKILL of web's owner: the next node takes its IPs.
+    // 5. The exclude-from-external-load-balancers label on a node that owns
+    // IPs (not web's owner): only its IPs move, to the next node in their
+    // order; the label removed, they come back.
+    let excluded = *owners
+        .values()
+        .find(|&&o| o != owner)
+        .context("every IP on web's owner")?;
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != excluded).collect();
+    let nodes_api: Api<Node> = Api::all(c.clone());
+    let label = |v: serde_json::Value| {
+        rt.block_on(nodes_api.patch(
+            NODES[excluded],
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": v}}})),
+        ))
+    };
+    label(json!(""))?;
+    let t = Instant::now();
+    for (ip, o) in &owners {
+        let want = if *o == excluded {
+            owner_of(ip, &others)
+        } else {
+            *o
+        };
+        wait_answer(&lab.rt01, ip, &macs[want], "node excluded")?;
+    }
+    eprintln!(
+        "{} labelled exclude-from-external-load-balancers: its IPs moved, the others stayed ({:?})",
+        NODES[excluded],
+        t.elapsed()
+    );
+    label(serde_json::Value::Null)?;
+    for (ip, o) in &owners {
+        wait_answer(&lab.rt01, ip, &macs[*o], "exclusion removed")?;
+    }
+
+    // 6. SIGKILL of web's owner: the next node takes its IPs.
     let rest: Vec<usize> = all.iter().copied().filter(|&i| i != owner).collect();
     let next = owner_of(web, &rest);
     let before_kill = tcpdump.stdout().len();
@@ -713,7 +752,7 @@ fn steps(
         wait_answer(&lab.rt01, ip, &macs[want], "after the kill")?;
     }
 
-    // 6. The old owner restarted: it answers again where it ranks first, nowhere else.
+    // 7. The old owner restarted: it answers again where it ranks first, nowhere else.
     speakers[owner] = speaker(&lab.nodes[owner], owner, kubeconfig, 1)?;
     let t = Instant::now();
     for (ip, o) in &owners {

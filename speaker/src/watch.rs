@@ -27,15 +27,14 @@ use crate::layer2::L2Service;
 /// Label on an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// `namespace/name` of an object.
+/// `namespace/name` of an object; the name alone for a cluster-scoped one (a Node).
 fn key_of<K: Resource>(obj: &K) -> Box<str> {
     let m = obj.meta();
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
-    )
-    .into_boxed_str()
+    let name = m.name.as_deref().unwrap_or_default();
+    match m.namespace.as_deref() {
+        Some(ns) => format!("{ns}/{name}").into_boxed_str(),
+        None => name.into(),
+    }
 }
 
 /// Slim values keyed `namespace/name`, fed by watcher events with the
@@ -745,6 +744,25 @@ mod tests {
         let mut out = Vec::new();
         expand(&idx.nodes, &entry.endpoints, &mut out);
         assert_eq!(out, slice_endpoints(&slice));
+    }
+
+    #[test]
+    fn nodes_are_kept_slim_by_name() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"rack": "a", EXCLUDE_LABEL: ""},
+                "managedFields": [{"manager": "kubelet"}]},
+            "status": {"conditions": [{"type": "NetworkUnavailable", "status": "True"}]}
+        }))
+        .unwrap();
+        let mut nodes = Nodes::default();
+        nodes.apply(&Event::Apply(node.clone()));
+        let n = nodes.get("n1").expect("found by its name");
+        assert_eq!(n, &node_state("n1", Some(&node)));
+        assert!(n.excluded && n.network_unavailable);
+        assert_eq!(n.labels.get("rack").map(String::as_str), Some("a"));
+        assert_eq!(nodes.names().collect::<Vec<_>>(), ["n1"]);
+        nodes.apply(&Event::Delete(node));
+        assert!(nodes.is_empty());
     }
 
     #[test]
