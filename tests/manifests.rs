@@ -391,6 +391,10 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
     // BGPPeer.passwordSecret: get by name (any name; never list).
     ("", "secrets", "get", Some(NS), None),
+    // The speaker pods, by label, to seed the gossip between speakers
+    // (speaker/src/members/speakers.rs).
+    ("", "pods", "list", Some(NS), None),
+    ("", "pods", "watch", Some(NS), None),
     // ServiceBGPStatus, one per announced Service on this node: a list of its
     // own (label-selected) objects at start and every 5 minutes, create,
     // delete, status patch (speaker/src/bgp_status.rs).
@@ -817,6 +821,9 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "DELETE", format!("{svc_path}?dryRun=All"), None, false),
         (speaker, "PATCH", "/api/v1/nodes/node-1".into(), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "GET", "/api/v1/pods".into(), None, false),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker&watch=true&timeoutSeconds=1".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/default/pods".into(), None, false),
         // controller
         (controller, "GET", "/api/v1/services".into(), None, true),
         (controller, "GET", format!("/api/v1/services?{w}"), None, true),

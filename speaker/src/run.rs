@@ -49,6 +49,9 @@ pub struct SpeakerOpts {
     pub status_writes_per_second: f64,
     #[command(flatten)]
     pub kube: KubeOpts,
+    /// The gossip between speakers (layer 2: which speakers are alive).
+    #[command(flatten)]
+    pub members: crate::members::cli::MembersOpts,
 }
 
 /// Events waiting to be written before new ones are dropped.
