@@ -109,7 +109,7 @@ fn speaker(ns: &Netns, i: usize, kubeconfig: &Path, n: usize) -> Result<Proc> {
     ])
     .arg("--kubeconfig")
     .arg(kubeconfig)
-    .env("FERROLB_POD_IP", ADDRS[i])
+    .env("FERROLB_ML_BIND_ADDR", ADDRS[i])
     .env("RUST_LOG", "info")
     .env("NO_COLOR", "1");
     ns.spawn_labeled(cmd, &format!("speaker-{}-{n}", NODES[i]))

@@ -445,7 +445,13 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
                 "setsid",
                 env!("CARGO_BIN_EXE_ferrolb"),
             ])
-            .args(["speaker", "--node-name", &l2_owner, "--pod-ip", NODES[i].1])
+            .args([
+                "speaker",
+                "--node-name",
+                &l2_owner,
+                "--ml-bind-addr",
+                NODES[i].1,
+            ])
             .arg("--kubeconfig")
             .arg(lab.run.join("kube/kubeconfig"))
             .env("RUST_LOG", "info")

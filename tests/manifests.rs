@@ -402,7 +402,7 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
     // BGPPeer.passwordSecret: get by name (any name; never list).
     ("", "secrets", "get", Some(NS), None),
-    // The speaker pods by label: the speakers the member gossip joins
+    // The speaker pods, by label, to seed the gossip between speakers
     // (speaker/src/members/speakers.rs).
     ("", "pods", "list", Some(NS), None),
     ("", "pods", "watch", Some(NS), None),
@@ -835,9 +835,6 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "GET", format!("{sl2_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
         (speaker, "PATCH", format!("{sl2_path}/node-1-rbac-check/status"), Some(sl2_status.clone()), true),
         (speaker, "GET", "/api/v1/nodes".into(), None, true),
-        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker".into(), None, true),
-        (speaker, "GET", format!("/api/v1/namespaces/metallb-system/pods?{w}"), None, true),
-        (speaker, "GET", "/api/v1/pods".into(), None, false),
         (speaker, "GET", format!("/api/v1/nodes?{w}"), None, true),
         (speaker, "POST", format!("{mlb}/configurationstates"), Some(state("speaker-node-1")), true),
         (speaker, "PATCH", format!("{mlb}/configurationstates/speaker-node-1/status"), Some(state_status.clone()), true),
@@ -858,6 +855,9 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "DELETE", format!("{svc_path}?dryRun=All"), None, false),
         (speaker, "PATCH", "/api/v1/nodes/node-1".into(), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "GET", "/api/v1/pods".into(), None, false),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker&watch=true&timeoutSeconds=1".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/default/pods".into(), None, false),
         // controller
         (controller, "GET", "/api/v1/services".into(), None, true),
         (controller, "GET", format!("/api/v1/services?{w}"), None, true),

@@ -7,7 +7,7 @@
 //! publish and serves `/metrics`, `/healthz`, `/readyz` ([`crate::metrics`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::layer2::{Cluster, Interfaces};
-use crate::members::{self, MemberView, Members, MembersConfig};
+use crate::members::{MemberView, Members};
 use crate::metrics::{self, L2Counters, SpeakerState};
 use crate::peers::{PeerSessions, desired_sessions, source_address_for};
 use crate::sources::{Sources, WatchCounters, Watched, lock};
@@ -49,30 +49,11 @@ pub struct SpeakerOpts {
     /// (a restart, every Service changing at once) are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
-    /// This speaker's pod IP (`status.podIP` from the downward API: the
-    /// node's address, the speaker running in the host network). Layer 2
-    /// mode's member gossip binds it (UDP, `--members-port`) to tell, within
-    /// seconds, which speakers are alive. Without it there is no gossip and
-    /// every Node counts as having a live speaker (MetalLB without
-    /// memberlist).
-    #[arg(long)]
-    pub pod_ip: Option<IpAddr>,
-    /// The UDP port of the member gossip on `--pod-ip` (MetalLB's memberlist port).
-    #[arg(long, default_value_t = members::DEFAULT_PORT)]
-    pub members_port: u16,
-    /// A key every speaker shares (MetalLB's `memberlist` Secret, key
-    /// `secretkey`): member gossip datagrams are authenticated with it
-    /// (HMAC-SHA256) and others dropped. Without it, anyone who can send UDP
-    /// to the member port can take part in the gossip.
-    #[arg(long, hide_env_values = true)]
-    pub members_secret: Option<String>,
-    /// The label selector of the speaker pods in `--namespace`: the
-    /// speakers the gossip joins, and its view when no other speaker is
-    /// reachable.
-    #[arg(long, default_value = members::speakers::DEFAULT_SELECTOR)]
-    pub speaker_selector: String,
     #[command(flatten)]
     pub kube: KubeOpts,
+    /// The gossip between speakers (layer 2: which speakers are alive).
+    #[command(flatten)]
+    pub members: crate::members::cli::MembersOpts,
 }
 
 /// Events waiting to be written before new ones are dropped.
@@ -124,36 +105,20 @@ struct L2Shell {
 }
 
 impl L2Shell {
-    /// Starts the member gossip when the pod IP is known.
-    fn new(opts: &SpeakerOpts, counters: Arc<L2Counters>) -> anyhow::Result<L2Shell> {
-        let members = match opts.pod_ip {
-            Some(ip) => {
-                let mut cfg = MembersConfig::new(
-                    opts.node_name.clone(),
-                    SocketAddr::new(ip, opts.members_port),
-                );
-                cfg.secret = opts
-                    .members_secret
-                    .as_ref()
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.as_bytes().to_vec());
-                Some(Arc::new(Members::start(cfg)?))
-            }
-            None => {
-                info!(
-                    "no --pod-ip: no member gossip; layer 2 counts every Node as having a live speaker"
-                );
-                None
-            }
-        };
-        Ok(L2Shell {
+    /// With the member gossip, when it runs (`--ml-bind-addr`).
+    fn new(members: Option<Members>, counters: Arc<L2Counters>) -> L2Shell {
+        if members.is_none() {
+            info!("layer 2 counts every Node as having a live speaker (no gossip)");
+        }
+        let members = members.map(Arc::new);
+        L2Shell {
             view: members.as_ref().map(|m| m.view()),
             members,
             announcer: None,
             counters,
             start_failed: false,
             owned: BTreeMap::new(),
-        })
+        }
     }
 
     /// The speakers alive: the gossip's view, or every Node without gossip.
@@ -241,18 +206,13 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let counters = WatchCounters::new(all_metrics.registry())?;
     let l2_counters = Arc::new(L2Counters::default());
     lock(&shared).l2_counters = Some(l2_counters.clone());
-    let mut l2 = L2Shell::new(&opts, l2_counters)?;
-    if let Some(m) = &l2.members {
-        members::metrics::register(&mut all_metrics, m)?;
-        let m = m.clone();
-        let client = client.clone();
-        let namespace = opts.kube.namespace.clone();
-        let selector = opts.speaker_selector.clone();
-        let port = opts.members_port;
-        tokio::spawn(async move {
-            members::speakers::watch(client, &namespace, &selector, port, &m).await;
-        });
-    }
+    let members = opts.members.start(
+        &node_name,
+        client.clone(),
+        &opts.kube.namespace,
+        &mut all_metrics,
+    )?;
+    let mut l2 = L2Shell::new(members, l2_counters);
     let probe = {
         let shared = shared.clone();
         FnProbe::new(all_metrics, move || metrics::ready(&shared))

@@ -240,3 +240,33 @@ fn isolated_member_falls_back_to_the_api() {
     })
     .expect("partition healed within 90 s");
 }
+
+#[test]
+fn no_false_deaths_at_a_hundred_with_loss() {
+    let mut sim = Sim::new(100, 8);
+    sim.run_until(Duration::from_secs(60), Duration::from_millis(100), |s| {
+        (0..s.len()).all(|i| s.member(i).unwrap().num_active() == s.len() - 1)
+    })
+    .expect("100 members joined");
+    sim.loss = 0.05;
+    let mut worst = sim.len();
+    for _ in 0..600 {
+        sim.run_for(Duration::from_millis(100));
+        let fewest = (0..sim.len())
+            .map(|i| sim.member(i).unwrap().num_active() + 1)
+            .min()
+            .unwrap();
+        worst = worst.min(fewest);
+    }
+    // A member briefly suspect still counts as alive; nobody may be
+    // declared down by anyone.
+    assert_eq!(
+        worst,
+        sim.len(),
+        "a live member was declared down under 5% loss"
+    );
+    let downs: u64 = (0..sim.len())
+        .map(|i| sim.member(i).unwrap().stats().members_down)
+        .sum();
+    assert_eq!(downs, 0, "false deaths under 5% loss");
+}

@@ -46,19 +46,25 @@ pub struct Stats {
     /// Datagrams dropped: too large, undecodable, invalid identities, over
     /// the member cap, or refused by foca.
     pub dropped: u64,
+    /// Members this one saw go down (foca's `MemberDown`).
+    pub members_down: u64,
 }
 
 /// foca's [`Runtime`]: collects what an interaction asks for.
 #[derive(Debug, Default)]
 struct Outbox {
     out: Vec<Output>,
+    members_down: u64,
 }
 
 impl Runtime<Id> for Outbox {
     fn notify(&mut self, n: Notification<'_, Id>) {
         match n {
             Notification::MemberUp(id) => info!(member = ?id, "speaker up"),
-            Notification::MemberDown(id) => info!(member = ?id, "speaker down"),
+            Notification::MemberDown(id) => {
+                self.members_down += 1;
+                info!(member = ?id, "speaker down");
+            }
             Notification::Rename(old, new) => info!(?old, ?new, "speaker restarted"),
             Notification::Rejoin(id) => info!(me = ?id, "declared down by the others; rejoined"),
             Notification::Active => info!("joined the speakers' gossip"),
@@ -136,7 +142,10 @@ impl Gossip {
 
     /// What was received and dropped so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            members_down: self.out.members_down,
+            ..self.stats
+        }
     }
 
     fn finish(&mut self, now: Instant) -> Vec<Output> {
@@ -266,6 +275,11 @@ impl Gossip {
             .iter_members()
             .map(|m| m.id().name.clone())
             .collect()
+    }
+
+    /// How many members are held alive (or suspect), without this one.
+    pub fn num_active(&self) -> usize {
+        self.foca.num_members()
     }
 
     /// Node names of every member held, in any state.

@@ -35,6 +35,7 @@
 //! the view) and does not read or write anything in the API server but the
 //! speaker pods it watches.
 
+pub mod cli;
 pub mod codec;
 pub mod gossip;
 pub mod identity;
@@ -121,6 +122,9 @@ pub enum MembersError {
         /// Why.
         source: std::io::Error,
     },
+    /// The gossip's metrics could not be registered.
+    #[error("gossip metrics: {0}")]
+    Metrics(ferrolb_ops::Error),
     /// Called outside a tokio runtime.
     #[error("Members::start must be called inside a tokio runtime")]
     NoRuntime,
@@ -224,14 +228,13 @@ impl Members {
     /// e.g. ready speaker pods: used to join and as the fallback view. Call
     /// it with the whole list whenever it changes.
     pub fn set_known(&self, speakers: BTreeMap<String, SocketAddr>) {
-        self.known.send_if_modified(|k| {
-            if *k == speakers {
-                false
-            } else {
-                *k = speakers;
-                true
-            }
-        });
+        set_if_changed(&self.known, speakers);
+    }
+
+    /// A handle that sets the known speakers from another task (the pod
+    /// watch, [`speakers::watch`]).
+    pub fn known_sink(&self) -> KnownSink {
+        KnownSink(self.known.clone())
     }
 
     /// Which speakers are alive; changes are pushed as they happen.
@@ -262,6 +265,32 @@ impl Members {
         if self.cmd.send(Cmd::Leave(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
         }
+    }
+}
+
+fn set_if_changed(
+    tx: &watch::Sender<BTreeMap<String, SocketAddr>>,
+    v: BTreeMap<String, SocketAddr>,
+) {
+    tx.send_if_modified(|k| {
+        if *k == v {
+            false
+        } else {
+            *k = v;
+            true
+        }
+    });
+}
+
+/// Sets the speakers a [`Members`] knows from the API server (see
+/// [`Members::set_known`]); cheap to clone and `'static`.
+#[derive(Debug, Clone)]
+pub struct KnownSink(watch::Sender<BTreeMap<String, SocketAddr>>);
+
+impl KnownSink {
+    /// As [`Members::set_known`].
+    pub fn set_known(&self, speakers: BTreeMap<String, SocketAddr>) {
+        set_if_changed(&self.0, speakers);
     }
 }
 

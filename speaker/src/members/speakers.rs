@@ -11,7 +11,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
-use super::Members;
+use super::KnownSink;
 
 /// The label selector of the speaker pods in manifests/speaker.yaml.
 pub const DEFAULT_SELECTOR: &str =
@@ -111,7 +111,14 @@ impl SpeakerPods {
 /// Watches the speaker pods in `namespace` matching `selector` and hands
 /// the ready ones to `members` (from the first complete list on, and on
 /// every change). Runs until the task is dropped.
-pub async fn watch(client: Client, namespace: &str, selector: &str, port: u16, members: &Members) {
+pub async fn watch(
+    client: Client,
+    namespace: String,
+    selector: String,
+    port: u16,
+    members: KnownSink,
+) {
+    let (namespace, selector) = (namespace.as_str(), selector.as_str());
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let cfg = watcher::Config::default().labels(selector);
     let mut pods = SpeakerPods::default();
