@@ -25,8 +25,10 @@ pub struct AnnouncerConfig {
     /// Announcements per newly owned address (MetalLB: 5, one at once and then one per
     /// tick until 5 s have passed).
     pub gratuitous_count: u32,
-    /// Spacing of those announcements (MetalLB: 1.1 s, chosen in its issue 172 so that
-    /// switches which rate-limit gratuitous ARP to one per second accept each one).
+    /// Spacing of those announcements (MetalLB: 1.1 s, from its issue 172: longer than
+    /// Linux's 1 s ARP `locktime`, so if one announcement lands while a neighbour's entry
+    /// is locked against updates (kernels before ~4.11 applied the lock to gratuitous
+    /// ARP too), the next one arrives after the lock expired).
     pub gratuitous_interval: Duration,
     /// How often interfaces are rediscovered (MetalLB: 10 s): new or re-enabled
     /// interfaces get responders, removed or downed ones lose them.
@@ -71,6 +73,57 @@ struct Owned {
     generation: u64,
 }
 
+/// The owned table after `set(new)` given the current one: an address keeps its
+/// generation when its interfaces are unchanged; new or changed ones get the next
+/// generation from `next_generation` and are returned to be announced (in address
+/// order). Pure.
+fn plan(
+    cur: &BTreeMap<IpAddr, Owned>,
+    new: BTreeMap<IpAddr, Interfaces>,
+    mut next_generation: impl FnMut() -> u64,
+) -> (BTreeMap<IpAddr, Owned>, Vec<(IpAddr, u64)>) {
+    let mut fresh = Vec::new();
+    let next = new
+        .into_iter()
+        .map(|(ip, interfaces)| {
+            let generation = match cur.get(&ip) {
+                Some(o) if o.interfaces == interfaces => o.generation,
+                _ => {
+                    let g = next_generation();
+                    fresh.push((ip, g));
+                    g
+                }
+            };
+            (
+                ip,
+                Owned {
+                    interfaces,
+                    generation,
+                },
+            )
+        })
+        .collect();
+    (next, fresh)
+}
+
+/// The solicited-node group MACs an NDP socket on interface `ifname` must join: one per
+/// owned IPv6 address answered there (addresses sharing their low 24 bits share one).
+/// Pure.
+fn groups<'a>(
+    owned: impl IntoIterator<Item = (&'a IpAddr, &'a Interfaces)>,
+    ifname: &str,
+) -> BTreeSet<Mac> {
+    owned
+        .into_iter()
+        .filter_map(|(ip, ifs)| match ip {
+            IpAddr::V6(v6) if ifs.matches(ifname) => {
+                Some(ndp::multicast_mac(ndp::solicited_node(*v6)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The sockets and receive tasks of one interface.
 #[derive(Debug)]
 struct Responder {
@@ -98,6 +151,20 @@ struct Shared {
     owned: RwLock<BTreeMap<IpAddr, Owned>>,
     links: Mutex<BTreeMap<u32, Arc<Responder>>>,
     generation: AtomicU64,
+    /// The periodic rescan, stopped with the last handle.
+    scanner: Mutex<Option<AbortHandle>>,
+    /// Serialises membership updates: each reads the owned table under it, so the
+    /// last update to run applies the latest table (a rescan's older view cannot undo
+    /// a newer `set`).
+    membership_lock: Mutex<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.scanner).take() {
+            t.abort();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,19 +192,12 @@ impl Shared {
     /// Makes each NDP socket's multicast memberships the solicited-node groups of the
     /// IPv6 addresses owned on its interface.
     fn sync_memberships(&self) {
+        let _serial = lock(&self.membership_lock);
         let owned = self.owned_snapshot();
         let links: Vec<Arc<Responder>> = lock(&self.links).values().cloned().collect();
         for r in links {
             let Some(sock) = &r.ndp else { continue };
-            let want: BTreeSet<Mac> = owned
-                .iter()
-                .filter_map(|(ip, (ifs, _))| match ip {
-                    IpAddr::V6(v6) if ifs.matches(&r.info.name) => {
-                        Some(ndp::multicast_mac(ndp::solicited_node(*v6)))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let want = groups(owned.iter().map(|(ip, (ifs, _))| (ip, ifs)), &r.info.name);
             let mut joined = lock(&r.joined);
             for m in want.difference(&joined.clone()) {
                 match sock.membership(*m, true) {
@@ -357,6 +417,8 @@ impl Announcer {
             owned: RwLock::new(BTreeMap::new()),
             links: Mutex::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
+            scanner: Mutex::new(None),
+            membership_lock: Mutex::new(()),
         });
         match shared.rescan() {
             Ok(()) => {}
@@ -366,7 +428,7 @@ impl Announcer {
             Err(e) => warn!(error = %e, "layer 2: some interfaces are not served"),
         }
         let weak = Arc::downgrade(&shared);
-        runtime.spawn(async move {
+        let scanner = runtime.spawn(async move {
             loop {
                 tokio::time::sleep(rescan).await;
                 let Some(s) = weak.upgrade() else { return };
@@ -375,6 +437,7 @@ impl Announcer {
                 }
             }
         });
+        *lock(&shared.scanner) = Some(scanner.abort_handle());
         Ok(Announcer { shared })
     }
 
@@ -389,32 +452,17 @@ impl Announcer {
     /// request.
     pub fn set(&self, owned: BTreeMap<IpAddr, Interfaces>) {
         let s = &self.shared;
-        let mut fresh = Vec::new();
-        {
+        let fresh = {
             let mut cur = s.owned.write().unwrap_or_else(|e| e.into_inner());
-            let mut next = BTreeMap::new();
-            for (ip, interfaces) in owned {
-                let generation = match cur.get(&ip) {
-                    Some(o) if o.interfaces == interfaces => o.generation,
-                    _ => {
-                        let g = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                        fresh.push((ip, g));
-                        g
-                    }
-                };
-                next.insert(
-                    ip,
-                    Owned {
-                        interfaces,
-                        generation,
-                    },
-                );
-            }
+            let (next, fresh) = plan(&cur, owned, || {
+                s.generation.fetch_add(1, Ordering::Relaxed) + 1
+            });
             for ip in cur.keys().filter(|ip| !next.contains_key(ip)) {
                 info!(%ip, "layer 2: no longer answering");
             }
             *cur = next;
-        }
+            fresh
+        };
         s.sync_memberships();
         for (ip, generation) in fresh {
             info!(%ip, "layer 2: answering and announcing");
@@ -438,5 +486,92 @@ impl Announcer {
             .values()
             .map(|r| r.info.name.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn plan_announces_only_new_or_changed_addresses() {
+        let mut g = 0;
+        let mut next = || {
+            g += 1;
+            g
+        };
+        let only = |n: &str| Interfaces::Only(vec![n.to_string()]);
+        let (t1, fresh) = plan(
+            &BTreeMap::new(),
+            BTreeMap::from([
+                (ip("192.0.2.10"), Interfaces::All),
+                (ip("2001:db8::10"), only("eth0")),
+            ]),
+            &mut next,
+        );
+        assert_eq!(fresh, vec![(ip("192.0.2.10"), 1), (ip("2001:db8::10"), 2)]);
+        // Same set again: nothing to announce, generations kept.
+        let (t2, fresh) = plan(
+            &t1,
+            BTreeMap::from([
+                (ip("192.0.2.10"), Interfaces::All),
+                (ip("2001:db8::10"), only("eth0")),
+            ]),
+            &mut next,
+        );
+        assert!(fresh.is_empty());
+        assert_eq!(t2[&ip("192.0.2.10")].generation, 1);
+        // One removed, one changed interfaces, one new.
+        let (t3, fresh) = plan(
+            &t2,
+            BTreeMap::from([
+                (ip("2001:db8::10"), only("eth1")),
+                (ip("192.0.2.11"), Interfaces::All),
+            ]),
+            &mut next,
+        );
+        assert_eq!(fresh, vec![(ip("192.0.2.11"), 3), (ip("2001:db8::10"), 4)]);
+        assert!(!t3.contains_key(&ip("192.0.2.10")));
+        // Removed and re-added: a new generation, so an old burst stops and a new runs.
+        let (_, fresh) = plan(
+            &t3,
+            BTreeMap::from([
+                (ip("2001:db8::10"), only("eth1")),
+                (ip("192.0.2.11"), Interfaces::All),
+                (ip("192.0.2.10"), Interfaces::All),
+            ]),
+            &mut next,
+        );
+        assert_eq!(fresh, vec![(ip("192.0.2.10"), 5)]);
+    }
+
+    #[test]
+    fn groups_per_interface() {
+        let owned = BTreeMap::from([
+            (ip("192.0.2.10"), Interfaces::All),
+            (ip("2001:db8::10"), Interfaces::All),
+            // Same low 24 bits as 2001:db8::10: the same group.
+            (ip("2001:db8:1::10"), Interfaces::All),
+            (
+                ip("2001:db8::ab:cdef"),
+                Interfaces::Only(vec!["eth1".into()]),
+            ),
+        ]);
+        assert_eq!(
+            groups(&owned, "eth0"),
+            BTreeSet::from([Mac([0x33, 0x33, 0xff, 0, 0, 0x10])])
+        );
+        assert_eq!(
+            groups(&owned, "eth1"),
+            BTreeSet::from([
+                Mac([0x33, 0x33, 0xff, 0, 0, 0x10]),
+                Mac([0x33, 0x33, 0xff, 0xab, 0xcd, 0xef]),
+            ])
+        );
+        assert!(groups(&BTreeMap::new(), "eth0").is_empty());
     }
 }

@@ -171,7 +171,12 @@ impl ArpFrame {
 ///    devices that only update their tables from replies.
 ///
 /// Linux updates an existing neighbour entry from either form (it creates none unless
-/// `arp_accept` is set), so peers that talked to the previous owner move at once.
+/// `arp_accept` is set), so peers that talked to the previous owner move at once, and
+/// it treats both as gratuitous (skipping its 1 s `locktime`) only when they look like
+/// this: sender = target address, and for the reply form target hardware = sender
+/// hardware. MetalLB puts the broadcast address in both target hardware fields, so
+/// Linux does not take its reply form as gratuitous.
+/// (`tests/netns.rs` checks a neighbour's entry moves on the first announcement.)
 pub fn gratuitous(mac: Mac, ip: Ipv4Addr) -> [ArpFrame; 2] {
     let base = ArpFrame {
         eth_dst: Mac::BROADCAST,

@@ -23,12 +23,14 @@
 //! nothing is needed. IPv6 needs nothing: Linux answers a solicitation only for
 //! addresses on the interface it arrived on.
 //!
-//! Behaviour follows MetalLB's layer 2 announcer: interfaces are all up, non-loopback,
-//! broadcast-capable ones with a MAC that are not bridge/bond ports and not NOARP (NDP
-//! also needs an IPv6 link-local address), rediscovered every 10 s; a newly owned
-//! address is announced at once and then every 1.1 s for 5 s (both ARP forms each
-//! time); only requests for owned addresses are answered, never ARP announcements,
-//! never our own frames.
+//! Behaviour follows MetalLB's layer 2 announcer: interfaces are all up, non-loopback
+//! ones with a MAC that are not bridge/bond ports and not NOARP (ARP also needs the
+//! broadcast flag, NDP an IPv6 link-local address), rediscovered every 10 s; a newly
+//! owned address is announced 5 times, 1.1 s apart, the first at once (both ARP forms
+//! each time); only requests for owned addresses are answered, never ARP
+//! announcements, never our own frames. Where this differs from MetalLB (answer
+//! source address and Override flag in NDP, target hardware fields of gratuitous ARP,
+//! no re-announcement when the same set is given again) the item's docs say why.
 
 mod announcer;
 pub mod arp;

@@ -204,7 +204,20 @@ fn answers_arp_and_ndp_only_for_owned_addresses() {
     let nd = ndisc6(b, "eth0", V6);
     assert!(!nd.contains("Target link-layer"), "{nd}");
     assert!(!maddrs(a, "eth0").contains("33:33:ff:00:00:10"));
+
+    // Dropping the last handle closes the sockets (the kernel drops the membership).
+    ann.set(owned(&[(V6, Interfaces::All)]));
+    assert!(maddrs(a, "eth0").contains("33:33:ff:00:00:10"));
     drop(ann);
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            (!maddrs(a, "eth0").contains("33:33:ff:00:00:10")).then_some(())
+        })
+        .is_some(),
+        "group still joined after drop"
+    );
+    let nd = ndisc6(b, "eth0", V6);
+    assert!(!nd.contains("Target link-layer"), "{nd}");
     drop(rt);
 }
 
@@ -376,6 +389,14 @@ fn rescan_picks_up_new_interfaces_and_interfaces_select() {
         (!ann.interfaces().contains(&"eth1".to_string())).then_some(())
     })
     .expect("eth1 dropped after going down");
+    assert_silent(&arping(&c, "eth0", V4, 1), V4);
+    // Up again: picked up again, answered again.
+    a.ip(&["link", "set", "eth1", "up"]).unwrap();
+    wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        ann.interfaces().contains(&"eth1".to_string()).then_some(())
+    })
+    .expect("eth1 picked up again after coming up");
+    assert_answered(&arping(&c, "eth0", V4, 2), V4, &mac1, 2);
     drop(ann);
     drop(rt);
 }
@@ -462,4 +483,100 @@ fn takeover_moves_a_neighbours_cache_entry() {
     );
     drop((a1, a2));
     drop((rt1, rt2));
+}
+
+/// Environment variable that makes [`child_announcer`] run (set by
+/// [`needs_only_net_raw`]): comma-separated addresses to own.
+const CHILD_ENV: &str = "FERROLB_L2_CHILD_OWNS";
+
+/// Runs this test binary's [`child_announcer`] inside `ns` under `setpriv` with the
+/// capability bounding set `caps` (so, as root, exactly those capabilities).
+fn spawn_child(ns: &Netns, caps: &str, owns: &str) -> Proc {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new("setpriv");
+    c.args(["--bounding-set", caps, "--inh-caps", "-all"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "child_announcer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, owns);
+    ns.spawn(c).unwrap()
+}
+
+#[test]
+fn needs_only_net_raw() {
+    if !require_root_or_skip("needs_only_net_raw", &["setpriv", "arping", "ndisc6"]) {
+        return;
+    }
+    let pair = Pair::new(&[], &["192.0.2.1/24", "2001:db8::1/64"]).unwrap();
+    let (a, b) = (&pair.a, &pair.b);
+    wait_link_local(a, "eth0");
+    wait_link_local(b, "eth0");
+    let mac = mac_of(a, "eth0");
+
+    // With CAP_NET_RAW alone it starts, joins the group and answers both protocols.
+    let mut child = spawn_child(a, "-all,+net_raw", &format!("{V4},{V6}"));
+    let line = child
+        .wait_for_line("child:", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("child: CapEff=0000000000002000 ready"),
+        "{line}"
+    );
+    assert!(maddrs(a, "eth0").contains("33:33:ff:00:00:10"));
+    assert_answered(&arping(b, "eth0", V4, 2), V4, &mac, 2);
+    let nd = ndisc6(b, "eth0", V6);
+    assert!(
+        nd.contains(&format!("Target link-layer address: {mac}")),
+        "{nd}"
+    );
+    child.terminate(Duration::from_secs(2));
+
+    // Without it, start fails with a permission error (and says so).
+    let mut child = spawn_child(a, "-all", V4);
+    let line = child
+        .wait_for_line("child:", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("child: CapEff=0000000000000000 start failed, permission=true"),
+        "{line}"
+    );
+}
+
+/// Not a test of its own: the process [`needs_only_net_raw`] starts with reduced
+/// capabilities. Prints its effective capabilities and whether the announcer started.
+#[test]
+#[ignore = "run by needs_only_net_raw"]
+fn child_announcer() {
+    let owns = std::env::var(CHILD_ENV).expect("started by needs_only_net_raw");
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match Announcer::start(AnnouncerConfig::new(Arc::new(()))) {
+            Ok(ann) => {
+                ann.set(
+                    owns.split(',')
+                        .map(|ip| (ip.parse().unwrap(), Interfaces::All))
+                        .collect(),
+                );
+                println!("child: CapEff={caps} ready");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Err(e) => println!(
+                "child: CapEff={caps} start failed, permission={}: {e}",
+                e.is_permission()
+            ),
+        }
+    });
 }
