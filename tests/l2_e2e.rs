@@ -863,6 +863,7 @@ fn bench(
         NODES[owner], NODES[next]
     );
     let (mut arp, mut http) = (Vec::new(), Vec::new());
+    let (mut rejoin, mut overlap) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         // All three alive and agreed: only the owner answers.
         wait_answer(&lab.rt01, web, &macs[owner], "before the kill")?;
@@ -893,21 +894,50 @@ fn bench(
         );
         arp.push(first);
         http.push(served);
+        // The restarted speaker rejoins and takes its IP back; for how long do
+        // both answer (the returning owner before the other has heard of it)?
+        let watch = ArpWatch::start(&lab.rt01, web)?;
+        let t1 = Instant::now();
         speakers[owner] = speaker(&lab.nodes[owner], owner, kubeconfig, round)?;
-        // The restarted speaker rejoins and takes its IP back.
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
+        while t1.elapsed() < Duration::from_secs(30) {
             let got = answers(&lab.rt01, web)?;
             if got.len() == 1 && got.contains(&macs[owner]) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = watch.seen.lock().unwrap().clone();
+        drop(watch);
+        let back = seen
+            .iter()
+            .find(|(_, m)| *m == macs[owner])
+            .map(|(t, _)| *t);
+        let last_other = seen
+            .iter()
+            .filter(|(_, m)| *m == macs[next])
+            .map(|(t, _)| *t)
+            .max();
+        let both = match (back, last_other) {
+            (Some(b), Some(o)) if o > b => o - b,
+            _ => Duration::ZERO,
+        };
+        let again = back.map(|b| b - t1).unwrap_or_default();
+        eprintln!(
+            "round {round:2}: restarted owner answers again after {again:>8.3?}; both answered for {both:>8.3?}"
+        );
+        rejoin.push(again);
+        overlap.push(both);
     }
     let (am, hm) = (median(&mut arp), median(&mut http));
     let (ax, hx) = (arp.iter().max().unwrap(), http.iter().max().unwrap());
     eprintln!(
         "bench l2-failover ({rounds} rounds): first ARP answer from the new owner median {am:.3?} max {ax:.3?}; client request served median {hm:.3?} max {hx:.3?}"
+    );
+    let (rm, om) = (median(&mut rejoin), median(&mut overlap));
+    let (rx, ox) = (rejoin.iter().max().unwrap(), overlap.iter().max().unwrap());
+    eprintln!(
+        "after the restart: the old owner answers again median {rm:.3?} max {rx:.3?}; both answering median {om:.3?} max {ox:.3?}"
     );
     println!(
         "l2-failover rounds={rounds} arp_median_ms={} arp_max_ms={} http_median_ms={} http_max_ms={}",
