@@ -796,9 +796,18 @@ impl ArpWatch {
             .arg(script)
             .args(["eth2", ip, "0.02"])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()?;
         let out = child.stdout.take().context("arpwatch stdout")?;
+        let err = child.stderr.take().context("arpwatch stderr")?;
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut text = String::new();
+            let _ = std::io::BufReader::new(err).read_to_string(&mut text);
+            if !text.trim().is_empty() {
+                eprintln!("arpwatch.py: {}", text.trim());
+            }
+        });
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
         std::thread::spawn(move || {
@@ -871,7 +880,12 @@ fn bench(
         std::thread::sleep(Duration::from_secs(3));
         wait_answer(&lab.rt01, web, &macs[owner], "before the kill")?;
         let watch = ArpWatch::start(&lab.rt01, web)?;
-        std::thread::sleep(Duration::from_millis(300));
+        // arpwatch is running once it has seen the owner answer.
+        let started = Instant::now();
+        ferrolb_testlab::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            watch.first_from(&macs[owner], started)
+        })
+        .with_context(|| format!("round {round}: arpwatch saw no answer from the owner"))?;
         let t0 = Instant::now();
         speakers[owner].kill();
         let mut served = None;
@@ -884,10 +898,12 @@ fn bench(
         }
         let served =
             served.with_context(|| format!("round {round}: never served by {}", NODES[next]))?;
-        let first = watch
-            .first_from(&macs[next], t0)
+        let first =
+            ferrolb_testlab::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+                watch.first_from(&macs[next], t0)
+            })
             .with_context(|| format!("round {round}: no ARP answer from {}", NODES[next]))?
-            - t0;
+                - t0;
         drop(watch);
         eprintln!(
             "round {round:2}: first ARP answer from the new owner {first:>8.3?}, client served {served:>8.3?}"
