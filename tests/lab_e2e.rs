@@ -234,6 +234,61 @@ fn wait_paths(want: &BTreeSet<String>, timeout: Duration, what: &str) -> Duratio
 }
 
 /// `n` new connections from client-01; the set of nodes that answered.
+/// The layer 2 Service's IP (lab/topology.json `l2_service`).
+const L2_SVC: &str = "172.17.0.200";
+
+/// The nodes whose MAC answers rt-01's ARP request for the layer 2 Service IP
+/// (unknown MACs by their text).
+fn l2_answerers() -> BTreeSet<String> {
+    let out = ns_exec(
+        RT,
+        &["arping", "-b", "-c", "2", "-w", "1", "-I", "eth2", L2_SVC],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let macs: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| {
+            l.split("reply from")
+                .nth(1)?
+                .split('[')
+                .nth(1)?
+                .split(']')
+                .next()
+        })
+        .map(str::to_string)
+        .collect();
+    macs.into_iter()
+        .map(|m| {
+            NODES
+                .iter()
+                .find(|(n, _)| {
+                    let o = ns_exec(n, &["ip", "-br", "link", "show", "eth0"]);
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .nth(2)
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&m))
+                })
+                .map_or(m.clone(), |(n, _)| n.to_string())
+        })
+        .collect()
+}
+
+/// Waits until exactly one node answers ARP for the layer 2 Service IP, other than `not`.
+fn wait_l2_owner(not: Option<&str>, timeout: Duration, what: &str) -> (String, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = l2_answerers();
+        if got.len() == 1 && got.iter().all(|n| Some(n.as_str()) != not) {
+            return (got.into_iter().next().unwrap(), t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "{what}: {L2_SVC} answered by {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn client_requests(n: usize) -> BTreeSet<String> {
     let url = format!("http://{SVC}:80/");
     let mut seen = BTreeSet::new();
@@ -316,7 +371,8 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
         .output()
         .expect("run lab/up");
     let up_time = t0.elapsed();
-    eprintln!("lab/up ({up_time:?}):\n{}", text(&out));
+    let up_text = text(&out);
+    eprintln!("lab/up ({up_time:?}):\n{up_text}");
     assert!(out.status.success(), "lab/up failed");
     let again = lab.script("up").output().unwrap();
     assert!(again.status.success(), "second lab/up: {}", text(&again));
@@ -338,6 +394,16 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
         "12 connections all answered by {seen:?}: no ECMP spread"
     );
     eprintln!("client-01: answers from {seen:?}");
+    // The layer 2 Service: one node answers ARP for it, and serves client-01 through rt-01.
+    assert!(
+        up_text.contains("MACs answering: 1 (") && up_text.contains("3/3 answered by the owner"),
+        "lab/demo's layer 2 part: {up_text}"
+    );
+    let (l2_owner, _) = wait_l2_owner(None, Duration::from_secs(10), "after lab/up");
+    let url = format!("http://{L2_SVC}:80/");
+    let got = ns_exec(CLIENT, &["curl", "-s", "--max-time", "3", &url]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), l2_owner);
+    eprintln!("layer 2: {L2_SVC} answered by {l2_owner} alone");
     let adj_in_configmap = adj_in_current();
     assert_eq!(
         adj_in_configmap.len(),
@@ -366,6 +432,16 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
         "speaker on k8s-node-02 SIGKILLed",
     );
     eprintln!("k8s-node-02 speaker SIGKILLed: path gone after {t:?}");
+    // Layer 2: k8s-node-02 owns 172.17.0.200 (it ranks first for it: sha256
+    // order); with its speaker dead another node answers, alone, in seconds.
+    let (next, t_l2) = wait_l2_owner(
+        Some("k8s-node-02"),
+        Duration::from_secs(15),
+        "k8s-node-02's speaker SIGKILLed",
+    );
+    eprintln!(
+        "layer 2: {L2_SVC} answered by {next} alone {t_l2:?} after k8s-node-02's speaker was killed (was {l2_owner})"
+    );
     assert!(
         t < HOLD,
         "a killed speaker's TCP close should drop the path before the hold time ({t:?})"
@@ -403,6 +479,7 @@ fn lab_up_ecmp_policy_node_loss_and_down() {
     assert!(pids.len() >= 9, "pids recorded: {pids:?}");
     let out = lab.down();
     assert!(out.status.success(), "lab/down: {}", text(&out));
+
     for ns in LAB_NS {
         assert!(
             !Path::new("/run/netns").join(ns).exists(),

@@ -1,6 +1,7 @@
 //! `manifests/speaker.yaml`, the all-in-one install, checked three ways:
 //! - structure: every object is named, the DaemonSet/Deployment run the real
-//!   subcommands as non-root with no capabilities, probes hit the port the
+//!   subcommands (the controller non-root without capabilities, the speaker
+//!   as UID 0 with exactly NET_RAW), probes hit the port the
 //!   binary listens on (read from `ferrolb <cmd> --help`), the example
 //!   ConfigMap is the lab config and validates;
 //! - RBAC: the rules grant exactly what [`CONTROLLER_NEEDS`] / [`SPEAKER_NEEDS`]
@@ -11,8 +12,8 @@
 //!   (1.20 drops unknown fields silently). Then the service accounts are
 //!   impersonated and each needed call is tried for real, with a few that
 //!   must be forbidden. Last, the real `ferrolb controller` and `ferrolb
-//!   speaker` run as those service accounts (and as UID 65534 without
-//!   capabilities, via setpriv): the controller must take the Lease, allocate
+//!   speaker` run as those service accounts (and, via setpriv, the controller
+//!   as UID 65534 without capabilities, the speaker as UID 0 with NET_RAW only): the controller must take the Lease, allocate
 //!   an IP and publish an Event, the speaker must turn ready, and neither may
 //!   log a permission error;
 //! - `kubectl apply` (when installed): the migration form without the example
@@ -162,19 +163,29 @@ fn workloads_run_real_subcommands_unprivileged_with_probes_on_the_metrics_port()
             .status()
             .unwrap();
         assert!(st.success(), "ferrolb {args:?} --help");
-        // Non-root, no capabilities, read-only root, no escalation.
+        // The controller: non-root, no capabilities. The speaker: UID 0 with
+        // exactly NET_RAW (layer 2's packet sockets; Kubernetes makes an added
+        // capability effective only for UID 0). Both: read-only root, no
+        // escalation, everything else dropped.
         let psc = &pod["securityContext"];
         let csc = &c["securityContext"];
-        assert_eq!(psc["runAsNonRoot"], true, "{name}");
-        assert!(psc["runAsUser"].as_u64().unwrap() > 0, "{name}");
-        assert_eq!(csc["runAsNonRoot"], true, "{name}");
+        if sub == "speaker" {
+            assert_eq!(csc["runAsUser"], 0, "{name}");
+            assert_eq!(csc["runAsNonRoot"], false, "{name}");
+            assert_eq!(csc["capabilities"]["add"], json!(["NET_RAW"]), "{name}");
+        } else {
+            assert_eq!(psc["runAsNonRoot"], true, "{name}");
+            assert!(psc["runAsUser"].as_u64().unwrap() > 0, "{name}");
+            assert_eq!(csc["runAsNonRoot"], true, "{name}");
+            assert!(
+                csc["capabilities"]["add"].is_null(),
+                "{name} adds capabilities"
+            );
+        }
+        assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
         assert_eq!(csc["allowPrivilegeEscalation"], false, "{name}");
         assert_eq!(csc["readOnlyRootFilesystem"], true, "{name}");
         assert_eq!(csc["capabilities"]["drop"], json!(["ALL"]), "{name}");
-        assert!(
-            csc["capabilities"]["add"].is_null(),
-            "{name} adds capabilities"
-        );
         assert!(csc["privileged"].is_null() || csc["privileged"] == false);
         // Probes: /healthz and /readyz on the port the binary listens on.
         let port = metrics_port(sub);
@@ -289,7 +300,7 @@ fn example_configmap_is_the_lab_config_and_validates() {
         std::fs::read_to_string(repo_file("manifests/examples/config-lab.yaml")).unwrap();
     let theirs = ferrolb_config::Config::parse_document(&lab_text).unwrap();
     assert_eq!(ours, theirs);
-    assert_eq!(ours.pools.len(), 1);
+    assert_eq!(ours.pools.len(), 2);
     assert_eq!(ours.peers.len(), 1);
 }
 
@@ -397,7 +408,7 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("discovery.k8s.io", "endpointslices", "get", None, None),
     ("discovery.k8s.io", "endpointslices", "list", None, None),
     ("discovery.k8s.io", "endpointslices", "watch", None, None),
-    // Its own Node, by field selector (name varies per node: no resourceNames).
+    // Every Node (the layer 2 election reads the others' labels and conditions).
     ("", "nodes", "get", None, None),
     ("", "nodes", "list", None, None),
     ("", "nodes", "watch", None, None),
@@ -419,6 +430,10 @@ const SPEAKER_NEEDS: &[Need] = &[
     ("metallb.io", "bfdprofiles", "watch", Some(NS), None),
     // BGPPeer.passwordSecret: get by name (any name; never list).
     ("", "secrets", "get", Some(NS), None),
+    // The speaker pods, by label, to seed the gossip between speakers
+    // (speaker/src/members/speakers.rs).
+    ("", "pods", "list", Some(NS), None),
+    ("", "pods", "watch", Some(NS), None),
     // ServiceBGPStatus, one per announced Service on this node: a list of its
     // own (label-selected) objects at start and every 5 minutes, create,
     // delete, status patch (speaker/src/bgp_status.rs).
@@ -428,6 +443,17 @@ const SPEAKER_NEEDS: &[Need] = &[
     (
         "metallb.io",
         "servicebgpstatuses/status",
+        "patch",
+        Some(NS),
+        None,
+    ),
+    // ServiceL2Status, the same for each Service this node answers ARP/NDP for.
+    ("metallb.io", "servicel2statuses", "list", Some(NS), None),
+    ("metallb.io", "servicel2statuses", "create", Some(NS), None),
+    ("metallb.io", "servicel2statuses", "delete", Some(NS), None),
+    (
+        "metallb.io",
+        "servicel2statuses/status",
         "patch",
         Some(NS),
         None,
@@ -793,6 +819,12 @@ fn apply_and_check(http: &Http) -> Result<()> {
     // string in a custom resource into null and refuses it (tests/crds.rs).
     let state_status = json!({"status": {"result": "Valid"}});
     let sbs_path = format!("{mlb}/servicebgpstatuses");
+    let sl2 = json!({"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+        "metadata": {"name": "node-1-rbac-check", "namespace": NS,
+            "labels": {"metallb.io/node": "node-1"}}});
+    let sl2_status = json!({"status": {"node": "node-1", "serviceName": "rbac-check",
+        "serviceNamespace": "default", "interfaces": [{"name": "eth0"}]}});
+    let sl2_path = format!("{mlb}/servicel2statuses");
 
     // (who, method, path, body, allowed)
     let w = "watch=1&timeoutSeconds=1";
@@ -827,11 +859,17 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "POST", sbs_path.clone(), Some(sbs.clone()), true),
         (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
         (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check/status"), Some(sbs_status.clone()), true),
+        (speaker, "POST", sl2_path.clone(), Some(sl2.clone()), true),
+        (speaker, "GET", format!("{sl2_path}?labelSelector=metallb.io%2Fnode%3Dnode-1"), None, true),
+        (speaker, "PATCH", format!("{sl2_path}/node-1-rbac-check/status"), Some(sl2_status.clone()), true),
+        (speaker, "GET", "/api/v1/nodes".into(), None, true),
+        (speaker, "GET", format!("/api/v1/nodes?{w}"), None, true),
         (speaker, "POST", format!("{mlb}/configurationstates"), Some(state("speaker-node-1")), true),
         (speaker, "PATCH", format!("{mlb}/configurationstates/speaker-node-1/status"), Some(state_status.clone()), true),
         // speaker: forbidden
         (speaker, "GET", format!("{sbs_path}?labelSelector=metallb.io%2Fnode%3Dnode-1&{w}"), None, false),
         (speaker, "GET", format!("{sbs_path}/node-1-rbac-check"), None, false),
+        (speaker, "PATCH", format!("{sl2_path}/node-1-rbac-check"), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "PATCH", format!("{sbs_path}/node-1-rbac-check"), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool/status"), Some(pool_status.clone()), false),
         (speaker, "PATCH", format!("{mlb}/ipaddresspools/rbac-pool"), Some(json!({"spec": {"autoAssign": false}})), false),
@@ -845,6 +883,9 @@ fn apply_and_check(http: &Http) -> Result<()> {
         (speaker, "DELETE", format!("{svc_path}?dryRun=All"), None, false),
         (speaker, "PATCH", "/api/v1/nodes/node-1".into(), Some(json!({"metadata": {"labels": {"x": "y"}}})), false),
         (speaker, "GET", "/api/v1/pods".into(), None, false),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/metallb-system/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dspeaker&watch=true&timeoutSeconds=1".into(), None, true),
+        (speaker, "GET", "/api/v1/namespaces/default/pods".into(), None, false),
         // controller
         (controller, "GET", "/api/v1/services".into(), None, true),
         (controller, "GET", format!("/api/v1/services?{w}"), None, true),
@@ -1067,10 +1108,12 @@ impl Proc {
     }
 }
 
-/// Runs `ferrolb <args>` the way the manifests do, as far as a test can: as
-/// UID/GID 65534 with no capabilities and no_new_privs (setpriv, when we are
-/// root and it exists).
+/// Runs `ferrolb <args>` the way the manifests do, as far as a test can
+/// (setpriv, when we are root and it exists), with no_new_privs: the
+/// controller as UID/GID 65534 with no capabilities, the speaker as UID 0
+/// with NET_RAW only (its bounding set, hence its only capability).
 fn spawn_ferrolb(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Result<Proc> {
+    let speaker = args.first() == Some(&"speaker");
     let bin = env!("CARGO_BIN_EXE_ferrolb");
     let unprivileged = Path::new("/usr/bin/setpriv").exists()
         && Command::new("id")
@@ -1080,12 +1123,14 @@ fn spawn_ferrolb(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Result<Pr
             .unwrap_or(false);
     let mut cmd = if unprivileged {
         let mut c = Command::new("/usr/bin/setpriv");
+        if speaker {
+            c.args(["--reuid=0", "--regid=0", "--bounding-set=-all,+net_raw"]);
+        } else {
+            c.args(["--reuid=65534", "--regid=65534", "--bounding-set=-all"]);
+        }
         c.args([
-            "--reuid=65534",
-            "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            "--bounding-set=-all",
             "--no-new-privs",
             "--",
             bin,
@@ -1278,6 +1323,8 @@ fn run_as_service_accounts(http: &Http, admin_kc: &Path, dir: &Path) -> Result<(
     {
         eprintln!("  {l}");
     }
-    eprintln!("controller and speaker ran as their service accounts (UID 65534, no capabilities)");
+    eprintln!(
+        "controller and speaker ran as their service accounts (controller UID 65534 without capabilities, speaker UID 0 with NET_RAW only)"
+    );
     Ok(())
 }

@@ -29,6 +29,9 @@ pub struct NodeState {
     /// The node is out of external load balancing: it carries [`EXCLUDE_LABEL`]
     /// and the speaker does not ignore it (`--ignore-exclude-lb`).
     pub excluded: bool,
+    /// `spec.unschedulable` (cordoned, e.g. being drained): what SIGTERM
+    /// does to graceful-restart routes depends on it (`--on-sigterm auto`).
+    pub unschedulable: bool,
 }
 
 pub use ferrolb_ops::service::TrafficPolicy;
@@ -83,7 +86,7 @@ impl EndpointSummary {
     /// can take traffic when it is ready, or serving while terminating
     /// (KEP-1669); `here`: it runs on this node.
     pub fn with(self, ready: bool, serving: bool, here: bool) -> Self {
-        let usable = ready || serving;
+        let usable = usable(ready, serving);
         EndpointSummary {
             usable_anywhere: self.usable_anywhere || usable,
             usable_here: self.usable_here || (usable && here),
@@ -104,6 +107,12 @@ impl EndpointSummary {
             usable_here: self.usable_here || other.usable_here,
         }
     }
+}
+
+/// Can an endpoint with these conditions take traffic? When it is ready, or
+/// serving while terminating (KEP-1669). Both decisions (BGP and layer 2) use this.
+pub fn usable(ready: bool, serving: bool) -> bool {
+    ready || serving
 }
 
 /// The decision's input for one service: borrowed, nothing allocated per service.

@@ -1,6 +1,9 @@
 //! `ServiceBGPStatus` objects (`metallb.io/v1beta1`, MetalLB v0.15+): one per
 //! Service this node announces over BGP, in the speaker's namespace, saying
-//! which peers the Service is announced to from this node.
+//! which peers the Service is announced to from this node; and, written the
+//! same way by a second writer ([`L2`]), `ServiceL2Status` objects
+//! (`l2-…`, `status.interfaces`), one per Service this node answers ARP/NDP
+//! for ([`desired_l2`]).
 //!
 //! As MetalLB writes them: `generateName: bgp-`, labels `metallb.io/node`,
 //! `metallb.io/service-name`, `metallb.io/service-namespace`, and the status
@@ -40,6 +43,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::announce::{PeerKey, peer_keys, peer_status_name};
+use crate::layer2::{Interfaces, Layer2};
 use crate::pass::Announcer;
 
 /// Label: the node that announces.
@@ -54,6 +58,52 @@ pub const ABSENT_RECHECK: Duration = Duration::from_secs(60);
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Pause after a failed write before the objects are listed again.
 const ERROR_PAUSE: Duration = Duration::from_secs(2);
+
+/// Which status objects a writer keeps: `ServiceBGPStatus` (peers) or
+/// `ServiceL2Status` (interfaces), which differ only in kind, name prefix and
+/// the list in their status.
+#[derive(Debug)]
+pub struct StatusKind {
+    /// `kind` (`metallb.io/v1beta1`).
+    pub kind: &'static str,
+    /// The resource's plural.
+    pub plural: &'static str,
+    /// `metadata.generateName`.
+    pub generate_name: &'static str,
+    /// The status field listing what the Service goes to (`peers`, `interfaces`).
+    pub list_field: &'static str,
+    /// Entries of that list are `{name: …}` objects, not strings.
+    pub named_entries: bool,
+}
+
+/// `ServiceBGPStatus`: `status.peers` = the peers' names (`bgp-…`).
+pub static BGP: StatusKind = StatusKind {
+    kind: "ServiceBGPStatus",
+    plural: "servicebgpstatuses",
+    generate_name: "bgp-",
+    list_field: "peers",
+    named_entries: false,
+};
+
+/// `ServiceL2Status`: `status.interfaces` = `[{name}]` of the interfaces the
+/// node answers on, empty when it answers on all of them (`l2-…`).
+pub static L2: StatusKind = StatusKind {
+    kind: "ServiceL2Status",
+    plural: "servicel2statuses",
+    generate_name: "l2-",
+    list_field: "interfaces",
+    named_entries: true,
+};
+
+impl StatusKind {
+    fn entries(&self, items: &[String]) -> serde_json::Value {
+        if self.named_entries {
+            items.iter().map(|n| json!({ "name": n })).collect()
+        } else {
+            json!(items)
+        }
+    }
+}
 
 /// A Service, by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,6 +148,21 @@ pub fn desired(announcer: &Announcer, config: &Config) -> Desired {
         .collect()
 }
 
+/// What this node should report in `ServiceL2Status` objects: for each
+/// Service it answers ARP/NDP for, the interfaces (empty: all of them).
+pub fn desired_l2(layer2: &Layer2) -> Desired {
+    layer2
+        .owned_on()
+        .filter_map(|(key, on)| {
+            let names = match on {
+                Interfaces::All => Vec::new(),
+                Interfaces::Only(names) => names.clone(),
+            };
+            Some((ServiceId::parse(key)?, names))
+        })
+        .collect()
+}
+
 /// One object of this node as the API server holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
@@ -109,13 +174,13 @@ pub struct Existing {
     /// found (empty when the status was never written).
     pub status_node: String,
     pub status_service: ServiceId,
-    /// `status.peers`.
+    /// `status.peers` (BGP) or the names in `status.interfaces` (layer 2).
     pub peers: Vec<String>,
 }
 
 impl Existing {
-    /// Read an object; `None` when it lacks the service labels.
-    pub fn from_object(o: &DynamicObject) -> Option<Existing> {
+    /// Read an object of kind `kind`; `None` when it lacks the service labels.
+    pub fn from_object(o: &DynamicObject, kind: &StatusKind) -> Option<Existing> {
         let labels = o.metadata.labels.as_ref()?;
         let service = ServiceId {
             namespace: labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
@@ -130,11 +195,17 @@ impl Existing {
                 .to_string()
         };
         let peers = status
-            .and_then(|s| s.get("peers"))
+            .and_then(|s| s.get(kind.list_field))
             .and_then(|p| p.as_array())
             .map(|a| {
                 a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .filter_map(|v| {
+                        if kind.named_entries {
+                            v.get("name")?.as_str().map(str::to_string)
+                        } else {
+                            v.as_str().map(str::to_string)
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -326,6 +397,8 @@ pub struct WriterConfig {
     pub owner_pod: Option<(String, String)>,
     /// Writes a second at most (each create counts two).
     pub writes_per_second: f64,
+    /// Which objects ([`BGP`] or [`L2`]).
+    pub kind: &'static StatusKind,
 }
 
 impl WriterConfig {
@@ -381,10 +454,10 @@ impl StatusWriter {
     }
 }
 
-fn api_resource() -> ApiResource {
+fn api_resource(kind: &StatusKind) -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("metallb.io", "v1beta1", "ServiceBGPStatus"),
-        "servicebgpstatuses",
+        &GroupVersionKind::gvk("metallb.io", "v1beta1", kind.kind),
+        kind.plural,
     )
 }
 
@@ -396,26 +469,36 @@ fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
-fn status_body(node: &str, service: &ServiceId, peers: &[String]) -> serde_json::Value {
+fn status_body(
+    kind: &StatusKind,
+    node: &str,
+    service: &ServiceId,
+    peers: &[String],
+) -> serde_json::Value {
+    let mut status = json!({
+        "node": node,
+        "serviceName": service.name,
+        "serviceNamespace": service.namespace,
+    });
+    status[kind.list_field] = kind.entries(peers);
     json!({
         "apiVersion": "metallb.io/v1beta1",
-        "kind": "ServiceBGPStatus",
-        "status": {
-            "node": node,
-            "serviceName": service.name,
-            "serviceNamespace": service.namespace,
-            "peers": peers,
-        }
+        "kind": kind.kind,
+        "status": status,
     })
 }
 
-async fn list(api: &Api<DynamicObject>, node: &str) -> Result<Vec<Existing>, kube::Error> {
+async fn list(
+    api: &Api<DynamicObject>,
+    kind: &StatusKind,
+    node: &str,
+) -> Result<Vec<Existing>, kube::Error> {
     let lp = ListParams::default().labels(&format!("{LABEL_NODE}={node}"));
     let objs = api.list(&lp).await?;
     Ok(objs
         .items
         .iter()
-        .filter_map(Existing::from_object)
+        .filter_map(|o| Existing::from_object(o, kind))
         .collect())
 }
 
@@ -435,7 +518,7 @@ async fn apply(
     match w {
         Write::Create { service, peers } => {
             let mut meta = json!({
-                "generateName": "bgp-",
+                "generateName": cfg.kind.generate_name,
                 "namespace": cfg.namespace,
                 "labels": {
                     LABEL_NODE: cfg.node,
@@ -453,14 +536,14 @@ async fn apply(
             }
             let obj: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": "metallb.io/v1beta1",
-                "kind": "ServiceBGPStatus",
+                "kind": cfg.kind.kind,
                 "metadata": meta,
                 "spec": {},
             }))
             .map_err(kube::Error::SerdeError)?;
             let made = api.create(&PostParams::default(), &obj).await?;
             let name = made.metadata.name.unwrap_or_default();
-            let body = status_body(&cfg.node, service, peers);
+            let body = status_body(cfg.kind, &cfg.node, service, peers);
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
                 .await?;
             Ok(Some(status_of(name, service, peers)))
@@ -470,7 +553,7 @@ async fn apply(
             service,
             peers,
         } => {
-            let body = status_body(&cfg.node, service, peers);
+            let body = status_body(cfg.kind, &cfg.node, service, peers);
             api.patch_status(object, &PatchParams::default(), &Patch::Merge(&body))
                 .await?;
             Ok(Some(status_of(object.clone(), service, peers)))
@@ -490,7 +573,9 @@ async fn run(
     counters: Arc<WriteCounters>,
     pass: Arc<Notify>,
 ) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client, &cfg.namespace, &api_resource());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client, &cfg.namespace, &api_resource(cfg.kind));
+    let kind = cfg.kind.kind;
     let mut bucket = TokenBucket::new(cfg.writes_per_second, cfg.writes_per_second.max(1.0));
     let mut known: Option<Vec<Existing>> = None;
     let mut listed_at = Instant::now();
@@ -499,12 +584,9 @@ async fn run(
     let mut list_pause = ERROR_PAUSE;
     loop {
         let Some(existing) = known.as_mut() else {
-            match list(&api, &cfg.node).await {
+            match list(&api, cfg.kind, &cfg.node).await {
                 Ok(l) => {
-                    info!(
-                        objects = l.len(),
-                        "ServiceBGPStatus objects of this node listed"
-                    );
+                    info!(objects = l.len(), "{kind} objects of this node listed");
                     said_absent = false;
                     list_pause = ERROR_PAUSE;
                     known = Some(l);
@@ -517,7 +599,7 @@ async fn run(
                     counters.enabled.store(false, Ordering::Relaxed);
                     if !said_absent {
                         info!(
-                            "the ServiceBGPStatus CRD is not installed: not reporting per-Service BGP status (looking again every {}s)",
+                            "the {kind} CRD is not installed: not writing {kind} objects (looking again every {}s)",
                             ABSENT_RECHECK.as_secs()
                         );
                         said_absent = true;
@@ -525,7 +607,7 @@ async fn run(
                     tokio::time::sleep(ABSENT_RECHECK).await;
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?list_pause, "cannot list ServiceBGPStatus objects");
+                    warn!(error = %e, retry_in = ?list_pause, "cannot list {kind} objects");
                     tokio::time::sleep(list_pause).await;
                     list_pause = (list_pause * 2).min(ABSENT_RECHECK);
                 }
@@ -549,7 +631,7 @@ async fn run(
             tokio::time::sleep(wait).await;
             continue;
         }
-        debug!(write = ?w, "ServiceBGPStatus write");
+        debug!(write = ?w, "{kind} write");
         match apply(&api, &cfg, &w).await {
             Ok(now) => {
                 counters.count(&w);
@@ -578,7 +660,7 @@ async fn run(
             }
             Err(e) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, write = w.verb(), service = ?w, "ServiceBGPStatus write failed; listing again");
+                warn!(error = %e, write = w.verb(), service = ?w, "{kind} write failed; listing again");
                 known = None;
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
@@ -723,13 +805,46 @@ mod tests {
                        "peers": ["rt-1", "rt-2"]}
         }))
         .unwrap();
-        let e = Existing::from_object(&o).unwrap();
+        let e = Existing::from_object(&o, &BGP).unwrap();
         assert_eq!(
             e,
             obj("bgp-x1", &svc("default", "web"), "n1", &["rt-1", "rt-2"])
         );
         let mut bare = o.clone();
         bare.metadata.labels = None;
-        assert_eq!(Existing::from_object(&bare), None);
+        assert_eq!(Existing::from_object(&bare, &BGP), None);
+    }
+
+    #[test]
+    fn l2_status_lists_interfaces_as_named_entries() {
+        let s = svc("default", "web");
+        let body = status_body(&L2, "n1", &s, &["eth0".into(), "eth1".into()]);
+        assert_eq!(body["kind"], "ServiceL2Status");
+        assert_eq!(
+            body["status"],
+            json!({"node": "n1", "serviceName": "web", "serviceNamespace": "default",
+                   "interfaces": [{"name": "eth0"}, {"name": "eth1"}]})
+        );
+        // All interfaces: an empty list, as MetalLB writes it.
+        assert_eq!(
+            status_body(&L2, "n1", &s, &[])["status"]["interfaces"],
+            json!([])
+        );
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "ServiceL2Status",
+            "metadata": {"name": "l2-x1", "namespace": "metallb-system", "labels": {
+                LABEL_NODE: "n1", LABEL_SERVICE_NAME: "web", LABEL_SERVICE_NAMESPACE: "default"}},
+            "status": body["status"].clone(),
+        }))
+        .unwrap();
+        assert_eq!(
+            Existing::from_object(&o, &L2).unwrap(),
+            obj("l2-x1", &s, "n1", &["eth0", "eth1"])
+        );
+        assert_eq!(
+            status_body(&BGP, "n1", &s, &["rt-1".into()])["status"]["peers"],
+            json!(["rt-1"])
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! from the speaker's state (nothing is kept per label set between scrapes),
 //! and its `/readyz`.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use ferrolb_bgp::bfd::State as BfdState;
@@ -12,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::announce::PeerKey;
 use crate::bgp_status::WriteCounters;
+use crate::layer2::Layer2;
 use crate::pass::Announcer;
 use crate::sources::lock;
 
@@ -30,6 +33,53 @@ pub struct SessionView {
     pub bfd: Option<BfdView>,
 }
 
+/// Layer 2 counters per IP (MetalLB's `metallb_layer2_*`, label `ip`):
+/// ARP requests / Neighbor Solicitations received for an IP this node
+/// answers for, answers sent, gratuitous ARPs / unsolicited Neighbor
+/// Advertisements sent. The ARP/NDP announcer reports into it.
+#[derive(Debug, Default)]
+pub struct L2Counters {
+    per_ip: Mutex<BTreeMap<IpAddr, [u64; 3]>>,
+}
+
+impl L2Counters {
+    fn bump(&self, ip: IpAddr, i: usize) {
+        lock(&self.per_ip).entry(ip).or_default()[i] += 1;
+    }
+
+    /// An ARP request / Neighbor Solicitation for `ip` arrived.
+    pub fn request_received(&self, ip: IpAddr) {
+        self.bump(ip, 0);
+    }
+
+    /// An answer for `ip` was sent.
+    pub fn response_sent(&self, ip: IpAddr) {
+        self.bump(ip, 1);
+    }
+
+    /// A gratuitous ARP / unsolicited Neighbor Advertisement for `ip` was sent.
+    pub fn gratuitous_sent(&self, ip: IpAddr) {
+        self.bump(ip, 2);
+    }
+
+    /// `[received, responses, gratuitous]` per IP, in IP order.
+    pub fn snapshot(&self) -> Vec<(IpAddr, [u64; 3])> {
+        lock(&self.per_ip).iter().map(|(ip, c)| (*ip, *c)).collect()
+    }
+}
+
+impl ferrolb_l2::L2Observer for L2Counters {
+    fn request_received(&self, ip: IpAddr) {
+        L2Counters::request_received(self, ip);
+    }
+    fn response_sent(&self, ip: IpAddr) {
+        L2Counters::response_sent(self, ip);
+    }
+    fn gratuitous_sent(&self, ip: IpAddr) {
+        L2Counters::gratuitous_sent(self, ip);
+    }
+}
+
 /// What the speaker's endpoints read.
 #[derive(Debug, Default)]
 pub struct SpeakerState {
@@ -45,6 +95,10 @@ pub struct SpeakerState {
     pub sessions: Vec<SessionView>,
     /// The ServiceBGPStatus writer's counters, once it runs.
     pub status_writes: Option<Arc<WriteCounters>>,
+    /// The Services this node answers ARP/NDP for.
+    pub layer2: Layer2,
+    /// The layer 2 counters, once the announcer runs.
+    pub l2_counters: Option<Arc<L2Counters>>,
 }
 
 /// Shared between the decision loop and the HTTP endpoints.
@@ -124,6 +178,21 @@ pub fn register(
         "Number of BFD session down events",
         &["peer"],
     )?;
+    let l2_received = b.counter(
+        "metallb_layer2_requests_received",
+        "ARP requests and Neighbor Solicitations received for an IP this node answers for",
+        &["ip"],
+    )?;
+    let l2_responses = b.counter(
+        "metallb_layer2_responses_sent",
+        "ARP replies and Neighbor Advertisements sent in answer, per IP",
+        &["ip"],
+    )?;
+    let l2_gratuitous = b.counter(
+        "metallb_layer2_gratuitous_sent",
+        "Gratuitous ARPs and unsolicited Neighbor Advertisements sent on taking an IP over",
+        &["ip"],
+    )?;
     let collector = b.build(move |out| {
         let st = lock(&shared);
         config.add(out, st.config_loaded, st.config_stale);
@@ -176,6 +245,19 @@ pub fn register(
                 for ip in ips {
                     out.add(announced, &[svc, "bgp", &node, &ip.to_string()], 1.0);
                 }
+            }
+            for (svc, ips) in st.layer2.owned() {
+                for ip in ips {
+                    out.add(announced, &[svc, "layer2", &node, &ip.to_string()], 1.0);
+                }
+            }
+        }
+        if let Some(c) = &st.l2_counters {
+            for (ip, [rx, tx, garp]) in c.snapshot() {
+                let ip = [ip.to_string()];
+                out.add(l2_received, &ip, rx as f64);
+                out.add(l2_responses, &ip, tx as f64);
+                out.add(l2_gratuitous, &ip, garp as f64);
             }
         }
     });

@@ -470,6 +470,7 @@ mod tests {
             labels: [("rack".to_string(), "a".to_string())].into(),
             network_unavailable: false,
             excluded: false,
+            unschedulable: false,
         };
         let resolve = |_: IpAddr| None;
         let (sessions, errors) = desired_sessions(&c, &node, &resolve);

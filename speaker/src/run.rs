@@ -6,7 +6,8 @@
 //! what to hold ([`crate::peers`]); it publishes what the pass says to
 //! publish and serves `/metrics`, `/healthz`, `/readyz` ([`crate::metrics`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,17 +22,18 @@ use ferrolb_ops::events::{EventType, Events, Kind, Regarding, Reporter};
 use ferrolb_ops::metrics::Metrics;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
-use crate::metrics::{self, SpeakerState};
+use crate::layer2::{Cluster, Interfaces};
+use crate::members::{MemberView, Members};
+use crate::metrics::{self, L2Counters, SpeakerState};
 use crate::peers::{
     OnSigterm, PeerSessions, desired_sessions, keep_routes_on_sigterm, source_address_for,
 };
 use crate::sources::{Sources, WatchCounters, Watched, lock};
-use crate::watch::{EndpointView, KnownNode, Services, service_facts};
+use crate::watch::{EndpointView, KnownNode, Nodes, Services, l2_facts, service_facts};
 use ferrolb_ops::restart_marker::RestartMarker;
 
 /// Flags of `ferrolb speaker` (each also read from `FERROLB_<FLAG>`).
@@ -45,9 +47,9 @@ pub struct SpeakerOpts {
     /// it on control-plane nodes), as MetalLB's flag of the same name.
     #[arg(long)]
     pub ignore_exclude_lb: bool,
-    /// Most API writes a second for the ServiceBGPStatus objects (a new
-    /// object takes two); bursts (a restart, every Service changing at once)
-    /// are spread at this rate.
+    /// Most API writes a second for the ServiceBGPStatus objects, and as many
+    /// again for the ServiceL2Status objects (a new object takes two); bursts
+    /// (a restart, every Service changing at once) are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
     /// What SIGTERM does to the routes of peers with graceful restart:
@@ -65,6 +67,9 @@ pub struct SpeakerOpts {
     pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub kube: KubeOpts,
+    /// The gossip between speakers (layer 2: which speakers are alive).
+    #[command(flatten)]
+    pub members: crate::members::cli::MembersOpts,
 }
 
 /// Events waiting to be written before new ones are dropped.
@@ -101,6 +106,102 @@ fn admit(
     }
 }
 
+/// The layer 2 I/O: the membership view the election reads, and the
+/// ARP/NDP announcer told which IPs this node answers for (started when
+/// this node first owns an IP, so that a speaker without layer 2 pools needs
+/// no `NET_RAW`).
+struct L2Shell {
+    members: Option<Arc<Members>>,
+    view: Option<tokio::sync::watch::Receiver<MemberView>>,
+    announcer: Option<ferrolb_l2::Announcer>,
+    counters: Arc<L2Counters>,
+    /// The announcer failed to start (said once; tried again on each change).
+    start_failed: bool,
+    owned: BTreeMap<IpAddr, Interfaces>,
+}
+
+impl L2Shell {
+    /// With the member gossip, when it runs (`--ml-bind-addr`).
+    fn new(members: Option<Members>, counters: Arc<L2Counters>) -> L2Shell {
+        if members.is_none() {
+            info!("layer 2 counts every Node as having a live speaker (no gossip)");
+        }
+        let members = members.map(Arc::new);
+        L2Shell {
+            view: members.as_ref().map(|m| m.view()),
+            members,
+            announcer: None,
+            counters,
+            start_failed: false,
+            owned: BTreeMap::new(),
+        }
+    }
+
+    /// The speakers alive: the gossip's view, or every Node without gossip.
+    fn alive(&self, nodes: &Nodes) -> BTreeSet<String> {
+        match &self.view {
+            Some(v) => v.borrow().alive.clone(),
+            None => nodes.names().map(str::to_string).collect(),
+        }
+    }
+
+    /// Resolves when the member view changes (never without gossip).
+    async fn changed(view: &mut Option<tokio::sync::watch::Receiver<MemberView>>) {
+        match view {
+            Some(v) => {
+                if v.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Answer for exactly these IPs.
+    fn set(&mut self, owned: BTreeMap<IpAddr, Interfaces>) {
+        if owned == self.owned && (self.announcer.is_some() || owned.is_empty()) {
+            return;
+        }
+        if self.announcer.is_none() {
+            if owned.is_empty() {
+                self.owned = owned;
+                return;
+            }
+            let cfg = ferrolb_l2::AnnouncerConfig::new(self.counters.clone());
+            match ferrolb_l2::Announcer::start(cfg) {
+                Ok(a) => {
+                    info!(interfaces = ?a.interfaces(), "layer 2: ARP/NDP announcer started");
+                    self.announcer = Some(a);
+                    self.start_failed = false;
+                }
+                Err(e) => {
+                    if !self.start_failed {
+                        error!(error = %e, permission = e.is_permission(),
+                            "layer 2: cannot answer ARP/NDP (the speaker needs CAP_NET_RAW)");
+                        self.start_failed = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(a) = &self.announcer {
+            a.set(
+                owned
+                    .iter()
+                    .map(|(ip, i)| {
+                        let i = match i {
+                            Interfaces::All => ferrolb_l2::Interfaces::All,
+                            Interfaces::Only(v) => ferrolb_l2::Interfaces::Only(v.clone()),
+                        };
+                        (*ip, i)
+                    })
+                    .collect(),
+            );
+        }
+        self.owned = owned;
+    }
+}
+
 /// Run the speaker until SIGTERM/SIGINT; then withdraw everything and send Cease.
 pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let client = ferrolb_ops::client(opts.kube.kubeconfig.as_deref()).await?;
@@ -119,6 +220,15 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     );
     events.register(all_metrics.registry())?;
     let counters = WatchCounters::new(all_metrics.registry())?;
+    let l2_counters = Arc::new(L2Counters::default());
+    lock(&shared).l2_counters = Some(l2_counters.clone());
+    let members = opts.members.start(
+        &node_name,
+        client.clone(),
+        &opts.kube.namespace,
+        &mut all_metrics,
+    )?;
+    let mut l2 = L2Shell::new(members, l2_counters);
     let probe = {
         let shared = shared.clone();
         FnProbe::new(all_metrics, move || metrics::ready(&shared))
@@ -143,6 +253,9 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
 
     let assigned: Arc<str> =
         format!("announcing from node \"{node_name}\" with protocol \"bgp\"").into();
+    let assigned_l2: Arc<str> =
+        format!("announcing from node \"{node_name}\" with protocol \"layer2\"").into();
+
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &opts.kube.namespace);
     // The Secrets BGPPeers name, as last read; the objects' revision they were
     // read for; when to read them again.
@@ -175,6 +288,18 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             node: node_name.clone(),
             owner_pod: WriterConfig::owner_from_env(),
             writes_per_second: opts.status_writes_per_second,
+            kind: &bgp_status::BGP,
+        },
+        notify.clone(),
+    );
+    let l2_status = StatusWriter::spawn(
+        client.clone(),
+        WriterConfig {
+            namespace: opts.kube.namespace.clone(),
+            node: node_name.clone(),
+            owner_pod: WriterConfig::owner_from_env(),
+            writes_per_second: opts.status_writes_per_second,
+            kind: &bgp_status::L2,
         },
         notify.clone(),
     );
@@ -199,6 +324,12 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         tokio::select! {
             _ = notify.notified() => {}
             () = timer => {}
+            () = L2Shell::changed(&mut l2.view) => {
+                if let Some(v) = &l2.view {
+                    let v = v.borrow();
+                    info!(alive = ?v.alive, source = v.source.as_str(), "speakers alive");
+                }
+            }
             _ = &mut shutdown => break,
         }
         // The configuration: the gate keeps the last good one.
@@ -255,10 +386,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             debug!("no valid configuration yet: announcing nothing");
             continue;
         };
-        let mut this = node.observe(
-            &node_name,
-            sources.nodes.get(&ObjectRef::new(&node_name)).as_deref(),
-        );
+        let mut this = node.observe_state(&node_name, lock(&sources.nodes).get(&node_name));
         if opts.ignore_exclude_lb {
             this.excluded = false;
         }
@@ -299,14 +427,57 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         }
         sessions.sync(wanted, outcome.routes).await;
         lock(&shared).sessions = sessions.views(&desired);
+
+        // Layer 2: who answers ARP/NDP for each IP of a layer 2 pool.
+        let l2_out = {
+            let services = lock(&sources.services);
+            let endpoints = lock(&sources.endpoints);
+            let nodes = lock(&sources.nodes);
+            let alive = l2.alive(&nodes);
+            let facts = l2_facts(&services, &endpoints, |ip| {
+                config
+                    .pool_for(ip)
+                    .is_some_and(|p| !p.l2_advertisements.is_empty())
+            });
+            let cluster = Cluster {
+                nodes: &*nodes,
+                alive: &alive,
+                ignore_exclude_lb: opts.ignore_exclude_lb,
+            };
+            let mut st = lock(&shared);
+            let out = st.layer2.pass(config, cluster, &node_name, facts);
+            if l2_status.enabled() {
+                l2_status.set(bgp_status::desired_l2(&st.layer2));
+            }
+            for key in &out.assigned {
+                info!(svc = %key, node = %node_name, protocol = "layer2", "announcing");
+                let uid = services.get(key).and_then(|s| s.uid.as_deref());
+                events.enqueue(
+                    Regarding::service(key, uid),
+                    &NODE_ASSIGNED,
+                    assigned_l2.clone(),
+                );
+            }
+            out
+        };
+        for (key, why) in &l2_out.released {
+            match why {
+                Some(r) => info!(svc = %key, protocol = "layer2", "withdrawing: {r}"),
+                None => info!(svc = %key, protocol = "layer2", "withdrawing: service deleted"),
+            }
+        }
+        l2.set(l2_out.owned);
     }
 
+    info!("shutting down: layer 2 answers stop, the gossip is left, then BGP");
+    l2.set(BTreeMap::new());
+    if let Some(m) = &l2.members {
+        m.leave().await;
+    }
     lock(&shared).sessions.clear();
-    let unschedulable = sources
-        .nodes
-        .get(&ObjectRef::new(&node_name))
-        .and_then(|n| n.spec.as_ref().and_then(|s| s.unschedulable))
-        .unwrap_or(false);
+    let unschedulable = lock(&sources.nodes)
+        .get(&node_name)
+        .is_some_and(|n| n.unschedulable);
     if keep_routes_on_sigterm(opts.on_sigterm, unschedulable) {
         info!(on_sigterm = ?opts.on_sigterm, unschedulable,
               "shutting down: graceful restart peers keep our routes, the others get withdrawals and Cease");

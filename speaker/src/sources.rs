@@ -1,24 +1,23 @@
 //! The speaker's watches: Services, endpoints (EndpointSlices when the API
-//! server serves discovery.k8s.io/v1, else core/v1 Endpoints), its own Node
+//! server serves discovery.k8s.io/v1, else core/v1 Endpoints), the Nodes
 //! and the configuration (the ConfigMap or the `metallb.io` custom resources,
 //! [`ConfigSource`]), each driven by its own task into the slim maps of
-//! [`crate::watch`], a reflector store or the configuration source, ringing
+//! [`crate::watch`] or the configuration source, ringing
 //! one [`Notify`] whenever what the decision reads may have changed.
 
 use std::sync::{Arc, Mutex};
 
 use ferrolb_ops::config_source::{ConfigSource, SourceMode, WatchCounts};
 use ferrolb_ops::metrics::{IntCounter, Registry};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::watch::{EndpointSource, EndpointsIndex, Services, SliceIndex};
+use crate::watch::{EndpointSource, EndpointsIndex, Nodes, Services, SliceIndex};
 
 /// Counts of what the watches delivered (MetalLB's
 /// `metallb_k8s_client_updates_total` and `…_update_errors_total`).
@@ -64,12 +63,14 @@ pub struct Sources {
     pub services: Arc<Mutex<Services>>,
     /// Endpoints, from whichever API the server serves.
     pub endpoints: Arc<Mutex<EndpointSource>>,
-    /// This node.
-    pub nodes: Store<Node>,
+    /// Every Node, slim (this one's labels select peers and advertisements;
+    /// the others' are read by the layer 2 election).
+    pub nodes: Arc<Mutex<Nodes>>,
     /// The configuration (ConfigMap or custom resources).
     pub config: ConfigSource,
     services_ready: tokio::sync::watch::Receiver<bool>,
     endpoints_ready: tokio::sync::watch::Receiver<bool>,
+    nodes_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Where the watches look.
@@ -140,14 +141,19 @@ impl Sources {
             );
             (src, ready)
         };
-        let nodes = store_for(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={}", w.node)),
-            |n: &mut Node| n.metadata.managed_fields = None,
-            notify,
-            counters,
-            "node",
-        );
+        // Every Node: the layer 2 election reads the others' labels and
+        // conditions; kept slim (labels and two flags per node).
+        let nodes = Arc::new(Mutex::new(Nodes::default()));
+        let nodes_ready = {
+            let nodes = nodes.clone();
+            pump_slim(
+                Api::<Node>::all(client.clone()),
+                move |ev| lock(&nodes).apply(ev),
+                notify,
+                counters,
+                "nodes",
+            )
+        };
         let config = ConfigSource::start(
             client,
             w.namespace,
@@ -166,13 +172,14 @@ impl Sources {
             config,
             services_ready,
             endpoints_ready,
+            nodes_ready,
         }
     }
 
     /// Waits until every watch has listed once.
     pub async fn synced(&mut self) {
         let _ = self.services_ready.wait_for(|r| *r).await;
-        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.nodes_ready.wait_for(|r| *r).await;
         self.config.synced().await;
         let _ = self.endpoints_ready.wait_for(|r| *r).await;
     }
@@ -181,60 +188,6 @@ impl Sources {
 /// Locks a slim map (a panic elsewhere does not make it unusable).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Drive a watch stream into a store, ringing `notify` on every event.
-fn pump<K>(
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    writer: reflector::store::Writer<K>,
-    notify: Arc<Notify>,
-    counters: WatchCounters,
-    what: &'static str,
-) where
-    K: kube::Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    tokio::spawn(async move {
-        let mut s = std::pin::pin!(stream.default_backoff().reflect(writer));
-        while let Some(ev) = s.next().await {
-            counters.count(&ev);
-            if let Err(e) = ev {
-                warn!(watch = what, error = %e, "watch error (retrying)");
-            }
-            notify.notify_one();
-        }
-    });
-}
-
-/// A reflector store fed by a watch; `trim` drops what the speaker never reads
-/// before an object is stored.
-fn store_for<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    trim: fn(&mut K),
-    notify: &Arc<Notify>,
-    counters: &WatchCounters,
-    what: &'static str,
-) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (store, writer) = reflector::store();
-    pump(
-        watcher(api, cfg).modify(trim),
-        writer,
-        notify.clone(),
-        counters.clone(),
-        what,
-    );
-    store
 }
 
 /// Drive a watch into a slim map (`apply` folds each event in), ringing

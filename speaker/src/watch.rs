@@ -20,20 +20,21 @@ use kube::{Resource, ResourceExt};
 
 use crate::announce::{
     EXCLUDE_LABEL, Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceState, TrafficPolicy,
+    usable,
 };
+use crate::layer2::L2Service;
 
 /// Label on an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// `namespace/name` of an object.
+/// `namespace/name` of an object; the name alone for a cluster-scoped one (a Node).
 fn key_of<K: Resource>(obj: &K) -> Box<str> {
     let m = obj.meta();
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
-    )
-    .into_boxed_str()
+    let name = m.name.as_deref().unwrap_or_default();
+    match m.namespace.as_deref() {
+        Some(ns) => format!("{ns}/{name}").into_boxed_str(),
+        None => name.into(),
+    }
 }
 
 /// Slim values keyed `namespace/name`, fed by watcher events with the
@@ -348,6 +349,11 @@ pub fn node_state(name: &str, node: Option<&Node>) -> NodeState {
         excluded: labels.contains_key(EXCLUDE_LABEL),
         labels,
         network_unavailable,
+        unschedulable: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
     }
 }
 
@@ -361,6 +367,17 @@ pub struct KnownNode {
 }
 
 impl KnownNode {
+    /// The node's state given its slim state now in the watch (`None`: absent).
+    pub fn observe_state(&mut self, name: &str, node: Option<&NodeState>) -> NodeState {
+        match node {
+            Some(n) => {
+                self.last = Some(n.clone());
+                n.clone()
+            }
+            None => self.last.clone().unwrap_or_else(|| node_state(name, None)),
+        }
+    }
+
     /// The node's state given the object now in the watch (`None`: absent).
     pub fn observe(&mut self, name: &str, node: Option<&Node>) -> NodeState {
         match node {
@@ -371,6 +388,44 @@ impl KnownNode {
             }
             None => self.last.clone().unwrap_or_else(|| node_state(name, None)),
         }
+    }
+}
+
+/// Every Node, slim ([`node_state`]: labels, `NetworkUnavailable`,
+/// excluded), keyed by name: what the layer 2 election reads of the other
+/// nodes, and this node's own state.
+#[derive(Debug, Default)]
+pub struct Nodes(SlimMap<NodeState>);
+
+impl Nodes {
+    /// Fold one watch event in.
+    pub fn apply(&mut self, event: &Event<Node>) {
+        self.0
+            .apply(event, |n| Some(node_state(&n.name_any(), Some(n))));
+    }
+
+    /// The node named `name`.
+    pub fn get(&self, name: &str) -> Option<&NodeState> {
+        self.0.get(name)
+    }
+
+    /// Every node's name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl crate::layer2::NodeLookup for Nodes {
+    fn node(&self, name: &str) -> Option<&NodeState> {
+        self.get(name)
     }
 }
 
@@ -479,6 +534,60 @@ pub fn service_facts<'a>(
         traffic_policy: svc.traffic_policy,
         endpoints: endpoints.summary(key),
     })
+}
+
+/// The layer 2 decision's input for every LoadBalancer Service with an IP in
+/// a pool that `wanted` accepts (a layer 2 pool), in key order: only those
+/// Services' endpoints are folded into the nodes they run on.
+pub fn l2_facts<'a>(
+    services: &'a Services,
+    endpoints: &'a EndpointSource,
+    mut wanted: impl FnMut(IpAddr) -> bool,
+) -> Vec<L2Service<'a>> {
+    let mut out: Vec<L2Service<'a>> = services
+        .0
+        .iter()
+        .filter(|(_, svc)| svc.ips.as_slice().iter().any(|ip| wanted(*ip)))
+        .map(|(key, svc)| L2Service {
+            key,
+            ips: svc.ips.as_slice(),
+            traffic_policy: svc.traffic_policy,
+            usable_anywhere: false,
+            usable_nodes: Vec::new(),
+        })
+        .collect();
+    if out.is_empty() {
+        return out;
+    }
+    let index: HashMap<&str, usize> = out.iter().enumerate().map(|(i, s)| (s.key, i)).collect();
+    let mut fold = |svc: &str, nodes: &'a NodeNames, eps: &'a [SlimEndpoint]| {
+        let Some(&i) = index.get(svc) else {
+            return;
+        };
+        for e in eps.iter().filter(|e| usable(e.ready, e.serving)) {
+            out[i].usable_anywhere = true;
+            if let Some(n) = nodes.name(e.node) {
+                out[i].usable_nodes.push(n);
+            }
+        }
+    };
+    match endpoints {
+        EndpointSource::Slices(idx) => {
+            for (_, slice) in idx.map.iter() {
+                fold(&slice.service, &idx.nodes, &slice.endpoints);
+            }
+        }
+        EndpointSource::Endpoints(idx) => {
+            for (key, eps) in idx.map.iter() {
+                fold(key, &idx.nodes, eps);
+            }
+        }
+    }
+    for s in &mut out {
+        s.usable_nodes.sort_unstable();
+        s.usable_nodes.dedup();
+    }
+    out
 }
 
 /// Every LoadBalancer service with its IPs, policy and endpoints as owned
@@ -640,6 +749,25 @@ mod tests {
         let mut out = Vec::new();
         expand(&idx.nodes, &entry.endpoints, &mut out);
         assert_eq!(out, slice_endpoints(&slice));
+    }
+
+    #[test]
+    fn nodes_are_kept_slim_by_name() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"rack": "a", EXCLUDE_LABEL: ""},
+                "managedFields": [{"manager": "kubelet"}]},
+            "status": {"conditions": [{"type": "NetworkUnavailable", "status": "True"}]}
+        }))
+        .unwrap();
+        let mut nodes = Nodes::default();
+        nodes.apply(&Event::Apply(node.clone()));
+        let n = nodes.get("n1").expect("found by its name");
+        assert_eq!(n, &node_state("n1", Some(&node)));
+        assert!(n.excluded && n.network_unavailable);
+        assert_eq!(n.labels.get("rack").map(String::as_str), Some("a"));
+        assert_eq!(nodes.names().collect::<Vec<_>>(), ["n1"]);
+        nodes.apply(&Event::Delete(node));
+        assert!(nodes.is_empty());
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeState {
             .collect::<BTreeMap<_, _>>(),
         network_unavailable: false,
         excluded: labels.iter().any(|(k, _)| *k == EXCLUDE_LABEL),
+        unschedulable: false,
     }
 }
 

@@ -156,6 +156,18 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
             c.patches.store(7, std::sync::atomic::Ordering::Relaxed);
             Arc::new(c)
         }),
+        layer2: Default::default(),
+        l2_counters: Some({
+            let c = ferrolb_speaker::metrics::L2Counters::default();
+            let ip = "172.17.0.200".parse().unwrap();
+            c.request_received(ip);
+            c.request_received(ip);
+            c.response_sent(ip);
+            for _ in 0..3 {
+                c.gratuitous_sent(ip);
+            }
+            Arc::new(c)
+        }),
     }));
     let mut metrics = Metrics::new();
     register(&mut metrics, shared.clone(), "n1".into()).unwrap();
@@ -179,6 +191,10 @@ fn metrics_show_the_announced_set_and_sessions_under_metallb_names() {
         "metallb_bfd_control_packet_output{peer=\"172.17.0.1\"} 12",
         "metallb_bfd_session_up_events{peer=\"172.17.0.1\"} 2",
         "metallb_bfd_session_down_events{peer=\"172.17.0.1\"} 1",
+        "# TYPE metallb_layer2_requests_received counter",
+        "metallb_layer2_requests_received{ip=\"172.17.0.200\"} 2",
+        "metallb_layer2_responses_sent{ip=\"172.17.0.200\"} 1",
+        "metallb_layer2_gratuitous_sent{ip=\"172.17.0.200\"} 3",
     ] {
         assert!(
             text.lines().any(|l| l == line),

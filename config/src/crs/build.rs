@@ -1266,16 +1266,11 @@ fn l2_advertisement(
             pools[i].l2_advertisements.push(ad.clone());
         }
     }
-    b.warn(
-        o,
-        "spec",
-        format!(
-            "layer 2 mode is not built yet: nothing answers ARP/NDP for the IPs of {} (they are allocated all the same)",
-            if names.is_empty() {
-                "no pool".to_string()
-            } else {
-                format!("pool {}", names.join(", "))
-            }
-        ),
-    );
+    if names.is_empty() {
+        b.warn(
+            o,
+            "spec",
+            "the advertisement selects no pool: nothing is answered for because of it",
+        );
+    }
 }

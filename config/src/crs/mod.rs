@@ -79,8 +79,8 @@
 //!   [`crate::Peer::needs_unsupported`]); `bfdProfile` and BFDProfiles (kept in
 //!   the model, BFD not run), `echoMode`;
 //!   `dualStackAddressFamily`; advertisements' `serviceSelectors` (the
-//!   advertisement applies to every Service of its pools); L2Advertisements
-//!   (layer 2 is not built: the pools' IPs are allocated, nothing answers ARP/NDP).
+//!   advertisement applies to every Service of its pools). An
+//!   L2Advertisement that selects no pool is warned about (it does nothing).
 //! - **Files are read as `kubectl apply` would send them**: unknown fields in
 //!   `spec` are errors (the API server would prune them; a strict apply
 //!   refuses them), numbers and booleans where strings belong (and the
