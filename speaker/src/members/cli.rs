@@ -65,12 +65,13 @@ impl MembersOpts {
         };
         let members = Members::start(cfg)?;
         super::metrics::register(metrics, &members).map_err(MembersError::Metrics)?;
+        let sink = members.known_sink();
         tokio::spawn(speakers::watch(
             client,
             namespace.to_string(),
             self.ml_labels.clone(),
             self.ml_bind_port,
-            members.known_sink(),
+            move |known| sink.set_known(known),
         ));
         Ok(Some(members))
     }
