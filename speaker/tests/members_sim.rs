@@ -270,3 +270,29 @@ fn no_false_deaths_at_a_hundred_with_loss() {
         .sum();
     assert_eq!(downs, 0, "false deaths under 5% loss");
 }
+
+#[test]
+fn mutated_datagrams_never_panic_nor_add_bad_members() {
+    let me = Id::new("a", "10.0.0.1:7946".parse().unwrap(), 1);
+    let good = hello_from("b", &me);
+    let mut g = Gossip::new(me.clone(), 1, 100);
+    let now = std::time::Instant::now();
+    for pos in 0..good.len() {
+        for v in [0u8, 1, 0x7f, 0x80, 0xff, good[pos] ^ 0x20] {
+            let mut d = good.clone();
+            d[pos] = v;
+            g.handle_datagram(&d, now);
+            // Truncated and extended copies too.
+            g.handle_datagram(&d[..pos], now);
+            d.extend_from_slice(&[v; 7]);
+            g.handle_datagram(&d, now);
+        }
+    }
+    for name in g.heard_of() {
+        assert!(
+            ferrolb_speaker::members::identity::valid_node_name(&name),
+            "{name:?} let in"
+        );
+    }
+    assert!(g.stats().dropped > 0);
+}

@@ -46,10 +46,17 @@ async fn three_over_loopback() {
         .map(|m| (m.identity().name.clone(), m.local_addr()))
         .collect();
     known.insert("x".into(), intruder.local_addr());
+    // Before the API's list is in, the view is this node alone: not seeded.
+    assert!(!ms[0].seeded());
+    assert_eq!(ms[0].view().borrow().alive, names(&["a"]));
     for m in &ms {
         m.set_known(known.clone());
     }
     intruder.set_known(known.clone());
+    tokio::time::timeout(Duration::from_secs(1), ms[0].wait_seeded())
+        .await
+        .expect("seeded");
+    assert!(ms[0].seeded());
     // x never gets in (its datagrams are dropped), but the gossip never
     // heard of it either, so the API's word stands for it.
     let with_x = names(&["a", "b", "c", "x"]);
