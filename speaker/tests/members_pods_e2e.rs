@@ -4,11 +4,13 @@
 //! without an IP, with other labels or in another namespace do not count;
 //! a deleted pod drops out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use ferrolb_speaker::members::ViewSource;
+use ferrolb_speaker::members::cli::MembersOpts;
 use ferrolb_speaker::members::speakers::{DEFAULT_SELECTOR, watch};
 use ferrolb_testlab::kube::KubeApiServer;
 use serde_json::{Value, json};
@@ -150,5 +152,25 @@ fn ready_speaker_pods_seed_the_gossip() -> Result<()> {
         "a deleted, c not ready",
     )?;
     task.abort();
+
+    // Without gossip, the same watch gives the API-only view.
+    let opts = MembersOpts {
+        ml_bind_addr: None,
+        ml_bind_port: 7946,
+        ml_labels: DEFAULT_SELECTOR.into(),
+        ml_secret_key: None,
+    };
+    let client = rt.block_on(ferrolb_ops::client(Some(api.kubeconfig_path())))?;
+    let mut view = rt.block_on(async { opts.api_view("n9", client, NS) });
+    let alive: BTreeSet<String> = ["n2", "n9"].iter().map(|s| s.to_string()).collect();
+    let got = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            view.wait_for(|v| v.alive == alive && v.source == ViewSource::ApiFallback),
+        )
+        .await
+        .map(|r| r.is_ok())
+    });
+    ensure!(got == Ok(true), "API-only view: {:?}", *view.borrow());
     Ok(())
 }
