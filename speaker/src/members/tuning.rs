@@ -6,7 +6,7 @@
 //! round-robin, so every member is probed by each other member at least once
 //! every `n − 1` periods) and, on average, is pinged once: two datagrams sent
 //! and two received per period. With a 500 ms period that is 4 datagrams per
-//! second each way, of 35–50 bytes of UDP payload (measured), independent
+//! second each way, of 50–70 bytes of UDP payload (measured), independent
 //! of the cluster's size.
 //! Updates (joins, suspicions, deaths) ride on those datagrams and on gossip
 //! rounds every 200 ms that are only sent while updates are pending.
