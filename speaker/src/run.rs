@@ -106,6 +106,10 @@ fn admit(
     }
 }
 
+/// How long the first election waits for the speaker-pod list that seeds
+/// the member view.
+const SEED_WAIT: Duration = Duration::from_secs(10);
+
 /// The layer 2 I/O: the membership view the election reads, and the
 /// ARP/NDP announcer told which IPs this node answers for (started when
 /// this node first owns an IP, so that a speaker without layer 2 pools needs
@@ -137,8 +141,14 @@ impl L2Shell {
         }
     }
 
-    /// The speakers alive: the gossip's view, or every Node without gossip.
+    /// The speakers alive: the gossip's view (none before the API server's
+    /// list of speakers seeded it), or every Node without gossip.
     fn alive(&self, nodes: &Nodes) -> BTreeSet<String> {
+        if let Some(m) = &self.members
+            && !m.seeded()
+        {
+            return BTreeSet::new();
+        }
         match &self.view {
             Some(v) => v.borrow().alive.clone(),
             None => nodes.names().map(str::to_string).collect(),
@@ -250,6 +260,16 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     .await;
     sources.synced().await;
     info!(node = %node_name, "caches synced");
+    if let Some(m) = &l2.members {
+        // Until the API server's list of speakers is in, the member view
+        // holds only this node: electing on it would claim every layer 2 IP.
+        if tokio::time::timeout(SEED_WAIT, m.wait_seeded())
+            .await
+            .is_err()
+        {
+            warn!(wait = ?SEED_WAIT, "no list of speaker pods yet: layer 2 answers nothing until it arrives");
+        }
+    }
 
     let assigned: Arc<str> =
         format!("announcing from node \"{node_name}\" with protocol \"bgp\"").into();

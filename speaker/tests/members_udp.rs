@@ -46,10 +46,17 @@ async fn three_over_loopback() {
         .map(|m| (m.identity().name.clone(), m.local_addr()))
         .collect();
     known.insert("x".into(), intruder.local_addr());
+    // Before the API's list is in, the view is this node alone: not seeded.
+    assert!(!ms[0].seeded());
+    assert_eq!(ms[0].view().borrow().alive, names(&["a"]));
     for m in &ms {
         m.set_known(known.clone());
     }
     intruder.set_known(known.clone());
+    tokio::time::timeout(Duration::from_secs(1), ms[0].wait_seeded())
+        .await
+        .expect("seeded");
+    assert!(ms[0].seeded());
     // x never gets in (its datagrams are dropped), but the gossip never
     // heard of it either, so the API's word stands for it.
     let with_x = names(&["a", "b", "c", "x"]);
@@ -99,4 +106,60 @@ async fn three_over_loopback() {
         .await
         .expect("b's leave seen within 2 s");
     println!("loopback: b's leave seen after {t:?}");
+}
+
+/// 100 members in one process over loopback UDP (the real shell, timers and
+/// socket): join time, then datagrams and bytes per member per second over
+/// 20 s of steady state, from the members' own counters. A cross-check of
+/// the simulated figures in bench/README.md; run with --ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "100 members for 30 s: run with --ignored for bench/README.md"]
+async fn hundred_over_loopback() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = 100;
+    let ms: Vec<Members> = (0..n)
+        .map(|i| Members::start(cfg(&format!("node-{i}"), None)).expect("start"))
+        .collect();
+    let known: BTreeMap<String, SocketAddr> = ms
+        .iter()
+        .map(|m| (m.identity().name.clone(), m.local_addr()))
+        .collect();
+    let everyone: BTreeSet<String> = known.keys().cloned().collect();
+    let t0 = Instant::now();
+    for m in &ms {
+        m.set_known(known.clone());
+    }
+    for m in &ms {
+        let mut rx = m.view();
+        wait_view(&mut rx, &everyone, Duration::from_secs(60))
+            .await
+            .expect("all joined within 60 s");
+    }
+    println!(
+        "100 over loopback: all views complete after {:?}",
+        t0.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let snap = |ms: &[Members]| -> (u64, u64) {
+        ms.iter().fold((0, 0), |(d, b), m| {
+            let c = m.counters();
+            (d + c.sent.load(Relaxed), b + c.sent_bytes.load(Relaxed))
+        })
+    };
+    let (d0, b0) = snap(&ms);
+    let secs = 20.0;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let (d1, b1) = snap(&ms);
+    let per = |x: u64| x as f64 / n as f64 / secs;
+    println!(
+        "100 over loopback: {:.1} datagrams/s and {:.0} B/s sent per member",
+        per(d1 - d0),
+        per(b1 - b0)
+    );
+    let dropped: u64 = ms.iter().map(|m| m.counters().dropped.load(Relaxed)).sum();
+    assert_eq!(dropped, 0);
+    for m in &ms {
+        assert_eq!(m.view().borrow().alive, everyone, "a false death");
+    }
+    assert!((3.5..6.0).contains(&per(d1 - d0)));
 }

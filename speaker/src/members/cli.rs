@@ -8,7 +8,11 @@ use ferrolb_ops::metrics::Metrics;
 use kube::Client;
 use tracing::info;
 
-use super::{Members, MembersConfig, MembersError, speakers};
+use std::collections::BTreeSet;
+
+use tokio::sync::watch;
+
+use super::{MemberView, Members, MembersConfig, MembersError, ViewSource, speakers};
 
 /// Flags of the gossip between speakers (each also read from
 /// `FERROLB_<FLAG>`; manifests/speaker.yaml sets `FERROLB_ML_BIND_ADDR` to
@@ -66,14 +70,57 @@ impl MembersOpts {
         };
         let members = Members::start(cfg)?;
         super::metrics::register(metrics, &members).map_err(MembersError::Metrics)?;
+        let sink = members.known_sink();
         tokio::spawn(speakers::watch(
             client,
             namespace.to_string(),
             self.ml_labels.clone(),
             self.ml_bind_port,
-            members.known_sink(),
+            move |known| sink.set_known(known),
         ));
         Ok(Some(members))
+    }
+}
+
+impl MembersOpts {
+    /// Without gossip (no `--ml-bind-addr`): the view is the API server's
+    /// list of ready speaker pods plus this node, always
+    /// [`ViewSource::ApiFallback`], fed by the same speaker-pod watch.
+    /// Until the first list arrives it holds this node only.
+    pub fn api_view(
+        &self,
+        node_name: &str,
+        client: Client,
+        namespace: &str,
+    ) -> watch::Receiver<MemberView> {
+        let me = node_name.to_string();
+        let (tx, rx) = watch::channel(api_only_view(&me, std::iter::empty()));
+        tokio::spawn(speakers::watch(
+            client,
+            namespace.to_string(),
+            self.ml_labels.clone(),
+            self.ml_bind_port,
+            move |known| {
+                let v = api_only_view(&me, known.into_keys());
+                tx.send_if_modified(|old| {
+                    let changed = *old != v;
+                    if changed {
+                        *old = v;
+                    }
+                    changed
+                });
+            },
+        ));
+        rx
+    }
+}
+
+fn api_only_view(me: &str, known: impl Iterator<Item = String>) -> MemberView {
+    let mut alive: BTreeSet<String> = known.collect();
+    alive.insert(me.to_string());
+    MemberView {
+        alive,
+        source: ViewSource::ApiFallback,
     }
 }
 

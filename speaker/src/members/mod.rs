@@ -154,7 +154,7 @@ enum Cmd {
 /// tell them at once).
 #[derive(Debug)]
 pub struct Members {
-    known: watch::Sender<BTreeMap<String, SocketAddr>>,
+    known: watch::Sender<Option<BTreeMap<String, SocketAddr>>>,
     view: watch::Receiver<MemberView>,
     cmd: mpsc::UnboundedSender<Cmd>,
     counters: Arc<Counters>,
@@ -197,7 +197,7 @@ impl Members {
         let gossip = Gossip::new(id.clone(), seed, cfg.max_members);
         let first = gossip.view(Instant::now().into_std(), cfg.fallback_after);
         let (view_tx, view_rx) = watch::channel(first);
-        let (known_tx, known_rx) = watch::channel(BTreeMap::new());
+        let (known_tx, known_rx) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let shell = Shell {
@@ -237,7 +237,23 @@ impl Members {
         KnownSink(self.known.clone())
     }
 
-    /// Which speakers are alive; changes are pushed as they happen.
+    /// Whether [`Members::set_known`] was called (the API server's list was
+    /// read at least once).
+    pub fn seeded(&self) -> bool {
+        self.known.borrow().is_some()
+    }
+
+    /// Returns once [`Members::set_known`] was called. Until then the view
+    /// holds this node only: do not act on it before (this node would
+    /// think it is the only speaker).
+    pub async fn wait_seeded(&self) {
+        let mut rx = self.known.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    /// Which speakers are alive; changes are pushed as they happen. Until
+    /// the first [`Members::set_known`] it holds only this node (see
+    /// [`Members::wait_seeded`]).
     pub fn view(&self) -> watch::Receiver<MemberView> {
         self.view.clone()
     }
@@ -269,14 +285,14 @@ impl Members {
 }
 
 fn set_if_changed(
-    tx: &watch::Sender<BTreeMap<String, SocketAddr>>,
+    tx: &watch::Sender<Option<BTreeMap<String, SocketAddr>>>,
     v: BTreeMap<String, SocketAddr>,
 ) {
     tx.send_if_modified(|k| {
-        if *k == v {
+        if k.as_ref() == Some(&v) {
             false
         } else {
-            *k = v;
+            *k = Some(v);
             true
         }
     });
@@ -285,7 +301,7 @@ fn set_if_changed(
 /// Sets the speakers a [`Members`] knows from the API server (see
 /// [`Members::set_known`]); cheap to clone and `'static`.
 #[derive(Debug, Clone)]
-pub struct KnownSink(watch::Sender<BTreeMap<String, SocketAddr>>);
+pub struct KnownSink(watch::Sender<Option<BTreeMap<String, SocketAddr>>>);
 
 impl KnownSink {
     /// As [`Members::set_known`].
@@ -317,7 +333,7 @@ struct Shell {
 impl Shell {
     async fn run(
         mut self,
-        mut known: watch::Receiver<BTreeMap<String, SocketAddr>>,
+        mut known: watch::Receiver<Option<BTreeMap<String, SocketAddr>>>,
         mut cmd: mpsc::UnboundedReceiver<Cmd>,
     ) {
         let mut buf = vec![0u8; tuning::MAX_PACKET + codec::TAG_LEN + 1];
@@ -354,7 +370,10 @@ impl Shell {
                         Vec::new()
                     } else {
                         let k = known.borrow_and_update().clone();
-                        self.gossip.set_known(k, Instant::now().into_std())
+                        match k {
+                            Some(k) => self.gossip.set_known(k, Instant::now().into_std()),
+                            None => Vec::new(),
+                        }
                     }
                 }
                 c = cmd.recv() => match c {

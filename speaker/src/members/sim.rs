@@ -17,6 +17,10 @@ use super::identity::Id;
 use super::tuning::DEFAULT_MAX_MEMBERS;
 use super::view::MemberView;
 
+/// Boot ids as [`Id::boot_now`] gives them (microseconds since 1970, here
+/// December 2025), so that datagrams have their real size.
+const BOOT_EPOCH: u64 = 1_764_547_200_000_000;
+
 enum Event {
     Deliver {
         to: usize,
@@ -97,7 +101,7 @@ impl Sim {
             traffic: vec![Traffic::default(); n],
         };
         for i in 0..n {
-            sim.start(i, 1);
+            sim.start(i, BOOT_EPOCH);
         }
         sim
     }
@@ -232,8 +236,8 @@ impl Sim {
     pub fn restart(&mut self, i: usize) {
         let boot = self.nodes[i]
             .as_ref()
-            .map_or(1, |g| g.identity().boot)
-            .max(self.now.as_micros() as u64)
+            .map_or(BOOT_EPOCH, |g| g.identity().boot)
+            .max(BOOT_EPOCH + self.now.as_micros() as u64)
             + 1;
         self.start(i, boot);
     }

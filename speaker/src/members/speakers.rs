@@ -11,8 +11,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
-use super::KnownSink;
-
 /// The label selector of the speaker pods in manifests/speaker.yaml.
 pub const DEFAULT_SELECTOR: &str =
     "app.kubernetes.io/name=ferrolb,app.kubernetes.io/component=speaker";
@@ -109,14 +107,15 @@ impl SpeakerPods {
 }
 
 /// Watches the speaker pods in `namespace` matching `selector` and hands
-/// the ready ones to `members` (from the first complete list on, and on
-/// every change). Runs until the task is dropped.
+/// the ready ones to `set_known` (from the first complete list on, and on
+/// every change; [`super::KnownSink::set_known`] in the speaker). Runs until
+/// the task is dropped.
 pub async fn watch(
     client: Client,
     namespace: String,
     selector: String,
     port: u16,
-    members: KnownSink,
+    mut set_known: impl FnMut(BTreeMap<String, SocketAddr>) + Send,
 ) {
     let (namespace, selector) = (namespace.as_str(), selector.as_str());
     let api: Api<Pod> = Api::namespaced(client, namespace);
@@ -132,7 +131,7 @@ pub async fn watch(
                 {
                     let known = pods.speakers(port);
                     debug!(speakers = known.len(), "speaker pods");
-                    members.set_known(known);
+                    set_known(known);
                 }
             }
             Err(e) => warn!(error = %e, "speaker pods watch error (retrying)"),

@@ -6,7 +6,7 @@
 //! round-robin, so every member is probed by each other member at least once
 //! every `n − 1` periods) and, on average, is pinged once: two datagrams sent
 //! and two received per period. With a 500 ms period that is 4 datagrams per
-//! second each way, of 35–50 bytes of UDP payload (measured), independent
+//! second each way, of 50–70 bytes of UDP payload (measured), independent
 //! of the cluster's size.
 //! Updates (joins, suspicions, deaths) ride on those datagrams and on gossip
 //! rounds every 200 ms that are only sent while updates are pending.
@@ -69,7 +69,10 @@ pub fn swim_config(cluster_size: usize) -> Config {
     c.suspect_to_down_after = suspect_to_down_after(cluster_size);
     // Identities renew themselves (a new boot id replaces the old one under
     // the same node name), so a down identity is never reused; forgetting it
-    // after an hour only frees the memory of nodes that left for good.
+    // after an hour only frees the memory of nodes that left for good. (A
+    // speaker whose pod stays ready while its gossip never gets through is,
+    // after that hour, one the gossip has not heard of: alive by the API's
+    // word again, as before it ever joined — see view::compute.)
     c.remove_down_after = Some(Duration::from_secs(3600));
     c.max_packet_size = NonZeroUsize::new(MAX_PACKET).expect("> 0");
     // Tell a member declared down so it renews and rejoins at once.
