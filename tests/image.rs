@@ -509,7 +509,7 @@ fn image_archive_checks_out_runs_unprivileged_in_runc_and_is_reproducible() -> R
         text(&out)
     );
     assert!(
-        text(&out).contains("valid: 1 peer, 1 pool"),
+        text(&out).contains("valid: 1 peer, 2 pools (1 bgp, 1 layer2)"),
         "{}",
         text(&out)
     );
