@@ -7,6 +7,7 @@
 
 mod announce;
 mod convert;
+mod explain;
 mod validate;
 mod vip;
 
@@ -55,6 +56,11 @@ enum Cmd {
     /// layer 2 while the local API server is healthy; `vip manifest` prints
     /// its static pod.
     Vip(Box<vip::Args>),
+    /// Why a Service is (not) announced: its pool and, per node and peer
+    /// (BGP) or per node (layer 2), the speakers' decision and reason, from
+    /// the same functions they run; compared with the status objects.
+    /// Exit 0 served, 1 not served, 2 error.
+    Explain(Box<explain::Args>),
 }
 
 /// The command line, with the `FERROLB_<FLAG>` variables (and deprecated
@@ -66,7 +72,11 @@ fn command() -> (clap::Command, Vec<String>) {
 fn main() -> Result<ExitCode> {
     let (cmd, deprecated) = command();
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    ferrolb_ops::logging::init(cli.log_level.as_deref());
+    // `explain` prints a report: its logs (the allocator's) only when asked.
+    let default_level = (matches!(cli.cmd, Cmd::Explain(_))
+        && std::env::var_os("RUST_LOG").is_none())
+    .then_some("warn");
+    ferrolb_ops::logging::init(cli.log_level.as_deref().or(default_level));
     for warning in &deprecated {
         tracing::warn!("{warning}");
     }
@@ -75,6 +85,7 @@ fn main() -> Result<ExitCode> {
         Cmd::Convert(args) => convert::run(args),
         Cmd::Announce(args) => announce::run(args),
         Cmd::Vip(args) => vip::run(*args),
+        Cmd::Explain(args) => Ok(explain::run(*args)),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
