@@ -667,7 +667,7 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 /// The HTTP status of an API error.
-fn api_code(e: &kube::Error) -> Option<u16> {
+pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
@@ -741,7 +741,13 @@ pub async fn gather(args: &Args) -> Result<Facts> {
                 .collect()
         });
 
-    let (source, config) = fetch_config(&client, args).await?;
+    let (source, config) = fetch_config(
+        &client,
+        &args.namespace,
+        &args.config_name,
+        args.config_source,
+    )
+    .await?;
 
     let status = |kind: &'static bgp_status::StatusKind| {
         let client = client.clone();
@@ -821,11 +827,15 @@ async fn fetch_endpoints(client: &Client, ns: &str, name: &str) -> Result<(Vec<E
 
 /// The configuration from the source the speakers would use (same rule:
 /// [`Snapshot::build`]). BGP passwords are not read: they decide nothing here.
-async fn fetch_config(client: &Client, args: &Args) -> Result<(Source, Result<Config, String>)> {
-    let mode = args.config_source;
+pub(crate) async fn fetch_config(
+    client: &Client,
+    namespace: &str,
+    config_name: &str,
+    mode: SourceMode,
+) -> Result<(Source, Result<Config, String>)> {
     let cm = if mode.watches_configmap() {
-        Api::<ConfigMap>::namespaced(client.clone(), &args.namespace)
-            .get_opt(&args.config_name)
+        Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .get_opt(config_name)
             .await
             .context("getting the ConfigMap")?
     } else {
@@ -836,7 +846,7 @@ async fn fetch_config(client: &Client, args: &Args) -> Result<(Source, Result<Co
         for (kind, plural, version) in KINDS {
             let api: Api<DynamicObject> = Api::namespaced_with(
                 client.clone(),
-                &args.namespace,
+                namespace,
                 &api_resource(kind, plural, version),
             );
             match api.list(&ListParams::default()).await {

@@ -7,6 +7,7 @@
 
 mod announce;
 mod convert;
+mod diff;
 mod explain;
 mod validate;
 mod vip;
@@ -61,6 +62,11 @@ enum Cmd {
     /// the same functions they run; compared with the status objects.
     /// Exit 0 served, 1 not served, 2 error.
     Explain(Box<explain::Args>),
+    /// What applying a configuration would do, against the live cluster:
+    /// rejected (and why), Services whose IPs change, routes withdrawn,
+    /// added or re-advertised per node and peer, sessions reset. Writes
+    /// nothing. Exit 0 nothing moves, 1 something moves, 2 invalid or rejected.
+    Diff(Box<diff::Args>),
 }
 
 /// The command line, with the `FERROLB_<FLAG>` variables (and deprecated
@@ -73,7 +79,7 @@ fn main() -> Result<ExitCode> {
     let (cmd, deprecated) = command();
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     // `explain` prints a report: its logs (the allocator's) only when asked.
-    let default_level = (matches!(cli.cmd, Cmd::Explain(_))
+    let default_level = (matches!(cli.cmd, Cmd::Explain(_) | Cmd::Diff(_))
         && std::env::var_os("RUST_LOG").is_none())
     .then_some("warn");
     ferrolb_ops::logging::init(cli.log_level.as_deref().or(default_level));
@@ -86,6 +92,7 @@ fn main() -> Result<ExitCode> {
         Cmd::Announce(args) => announce::run(args),
         Cmd::Vip(args) => vip::run(*args),
         Cmd::Explain(args) => Ok(explain::run(*args)),
+        Cmd::Diff(args) => Ok(diff::run(*args)),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
