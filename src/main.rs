@@ -78,10 +78,11 @@ fn command() -> (clap::Command, Vec<String>) {
 fn main() -> Result<ExitCode> {
     let (cmd, deprecated) = command();
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    // `explain` prints a report: its logs (the allocator's) only when asked.
+    // `explain` and `diff` print a report: the logs of the code they run
+    // (the controller core warns of the rejection diff reports) only when asked.
     let default_level = (matches!(cli.cmd, Cmd::Explain(_) | Cmd::Diff(_))
         && std::env::var_os("RUST_LOG").is_none())
-    .then_some("warn");
+    .then_some("error");
     ferrolb_ops::logging::init(cli.log_level.as_deref().or(default_level));
     for warning in &deprecated {
         tracing::warn!("{warning}");
