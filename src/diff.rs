@@ -648,6 +648,59 @@ mod tests {
     }
 
     #[test]
+    fn a_grown_pool_gives_the_waiting_service_an_ip_and_its_route() {
+        let mut f = facts(config("10.1.0.4/30", "90s", ""));
+        f.current = config("10.1.0.5/32", "90s", "");
+        let mut waiting = svc("b", "10.1.0.5");
+        // b shows no IP: the full pool had none for it.
+        waiting.facts = {
+            let s: Service = serde_json::from_value(json!({
+                "metadata": {"name": "b", "namespace": "ns", "creationTimestamp": "2024-01-02T00:00:00Z"},
+                "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv4"], "ports": [{"port": 81, "protocol": "TCP"}]},
+            }))
+            .unwrap();
+            service_facts(&s).unwrap()
+        };
+        f.services.push(waiting);
+        let r = diff(&f);
+        assert_eq!(r.ips.len(), 1, "{r:#?}");
+        assert_eq!(r.ips[0].service, "ns/b");
+        assert!(r.ips[0].before.is_empty());
+        assert_eq!(r.ips[0].after, ["10.1.0.4".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            r.routes,
+            [RouteMove {
+                node: "n1".into(),
+                peer: "10.0.0.1:179".into(),
+                prefix: "10.1.0.4/32".into(),
+                change: RouteChange::Added
+            }]
+        );
+        assert!(to_text(&r).contains("service ns/b: IP assigned: 10.1.0.4"));
+    }
+
+    #[test]
+    fn a_peer_leaving_the_node_closes_the_session_and_withdraws() {
+        let next = Config::parse(
+            "peers:\n- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522, hold-time: 90s, \
+             node-selectors: [{match-labels: {rack: z}}]}\n\
+             address-pools:\n- {name: default, protocol: bgp, addresses: [10.1.0.0/24]}\n",
+        )
+        .unwrap();
+        let r = diff(&facts(next));
+        assert_eq!(
+            r.sessions,
+            [SessionMove {
+                node: "n1".into(),
+                peer: "10.0.0.1:179".into(),
+                change: SessionChange::Closed
+            }]
+        );
+        assert_eq!(r.routes.len(), 1, "{r:#?}");
+        assert_eq!(r.routes[0].change, RouteChange::Withdrawn);
+    }
+
+    #[test]
     fn an_invalid_configuration_is_refused() {
         let mut f = facts(config("10.1.0.0/24", "90s", ""));
         f.next = Err(vec!["bad".into()]);
