@@ -7,6 +7,8 @@
 
 mod announce;
 mod convert;
+mod diff;
+mod explain;
 mod validate;
 mod vip;
 
@@ -55,6 +57,16 @@ enum Cmd {
     /// layer 2 while the local API server is healthy; `vip manifest` prints
     /// its static pod.
     Vip(Box<vip::Args>),
+    /// Why a Service is (not) announced: its pool and, per node and peer
+    /// (BGP) or per node (layer 2), the speakers' decision and reason, from
+    /// the same functions they run; compared with the status objects.
+    /// Exit 0 served, 1 not served, 2 error.
+    Explain(Box<explain::Args>),
+    /// What applying a configuration would do, against the live cluster:
+    /// rejected (and why), Services whose IPs change, routes withdrawn,
+    /// added or re-advertised per node and peer, sessions reset. Writes
+    /// nothing. Exit 0 nothing moves, 1 something moves, 2 invalid or rejected.
+    Diff(Box<diff::Args>),
 }
 
 /// The command line, with the `FERROLB_<FLAG>` variables (and deprecated
@@ -66,7 +78,12 @@ fn command() -> (clap::Command, Vec<String>) {
 fn main() -> Result<ExitCode> {
     let (cmd, deprecated) = command();
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    ferrolb_ops::logging::init(cli.log_level.as_deref());
+    // `explain` and `diff` print a report: the logs of the code they run
+    // (the controller core warns of the rejection diff reports) only when asked.
+    let default_level = (matches!(cli.cmd, Cmd::Explain(_) | Cmd::Diff(_))
+        && std::env::var_os("RUST_LOG").is_none())
+    .then_some("error");
+    ferrolb_ops::logging::init(cli.log_level.as_deref().or(default_level));
     for warning in &deprecated {
         tracing::warn!("{warning}");
     }
@@ -75,6 +92,8 @@ fn main() -> Result<ExitCode> {
         Cmd::Convert(args) => convert::run(args),
         Cmd::Announce(args) => announce::run(args),
         Cmd::Vip(args) => vip::run(*args),
+        Cmd::Explain(args) => Ok(explain::run(*args)),
+        Cmd::Diff(args) => Ok(diff::run(*args)),
         Cmd::Controller(opts) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

@@ -117,8 +117,9 @@ struct Collected {
     errors: Vec<String>,
 }
 
-/// Several files, or custom resources: every error and summary names its file.
-fn many(texts: &[(String, String)]) -> ExitCode {
+/// Reads the files: ConfigMaps apart, the custom resources of all files into
+/// one set, Secrets by name; with the number of files holding resources.
+fn collect(texts: &[(String, String)]) -> (Collected, Resources, usize) {
     let mut c = Collected::default();
     let mut resources = Resources::new();
     let mut resource_files = 0;
@@ -157,6 +158,52 @@ fn many(texts: &[(String, String)]) -> ExitCode {
             Err(errors) => c.errors.extend(errors.iter().map(|e| located(name, e))),
         }
     }
+    (c, resources, resource_files)
+}
+
+/// The one configuration that `texts` hold (`ferrolb diff`): a ConfigMap
+/// (manifest or bare text) or a set of custom resources, not both. Errors are
+/// formatted as `validate` prints them.
+pub(crate) fn one_config(texts: &[(String, String)]) -> Result<Config, Vec<String>> {
+    let (c, resources, _) = collect(texts);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    match (c.configmaps.as_slice(), resources.is_empty()) {
+        ([(name, text, offset)], true) => Config::parse_document(text).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    e.line = e.line.map(|l| l + offset);
+                    located(name, &e)
+                })
+                .collect()
+        }),
+        ([], false) => {
+            let secrets = if resources
+                .password_secrets()
+                .iter()
+                .all(|s| c.secrets.contains_key(s))
+            {
+                Secrets::Given(&c.secrets)
+            } else {
+                Secrets::Ignore
+            };
+            Config::from_resources(&resources, secrets)
+                .map_err(|errors| errors.iter().map(|e| set_error(&c.objects, e)).collect())
+        }
+        ([], true) => Err(vec!["no configuration in the files".to_string()]),
+        _ => Err(vec![
+            "give one configuration: one ConfigMap, or custom resources (not both, not several ConfigMaps)"
+                .to_string(),
+        ]),
+    }
+}
+
+/// Several files, or custom resources: every error and summary names its file.
+fn many(texts: &[(String, String)]) -> ExitCode {
+    let (mut c, resources, resource_files) = collect(texts);
 
     let mut valid = Vec::new();
     let labelled = c.configmaps.len() + usize::from(resource_files > 0) > 1;
