@@ -114,7 +114,16 @@ ha_vip_agents() {
 
 # lab/down: the other masters' API servers (before k8s-master-01's, which runs etcd).
 ha_down_apiservers() {
-  local m dir
+  local m dir name pid
+  # An API server SIGSTOPped to try the failover would ignore SIGTERM until KILLed 10 s
+  # later: wake the lab's own (PIDs from the run dir, checked by name) first.
+  for dir in "$RUN/kube" "$RUN"/kube-*; do
+    [ -f "$dir/pids" ] || continue
+    while read -r name pid; do
+      [ "$name" = kube-apiserver ] || continue
+      { grep -qa -- kube-apiserver "/proc/$pid/cmdline" 2>/dev/null && kill -CONT "$pid" 2>/dev/null; } || true
+    done <"$dir/pids"
+  done
   for m in "${HA_MORE_NS[@]}"; do
     dir=$(ha_kube_dir "$m")
     [ -f "$dir/pids" ] && { "$REPO/scripts/kube-apiserver" stop "$dir" || true; }
