@@ -16,6 +16,10 @@
 # The VIP lies inside the cluster LAN, so the nodes get a /32 route to it via rt-01 (which
 # sends no ICMP redirects), and the masters answer ARP only for their interface's own
 # address (the VIP is on their lo).
+#
+# lab/up --ha=layer2 (FERROLB_LAB_HA=layer2): `ferrolb vip --mode layer2` instead; one
+# master, the holder of the Lease kube-system/ferrolb-vip taken through its own API server,
+# has the VIP on eth0 and answers ARP for it; rt-01 reaches it over the LAN.
 
 # Namespaces lab/up --ha adds to the plain lab's (k8s-master-01 is the plain lab's master).
 HA_MORE_NS=("${LAB_HA_MASTERS[@]:1}")
@@ -23,6 +27,23 @@ HA_MORE_NS=("${LAB_HA_MASTERS[@]:1}")
 # about HA_HEALTH_INTERVAL * HA_FALL after its API server stops answering.
 HA_HEALTH_INTERVAL=${FERROLB_LAB_HA_HEALTH_INTERVAL:-500}
 HA_FALL=3
+# bgp or layer2 (lab/up's --ha=MODE; lab/down and lab/demo read it from $RUN/ha).
+HA_MODE=bgp
+if [ -f "${RUN:-}/ha" ]; then HA_MODE=$(cat "$RUN/ha"); fi
+
+# Masters whose eth0 MAC answers rt-01's ARP request for the VIP (one per line).
+ha_l2_holders() {
+  local rt_if="" spec ifname lan out m mac
+  for spec in "${LAB_RT_IFS[@]}"; do
+    IFS=: read -r ifname _ lan <<<"$spec"
+    [ "$lan" = "$LAB_NS_LAN_CLUSTER" ] && rt_if=$ifname
+  done
+  out=$(ip netns exec "$LAB_RT" arping -b -c 2 -w 1 -I "$rt_if" "$LAB_HA_VIP" 2>/dev/null | tr 'A-F' 'a-f' || true)
+  for m in "${LAB_HA_MASTERS[@]}"; do
+    mac=$(ip -n "$m" -br link show eth0 | awk '{print tolower($3)}')
+    if grep -q "\[$mac\]" <<<"$out"; then echo "$m"; fi
+  done
+}
 
 # The run dir of the API server in master $1 (k8s-master-01's is the plain lab's $RUN/kube).
 ha_kube_dir() {
@@ -94,6 +115,7 @@ ha_vip_nexthops() {
 # for rt-01's route to the VIP with one nexthop per master. Writes the VIP's kubeconfig.
 ha_vip_agents() {
   local i m
+  [ "$HA_MODE" = bgp ] || { ha_vip_agents_layer2; return; }
   for i in "${!LAB_HA_MASTERS[@]}"; do
     m=${LAB_HA_MASTERS[$i]}
     start "vip-$m" "$m" env RUST_LOG=info "$BIN" vip --mode bgp --address "$LAB_HA_VIP" \
@@ -106,10 +128,31 @@ ha_vip_agents() {
   want=$(printf '%s\n' "${LAB_HA_MASTER_IPS[@]}" | sort)
   ha_all_paths() { [ "$(ha_vip_nexthops)" = "$want" ]; }
   wait_for 60 "rt-01's route to the VIP $LAB_HA_VIP via ${LAB_HA_MASTER_IPS[*]}" ha_all_paths
+  ha_write_vip_kubeconfig
+}
+
+ha_write_vip_kubeconfig() {
   sed "s#^\(    server: \).*#\1https://$LAB_HA_VIP:$LAB_APISERVER_PORT#" "$RUN/kube/kubeconfig" >"$RUN/kube/kubeconfig-vip"
   chmod 600 "$RUN/kube/kubeconfig-vip"
   grep -q "server: https://$LAB_HA_VIP:" "$RUN/kube/kubeconfig-vip" || die "kubeconfig-vip has no VIP server"
-  echo ha >"$RUN/ha"
+  echo "$HA_MODE" >"$RUN/ha"
+}
+
+# Layer 2: every master competes for the Lease through its own API server; the holder
+# puts the VIP on eth0. Waits until exactly one master answers ARP for it.
+ha_vip_agents_layer2() {
+  local i m
+  for i in "${!LAB_HA_MASTERS[@]}"; do
+    m=${LAB_HA_MASTERS[$i]}
+    start "vip-$m" "$m" env RUST_LOG=info "$BIN" vip --mode layer2 --address "$LAB_HA_VIP" --interface eth0 \
+      --health-url "https://127.0.0.1:$LAB_APISERVER_PORT/readyz" --health-ca "$(ha_kube_dir "$m")/ca.crt" \
+      --health-interval "$HA_HEALTH_INTERVAL" --health-timeout $((HA_HEALTH_INTERVAL * 4 / 5)) --fall "$HA_FALL" --rise 2 \
+      --kubeconfig "$RUN/kube/kubeconfig" --api-server "https://${LAB_HA_MASTER_IPS[$i]}:$LAB_APISERVER_PORT" \
+      --node-name "$m"
+  done
+  ha_one_holder() { [ "$(ha_l2_holders | wc -l)" -eq 1 ]; }
+  wait_for 60 "one master answering ARP for the VIP $LAB_HA_VIP" ha_one_holder
+  ha_write_vip_kubeconfig
 }
 
 # lab/down: the other masters' API servers (before k8s-master-01's, which runs etcd).
@@ -124,17 +167,24 @@ ha_down_apiservers() {
       { grep -qa -- kube-apiserver "/proc/$pid/cmdline" 2>/dev/null && kill -CONT "$pid" 2>/dev/null; } || true
     done <"$dir/pids"
   done
+  # In parallel: an API server that lost the layer 2 VIP keeps its clients' orphaned
+  # connections and waits for them until KILLed (10 s).
+  local stoppers=()
   for m in "${HA_MORE_NS[@]}"; do
     dir=$(ha_kube_dir "$m")
-    [ -f "$dir/pids" ] && { "$REPO/scripts/kube-apiserver" stop "$dir" || true; }
+    [ -f "$dir/pids" ] || continue
+    "$REPO/scripts/kube-apiserver" stop "$dir" &
+    stoppers+=($!)
   done
+  for m in "${stoppers[@]}"; do wait "$m" || true; done
   return 0
 }
 
 # lab/demo: rt-01's paths for the VIP and kubectl through it from client-01.
 # Returns 0 when there are three paths and kubectl lists the nodes.
 ha_demo() {
-  local ok=1 out
+  local ok=1
+  [ "$HA_MODE" = bgp ] || { ha_demo_layer2; return; }
   echo
   echo "== $LAB_RT\$ gobgp global rib -a ipv4 $LAB_HA_VIP/32   (control-plane VIP, lab/up --ha)"
   ip netns exec "$LAB_RT" gobgp global rib -a ipv4 "$LAB_HA_VIP/32" || ok=0
@@ -146,13 +196,31 @@ ha_demo() {
   echo "  $n paths (masters: ${LAB_HA_MASTER_IPS[*]})"
   [ "$n" -eq "${#LAB_HA_MASTERS[@]}" ] || ok=0
   echo
+  ha_kubectl_demo || ok=0
+  [ "$ok" -eq 1 ]
+}
+
+# lab/demo --ha=layer2: who answers ARP for the VIP, and kubectl through it.
+ha_demo_layer2() {
+  local ok=1 holders
+  echo
+  echo "== $LAB_RT\$ arping for the control-plane VIP $LAB_HA_VIP   (lab/up --ha=layer2)"
+  mapfile -t holders < <(ha_l2_holders)
+  echo "  masters answering: ${#holders[@]} (${holders[*]:-none})"
+  [ "${#holders[@]}" -eq 1 ] || ok=0
+  echo
+  ha_kubectl_demo || ok=0
+  [ "$ok" -eq 1 ]
+}
+
+ha_kubectl_demo() {
+  local out
   echo "== $LAB_CLIENT\$ kubectl --server https://$LAB_HA_VIP:$LAB_APISERVER_PORT get nodes"
   if out=$(ip netns exec "$LAB_CLIENT" kubectl --kubeconfig "$RUN/kube/kubeconfig" \
     --server "https://$LAB_HA_VIP:$LAB_APISERVER_PORT" --request-timeout 5s get nodes 2>&1); then
     printf '%s\n' "$out" | sed 's/^/  /'
   else
     printf '%s\n' "$out" | sed 's/^/  /'
-    ok=0
+    return 1
   fi
-  [ "$ok" -eq 1 ]
 }

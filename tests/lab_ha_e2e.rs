@@ -13,6 +13,11 @@
 //! 3. `lab/down` leaves no namespace, no process, no run dir, in well under the 30 s it
 //!    takes when the API servers wait for clients that can no longer reach them.
 //!
+//! 4. `lab/up --ha=layer2` (`ferrolb vip --mode layer2`, a Lease on each master's own API
+//!    server): exactly one master answers rt-01's ARP for the VIP and kubectl through it
+//!    works; the holder's kube-apiserver SIGSTOPped → another master alone answers (the
+//!    time is printed), kubectl works again; `lab/down` leaves nothing.
+//!
 //! Skips (prints `SKIP`) when not root or the kube-apiserver is not built; with `CI=true`
 //! those are failures. Everything happens inside the lab's namespaces.
 
@@ -375,6 +380,87 @@ fn lab_up_ha_vip_paths_master_loss_and_down() {
     kubectl_via_vip(&lab, "all healthy again");
 
     // --- 3. lab/down leaves nothing behind
+    down_leaves_nothing(&mut lab);
+
+    // --- 4. the layer 2 variant
+    let mut lab = Lab {
+        run: lab.run.clone(),
+        down: false,
+    };
+    let out = lab
+        .script("up")
+        .arg("--ha=layer2")
+        .env("FERROLB_BIN", env!("CARGO_BIN_EXE_ferrolb"))
+        .output()
+        .expect("run lab/up --ha=layer2");
+    let up_text = text(&out);
+    eprintln!("lab/up --ha=layer2:\n{up_text}");
+    assert!(out.status.success(), "lab/up --ha=layer2 failed");
+    assert!(
+        up_text.contains("masters answering: 1 (k8s-master-0"),
+        "lab/demo's layer 2 HA part: {up_text}"
+    );
+    let holder = wait_one_holder(None, Duration::from_secs(10), "after lab/up --ha=layer2");
+    eprintln!("layer 2: {VIP} held by {holder}");
+    kubectl_via_vip(&lab, "layer 2, all healthy");
+    let dir = if holder == MASTERS[0].0 {
+        "kube".to_string()
+    } else {
+        format!("kube-{holder}")
+    };
+    let stopped = lab.pid_in(&format!("{dir}/pids"), "kube-apiserver");
+    signal("-STOP", stopped);
+    let t0 = Instant::now();
+    let next = wait_one_holder(
+        Some(&holder),
+        Duration::from_secs(20),
+        "the holder's kube-apiserver SIGSTOPped",
+    );
+    eprintln!(
+        "layer 2: {holder}'s kube-apiserver stopped, {next} alone answers for {VIP} after {:?} (arping polls take ~1 s each)",
+        t0.elapsed()
+    );
+    kubectl_via_vip(&lab, "layer 2, after the failover");
+    signal("-CONT", stopped);
+    down_leaves_nothing(&mut lab);
+}
+
+/// The masters whose eth0 MAC answers rt-01's ARP request for the VIP.
+fn l2_holders() -> BTreeSet<String> {
+    let out = ns_exec(
+        RT,
+        &["arping", "-b", "-c", "2", "-w", "1", "-I", "eth2", VIP],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    MASTERS
+        .iter()
+        .filter(|(m, _)| {
+            let o = ns_exec(m, &["ip", "-br", "link", "show", "eth0"]);
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .is_some_and(|mac| text.contains(&format!("[{}]", mac.to_lowercase())))
+        })
+        .map(|(m, _)| m.to_string())
+        .collect()
+}
+
+/// Waits until exactly one master, other than `not`, answers ARP for the VIP.
+fn wait_one_holder(not: Option<&str>, timeout: Duration, what: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let got = l2_holders();
+        if got.len() == 1 && got.iter().all(|m| Some(m.as_str()) != not) {
+            return got.into_iter().next().unwrap();
+        }
+        assert!(t0.elapsed() < timeout, "{what}: {VIP} answered by {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `lab/down`: quick, and no namespace, recorded process, root-namespace address or run
+/// dir left.
+fn down_leaves_nothing(lab: &mut Lab) {
     let pids = lab.all_pids();
     // The plain lab's 9 (gobgpd, rib2fib, 3 httpd, controller, 3 speakers), 3 vip
     // agents, 3 kube-apiservers and etcd.
