@@ -151,3 +151,63 @@ fn example_config_matches_the_topology() {
     assert!(cfg.pool_for(svc_ip).is_some());
     assert!(Path::new(&repo().join("lab/up")).exists());
 }
+
+/// `lab/up --ha`: the three masters (k8s-master-01 is the plain lab's master) are rt-01's
+/// neighbours in lab/gobgpd-rt01-ha.toml next to the nodes, and topology.env carries the
+/// VIP and the masters for lab/ha.bash; the plain lab's gobgpd config is unchanged.
+#[test]
+fn ha_variant_matches_the_topology() {
+    let t = topology();
+    let ha = &t["ha"];
+    assert_eq!(ha["vip"], "172.17.0.100");
+    let mut masters = vec![(
+        t["master"]["name"].as_str().unwrap(),
+        t["master"]["addr"].as_str().unwrap(),
+    )];
+    masters.extend(
+        ha["more_masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap(), m["addr"].as_str().unwrap())),
+    );
+    assert_eq!(
+        masters,
+        [
+            ("k8s-master-01", "172.17.0.10"),
+            ("k8s-master-02", "172.17.0.11"),
+            ("k8s-master-03", "172.17.0.12")
+        ]
+    );
+    let toml = read("lab/gobgpd-rt01-ha.toml");
+    let neighbors: Vec<&str> = toml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("neighbor-address = "))
+        .map(|a| a.trim_matches('"'))
+        .collect();
+    let mut want: Vec<&str> = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["addr"].as_str().unwrap())
+        .collect();
+    want.extend(masters.iter().map(|m| m.1));
+    assert_eq!(neighbors, want);
+    assert_eq!(
+        toml.matches(&format!("peer-as = {}", ha["asn"])).count(),
+        if ha["asn"] == t["node_asn"] { 6 } else { 3 }
+    );
+    let plain = read("lab/gobgpd-rt01.toml");
+    assert_eq!(plain.matches("neighbor-address").count(), 3);
+    assert!(!plain.contains("172.17.0.10\""));
+    let env = read("lab/topology.env");
+    assert!(env.contains("LAB_HA_VIP=172.17.0.100\n"), "{env}");
+    assert!(
+        env.contains("LAB_HA_MASTERS=(k8s-master-01 k8s-master-02 k8s-master-03)\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("LAB_HA_MASTER_IPS=(172.17.0.10 172.17.0.11 172.17.0.12)\n"),
+        "{env}"
+    );
+}
