@@ -8,7 +8,7 @@ table is full: for every node, the set of /32s rt-01 holds from that neighbor (g
 not stale) EQUALS the set of BGP-pool IPs the API server shows on the Services.
 
   bench.py flaps     [--restarts N] [--resets M] [--gap S]    scenario 2: router restarts, session resets
-  bench.py node-down [--runs N] [--hold S]            scenario 7: a node's link set down (hold time)
+  bench.py node-down [--runs N] [--hold S] [--bfd]         scenario 7: a node's link set down (hold time)
   bench.py api-outage [--outage S]                    scenario 1: etcd + kube-apiserver stopped
 
 Each prints what was injected, what was measured, what was lost, and one JSON line of figures.
@@ -127,8 +127,32 @@ def snapshot(extra=()):
 
 
 # ------------------------------------------------------------------ the router's table
+ROUTER = {"kind": "gobgp", "vty": None}
+
+
+def rib_frr():
+    """As rib(), from FRR's bgpd (`show bgp ipv4 unicast json`)."""
+    r = in_ns(RT, "vtysh", "--vty_socket", ROUTER["vty"], "-c", "show bgp ipv4 unicast json",
+              check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    try:
+        routes = json.loads(r.stdout).get("routes", {})
+    except json.JSONDecodeError:
+        return None
+    out = {ip: set() for ip in NODES.values()}
+    for prefix, paths in routes.items():
+        for p in paths:
+            nb = p.get("peerId")
+            if nb in out and p.get("valid"):
+                out[nb].add(prefix)
+    return out
+
+
 def rib():
-    """{neighbor: set(prefix)} of fresh paths at rt-01, or None when gobgpd does not answer."""
+    """{neighbor: set(prefix)} of fresh paths at rt-01, or None when the router does not answer."""
+    if ROUTER["kind"] == "frr":
+        return rib_frr()
     r = in_ns(RT, "gobgp", "-j", "global", "rib", "-a", "ipv4", check=False)
     if r.returncode != 0:
         return None
@@ -308,11 +332,33 @@ def link(node, up):
 
 def node_down(a):
     want = ensure_services(a.services)
-    set_hold(a.hold)
-    wait("full table after gobgpd's restart", 120, lambda: full(want), step=0.1)
+    frr_dir = None
+    try:
+        return node_down_runs(a, want)
+    finally:
+        if ROUTER["kind"] == "frr":
+            frr_dir = ROUTER["vty"]
+            put_config()
+            frr_down(frr_dir)
+
+
+def node_down_runs(a, want):
+    if a.bfd:
+        frr_up(a.hold, 100, 100, 3)
+        put_config("      bfd-profile: fast\n",
+                   "    bfd-profiles:\n    - name: fast\n      receive-interval: 100\n"
+                   "      transmit-interval: 100\n      detect-multiplier: 3\n")
+        wait("full table at FRR", 120, lambda: full(want), step=0.2)
+        wait("BFD up with every node", 60, bfd_peers_up, step=0.2)
+        time.sleep(1.0)
+    else:
+        set_hold(a.hold)
+        wait("full table after gobgpd's restart", 120, lambda: full(want), step=0.1)
     wait("3 next hops in rt-01's kernel", 30, lambda: len(fib_hops()) == 3)
-    say(f"injected: a node's eth0 set down inside its namespace (no clean stop; rt-01 hold time "
-        f"{a.hold} s, no BFD), {a.runs} times, nodes in turn; link up again after each")
+    router = (f"FRR 8.4 bgpd + bfdd, BFD 100 ms x 3, hold {a.hold} s" if a.bfd
+              else f"gobgpd, hold time {a.hold} s, no BFD")
+    say(f"injected: a node's eth0 set down inside its namespace (no clean stop; rt-01: {router}), "
+        f"{a.runs} times, nodes in turn; link up again after each")
     rib_t, fib_t, lost = [], [], []
     names = list(NODES)
     for i in range(a.runs):
@@ -334,7 +380,8 @@ def node_down(a):
         finally:
             link(node, True)
         if t_rib is None or t_fib is None:
-            lost.append(f"run {i + 1} ({node}): rt-01 still had its path after {a.hold + 20} s")
+            lost.append(f"run {i + 1} ({node}): rt-01 still had its path after {a.hold + 20} s "
+                        f"(RIB: {'gone' if t_rib else 'still there'}, kernel: {'gone' if t_fib else 'still there'})")
         else:
             rib_t.append(t_rib)
             fib_t.append(t_fib)
@@ -343,18 +390,96 @@ def node_down(a):
         try:
             wait("full table after the link came back", 120, lambda: full(want), step=0.1)
             wait("3 next hops again", 30, lambda: len(fib_hops()) == 3)
+            if a.bfd:
+                wait("BFD up again", 60, bfd_peers_up, step=0.2)
+                time.sleep(1.0)
         except TimeoutError as e:
             lost.append(f"run {i + 1} ({node}): {e}")
             break
     print()
     print("measured: from `ip link set eth0 down` in the node's namespace until rt-01 has no path")
-    print("          from that node (gobgp RIB) and no next hop via it for 172.17.254.1 (kernel)")
-    print(f"hold {a.hold} s, RIB:    {stats(rib_t)}")
-    print(f"hold {a.hold} s, kernel: {stats(fib_t)}")
+    print("          from that node (gobgp or FRR RIB) and no next hop via it for 172.17.254.1 (kernel)")
+    print(f"{router}, RIB:    {stats(rib_t)}")
+    print(f"{router}, kernel: {stats(fib_t)}")
     print("lost: " + ("nothing" if not lost else "; ".join(lost)))
-    print(json.dumps({"scenario": "node-down", "bfd": False, "hold_s": a.hold,
+    print(json.dumps({"scenario": "node-down", "bfd": a.bfd, "hold_s": a.hold,
                       "rib": stats(rib_t), "kernel": stats(fib_t), "lost": lost}))
     return 0 if not lost else 1
+
+
+# ------------------------------------------------------------------ FRR with bfdd on rt-01
+FRR = "/usr/lib/frr"
+
+
+def put_config(extra_peer_lines="", extra=""):
+    src = open(os.path.join(ROOT, "manifests/examples/config-lab.yaml")).read()
+    text = src.replace("      my-asn: 64522\n", "      my-asn: 64522\n" + extra_peer_lines)
+    text = text.replace("    address-pools:\n", extra + "    address-pools:\n")
+    subprocess.run([os.path.join(ROOT, "lab", "kapi"), "PUT",
+                    "/api/v1/namespaces/metallb-system/configmaps/config", "-"],
+                   input=text, text=True, check=True, capture_output=True)
+
+
+def frr_up(hold, rx, tx, mult):
+    """Replaces rt-01's gobgpd with FRR (zebra + bfdd + bgpd, BFD profile `fast`)."""
+    import tempfile
+    old = recorded("gobgpd")
+    if old and alive(old):
+        stop(old, "gobgpd")
+    # lab/rib2fib's routes (it cannot reach gobgpd now, so it leaves the kernel alone): zebra
+    # installs its own, and a leftover would still show the old next hops.
+    sh("ip", "-n", RT, "route", "flush", "proto", "bgp", check=False)
+    d = tempfile.mkdtemp(prefix="ferrolb-rel-frr.")
+    os.chmod(d, 0o755)
+    nbrs = "".join(f" neighbor {ip} remote-as 64522\n neighbor {ip} timers {max(1, hold // 3)} {hold}\n"
+                   f" neighbor {ip} timers connect 1\n neighbor {ip} bfd\n"
+                   f" neighbor {ip} bfd profile fast\n" for ip in NODES.values())
+    act = "".join(f"  neighbor {ip} activate\n" for ip in NODES.values())
+    conf = {
+        "zebra.conf": "hostname rt-01\n",
+        "bfdd.conf": f"hostname rt-01\nbfd\n profile fast\n  receive-interval {rx}\n"
+                     f"  transmit-interval {tx}\n  detect-multiplier {mult}\n !\n!\n",
+        "bgpd.conf": "hostname rt-01\nrouter bgp 64512\n bgp router-id 172.17.0.1\n"
+                     " no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n" + nbrs +
+                     " address-family ipv4 unicast\n  maximum-paths 8\n" + act +
+                     " exit-address-family\n!\n",
+    }
+    for name, text in conf.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    sh("chown", "-R", "frr:frr", d)
+    common = ["-u", "frr", "-g", "frr", "-P", "0", "-z", os.path.join(d, "zserv.api"),
+              "--vty_socket", d]
+    p = start("frr-zebra", RT, [f"{FRR}/zebra", *common, "-f", f"{d}/zebra.conf", "-i", f"{d}/zebra.pid"])
+    record("frr-zebra", p.pid)
+    wait("zebra", 10, lambda: os.path.exists(os.path.join(d, "zserv.api")))
+    p = start("frr-bfdd", RT, [f"{FRR}/bfdd", *common, "-f", f"{d}/bfdd.conf", "-i", f"{d}/bfdd.pid",
+                               "--bfdctl", f"{d}/bfdd.sock"])
+    record("frr-bfdd", p.pid)
+    p = start("frr-bgpd", RT, [f"{FRR}/bgpd", *common, "-f", f"{d}/bgpd.conf", "-i", f"{d}/bgpd.pid"])
+    record("frr-bgpd", p.pid)
+    ROUTER.update(kind="frr", vty=d)
+    return d
+
+
+def frr_down(d):
+    for name in ("frr-bgpd", "frr-bfdd", "frr-zebra"):
+        pid = recorded(name)
+        if pid and alive(pid):
+            stop(pid, name)
+    ROUTER.update(kind="gobgp", vty=None)
+    subprocess.run(["rm", "-rf", d], check=False)
+    restart_gobgpd()
+
+
+def bfd_peers_up():
+    r = in_ns(RT, "vtysh", "--vty_socket", ROUTER["vty"], "-c", "show bfd peers json", check=False)
+    try:
+        peers = json.loads(r.stdout or "[]")
+    except json.JSONDecodeError:
+        return False
+    up = {p.get("peer") for p in peers if p.get("status") == "up"}
+    return all(ip in up for ip in NODES.values())
 
 
 # ------------------------------------------------------------------ scenario 1: API server outage
@@ -469,6 +594,8 @@ def main():
     ap.add_argument("--resets", type=int)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--hold", type=int, default=9)
+    ap.add_argument("--bfd", action="store_true",
+                    help="node-down: rt-01 runs FRR with bfdd, BFD profile 100 ms x 3")
     ap.add_argument("--outage", type=float)
     ap.add_argument("--gap", type=float, default=0.0,
                     help="flaps: seconds the table stays full before the next injection (the "
