@@ -6,10 +6,13 @@
 //! or its watch cache moved on (etcd compacted): the watcher has already gone
 //! back to a fresh list, and waiting only delays it. With the plain
 //! [`default_backoff`](kube::runtime::WatchStreamExt::default_backoff) the 410
-//! counted as one more error on top of those of the outage, so the relist came
-//! up to 30 s after the API server was back (measured by
-//! `bench/reliability/run api-outage`: a new Service got its IP 48 s after
-//! `/readyz`). client-go's reflector relists at once on a 410 too.
+//! counted as one more error on top of those of the outage, so the relist
+//! waited one more full delay (client-go's reflector relists at once on a 410).
+//! What this does not change: during an outage the delay still grows to 30 s,
+//! which kube-runtime's jitter stretches up to 60 s, so a watch can stay idle
+//! that long after the API server is back (`bench/reliability/run api-outage`:
+//! a new Service got its IP about a minute after the servers' start, before
+//! and after this change; see RELIABILITY.md).
 //!
 //! The error still reaches the caller (logs, counters); only the sleep is
 //! skipped. This module holds no state of its own and does no I/O.
