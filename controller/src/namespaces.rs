@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::watch as signal;
 use tracing::{debug, warn};
 
@@ -93,9 +93,8 @@ pub async fn watch(
     ctx: Arc<Context>,
     listed: signal::Sender<bool>,
 ) {
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut stream =
+        ferrolb_ops::watch_backoff::backoff(watcher(api, watcher::Config::default())).boxed();
     // Changes seen during a (re-)list, acted on once at its end.
     let mut in_list = false;
     while let Some(ev) = stream.next().await {

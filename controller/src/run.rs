@@ -125,8 +125,7 @@ pub async fn run(opts: ControllerOpts) -> Result<()> {
     let del_reader = reader.clone();
     // Controller::for_stream is behind kube's `unstable-runtime` feature
     // (stream control); Controller::new would hide Delete events.
-    let stream = watcher(svc_api, watcher::Config::default())
-        .default_backoff()
+    let stream = ferrolb_ops::watch_backoff::backoff(watcher(svc_api, watcher::Config::default()))
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
             watcher::Event::Delete(svc) => {

@@ -26,7 +26,7 @@ use ferrolb_config::{Config, ConfigWarning};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -462,7 +462,7 @@ impl ConfigSource {
             let notify = notify.clone();
             let counts = counts.clone();
             tasks.push(tokio::spawn(async move {
-                let mut s = std::pin::pin!(watcher(api, wc).default_backoff());
+                let mut s = std::pin::pin!(crate::watch_backoff::backoff(watcher(api, wc)));
                 let mut listed: Option<ConfigMap> = None;
                 while let Some(ev) = s.next().await {
                     WatchCounts::count(&counts, &ev);

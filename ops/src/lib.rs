@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod restart_marker;
 pub mod service;
 pub mod signal;
+pub mod watch_backoff;
 
 pub use error::Error;
 pub use http::{FnProbe, Limits, Probe, Server, serve, serve_with};

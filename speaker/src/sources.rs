@@ -12,7 +12,7 @@ use ferrolb_ops::metrics::{IntCounter, Registry};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -207,7 +207,10 @@ where
     let notify = notify.clone();
     let counters = counters.clone();
     tokio::spawn(async move {
-        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        let mut s = std::pin::pin!(ferrolb_ops::watch_backoff::backoff(watcher(
+            api,
+            watcher::Config::default()
+        )));
         while let Some(ev) = s.next().await {
             counters.count(&ev);
             match ev {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
@@ -121,7 +121,7 @@ pub async fn watch(
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let cfg = watcher::Config::default().labels(selector);
     let mut pods = SpeakerPods::default();
-    let mut s = std::pin::pin!(watcher(api, cfg).default_backoff());
+    let mut s = std::pin::pin!(ferrolb_ops::watch_backoff::backoff(watcher(api, cfg)));
     while let Some(ev) = s.next().await {
         match ev {
             Ok(ev) => {

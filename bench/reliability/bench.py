@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+"""Reliability scenarios in the rt-01 lab (bench/README.md, "reliability"; issue 15).
+
+The lab (lab/up: gobgpd on rt-01, etcd + kube-apiserver + controller on k8s-master-01,
+three speakers) must be up. Every scenario first makes sure 200 extra LoadBalancer
+Services (`rel-000`..`rel-199`, Endpoints on all three nodes) exist and that rt-01's
+table is full: for every node, the set of /32s rt-01 holds from that neighbor (gobgp RIB,
+not stale) EQUALS the set of BGP-pool IPs the API server shows on the Services.
+
+  bench.py flaps     [--restarts N] [--resets M] [--gap S]    scenario 2: router restarts, session resets
+  bench.py node-down [--runs N] [--hold S] [--bfd]         scenario 7: a node's link set down (hold time)
+  bench.py api-outage [--outage S]                    scenario 1: etcd + kube-apiserver stopped
+
+Each prints what was injected, what was measured, what was lost, and one JSON line of figures.
+"""
+import argparse
+import ipaddress
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+RUN = os.environ.get("FERROLB_LAB_RUN", os.path.join(ROOT, ".lab-run"))
+RT, MASTER = "rt-01", "k8s-master-01"
+NODES = {"k8s-node-01": "172.17.0.21", "k8s-node-02": "172.17.0.22", "k8s-node-03": "172.17.0.23"}
+POOL = ipaddress.ip_network("172.17.254.0/24")
+PREFIX = "rel"
+SVC_IP = "172.17.254.1"
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
+
+
+def in_ns(ns, *args, **kw):
+    return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+def say(msg):
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+# ------------------------------------------------------------------ processes (lab/up's records)
+def start_time(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def record(name, pid):
+    with open(os.path.join(RUN, "pids"), "a") as f:
+        f.write(f"{name} {pid} {start_time(pid)}\n")
+
+
+def recorded(name):
+    pid = None
+    with open(os.path.join(RUN, "pids")) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == name:
+                pid = int(parts[1])
+    return pid
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start(name, ns, argv, log=None):
+    out = open(log or os.path.join(RUN, "log", f"{name}.log"), "a")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "setsid", *argv],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    return p
+
+
+def stop(pid, what, secs=15):
+    """SIGTERM, and SIGKILL after `secs` (kube-apiserver drains its watches for a minute)."""
+    subprocess.run(["kill", "-TERM", str(pid)], check=False)
+    try:
+        wait(f"{what} to exit", secs, lambda: not alive(pid))
+    except TimeoutError:
+        say(f"{what} still running {secs} s after SIGTERM: SIGKILL")
+        subprocess.run(["kill", "-KILL", str(pid)], check=False)
+        wait(f"{what} to exit after SIGKILL", 10, lambda: not alive(pid))
+
+
+def wait(what, secs, cond, step=0.05):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < secs:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {secs}s waiting for {what}")
+
+
+def mem(pid):
+    """(VmRSS kB, open fds) of a live process."""
+    rss = None
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def speakers():
+    return {n: recorded(f"speaker-{n}") for n in NODES}
+
+
+def snapshot(extra=()):
+    out = {}
+    for n, pid in list(speakers().items()) + [(e, recorded(e)) for e in extra]:
+        if pid and alive(pid):
+            rss, fds = mem(pid)
+            out[n] = {"pid": pid, "rss_kB": rss, "fds": fds}
+        else:
+            out[n] = {"pid": pid, "dead": True}
+    return out
+
+
+# ------------------------------------------------------------------ the router's table
+ROUTER = {"kind": "gobgp", "vty": None}
+
+
+def rib_frr():
+    """As rib(), from FRR's bgpd (`show bgp ipv4 unicast json`)."""
+    r = in_ns(RT, "vtysh", "--vty_socket", ROUTER["vty"], "-c", "show bgp ipv4 unicast json",
+              check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    try:
+        routes = json.loads(r.stdout).get("routes", {})
+    except json.JSONDecodeError:
+        return None
+    out = {ip: set() for ip in NODES.values()}
+    for prefix, paths in routes.items():
+        for p in paths:
+            nb = p.get("peerId")
+            if nb in out and p.get("valid"):
+                out[nb].add(prefix)
+    return out
+
+
+def rib():
+    """{neighbor: set(prefix)} of fresh paths at rt-01, or None when the router does not answer."""
+    if ROUTER["kind"] == "frr":
+        return rib_frr()
+    r = in_ns(RT, "gobgp", "-j", "global", "rib", "-a", "ipv4", check=False)
+    if r.returncode != 0:
+        return None
+    text = r.stdout.strip()
+    out = {ip: set() for ip in NODES.values()}
+    if not text or text == "null":
+        return out
+    for prefix, paths in json.loads(text).items():
+        for p in paths:
+            nb = p.get("neighbor-ip")
+            if nb in out and not p.get("stale"):
+                out[nb].add(prefix)
+    return out
+
+
+def fib_hops(prefix=SVC_IP):
+    out = sh("ip", "-n", RT, "-j", "route", "show", prefix, check=False).stdout.strip() or "[]"
+    hops = set()
+    for r in json.loads(out):
+        for nh in r.get("nexthops", []):
+            hops.add(nh.get("gateway"))
+        if r.get("gateway"):
+            hops.add(r["gateway"])
+    return hops
+
+
+def neighbor_uptime(ip):
+    r = in_ns(RT, "gobgp", "-j", "neighbor", ip, check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    n = json.loads(r.stdout)
+    return (n.get("timers", {}).get("state", {}) or {}).get("uptime")
+
+
+def expected():
+    """The BGP-pool IPs the API server shows: nginx's and the bench Services'."""
+    ips = svc_ips()
+    want = {f"{ip}/32" for ip in ips.values() if ip and ipaddress.ip_address(ip) in POOL}
+    want.add(f"{SVC_IP}/32")
+    return want
+
+
+def full(want, nodes=None):
+    t = rib()
+    return t is not None and all(t[NODES[n]] == want for n in (nodes or NODES))
+
+
+# ------------------------------------------------------------------ Kubernetes
+def kube(*args, check=True):
+    return in_ns(MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, *args, check=check)
+
+
+def svc_ips():
+    return json.loads(kube("ips", PREFIX).stdout)
+
+
+def ensure_services(n):
+    kube("create", PREFIX, str(n), *[f"{ip}:{name}" for name, ip in NODES.items()])
+    wait(f"{n} bench Services to get an IP", 120,
+         lambda: sum(1 for v in svc_ips().values() if v) >= n, step=0.5)
+    want = expected()
+    say(f"{len(want)} BGP service IPs (nginx + {n}); waiting for rt-01's full table")
+    wait("rt-01's full table", 120, lambda: full(want), step=0.2)
+    return want
+
+
+def stats(xs):
+    if not xs:
+        return {"n": 0}
+    return {"n": len(xs), "median_s": round(statistics.median(xs), 3), "max_s": round(max(xs), 3),
+            "min_s": round(min(xs), 3)}
+
+
+def mem_delta(before, after):
+    lines = []
+    for k in before:
+        b, a = before[k], after.get(k, {})
+        if b.get("dead") or a.get("dead"):
+            lines.append(f"  {k}: {'DEAD before' if b.get('dead') else 'DEAD after'}")
+            continue
+        same = "" if a["pid"] == b["pid"] else f" (RESTARTED: pid {b['pid']} -> {a['pid']})"
+        lines.append(f"  {k}: RSS {b['rss_kB'] / 1024:.1f} -> {a['rss_kB'] / 1024:.1f} MB, "
+                     f"fds {b['fds']} -> {a['fds']}{same}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ scenario 2: router restarts and resets
+def restart_gobgpd():
+    conf = os.path.join(RUN, "gobgpd.toml")
+    old = recorded("gobgpd")
+    if old and alive(old):
+        stop(old, "gobgpd")
+    p = start("gobgpd", RT, ["gobgpd", "-f", conf, "-t", "toml", "-p", "--pprof-disable",
+                             "--api-hosts=127.0.0.1:50051"])
+    record("gobgpd", p.pid)
+    return p.pid
+
+
+def flaps(a):
+    want = ensure_services(a.services)
+    before = snapshot()
+    say(f"injected: gobgpd on rt-01 restarted {a.restarts} times (SIGTERM, start again); "
+        f"{a.gap:g} s after each full table; then {a.resets} session resets from rt-01 (`gobgp neighbor X reset`, the 3 nodes at once)")
+    restart_times, lost = [], []
+    for i in range(a.restarts):
+        t0 = time.monotonic()
+        restart_gobgpd()
+        try:
+            wait("full table after a gobgpd restart", 120, lambda: full(want), step=0.05)
+            restart_times.append(time.monotonic() - t0)
+        except TimeoutError:
+            t = rib() or {}
+            lost.append(f"restart {i + 1}: not full after 120 s "
+                        f"({ {n: len(t.get(ip, ())) for n, ip in NODES.items()} } of {len(want)})")
+        time.sleep(a.gap)
+        if (i + 1) % 10 == 0:
+            say(f"restart {i + 1}/{a.restarts}: median {statistics.median(restart_times):.2f} s")
+    mid = snapshot()
+    reset_times = []
+    done = 0
+    while done < a.resets:
+        # One round: every node's session reset at the same moment (gobgpd then holds each
+        # peer idle for 30 s, its fixed idle-hold-time-after-reset: the rounds save time).
+        round_nodes = list(NODES)[:a.resets - done]
+        up0 = {n: neighbor_uptime(NODES[n]) for n in round_nodes}
+        t0 = time.monotonic()
+        for n in round_nodes:
+            in_ns(RT, "gobgp", "neighbor", NODES[n], "reset")
+        back = {}
+        while time.monotonic() - t0 < 150 and len(back) < len(round_nodes):
+            t = rib()
+            for n in round_nodes:
+                if n not in back and t is not None and t[NODES[n]] == want \
+                        and neighbor_uptime(NODES[n]) not in (None, up0[n]):
+                    back[n] = time.monotonic() - t0
+            time.sleep(0.05)
+        for n in round_nodes:
+            if n in back:
+                reset_times.append(back[n])
+            else:
+                lost.append(f"reset {done + 1} ({n}): session not back with the full table after 150 s")
+            done += 1
+        time.sleep(a.gap)
+        say(f"resets {done}/{a.resets}: " + ", ".join(f"{n} {v:.1f} s" for n, v in sorted(back.items())))
+    wait("full table at the end", 60, lambda: full(want))
+    after = snapshot()
+    print()
+    print(f"measured: time from gobgpd's start (or the reset command) until rt-01 holds, from every")
+    print(f"          node (one node for a reset), exactly the {len(want)} service /32s the API server shows")
+    print(f"gobgpd restarts: {stats(restart_times)}")
+    print(f"session resets:  {stats(reset_times)}")
+    print("speakers before -> after the restarts:\n" + mem_delta(before, mid))
+    print("speakers before -> after everything:\n" + mem_delta(before, after))
+    print("lost: " + ("nothing" if not lost else "; ".join(lost)))
+    print(json.dumps({"scenario": "flaps", "prefixes": len(want), "restarts": stats(restart_times),
+                      "resets": stats(reset_times), "before": before, "after_restarts": mid,
+                      "after": after, "lost": lost}))
+    return 0 if not lost else 1
+
+
+# ------------------------------------------------------------------ scenario 7: node link down
+def set_hold(hold):
+    conf = os.path.join(RUN, "gobgpd.toml")
+    text = open(conf).read()
+    text = re.sub(r"hold-time = \d+", f"hold-time = {hold}", text)
+    text = re.sub(r"keepalive-interval = \d+", f"keepalive-interval = {max(1, hold // 3)}", text)
+    open(conf, "w").write(text)
+    restart_gobgpd()
+
+
+def link(node, up):
+    sh("ip", "-n", node, "link", "set", "eth0", "up" if up else "down")
+    if up:
+        # The default route went with the link.
+        sh("ip", "-n", node, "route", "replace", "default", "via", "172.17.0.1")
+
+
+def node_down(a):
+    want = ensure_services(a.services)
+    frr_dir = None
+    try:
+        return node_down_runs(a, want)
+    finally:
+        if ROUTER["kind"] == "frr":
+            frr_dir = ROUTER["vty"]
+            put_config()
+            frr_down(frr_dir)
+
+
+def node_down_runs(a, want):
+    if a.bfd:
+        frr_up(a.hold, 100, 100, 3)
+        put_config("      bfd-profile: fast\n",
+                   "    bfd-profiles:\n    - name: fast\n      receive-interval: 100\n"
+                   "      transmit-interval: 100\n      detect-multiplier: 3\n")
+        wait("full table at FRR", 120, lambda: full(want), step=0.2)
+        wait("BFD up with every node", 60, bfd_peers_up, step=0.2)
+        time.sleep(1.0)
+    else:
+        set_hold(a.hold)
+        wait("full table after gobgpd's restart", 120, lambda: full(want), step=0.1)
+    wait("3 next hops in rt-01's kernel", 30, lambda: len(fib_hops()) == 3)
+    router = (f"FRR 8.4 bgpd + bfdd, BFD 100 ms x 3, hold {a.hold} s" if a.bfd
+              else f"gobgpd, hold time {a.hold} s, no BFD")
+    say(f"injected: a node's eth0 set down inside its namespace (no clean stop; rt-01: {router}), "
+        f"{a.runs} times, nodes in turn; link up again after each")
+    rib_t, fib_t, lost = [], [], []
+    names = list(NODES)
+    for i in range(a.runs):
+        node = names[i % len(names)]
+        ip = NODES[node]
+        t0 = time.monotonic()
+        link(node, False)
+        t_rib = t_fib = None
+        try:
+            while time.monotonic() - t0 < a.hold + 20 and (t_rib is None or t_fib is None):
+                now = time.monotonic()
+                if t_rib is None:
+                    t = rib()
+                    if t is not None and not t[ip]:
+                        t_rib = now - t0
+                if t_fib is None and ip not in fib_hops():
+                    t_fib = now - t0
+                time.sleep(0.02)
+        finally:
+            link(node, True)
+        if t_rib is None or t_fib is None:
+            lost.append(f"run {i + 1} ({node}): rt-01 still had its path after {a.hold + 20} s "
+                        f"(RIB: {'gone' if t_rib else 'still there'}, kernel: {'gone' if t_fib else 'still there'})")
+        else:
+            rib_t.append(t_rib)
+            fib_t.append(t_fib)
+            say(f"run {i + 1} {node}: path gone from rt-01's RIB after {t_rib:.2f} s, "
+                f"from its kernel route after {t_fib:.2f} s")
+        try:
+            wait("full table after the link came back", 120, lambda: full(want), step=0.1)
+            wait("3 next hops again", 30, lambda: len(fib_hops()) == 3)
+            if a.bfd:
+                wait("BFD up again", 60, bfd_peers_up, step=0.2)
+                time.sleep(1.0)
+        except TimeoutError as e:
+            lost.append(f"run {i + 1} ({node}): {e}")
+            break
+    print()
+    print("measured: from `ip link set eth0 down` in the node's namespace until rt-01 has no path")
+    print("          from that node (gobgp or FRR RIB) and no next hop via it for 172.17.254.1 (kernel)")
+    print(f"{router}, RIB:    {stats(rib_t)}")
+    print(f"{router}, kernel: {stats(fib_t)}")
+    print("lost: " + ("nothing" if not lost else "; ".join(lost)))
+    print(json.dumps({"scenario": "node-down", "bfd": a.bfd, "hold_s": a.hold,
+                      "rib": stats(rib_t), "kernel": stats(fib_t), "lost": lost}))
+    return 0 if not lost else 1
+
+
+# ------------------------------------------------------------------ FRR with bfdd on rt-01
+FRR = "/usr/lib/frr"
+
+
+def put_config(extra_peer_lines="", extra=""):
+    src = open(os.path.join(ROOT, "manifests/examples/config-lab.yaml")).read()
+    text = src.replace("      my-asn: 64522\n", "      my-asn: 64522\n" + extra_peer_lines)
+    text = text.replace("    address-pools:\n", extra + "    address-pools:\n")
+    subprocess.run([os.path.join(ROOT, "lab", "kapi"), "PUT",
+                    "/api/v1/namespaces/metallb-system/configmaps/config", "-"],
+                   input=text, text=True, check=True, capture_output=True)
+
+
+def frr_up(hold, rx, tx, mult):
+    """Replaces rt-01's gobgpd with FRR (zebra + bfdd + bgpd, BFD profile `fast`)."""
+    import tempfile
+    old = recorded("gobgpd")
+    if old and alive(old):
+        stop(old, "gobgpd")
+    # lab/rib2fib's routes (it cannot reach gobgpd now, so it leaves the kernel alone): zebra
+    # installs its own, and a leftover would still show the old next hops.
+    sh("ip", "-n", RT, "route", "flush", "proto", "bgp", check=False)
+    d = tempfile.mkdtemp(prefix="ferrolb-rel-frr.")
+    os.chmod(d, 0o755)
+    nbrs = "".join(f" neighbor {ip} remote-as 64522\n neighbor {ip} timers {max(1, hold // 3)} {hold}\n"
+                   f" neighbor {ip} timers connect 1\n neighbor {ip} bfd\n"
+                   f" neighbor {ip} bfd profile fast\n" for ip in NODES.values())
+    act = "".join(f"  neighbor {ip} activate\n" for ip in NODES.values())
+    conf = {
+        "zebra.conf": "hostname rt-01\n",
+        "bfdd.conf": f"hostname rt-01\nbfd\n profile fast\n  receive-interval {rx}\n"
+                     f"  transmit-interval {tx}\n  detect-multiplier {mult}\n !\n!\n",
+        "bgpd.conf": "hostname rt-01\nrouter bgp 64512\n bgp router-id 172.17.0.1\n"
+                     " no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n" + nbrs +
+                     " address-family ipv4 unicast\n  maximum-paths 8\n" + act +
+                     " exit-address-family\n!\n",
+    }
+    for name, text in conf.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    sh("chown", "-R", "frr:frr", d)
+    common = ["-u", "frr", "-g", "frr", "-P", "0", "-z", os.path.join(d, "zserv.api"),
+              "--vty_socket", d]
+    p = start("frr-zebra", RT, [f"{FRR}/zebra", *common, "-f", f"{d}/zebra.conf", "-i", f"{d}/zebra.pid"])
+    record("frr-zebra", p.pid)
+    wait("zebra", 10, lambda: os.path.exists(os.path.join(d, "zserv.api")))
+    p = start("frr-bfdd", RT, [f"{FRR}/bfdd", *common, "-f", f"{d}/bfdd.conf", "-i", f"{d}/bfdd.pid",
+                               "--bfdctl", f"{d}/bfdd.sock"])
+    record("frr-bfdd", p.pid)
+    p = start("frr-bgpd", RT, [f"{FRR}/bgpd", *common, "-f", f"{d}/bgpd.conf", "-i", f"{d}/bgpd.pid"])
+    record("frr-bgpd", p.pid)
+    ROUTER.update(kind="frr", vty=d)
+    return d
+
+
+def frr_down(d):
+    for name in ("frr-bgpd", "frr-bfdd", "frr-zebra"):
+        pid = recorded(name)
+        if pid and alive(pid):
+            stop(pid, name)
+    ROUTER.update(kind="gobgp", vty=None)
+    subprocess.run(["rm", "-rf", d], check=False)
+    restart_gobgpd()
+
+
+def bfd_peers_up():
+    r = in_ns(RT, "vtysh", "--vty_socket", ROUTER["vty"], "-c", "show bfd peers json", check=False)
+    try:
+        peers = json.loads(r.stdout or "[]")
+    except json.JSONDecodeError:
+        return False
+    up = {p.get("peer") for p in peers if p.get("status") == "up"}
+    return all(ip in up for ip in NODES.values())
+
+
+# ------------------------------------------------------------------ scenario 1: API server outage
+def kube_pids():
+    out = {}
+    with open(os.path.join(RUN, "kube", "pids")) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [x.decode() for x in f.read().split(b"\0") if x]
+
+
+def api_outage(a):
+    want = ensure_services(a.services)
+    ips0 = svc_ips()
+    rib0 = rib()
+    before = snapshot(extra=("controller",))
+    pids = kube_pids()
+    argv = {name: cmdline(pid) for name, pid in pids.items() if name in ("etcd", "kube-apiserver")}
+    say(f"injected: etcd and kube-apiserver stopped (SIGTERM) for {a.outage} s, then started "
+        f"again with the same arguments and data (SIGKILL if still running 20 s after SIGTERM)")
+    t_term = time.monotonic()
+    for name in ("kube-apiserver", "etcd"):
+        stop(pids[name], name, secs=20)
+    # The outage is counted from the moment both are gone.
+    t_stop = time.monotonic()
+    say(f"both stopped {t_stop - t_term:.1f} s after SIGTERM")
+    samples, changed = 0, []
+    while time.monotonic() - t_stop < a.outage:
+        t = rib()
+        samples += 1
+        if t != rib0:
+            diff = {n: (len(rib0[ip] - (t or {}).get(ip, set())), len((t or {}).get(ip, set()) - rib0[ip]))
+                    for n, ip in NODES.items()}
+            changed.append((round(time.monotonic() - t_stop, 1), diff))
+        time.sleep(1.0)
+    during = snapshot(extra=("controller",))
+    kdir = os.path.join(RUN, "kube")
+    new = {}
+    for name in ("etcd", "kube-apiserver"):
+        p = start(name, MASTER, argv[name], log=os.path.join(kdir, f"{name}.log"))
+        new[name] = p.pid
+    with open(os.path.join(kdir, "pids"), "w") as f:
+        f.write(f"kube-apiserver {new['kube-apiserver']}\netcd {new['etcd']}\n")
+    t_start = time.monotonic()
+    wait("kube-apiserver /readyz", 120, lambda: kube("ready", check=False).returncode == 0, step=0.2)
+    t_ready = time.monotonic() - t_start
+    # Full reconciliation: a Service created now gets an IP and reaches rt-01 from every node.
+    kube("create", "relprobe", "1", *[f"{ip}:{name}" for name, ip in NODES.items()])
+    probe = {}
+
+    def probe_announced():
+        ip = json.loads(kube("ips", "relprobe").stdout).get("relprobe-000")
+        if not ip:
+            return False
+        probe.setdefault("ip", ip)
+        probe.setdefault("ip_s", time.monotonic() - t_start)
+        t = rib()
+        return t is not None and all(f"{ip}/32" in t[n] for n in NODES.values())
+    lost = []
+    try:
+        wait("a new Service's route from every node", 180, probe_announced, step=0.2)
+    except TimeoutError as e:
+        lost.append(str(e))
+    t_recon = time.monotonic() - t_start
+    ips1 = svc_ips()
+    moved = {k: (ips0.get(k), v) for k, v in ips1.items() if ips0.get(k) != v}
+    time.sleep(5.0)
+    rib1 = rib()
+    want1 = want | ({f"{probe['ip']}/32"} if "ip" in probe else set())
+    table_ok = rib1 is not None and all(rib1[ip] == want1 for ip in NODES.values())
+    after = snapshot(extra=("controller",))
+    kube("delete", "relprobe-000")  # out of the next scenario's table
+    if changed:
+        lost.append(f"rt-01's table changed during the outage at {len(changed)} of {samples} samples "
+                    f"(first: {changed[0]})")
+    if moved:
+        lost.append(f"{len(moved)} Service IPs moved: {dict(list(moved.items())[:5])}")
+    if not table_ok:
+        lost.append("rt-01's table after recovery differs from the Services' IPs")
+    print()
+    print(f"measured: rt-01's table sampled every 1 s during the outage ({samples} samples) against the")
+    print(f"          table before it; Service IPs before vs after; from the servers' start: /readyz, then")
+    print(f"          a new Service's IP announced by all 3 nodes (the whole loop working again)")
+    print(f"outage {a.outage} s: table unchanged during it: {'yes' if not changed else 'NO'}; "
+          f"IPs moved after: {len(moved)} of {len(ips1)}; table == Services after: {table_ok}")
+    print(f"API ready {t_ready:.2f} s after the start; new Service got its IP {probe.get('ip_s', -1):.2f} s "
+          f"and was announced by all 3 nodes {t_recon:.2f} s after the start")
+    print("before -> end of the outage:\n" + mem_delta(before, during))
+    print("before -> after recovery:\n" + mem_delta(before, after))
+    print("lost: " + ("nothing" if not lost else "; ".join(lost)))
+    print(json.dumps({"scenario": "api-outage", "outage_s": a.outage, "samples": samples,
+                      "table_changes": changed[:10], "moved": moved, "table_ok": table_ok,
+                      "api_ready_s": round(t_ready, 2), "reconciled_s": round(t_recon, 2),
+                      "probe_ip_s": round(probe.get("ip_s", -1), 2),
+                      "before": before, "during": during, "after": after, "lost": lost}))
+    return 0 if not lost else 1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=["flaps", "node-down", "api-outage"])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--services", type=int, default=200)
+    ap.add_argument("--restarts", type=int)
+    ap.add_argument("--resets", type=int)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--hold", type=int, default=9)
+    ap.add_argument("--bfd", action="store_true",
+                    help="node-down: rt-01 runs FRR with bfdd, BFD profile 100 ms x 3")
+    ap.add_argument("--outage", type=float)
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="flaps: seconds the table stays full before the next injection (the "
+                         "speakers forgive their reconnect backoff after 30 s Established)")
+    a = ap.parse_args()
+    a.restarts = a.restarts if a.restarts is not None else (10 if a.quick else 100)
+    a.resets = a.resets if a.resets is not None else (30 if a.quick else 1000)
+    a.outage = a.outage if a.outage is not None else (30 if a.quick else 300)
+    if not os.path.exists(os.path.join(RUN, "state")) or open(os.path.join(RUN, "state")).read().strip() != "up":
+        sys.exit("reliability: the lab is not up (sudo lab/up)")
+    return {"flaps": flaps, "node-down": node_down, "api-outage": api_outage}[a.scenario](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
