@@ -36,6 +36,12 @@
 //! starts over only after the session stayed Established for
 //! [`SessionConfig::stable_time`] ([`TimerKind::Stable`]), so a peer that
 //! resets the session right after Established meets a growing delay.
+//! An attempt that reaches no BGP speaker (TCP refused or timed out, or
+//! closed before the peer's OPEN with no NOTIFICATION, or a Cease
+//! "Connection Rejected" before the OPEN) is not an oscillation: those retry
+//! on their own backoff, capped at [`SessionConfig::unreachable_retry_max`]
+//! (5 s), so a router that comes back after a reboot is reconnected within
+//! seconds, not after a delay that grew while it was down.
 //!
 //! What this module does not do: send routes (on [`Output::Established`] the
 //! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
@@ -282,6 +288,10 @@ pub struct SessionConfig {
     pub connect_retry: Duration,
     /// Cap of the connect-retry delay.
     pub connect_retry_max: Duration,
+    /// Cap of the delay after attempts that reached no BGP speaker (see the
+    /// module docs); the first such delay is `connect_retry`, and the cap is
+    /// never below it nor above `connect_retry_max`.
+    pub unreachable_retry_max: Duration,
     /// How long an outbound TCP connection attempt may take.
     pub connect_timeout: Duration,
     /// How long a session must stay Established before the connect-retry
@@ -299,8 +309,8 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A configuration with the usual defaults: hold 90 s, keepalive hold/3,
-    /// active, IPv4 unicast, first retry 1 s doubling to 60 s, connect
-    /// timeout 10 s, backoff forgiven after 30 s Established, no graceful
+    /// active, IPv4 unicast, first retry 1 s doubling to 60 s (to 5 s while
+    /// the peer cannot be reached), connect timeout 10 s, backoff forgiven after 30 s Established, no graceful
     /// restart, no extended messages.
     pub fn new(local_as: u32, peer_as: u32, router_id: Ipv4Addr) -> Self {
         SessionConfig {
@@ -314,6 +324,7 @@ impl SessionConfig {
             families: vec![Family::IPV4_UNICAST],
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(60),
+            unreachable_retry_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             stable_time: Duration::from_secs(30),
             graceful_restart: None,
@@ -406,8 +417,11 @@ pub struct Session {
     /// An outbound attempt is in progress (we emitted Connect, no result yet).
     connecting: bool,
     conns: Vec<Conn>,
-    /// The next connect-retry delay before jitter.
+    /// The next connect-retry delay before jitter, after a session failure.
     retry_base: Duration,
+    /// The next delay before jitter after an attempt that reached no BGP
+    /// speaker; starts over when a peer's OPEN arrives.
+    unreachable_base: Duration,
     rng: u64,
     /// Capability codes the peer said it does not support (OPEN Message
     /// Error / Unsupported Capability, 2/7): left out of every later OPEN.
@@ -427,6 +441,7 @@ impl Session {
         Session {
             restarting: cfg.graceful_restart.is_some_and(|g| g.restarting),
             retry_base: cfg.connect_retry,
+            unreachable_base: cfg.connect_retry,
             cfg,
             started: false,
             connecting: false,
@@ -560,6 +575,7 @@ impl Session {
                 if !self.started {
                     self.started = true;
                     self.retry_base = self.cfg.connect_retry;
+                    self.unreachable_base = self.cfg.connect_retry;
                     if !self.cfg.passive {
                         self.start_connect(&mut out);
                     }
@@ -620,7 +636,7 @@ impl Session {
                     self.connecting = false;
                     if self.conns.is_empty() {
                         // Connect -> Active; wait before the next attempt.
-                        self.arm_retry(&mut out);
+                        self.arm_retry(Retry::Unreachable, &mut out);
                     } else {
                         out.push(Output::CancelTimer(TimerKind::ConnectRetry));
                     }
@@ -957,6 +973,8 @@ impl Session {
         } else {
             out.push(Output::CancelTimer(TimerKind::Hold(id)));
         }
+        // A BGP speaker answered: the next time it cannot be reached counts from 1 s again.
+        self.unreachable_base = self.cfg.connect_retry;
         if let Some(c) = self.conn_mut(id) {
             c.state = ConnState::OpenConfirm;
             c.peer = Some(PeerInfo {
@@ -1088,6 +1106,15 @@ impl Session {
         let Some(was) = self.conn(id).map(|c| c.state) else {
             return;
         };
+        // Nobody spoke BGP to us on it: the peer is not there (yet).
+        let unreachable = was == ConnState::OpenSent
+            && match &reason {
+                DownReason::ConnectionClosed => notify.is_none(),
+                DownReason::NotificationReceived(n) => {
+                    (n.code, n.subcode) == (code::CEASE, subcode::CONNECTION_REJECTED)
+                }
+                _ => false,
+            };
         if let Some(n) = notify {
             out.push(Output::Send(id, Message::Notification(n)));
         }
@@ -1097,7 +1124,12 @@ impl Session {
         }
         if self.conns.is_empty() && !self.connecting && !self.cfg.passive {
             // -> Active: wait, then connect again.
-            self.arm_retry(out);
+            let kind = if unreachable {
+                Retry::Unreachable
+            } else {
+                Retry::Session
+            };
+            self.arm_retry(kind, out);
         }
     }
 
@@ -1119,15 +1151,32 @@ impl Session {
         ));
     }
 
-    /// -> Active: arm the connect-retry timer with the next backoff delay.
-    fn arm_retry(&mut self, out: &mut Vec<Output>) {
-        let d = self.next_retry_delay();
+    /// -> Active: arm the connect-retry timer with the next backoff delay of `kind`.
+    fn arm_retry(&mut self, kind: Retry, out: &mut Vec<Output>) {
+        let d = match kind {
+            Retry::Session => {
+                let cap = self.cfg.connect_retry_max;
+                let (d, next) = self.jittered(self.retry_base, cap);
+                self.retry_base = next;
+                d
+            }
+            Retry::Unreachable => {
+                let cap = self
+                    .cfg
+                    .unreachable_retry_max
+                    .max(self.cfg.connect_retry)
+                    .min(self.cfg.connect_retry_max);
+                let (d, next) = self.jittered(self.unreachable_base, cap);
+                self.unreachable_base = next;
+                d
+            }
+        };
         out.push(Output::ArmTimer(TimerKind::ConnectRetry, d));
     }
 
-    /// The current base delay with ±25 % jitter, never above the cap; then doubles the base.
-    fn next_retry_delay(&mut self) -> Duration {
-        let base = self.retry_base.min(self.cfg.connect_retry_max);
+    /// `base` (capped) with ±25 % jitter, never above `cap`, and the doubled base.
+    fn jittered(&mut self, base: Duration, cap: Duration) -> (Duration, Duration) {
+        let base = base.min(cap);
         // xorshift64*
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
@@ -1136,10 +1185,18 @@ impl Session {
         // factor in [0.75, 1.25)
         let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
         let factor = 0.75 + 0.5 * unit;
-        let d = base.mul_f64(factor).min(self.cfg.connect_retry_max);
-        self.retry_base = (base * 2).min(self.cfg.connect_retry_max);
-        d
+        let d = base.mul_f64(factor).min(cap);
+        (d, (base * 2).min(cap))
     }
+}
+
+/// Which backoff a connect-retry delay comes from.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    /// After a session (or an attempt a BGP speaker answered) failed: damped.
+    Session,
+    /// After an attempt that reached no BGP speaker.
+    Unreachable,
 }
 
 /// Cease / Connection Rejected (6/5, RFC 4486 §4): what a connection we do

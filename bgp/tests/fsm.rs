@@ -877,11 +877,13 @@ fn connect_retry_backoff_grows_and_caps() {
         );
         assert_eq!(s.state(), State::Connect);
     }
+    // Refused attempts reach no BGP speaker: 1 s doubling to 5 s, not to
+    // the 60 s of damped session failures.
     for (i, d) in delays.iter().enumerate() {
-        let base = (1u64 << i).min(60) as f64;
+        let base = (1u64 << i).min(5) as f64;
         let d = d.as_secs_f64();
         assert!(
-            d >= base * 0.75 && d <= (base * 1.25).min(60.0),
+            d >= base * 0.75 && d <= (base * 1.25).min(5.0),
             "retry {i}: {d} for base {base}"
         );
     }
@@ -954,13 +956,124 @@ fn resets_right_after_established_are_damped() {
             "reset {i}: {d} s for base {base}: {delays:?}"
         );
     }
-    // A stale Stable expiry while down forgives nothing.
+    // While the peer is away (refused attempts) the damped delay is not
+    // used for every attempt: those retry within 5 s...
+    for _ in 0..4 {
+        let got = s.handle(Input::ConnectFailed);
+        let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+            panic!("{got:?}")
+        };
+        assert!(d.as_secs_f64() <= 5.0, "{d:?}");
+        assert_eq!(
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry))[0],
+            Output::Connect
+        );
+    }
+    // ... and a stale Stable expiry while down forgives nothing: the next
+    // reset right after Established still meets the capped damped delay.
     s.handle(Input::TimerExpired(TimerKind::Stable));
-    let got = s.handle(Input::ConnectFailed);
+    let c = ConnId(99);
+    s.handle(Input::Connected {
+        conn: c,
+        direction: Direction::Outbound,
+    });
+    s.handle(msg(c, peer_open(90)));
+    s.handle(msg(c, Message::Keepalive));
+    assert_eq!(s.state(), State::Established);
+    let got = s.handle(Input::Closed { conn: c });
     let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
         panic!("{got:?}")
     };
     assert!(d.as_secs_f64() >= 45.0, "{d:?}");
+}
+
+/// The delay after an attempt depends on whether a BGP speaker answered:
+/// closed before any OPEN with no NOTIFICATION, or a Cease "Connection
+/// Rejected" before the OPEN (a router still starting, or holding us Idle
+/// after a reset), is retried on the short backoff; an OPEN error from the
+/// peer is a session failure and is damped up to 60 s.
+#[test]
+fn attempts_that_reach_no_bgp_speaker_retry_within_5_s() {
+    fn retry_after(s: &mut Session, end: Input) -> f64 {
+        let got = s.handle(end);
+        let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry))[0],
+            Output::Connect
+        );
+        d.as_secs_f64()
+    }
+    type End = fn(ConnId) -> Input;
+    let ends: [(&str, End, bool); 3] = [
+        ("closed before OPEN", |c| Input::Closed { conn: c }, true),
+        (
+            "Cease 6/5 before OPEN",
+            |c| msg(c, Message::Notification(notif(6, 5))),
+            true,
+        ),
+        (
+            "OPEN error 2/2",
+            |c| msg(c, Message::Notification(notif(2, 2))),
+            false,
+        ),
+    ];
+    for (what, end, short) in ends {
+        let mut s = Session::new(cfg());
+        s.handle(Input::Start);
+        let mut delays = Vec::new();
+        for i in 0..10u64 {
+            let c = ConnId(100 + i);
+            s.handle(Input::Connected {
+                conn: c,
+                direction: Direction::Outbound,
+            });
+            assert_eq!(s.state(), State::OpenSent, "{what}");
+            delays.push(retry_after(&mut s, end(c)));
+        }
+        let last = delays[delays.len() - 1];
+        if short {
+            assert!(delays.iter().all(|d| *d <= 5.0), "{what}: {delays:?}");
+        } else {
+            assert!(last >= 45.0, "{what}: {delays:?}");
+        }
+    }
+
+    // An answering peer starts the short backoff over.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    for _ in 0..5 {
+        retry_after(&mut s, Input::ConnectFailed);
+    }
+    assert!(retry_after(&mut s, Input::ConnectFailed) >= 3.75);
+    s.handle(outbound(C1));
+    s.handle(msg(C1, peer_open(90)));
+    // It then failed in OpenConfirm (a session failure, damped from 1 s) ...
+    let first = retry_after(&mut s, Input::Closed { conn: C1 });
+    assert!(first <= 1.25, "{first}");
+    // ... and is unreachable again: from 1 s, not from 5 s.
+    let again = retry_after(&mut s, Input::ConnectFailed);
+    assert!(again <= 1.25, "{again}");
+}
+
+/// A fixed connectTime stays fixed for unreachable attempts too, also above 5 s.
+#[test]
+fn fixed_connect_time_above_the_unreachable_cap() {
+    let mut s = Session::new(SessionConfig {
+        connect_retry: secs(20),
+        connect_retry_max: secs(20),
+        ..cfg()
+    });
+    s.handle(Input::Start);
+    for _ in 0..4 {
+        let out = s.handle(Input::ConnectFailed);
+        let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert!(*d >= secs(15) && *d <= secs(20), "{d:?}");
+        s.handle(Input::TimerExpired(TimerKind::ConnectRetry));
+    }
 }
 
 #[test]
