@@ -776,6 +776,60 @@ fn steps(
         &macs[local_node],
         "local after restart",
     )?;
+
+    // 8. The owner's speaker again, without CAP_NET_RAW (a manifest that
+    // lost it): it cannot answer, so it must not be elected either — the
+    // other nodes keep its IPs, and it claims none of them.
+    speakers[owner].kill();
+    for (ip, o) in &owners {
+        let want = if *o == owner { owner_of(ip, &rest) } else { *o };
+        wait_answer(&lab.rt01, ip, &macs[want], "after the second kill")?;
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set=-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_ferrolb"))
+        .args([
+            "speaker",
+            "--node-name",
+            NODES[owner],
+            "--metrics-addr",
+            METRICS,
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("FERROLB_ML_BIND_ADDR", ADDRS[owner])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    speakers[owner] =
+        lab.nodes[owner].spawn_labeled(cmd, &format!("speaker-{}-raw", NODES[owner]))?;
+    let s = &speakers[owner];
+    ferrolb_testlab::wait_until(CONVERGE, Duration::from_millis(100), || {
+        s.stderr().contains("cannot answer ARP/NDP").then_some(())
+    })
+    .with_context(|| format!("no NET_RAW error from {}: {}", s.label(), s.stderr_tail(20)))?;
+    // Past the gossip's detection time, in case it had been counted alive.
+    std::thread::sleep(Duration::from_secs(4));
+    for (ip, o) in &owners {
+        let want = if *o == owner { owner_of(ip, &rest) } else { *o };
+        wait_answer(&lab.rt01, ip, &macs[want], "owner without NET_RAW")?;
+        let got = answers(&lab.rt01, ip)?;
+        ensure!(
+            got.len() == 1 && got.contains(&macs[want]),
+            "{ip} with {} lacking NET_RAW: {got:?}",
+            NODES[owner]
+        );
+    }
+    let m = metrics(&lab.nodes[owner])?;
+    ensure!(
+        !m.lines()
+            .any(|l| l.starts_with("metallb_speaker_announced{") && l.contains("layer2")),
+        "{} claims layer 2 IPs without NET_RAW:\n{m}",
+        NODES[owner]
+    );
+    eprintln!(
+        "{} without NET_RAW: said so, left the gossip; its IPs stay on the other nodes",
+        NODES[owner]
+    );
     Ok(())
 }
 

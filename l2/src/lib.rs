@@ -127,6 +127,16 @@ impl L2Error {
     }
 }
 
+/// Whether this process may answer at all: opens one packet socket (which
+/// receives nothing) and closes it. Fails with a permission error
+/// ([`L2Error::is_permission`]) without `CAP_NET_RAW`. Cheap; for a caller
+/// that must know before it offers to own addresses.
+pub fn probe() -> Result<(), L2Error> {
+    sys::packet_socket()
+        .map(drop)
+        .map_err(|e| L2Error::io("socket(AF_PACKET)", e))
+}
+
 /// Sends one gratuitous announcement for `ip` on `ifname` with that interface's MAC:
 /// for IPv4 the pair of gratuitous ARP packets ([`arp::gratuitous`], request and reply
 /// form), for IPv6 one unsolicited Neighbor Advertisement to all nodes

@@ -111,23 +111,27 @@ fn admit(
 const SEED_WAIT: Duration = Duration::from_secs(10);
 
 /// The layer 2 I/O: the membership view the election reads, and the
-/// ARP/NDP announcer told which IPs this node answers for (started when
-/// this node first owns an IP, so that a speaker without layer 2 pools needs
-/// no `NET_RAW`).
+/// ARP/NDP announcer told which IPs this node answers for (started once the
+/// configuration has a layer 2 pool, so that a speaker without one needs no
+/// `NET_RAW`).
 struct L2Shell {
     members: Option<Arc<Members>>,
     view: Option<tokio::sync::watch::Receiver<MemberView>>,
     announcer: Option<ferrolb_l2::Announcer>,
     counters: Arc<L2Counters>,
-    /// The announcer failed to start (said once; tried again on each change).
-    start_failed: bool,
+    /// The announcer could not start (no `CAP_NET_RAW`, say): this node
+    /// answers for nothing, claims nothing and has left the member gossip,
+    /// so that the other nodes elect owners among themselves. Until the
+    /// speaker restarts.
+    disabled: bool,
     owned: BTreeMap<IpAddr, Interfaces>,
 }
 
 impl L2Shell {
-    /// With the member gossip, when it runs (`--ml-bind-addr`).
-    fn new(members: Option<Members>, counters: Arc<L2Counters>) -> L2Shell {
-        if members.is_none() {
+    /// With the member gossip, when it runs (`--ml-bind-addr`); `usable`:
+    /// [`ferrolb_l2::probe`] passed (else the shell starts `disabled`).
+    fn new(members: Option<Members>, counters: Arc<L2Counters>, usable: bool) -> L2Shell {
+        if members.is_none() && usable {
             info!("layer 2 counts every Node as having a live speaker (no gossip)");
         }
         let members = members.map(Arc::new);
@@ -136,22 +140,54 @@ impl L2Shell {
             members,
             announcer: None,
             counters,
-            start_failed: false,
+            disabled: !usable,
             owned: BTreeMap::new(),
         }
     }
 
     /// The speakers alive: the gossip's view (none before the API server's
-    /// list of speakers seeded it), or every Node without gossip.
-    fn alive(&self, nodes: &Nodes) -> BTreeSet<String> {
+    /// list of speakers seeded it), or every Node without gossip; never this
+    /// node once its announcer could not start.
+    fn alive(&self, nodes: &Nodes, me: &str) -> BTreeSet<String> {
         if let Some(m) = &self.members
             && !m.seeded()
         {
             return BTreeSet::new();
         }
-        match &self.view {
+        let mut alive = match &self.view {
             Some(v) => v.borrow().alive.clone(),
             None => nodes.names().map(str::to_string).collect(),
+        };
+        if self.disabled {
+            alive.remove(me);
+        }
+        alive
+    }
+
+    /// Start the announcer when the configuration has a layer 2 pool, before
+    /// this node is elected for anything: a node that cannot answer must
+    /// never be an owner. On failure the node stops taking part (see
+    /// `disabled`) and leaves the gossip.
+    async fn start_if_needed(&mut self, wanted: bool) {
+        if !wanted || self.announcer.is_some() || self.disabled {
+            return;
+        }
+        let cfg = ferrolb_l2::AnnouncerConfig::new(self.counters.clone());
+        match ferrolb_l2::Announcer::start(cfg) {
+            Ok(a) => {
+                info!(interfaces = ?a.interfaces(), "layer 2: ARP/NDP announcer started");
+                self.announcer = Some(a);
+            }
+            Err(e) => {
+                error!(error = %e, permission = e.is_permission(),
+                    "layer 2: cannot answer ARP/NDP (the speaker needs CAP_NET_RAW); \
+                     this node takes no layer 2 IPs and leaves the member gossip so \
+                     that other nodes answer for them, until the speaker restarts");
+                self.disabled = true;
+                if let Some(m) = &self.members {
+                    m.leave().await;
+                }
+            }
         }
     }
 
@@ -167,32 +203,11 @@ impl L2Shell {
         }
     }
 
-    /// Answer for exactly these IPs.
+    /// Answer for exactly these IPs (the announcer was started by
+    /// [`L2Shell::start_if_needed`]; without it there is nothing to own).
     fn set(&mut self, owned: BTreeMap<IpAddr, Interfaces>) {
-        if owned == self.owned && (self.announcer.is_some() || owned.is_empty()) {
+        if owned == self.owned {
             return;
-        }
-        if self.announcer.is_none() {
-            if owned.is_empty() {
-                self.owned = owned;
-                return;
-            }
-            let cfg = ferrolb_l2::AnnouncerConfig::new(self.counters.clone());
-            match ferrolb_l2::Announcer::start(cfg) {
-                Ok(a) => {
-                    info!(interfaces = ?a.interfaces(), "layer 2: ARP/NDP announcer started");
-                    self.announcer = Some(a);
-                    self.start_failed = false;
-                }
-                Err(e) => {
-                    if !self.start_failed {
-                        error!(error = %e, permission = e.is_permission(),
-                            "layer 2: cannot answer ARP/NDP (the speaker needs CAP_NET_RAW)");
-                        self.start_failed = true;
-                    }
-                    return;
-                }
-            }
         }
         if let Some(a) = &self.announcer {
             a.set(
@@ -232,13 +247,28 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
     let counters = WatchCounters::new(all_metrics.registry())?;
     let l2_counters = Arc::new(L2Counters::default());
     lock(&shared).l2_counters = Some(l2_counters.clone());
-    let members = opts.members.start(
-        &node_name,
-        client.clone(),
-        &opts.kube.namespace,
-        &mut all_metrics,
-    )?;
-    let mut l2 = L2Shell::new(members, l2_counters);
+    // A node that cannot answer ARP/NDP must never be elected for an IP:
+    // it stays out of the gossip, so the others never count it alive.
+    let l2_usable = match ferrolb_l2::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, permission = e.is_permission(),
+                "layer 2: cannot answer ARP/NDP (the speaker needs CAP_NET_RAW); this node \
+                 takes no layer 2 IPs and stays out of the member gossip (BGP is not affected)");
+            false
+        }
+    };
+    let members = if l2_usable {
+        opts.members.start(
+            &node_name,
+            client.clone(),
+            &opts.kube.namespace,
+            &mut all_metrics,
+        )?
+    } else {
+        None
+    };
+    let mut l2 = L2Shell::new(members, l2_counters, l2_usable);
     let probe = {
         let shared = shared.clone();
         FnProbe::new(all_metrics, move || metrics::ready(&shared))
@@ -449,11 +479,13 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         lock(&shared).sessions = sessions.views(&desired);
 
         // Layer 2: who answers ARP/NDP for each IP of a layer 2 pool.
+        l2.start_if_needed(config.pools.iter().any(|p| !p.l2_advertisements.is_empty()))
+            .await;
         let l2_out = {
             let services = lock(&sources.services);
             let endpoints = lock(&sources.endpoints);
             let nodes = lock(&sources.nodes);
-            let alive = l2.alive(&nodes);
+            let alive = l2.alive(&nodes, &node_name);
             let facts = l2_facts(&services, &endpoints, |ip| {
                 config
                     .pool_for(ip)

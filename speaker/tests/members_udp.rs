@@ -100,12 +100,20 @@ async fn three_over_loopback() {
     // A graceful leave is seen at once.
     let b = ms.pop().expect("b");
     b.leave().await;
-    drop(b);
     let mut rx = ms[0].view();
     let t = wait_view(&mut rx, &names(&["a"]), Duration::from_secs(2))
         .await
         .expect("b's leave seen within 2 s");
     println!("loopback: b's leave seen after {t:?}");
+    // A member that left stays gone while its process lives on (a speaker
+    // whose layer 2 cannot work leaves for good): past b's 5 s join round.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        rx.borrow().alive,
+        names(&["a"]),
+        "b came back after leaving"
+    );
+    drop(b);
 }
 
 /// 100 members in one process over loopback UDP (the real shell, timers and

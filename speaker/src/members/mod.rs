@@ -273,9 +273,10 @@ impl Members {
         self.counters.clone()
     }
 
-    /// Tells the other speakers this one is leaving (graceful shutdown), so
-    /// they drop it at once rather than after the detection time. Returns
-    /// when the datagrams are sent (or after one second).
+    /// Tells the other speakers this one is leaving (graceful shutdown, or
+    /// layer 2 unusable on this node), so they drop it at once rather than
+    /// after the detection time, and stops gossiping for good. Returns when
+    /// the datagrams are sent (or after one second).
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Cmd::Leave(tx)).is_ok() {
@@ -381,7 +382,9 @@ impl Shell {
                         let outs = self.gossip.leave(Instant::now().into_std());
                         self.carry_out(outs).await;
                         let _ = done.send(());
-                        Vec::new()
+                        // For good: answering probes or announcing again
+                        // would bring this member back into the others' views.
+                        return;
                     }
                     None => Vec::new(),
                 },
