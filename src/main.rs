@@ -33,7 +33,8 @@ const VERSION: &str = concat!(
 )]
 struct Cli {
     /// Log filter for every subcommand: a level (error, warn, info, debug,
-    /// trace) or a tracing EnvFilter directive; default: RUST_LOG, else info.
+    /// trace) or a tracing EnvFilter directive; default: RUST_LOG, else info
+    /// (error for explain and diff, whose output is their report).
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
     #[command(subcommand)]
