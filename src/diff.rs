@@ -11,14 +11,18 @@
 //! ([`desired_sessions`], [`sessions_to_close`]). The I/O shell reads the
 //! files as `validate` does and the cluster as `explain` does.
 //!
-//! Not reproduced offline, and said so in the output: the layer 2 owners
-//! (they depend on which speakers are alive), a session's source address
-//! (the node's routing table: the same placeholder is used on both sides,
-//! so only configured changes show) and BGP passwords from Secrets.
+//! Layer 2: the owner of each IP under each configuration, by the speakers'
+//! own election ([`layer2::Decider`]) over the speakers alive as the API
+//! shows them (Ready speaker pods, as `explain` does; the gossip's own view
+//! is not readable from outside, and the output says so).
+//!
+//! Not reproduced offline, and said so in the output: a session's source
+//! address (the node's routing table: the same placeholder is used on both
+//! sides, so only configured changes show) and BGP passwords from Secrets.
 //!
 //! Exit codes: 0 nothing moves, 1 something moves, 2 invalid or rejected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,11 +37,13 @@ use ferrolb_speaker::announce::{
     Endpoint, NodeState, PeerKey, ServiceState, TrafficPolicy, peer_keys, peer_status_name,
     routes_per_peer,
 };
+use ferrolb_speaker::layer2::{self, Cluster};
+use ferrolb_speaker::members::speakers::{DEFAULT_SELECTOR, speaker_pod};
 use ferrolb_speaker::peers::{Replace, desired_sessions, sessions_to_close};
 use ferrolb_speaker::watch::{
     SERVICE_NAME_LABEL, endpoints_endpoints, node_state, slice_endpoints,
 };
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -67,6 +73,9 @@ pub struct Args {
     /// The speakers run with `--ignore-exclude-lb`.
     #[arg(long)]
     pub ignore_exclude_lb: bool,
+    /// Label selector of the speaker pods (the layer 2 membership seen from the API).
+    #[arg(long, default_value = DEFAULT_SELECTOR)]
+    pub speaker_selector: String,
 }
 
 /// One Service as both halves read it.
@@ -95,6 +104,8 @@ pub struct Facts {
     pub lb_class: Option<String>,
     /// `--ignore-exclude-lb`.
     pub ignore_exclude_lb: bool,
+    /// Nodes with a Ready speaker pod (`None` or empty: every Node counts).
+    pub speaker_nodes: Option<BTreeSet<String>>,
 }
 
 /// One Service whose IPs would change.
@@ -131,6 +142,18 @@ pub struct RouteMove {
     pub change: RouteChange,
 }
 
+/// A layer 2 IP whose answering node changes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnerMove {
+    /// `namespace/name`.
+    pub service: String,
+    pub ip: IpAddr,
+    /// The node answering now (`None`: nobody, or not a layer 2 IP).
+    pub before: Option<String>,
+    /// The node answering after.
+    pub after: Option<String>,
+}
+
 /// What happens to one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SessionChange {
@@ -160,6 +183,8 @@ pub struct Report {
     pub ips: Vec<IpChange>,
     pub routes: Vec<RouteMove>,
     pub sessions: Vec<SessionMove>,
+    /// Layer 2 IPs that change hands (or start or stop being answered).
+    pub owners: Vec<OwnerMove>,
     /// What is not reproduced offline.
     pub notes: Vec<String>,
 }
@@ -172,7 +197,10 @@ impl Report {
 
     /// Something moves.
     pub fn moves(&self) -> bool {
-        !self.ips.is_empty() || !self.routes.is_empty() || !self.sessions.is_empty()
+        !self.ips.is_empty()
+            || !self.routes.is_empty()
+            || !self.sessions.is_empty()
+            || !self.owners.is_empty()
     }
 }
 
@@ -351,14 +379,89 @@ pub fn diff(facts: &Facts) -> Report {
     r.sessions.sort();
     let l2 = |c: &Config| c.pools.iter().any(|p| !p.l2_advertisements.is_empty());
     if l2(&facts.current) || l2(next) {
-        r.notes.push(
-            "layer 2 owners are not compared: they depend on which speakers are alive, which only their gossip knows".into(),
-        );
+        let (owners, note) = owner_moves(facts, next, &old_states, &new_states);
+        r.owners = owners;
+        r.notes.push(note);
     }
     r.notes.push(
         "sessions are compared without the nodes' source addresses and BGP password Secrets".into(),
     );
     r
+}
+
+/// The layer 2 owner of every IP before and after, where it differs; and
+/// the note saying whose liveness was assumed.
+fn owner_moves(
+    facts: &Facts,
+    next: &Config,
+    old: &[ServiceState],
+    new: &[ServiceState],
+) -> (Vec<OwnerMove>, String) {
+    let by_name: BTreeMap<String, NodeState> = facts
+        .nodes
+        .iter()
+        .map(|n| {
+            let n = NodeState {
+                excluded: n.excluded && !facts.ignore_exclude_lb,
+                ..n.clone()
+            };
+            (n.name.clone(), n)
+        })
+        .collect();
+    let (alive, note) = match &facts.speaker_nodes {
+        Some(s) if !s.is_empty() => (
+            s.clone(),
+            format!(
+                "layer 2 owners are computed over the Ready speaker pods ({}), not the speakers' gossip",
+                s.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        _ => (
+            by_name.keys().cloned().collect(),
+            "layer 2 owners: no Ready speaker pod found, every Node counts as having a live speaker".into(),
+        ),
+    };
+    let cluster = Cluster {
+        nodes: &by_name,
+        alive: &alive,
+        ignore_exclude_lb: false,
+    };
+    // The owner does not depend on the node asking; any name will do.
+    let me = by_name.keys().next().map_or("", String::as_str);
+    let owners = |config: &Config, states: &[ServiceState]| {
+        let d = layer2::Decider::new(config, cluster, me);
+        let mut out: BTreeMap<(String, IpAddr), Option<String>> = BTreeMap::new();
+        for s in states {
+            for (ip, pd) in d.decide(&s.l2_facts()) {
+                if matches!(
+                    pd.decision,
+                    layer2::Decision::Skip(
+                        layer2::SkipReason::NotInPool | layer2::SkipReason::NotLayer2Pool
+                    )
+                ) {
+                    continue;
+                }
+                out.insert((s.key.clone(), ip), pd.owner);
+            }
+        }
+        out
+    };
+    let (before, after) = (owners(&facts.current, old), owners(next, new));
+    let keys: BTreeSet<&(String, IpAddr)> = before.keys().chain(after.keys()).collect();
+    let moves = keys
+        .into_iter()
+        .filter_map(|k| {
+            let b = before.get(k).cloned().flatten();
+            let a = after.get(k).cloned().flatten();
+            (b != a).then(|| OwnerMove {
+                service: k.0.clone(),
+                ip: k.1,
+                before: b,
+                after: a,
+            })
+        })
+        .collect();
+    (moves, note)
 }
 
 /// The text form.
@@ -415,6 +518,15 @@ pub fn to_text(r: &Report) -> String {
             SessionChange::Opened => "opened",
         };
         let _ = writeln!(s, "session {} → {}: {what}", m.node, m.peer);
+    }
+    for m in &r.owners {
+        let what = match (&m.before, &m.after) {
+            (Some(b), Some(a)) => format!("moves from {b} to {a}"),
+            (None, Some(a)) => format!("answered by {a} (by nobody now)"),
+            (Some(b), None) => format!("answered by nobody (by {b} now)"),
+            (None, None) => continue,
+        };
+        let _ = writeln!(s, "layer 2 {} ({}): {what}", m.ip, m.service);
     }
     if !r.moves() {
         let _ = writeln!(s, "nothing moves");
@@ -538,6 +650,17 @@ async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts>
         .iter()
         .map(|n| node_state(&n.name_any(), Some(n)))
         .collect();
+    let speaker_nodes = Api::<Pod>::namespaced(client.clone(), &args.namespace)
+        .list(&ListParams::default().labels(&args.speaker_selector))
+        .await
+        .ok()
+        .map(|l| {
+            l.items
+                .iter()
+                .filter_map(speaker_pod)
+                .map(|p| p.node)
+                .collect()
+        });
     Ok(Facts {
         current,
         next,
@@ -545,6 +668,7 @@ async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts>
         nodes,
         lb_class: args.lb_class.clone(),
         ignore_exclude_lb: args.ignore_exclude_lb,
+        speaker_nodes,
     })
 }
 
@@ -592,6 +716,7 @@ mod tests {
             }],
             lb_class: None,
             ignore_exclude_lb: false,
+            speaker_nodes: None,
         }
     }
 
@@ -698,6 +823,118 @@ mod tests {
         );
         assert_eq!(r.routes.len(), 1, "{r:#?}");
         assert_eq!(r.routes[0].change, RouteChange::Withdrawn);
+    }
+
+    fn l2_config(selected: Option<&str>) -> Config {
+        let mut c = Config::parse(
+            "address-pools:\n- {name: lan, protocol: layer2, addresses: [10.1.0.0/24]}\n",
+        )
+        .unwrap();
+        if let Some(n) = selected {
+            c.pools[0].l2_advertisements[0].node_selectors = vec![ferrolb_config::NodeSelector {
+                match_labels: [("name".to_string(), n.to_string())].into(),
+                ..Default::default()
+            }];
+        }
+        c
+    }
+
+    fn l2_facts(next: Config) -> Facts {
+        let nodes = ["n1", "n2", "n3"].map(|n| NodeState {
+            name: n.into(),
+            labels: [("name".to_string(), n.to_string())].into(),
+            ..Default::default()
+        });
+        Facts {
+            current: l2_config(None),
+            next: Ok(next),
+            services: vec![svc("a", "10.1.0.5")],
+            nodes: nodes.to_vec(),
+            lb_class: None,
+            ignore_exclude_lb: false,
+            speaker_nodes: None,
+        }
+    }
+
+    /// The owner the speakers' rendezvous order names among `alive`.
+    fn first(alive: &[&str]) -> String {
+        let ip: IpAddr = "10.1.0.5".parse().unwrap();
+        alive
+            .iter()
+            .min_by_key(|n| layer2::rank(n, ip))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn layer_2_owner_moves_when_an_advertisement_stops_selecting_it() {
+        let all = ["n1", "n2", "n3"];
+        let owner = first(&all);
+        let same = diff(&l2_facts(l2_config(None)));
+        assert!(!same.moves(), "{same:#?}");
+        assert!(
+            same.notes.iter().any(|n| n.contains("every Node counts")),
+            "{same:#?}"
+        );
+        // Only another node selected: the IP moves there.
+        let other = all.iter().find(|n| **n != owner).unwrap();
+        let r = diff(&l2_facts(l2_config(Some(other))));
+        assert_eq!(
+            r.owners,
+            [OwnerMove {
+                service: "ns/a".into(),
+                ip: "10.1.0.5".parse().unwrap(),
+                before: Some(owner.clone()),
+                after: Some(other.to_string()),
+            }],
+            "{r:#?}"
+        );
+        assert!(r.moves() && r.ips.is_empty() && r.routes.is_empty());
+        assert!(
+            to_text(&r).contains(&format!(
+                "layer 2 10.1.0.5 (ns/a): moves from {owner} to {other}"
+            )),
+            "{}",
+            to_text(&r)
+        );
+        // Selecting the owner itself moves nothing.
+        assert!(!diff(&l2_facts(l2_config(Some(&owner)))).moves());
+        // A node that selects nobody alive: answered by nobody.
+        let r = diff(&l2_facts(l2_config(Some("n9"))));
+        assert_eq!(r.owners.len(), 1, "{r:#?}");
+        assert_eq!(r.owners[0].after, None);
+    }
+
+    #[test]
+    fn layer_2_owners_are_taken_over_ready_speakers() {
+        // The owner's speaker is not Ready: the IP is on the next node in the
+        // order on both sides, so moving the selector onto that node moves nothing.
+        let all = ["n1", "n2", "n3"];
+        let owner = first(&all);
+        let rest: Vec<&str> = all.iter().copied().filter(|n| *n != owner).collect();
+        let next_owner = first(&rest);
+        let mut f = l2_facts(l2_config(Some(&next_owner)));
+        f.speaker_nodes = Some(rest.iter().map(|n| n.to_string()).collect());
+        let r = diff(&f);
+        assert!(!r.moves(), "{r:#?}");
+        assert!(
+            r.notes.iter().any(|n| n.contains("Ready speaker pods")),
+            "{r:#?}"
+        );
+    }
+
+    #[test]
+    fn a_pool_turned_from_layer_2_to_bgp_is_answered_by_nobody() {
+        let next = Config::parse(
+            "peers:\n- {peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64522}\n\
+             address-pools:\n- {name: lan, protocol: bgp, addresses: [10.1.0.0/24]}\n",
+        )
+        .unwrap();
+        let r = diff(&l2_facts(next));
+        assert_eq!(r.owners.len(), 1, "{r:#?}");
+        assert_eq!(r.owners[0].before, Some(first(&["n1", "n2", "n3"])));
+        assert_eq!(r.owners[0].after, None);
+        assert_eq!(r.routes.len(), 3, "added on every node: {r:#?}");
     }
 
     #[test]
