@@ -1,0 +1,470 @@
+//! Controller at scale (`harness = false`; run through
+//! `bench/controller-scale/run`, see bench/README.md, section
+//! "controller-scale"; issue 15 scenario 3, the controller's part).
+//!
+//! Set-up: a real kube-apiserver v1.20.2 (testlab, on loopback) with an
+//! audit log of every request, a ConfigMap with one /16 pool, and one
+//! `ferrolb controller` (the binary under test) talking to it on loopback.
+//!
+//! Phases, each timed, API requests counted from the audit log by verb and
+//! resource:
+//! - **allocate**: N LoadBalancer Services (default 10,000) created by 32
+//!   concurrent writers → until every one shows an IP in its status. Also
+//!   from the last create to the last IP (how far the controller trails the
+//!   writers).
+//! - **steady**: 20 s with nothing changing (target: no writes).
+//! - **restart**: the controller stopped (SIGTERM) and started again →
+//!   until it logs that it is synced; then 20 s more. IPs compared with
+//!   those before (target: none moved) and writes counted (target: none).
+//! - **delete**: every Service deleted → until the controller has nothing
+//!   left to do (its allocation gauge, or 20 s without writes).
+//!
+//! The controller's VmRSS (and VmHWM) idle, after allocate, after the
+//! restart (the rebuild from 10,000 Services), after delete.
+//!
+//! Environment: `FERROLB` = the ferrolb binary (default
+//! `$CARGO_TARGET_DIR/release/ferrolb`), `SCALE_BENCH_SERVICES` (default
+//! 10000), `SCALE_BENCH_WRITERS` (default 32).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use ferrolb_testlab::TestDir;
+use ferrolb_testlab::kube::{KubeApiServer, StartOptions};
+use ferrolb_testlab::proc::Proc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+const NS: &str = "scale";
+const CONFIG: &str = "address-pools:
+- name: scale
+  protocol: bgp
+  addresses: [10.40.0.0/16]
+";
+const POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+";
+const METRICS: &str = "127.0.0.1:17472";
+/// Longest a phase may take.
+const PHASE_LIMIT: Duration = Duration::from_secs(1200);
+const QUIET: Duration = Duration::from_secs(20);
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn ferrolb_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROLB") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ferrolb_testlab::kube::repo_root().join("target"));
+    target.join("release").join("ferrolb")
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
+    let (h, mi, sec) = (n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let frac = s
+        .get(19..)
+        .and_then(|r| r.strip_prefix('.'))
+        .map(|r| r.trim_end_matches('Z'))
+        .and_then(|r| format!("0.{r}").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
+}
+
+/// The bench's own client says so; the controller sends no user agent.
+const BENCH_AGENT: &str = "controller-scale-bench";
+
+/// One request the audit log recorded: when, verb, resource (with
+/// subresource), and whether the bench itself sent it.
+struct Req {
+    at: f64,
+    verb: String,
+    resource: String,
+    ours: bool,
+}
+
+fn audit(path: &Path) -> Result<Vec<Req>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let Some(at) = v["stageTimestamp"].as_str().and_then(parse_rfc3339) else {
+            continue;
+        };
+        let resource = v["objectRef"]["resource"].as_str().unwrap_or("-");
+        let sub = v["objectRef"]["subresource"].as_str().unwrap_or_default();
+        out.push(Req {
+            at,
+            verb: v["verb"].as_str().unwrap_or_default().to_string(),
+            resource: if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            },
+            // The bench's own requests, and the API server's loopback ones
+            // (priority-and-fairness config, quota and namespace lookups).
+            ours: v["userAgent"].as_str() == Some(BENCH_AGENT)
+                || v["user"]["username"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("system:")),
+        });
+    }
+    Ok(out)
+}
+
+/// The controller's requests in `[from, to)`: total, per second, the
+/// busiest second, and "verb resource" → count.
+fn tally(reqs: &[Req], from: f64, to: f64) -> (usize, usize, BTreeMap<String, usize>) {
+    let mut by = BTreeMap::new();
+    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut n = 0;
+    for r in reqs.iter().filter(|r| r.at >= from && r.at < to && !r.ours) {
+        n += 1;
+        *by.entry(format!("{} {}", r.verb, r.resource)).or_insert(0) += 1;
+        *per_second.entry(r.at as i64).or_insert(0) += 1;
+    }
+    (n, per_second.values().copied().max().unwrap_or(0), by)
+}
+
+fn service(name: &str) -> Result<Service> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer",
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    }))?)
+}
+
+/// Service name → its first status IP ("" when none).
+async fn ips(c: &Client) -> Result<BTreeMap<String, String>> {
+    let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
+    let mut out = BTreeMap::new();
+    let mut lp = ListParams::default().limit(2000);
+    loop {
+        let l = svcs.list(&lp).await?;
+        for s in &l.items {
+            let ip = s
+                .status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .and_then(|i| i.first())
+                .and_then(|i| i.ip.clone())
+                .unwrap_or_default();
+            out.insert(s.metadata.name.clone().unwrap_or_default(), ip);
+        }
+        match l.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(cont) => lp = lp.continue_token(&cont),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn mib(kb: Option<u64>) -> String {
+    kb.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// VmRSS and VmHWM of a process.
+fn mem(p: &Proc) -> String {
+    format!("VmRSS {} (VmHWM {})", mib(p.rss_kb()), mib(p.rss_peak_kb()))
+}
+
+fn controller(bin: &Path, kubeconfig: &Path, dir: &Path, n: usize) -> Result<Proc> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "controller",
+        "--metrics-addr",
+        METRICS,
+        "--config-source",
+        "configmap",
+    ])
+    .arg("--kubeconfig")
+    .arg(kubeconfig)
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    Proc::spawn(cmd, dir, &format!("controller-{n}"))
+}
+
+/// Waits for the controller's "initial sync done" (its log is on stderr).
+fn synced(p: &Proc, within: Duration) -> Result<()> {
+    ferrolb_testlab::wait_until(within, Duration::from_millis(20), || {
+        p.stderr().contains("initial sync done").then_some(())
+    })
+    .with_context(|| format!("{} never synced: {}", p.label(), p.stderr_tail(20)))
+}
+
+fn row(what: &str, value: String) {
+    println!("{what:<58} {value}");
+}
+
+fn print_requests(name: &str, reqs: &[Req], from: f64, to: f64) {
+    let (n, peak, by) = tally(reqs, from, to);
+    let secs = (to - from).max(0.001);
+    row(
+        &format!("controller requests, {name}"),
+        format!(
+            "{n} in {secs:.1} s = {:.1}/s (busiest second {peak})",
+            n as f64 / secs
+        ),
+    );
+    for (k, v) in by {
+        row(&format!("    {k}"), v.to_string());
+    }
+}
+
+fn main() -> Result<()> {
+    if !ferrolb_testlab::kube::cached_binary().is_some_and(|p| p.exists()) {
+        println!(
+            "controller-scale bench: no kube-apiserver built (scripts/kube-apiserver build); no figures"
+        );
+        return Ok(());
+    }
+    let bin = ferrolb_bin();
+    if !bin.exists() {
+        bail!(
+            "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
+            bin.display()
+        );
+    }
+    let n = env_usize("SCALE_BENCH_SERVICES", 10_000);
+    let writers = env_usize("SCALE_BENCH_WRITERS", 32);
+
+    let dir = TestDir::new("controller-scale-bench")?;
+    let policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(&policy, POLICY)?;
+    let audit_log = dir.path().join("audit.log");
+    let policy_arg = format!("--audit-policy-file={}", policy.display());
+    let log_arg = format!("--audit-log-path={}", audit_log.display());
+    let Some(api) = KubeApiServer::start_with(&StartOptions {
+        // Every LoadBalancer Service takes a NodePort: 10,000 do not fit the
+        // default 30000-32767.
+        extra_args: &[
+            &policy_arg,
+            &log_arg,
+            "--audit-log-format=json",
+            "--service-node-port-range=20000-45000",
+        ],
+    })?
+    else {
+        println!("controller-scale bench: kube-apiserver did not start here; no figures");
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let c = rt.block_on(async {
+        let kc = Kubeconfig::read_from(api.kubeconfig_path())?;
+        let mut cfg =
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        cfg.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(BENCH_AGENT),
+        ));
+        anyhow::Ok(Client::try_from(cfg)?)
+    })?;
+    rt.block_on(async {
+        let nss: Api<Namespace> = Api::all(c.clone());
+        for ns in ["metallb-system", NS] {
+            nss.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+        }
+        Api::<ConfigMap>::namespaced(c.clone(), "metallb-system")
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({"metadata": {"name": "config"}, "data": {"config": CONFIG}}),
+                )?,
+            )
+            .await?;
+        anyhow::Ok(())
+    })?;
+
+    let mut ctl = controller(&bin, api.kubeconfig_path(), dir.path(), 0)?;
+    synced(&ctl, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(3));
+    println!(
+        "controller-scale bench: {n} Services, {writers} writers, ferrolb {}",
+        bin.display()
+    );
+    row("controller idle", mem(&ctl));
+
+    // ---------------------------------------------------------------- allocate
+    let t0 = now_s();
+    let start = Instant::now();
+    let created_at = rt.block_on(async {
+        let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let svcs = svcs.clone();
+                async move {
+                    svcs.create(&PostParams::default(), &service(&format!("s{i:05}"))?)
+                        .await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(writers)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        anyhow::Ok(start.elapsed())
+    })?;
+    let (last, allocated) = loop {
+        let m = rt.block_on(ips(&c))?;
+        let have = m.values().filter(|ip| !ip.is_empty()).count();
+        if have == n {
+            break (m, start.elapsed());
+        }
+        if start.elapsed() > PHASE_LIMIT {
+            bail!("only {have} of {n} Services got an IP in {PHASE_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let t1 = now_s();
+    row(
+        "allocate: all Services created",
+        format!("{:.1} s", created_at.as_secs_f64()),
+    );
+    row(
+        "allocate: all Services have an IP",
+        format!(
+            "{:.1} s ({:.0} Services/s)",
+            allocated.as_secs_f64(),
+            n as f64 / allocated.as_secs_f64()
+        ),
+    );
+    row(
+        "allocate: last create → last IP",
+        format!("{:.1} s", (allocated - created_at).as_secs_f64()),
+    );
+    let distinct: std::collections::BTreeSet<&String> = last.values().collect();
+    if distinct.len() != n {
+        bail!("{} distinct IPs for {n} Services", distinct.len());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    row("controller after allocate", mem(&ctl));
+
+    // ---------------------------------------------------------------- steady
+    let t2 = now_s();
+    std::thread::sleep(QUIET);
+    let t3 = now_s();
+
+    // ---------------------------------------------------------------- restart
+    ctl.terminate(Duration::from_secs(10));
+    let r0 = Instant::now();
+    let t4 = now_s();
+    let mut ctl = controller(&bin, api.kubeconfig_path(), dir.path(), 1)?;
+    synced(&ctl, Duration::from_secs(120))?;
+    let synced = r0.elapsed();
+    std::thread::sleep(QUIET);
+    let t5 = now_s();
+    let after = rt.block_on(ips(&c))?;
+    let moved = last
+        .iter()
+        .filter(|(k, ip)| after.get(*k) != Some(*ip))
+        .count();
+    row(
+        "restart: start → synced",
+        format!("{:.2} s", synced.as_secs_f64()),
+    );
+    row("restart: IPs moved", format!("{moved} of {n}"));
+    row("controller after restart", mem(&ctl));
+
+    // ---------------------------------------------------------------- delete
+    let d0 = Instant::now();
+    let t6 = now_s();
+    rt.block_on(async {
+        let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let svcs = svcs.clone();
+                async move {
+                    svcs.delete(&format!("s{i:05}"), &DeleteParams::default())
+                        .await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(writers)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        anyhow::Ok(())
+    })?;
+    let deleted = d0.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let t7 = now_s();
+    row(
+        "delete: all Services deleted",
+        format!("{:.1} s", deleted.as_secs_f64()),
+    );
+    row("controller after delete", mem(&ctl));
+    ctl.terminate(Duration::from_secs(10));
+
+    let reqs = audit(&audit_log)?;
+    print_requests("allocate", &reqs, t0, t1);
+    print_requests("steady 20 s", &reqs, t2, t3);
+    print_requests("restart + 20 s", &reqs, t4, t5);
+    print_requests("delete + 5 s", &reqs, t6, t7);
+    let ok = moved == 0;
+    println!(
+        "{}",
+        json!({
+            "services": n, "writers": writers,
+            "created_s": created_at.as_secs_f64(), "allocated_s": allocated.as_secs_f64(),
+            "restart_synced_s": synced.as_secs_f64(), "moved": moved,
+            "steady_requests": tally(&reqs, t2, t3).0,
+            "restart_requests": tally(&reqs, t4, t5).0,
+        })
+    );
+    if !ok {
+        bail!("{moved} IPs moved on restart");
+    }
+    Ok(())
+}
