@@ -2,8 +2,8 @@
 //! every such field is a warning naming the object and field; peers that
 //! would be wrong without it get no session.
 
-use ferrolb_config::{Config, NodeSelector};
 use ferrolb_config::crs::{Resources, Secrets};
+use ferrolb_config::{Config, NodeSelector};
 
 fn doc(kind: &str, name: &str, spec: &str) -> String {
     let version = if kind == "BGPPeer" {

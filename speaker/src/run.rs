@@ -436,6 +436,20 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             debug!("no valid configuration yet: announcing nothing");
             continue;
         };
+        // Service labels: keep those the advertisements' serviceSelectors
+        // read; a key the kept Services lack needs a fresh list, and the
+        // decisions wait for it (the routes of the last pass stay).
+        {
+            let mut services = lock(&sources.services);
+            if services.set_label_keys(config.service_label_keys()) {
+                info!("serviceSelectors read new Service labels: listing the Services again");
+                sources.relist_services();
+            }
+            if services.labels_pending() {
+                debug!("waiting for the Services to be listed again");
+                continue;
+            }
+        }
         let mut this = node.observe_state(&node_name, lock(&sources.nodes).get(&node_name));
         if opts.ignore_exclude_lb {
             this.excluded = false;

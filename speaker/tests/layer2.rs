@@ -114,6 +114,7 @@ fn svc(key: &str, ips: &[&str], policy: TrafficPolicy, eps: Vec<Endpoint>) -> Se
         ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
         traffic_policy: policy,
         endpoints: eps,
+        labels: Default::default(),
     }
 }
 
