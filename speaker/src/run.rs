@@ -25,6 +25,7 @@ use kube::Api;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::announce::SkipReason;
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::layer2::{Cluster, Interfaces};
 use crate::members::{MemberView, Members};
@@ -480,6 +481,14 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         };
         for (key, why) in &outcome.withdrawn {
             info!(svc = %key, "withdrawing: {why}");
+        }
+        for key in &outcome.conflicting {
+            error!(
+                svc = %key,
+                reason = SkipReason::ConflictingAdvertisements.as_str(),
+                "not announced: {}",
+                SkipReason::ConflictingAdvertisements
+            );
         }
         let desired: BTreeMap<_, usize> =
             outcome.routes.iter().map(|(k, r)| (*k, r.len())).collect();

@@ -450,3 +450,35 @@ fn ip_helper_parses() {
             .is_some()
     );
 }
+
+#[test]
+fn a_conflict_is_reported_once_by_the_pass_and_again_after_it_clears() {
+    use ferrolb_speaker::pass::Announcer;
+    let cfg = bgp_config(&[
+        ("all", "localPref: 100"),
+        (
+            "web",
+            "localPref: 200\nserviceSelectors:\n- matchLabels: {app: nginx}",
+        ),
+    ]);
+    let n1 = node("n1", &[]);
+    let mut a = Announcer::new();
+    let s = [nginx()];
+    let out = a.pass(&cfg, &n1, s.iter().map(|s| s.facts("n1")));
+    assert_eq!(out.conflicting, [Box::from("default/web")]);
+    assert!(out.routes.values().all(|r| r.is_empty()));
+    let out = a.pass(&cfg, &n1, s.iter().map(|s| s.facts("n1")));
+    assert!(out.conflicting.is_empty(), "reported once");
+    // Relabelled away from the second advertisement: announced with 100.
+    let db = [svc("default/web", "10.0.0.1", &[("app", "db")], &["n1"])];
+    let out = a.pass(&cfg, &n1, db.iter().map(|s| s.facts("n1")));
+    assert!(out.conflicting.is_empty());
+    assert_eq!(out.announced, [Box::from("default/web")]);
+    let out = a.pass(&cfg, &n1, s.iter().map(|s| s.facts("n1")));
+    assert_eq!(
+        out.conflicting,
+        [Box::from("default/web")],
+        "again after clearing"
+    );
+    assert_eq!(out.withdrawn.len(), 1);
+}
