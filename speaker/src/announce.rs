@@ -405,10 +405,11 @@ impl<'a> Decider<'a> {
     /// (`serviceSelectors`), and one of those is for one of those peers
     /// (`peers`). Across several IPs, the reason of the IP that got furthest
     /// is given. Only the advertisements selecting both the node and the
-    /// Service give routes and attributes; when two of them conflict on
-    /// LOCAL_PREF ([`BgpAdvertisement::local_pref_conflicts`]) nothing of the
-    /// Service is announced ([`SkipReason::ConflictingAdvertisements`]), as
-    /// MetalLB.
+    /// Service give routes and attributes; when two of them, one at least
+    /// with `serviceSelectors`, conflict on LOCAL_PREF
+    /// ([`BgpAdvertisement::local_pref_conflicts`]), nothing of the Service
+    /// is announced ([`SkipReason::ConflictingAdvertisements`]), as MetalLB
+    /// (pairs without selectors are checked when the configuration is read).
     pub fn decide(&self, svc: &ServiceFacts<'_>) -> Decision {
         if svc.ips.is_empty() {
             return Decision::Skip(SkipReason::NoIp);
@@ -463,9 +464,14 @@ impl<'a> Decider<'a> {
                 }
                 for_service = true;
                 // MetalLB's checkBGPAdvConflicts, over the advertisements
-                // that apply to this Service on this node.
+                // that apply to this Service on this node, for the pairs the
+                // configuration could not check (one has serviceSelectors).
+                // Pairs without selectors keep their behaviour: a ConfigMap
+                // (v0.12) pool may have advertisements differing only in
+                // LOCAL_PREF, and the highest wins (`routes_per_peer`).
                 if pool.advertisements[..i].iter().any(|earlier| {
-                    earlier.selects_node(&self.node.labels)
+                    (!adv.service_selectors.is_empty() || !earlier.service_selectors.is_empty())
+                        && earlier.selects_node(&self.node.labels)
                         && earlier.selects_service(&svc.labels)
                         && earlier.local_pref_conflicts(adv, v4, v6)
                 }) {

@@ -482,3 +482,22 @@ fn a_conflict_is_reported_once_by_the_pass_and_again_after_it_clears() {
     );
     assert_eq!(out.withdrawn.len(), 1);
 }
+
+#[test]
+fn advertisements_without_selectors_are_not_checked_per_service() {
+    // A v0.12 ConfigMap pool may have two advertisements differing only in
+    // LOCAL_PREF: still announced, the highest wins (as before).
+    let cfg = Config::parse(
+        "peers:\n- {peer-address: 10.1.0.1, peer-asn: 64500, my-asn: 64500}\n\
+         address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n  \
+         bgp-advertisements:\n  - {localpref: 100}\n  - {localpref: 200, communities: ['64500:1']}\n",
+    )
+    .unwrap();
+    let n1 = node("n1", &[]);
+    let s = [nginx()];
+    let routes = routes_per_peer(&cfg, &n1, s.iter().map(|s| s.facts("n1")), |_, _| {});
+    let r = &routes[&PeerKey::new("10.1.0.1".parse().unwrap(), 179)];
+    let attrs = &r[&"10.0.0.1/32".parse().unwrap()];
+    assert_eq!(attrs.local_pref, Some(200));
+    assert_eq!(attrs.communities, [C1]);
+}
