@@ -87,6 +87,8 @@ pub struct Svc {
     pub traffic_policy: TrafficPolicy,
     /// Its endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// `metadata.labels`, matched against advertisements' `serviceSelectors`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What [`diff`] reads.
@@ -287,6 +289,7 @@ pub fn diff(facts: &Facts) -> Report {
                     key,
                     traffic_policy: s.traffic_policy,
                     endpoints: s.endpoints.clone(),
+                    labels: s.labels.clone(),
                 }
             })
             .collect()
@@ -638,6 +641,7 @@ async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts>
             Some(Svc {
                 traffic_policy: ferrolb_ops::service::traffic_policy(svc),
                 endpoints: endpoints.get(&key).cloned().unwrap_or_default(),
+                labels: svc.labels().clone(),
                 facts: f,
             })
         })
@@ -693,6 +697,7 @@ mod tests {
                 ready: true,
                 serving: true,
             }],
+            labels: BTreeMap::new(),
         }
     }
 
@@ -718,6 +723,50 @@ mod tests {
             ignore_exclude_lb: false,
             speaker_nodes: None,
         }
+    }
+
+    /// Custom resources: pool 10.1.0.0/24, peer 10.0.0.1, one advertisement.
+    fn cr_config(adv: &str) -> Config {
+        let text = format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: default}}\n\
+             spec: {{addresses: [10.1.0.0/24]}}\n---\n\
+             apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r}}\n\
+             spec: {{myASN: 64522, peerASN: 64512, peerAddress: 10.0.0.1}}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: a}}\n\
+             spec: {adv}\n"
+        );
+        let mut r = ferrolb_config::crs::Resources::new();
+        r.add_yaml("d.yaml", &text).unwrap();
+        Config::from_resources(&r, ferrolb_config::crs::Secrets::Ignore).unwrap()
+    }
+
+    #[test]
+    fn service_selectors_keep_the_labelled_service_and_withdraw_the_other() {
+        let mut web = svc("web", "10.1.0.5");
+        web.labels = [("app".to_string(), "web".to_string())].into();
+        let f = Facts {
+            current: cr_config("{}"),
+            next: Ok(cr_config(
+                "{communities: ['64512:9'], serviceSelectors: [{matchLabels: {app: web}}]}",
+            )),
+            services: vec![web, svc("db", "10.1.0.6")],
+            ..facts(config("10.1.0.0/24", "90s", ""))
+        };
+        let r = diff(&f);
+        let route = |prefix: &str, change| RouteMove {
+            node: "n1".into(),
+            peer: "r".into(),
+            prefix: prefix.into(),
+            change,
+        };
+        assert_eq!(
+            r.routes,
+            [
+                route("10.1.0.5/32", RouteChange::Readvertised),
+                route("10.1.0.6/32", RouteChange::Withdrawn),
+            ],
+            "{r:#?}"
+        );
     }
 
     #[test]

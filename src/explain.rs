@@ -107,6 +107,8 @@ pub struct Facts {
     pub lb_class: Option<String>,
     /// `spec.externalTrafficPolicy`.
     pub traffic_policy: TrafficPolicy,
+    /// The Service's `metadata.labels` (advertisements' `serviceSelectors`).
+    pub labels: BTreeMap<String, String>,
     /// The Service's endpoints (EndpointSlices, else Endpoints).
     pub endpoints: Vec<Endpoint>,
     /// Where they came from, for the output.
@@ -231,6 +233,7 @@ pub fn explain(facts: &Facts) -> Explanation {
         ips: facts.service.shown.clone(),
         traffic_policy: facts.traffic_policy,
         endpoints: facts.endpoints.clone(),
+        labels: facts.labels.clone(),
     };
     let nodes: Vec<NodeState> = facts
         .nodes
@@ -779,6 +782,7 @@ pub async fn gather(args: &Args) -> Result<Facts> {
 
     Ok(Facts {
         traffic_policy: ferrolb_ops::service::traffic_policy(&svc),
+        labels: svc.labels().clone(),
         service,
         all_services,
         lb_class: args.lb_class.clone(),
@@ -932,6 +936,7 @@ address-pools:
             } else {
                 TrafficPolicy::Cluster
             },
+            labels: BTreeMap::new(),
             endpoints,
             endpoints_from: "test".into(),
             source: Source::ConfigMap,
@@ -1103,6 +1108,79 @@ address-pools:
             anns.iter()
                 .any(|a| a["node"] == "n3" && a["reason"] == "nodeExcluded")
         );
+    }
+
+    /// Custom resources: pools `bgp` (10.1.0.0/24) and `l2` (10.2.0.0/24),
+    /// peer `r`, advertisements for `app: web` Services only.
+    fn selective_config() -> Config {
+        let text = "\
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: bgp}
+spec: {addresses: [10.1.0.0/24]}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: l2}
+spec: {addresses: [10.2.0.0/24]}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: r}
+spec: {myASN: 64522, peerASN: 64512, peerAddress: 10.0.0.1}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: web}
+spec: {ipAddressPools: [bgp], communities: ['64512:9'], serviceSelectors: [{matchLabels: {app: web}}]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: web}
+spec: {ipAddressPools: [l2], serviceSelectors: [{matchLabels: {app: web}}]}
+";
+        let mut r = ferrolb_config::crs::Resources::new();
+        r.add_yaml("e.yaml", text).unwrap();
+        Config::from_resources(&r, ferrolb_config::crs::Secrets::Ignore).unwrap()
+    }
+
+    #[test]
+    fn service_selectors_show_as_a_reason_or_an_announcement() {
+        for ip in ["10.1.0.5", "10.2.0.7"] {
+            let mut f = facts(svc_facts("s", Some(ip), false), false, vec![ep("n1", true)]);
+            f.config = Ok(selective_config());
+            let e = explain(&f);
+            assert!(!e.rows.is_empty());
+            assert!(
+                e.rows
+                    .iter()
+                    .filter(|r| r.node != "n3") // excluded from load balancers
+                    .all(|r| !r.announced && r.reason == Some("noAdvertisementForService")),
+                "{ip}: {:#?}",
+                e.rows
+            );
+            let j = to_json(&e);
+            assert_eq!(
+                j["announcements"][0]["reason"], "noAdvertisementForService",
+                "{j}"
+            );
+            assert!(
+                to_text(&e).contains("(serviceSelectors)"),
+                "{}",
+                to_text(&e)
+            );
+            // Labelled to match: announced (BGP, with the community) or
+            // answered by one node (layer 2).
+            f.labels = [("app".to_string(), "web".to_string())].into();
+            let e = explain(&f);
+            let announced: Vec<_> = e.rows.iter().filter(|r| r.announced).collect();
+            assert!(!announced.is_empty(), "{ip}: {:#?}", e.rows);
+            if ip == "10.1.0.5" {
+                assert!(announced.iter().all(|r| r.communities == ["64512:9"]));
+            } else {
+                assert_eq!(announced.len(), 1);
+            }
+        }
     }
 
     #[test]

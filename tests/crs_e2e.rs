@@ -21,6 +21,12 @@
 //!    a Community alias for a standard and a large community, a literal large
 //!    community) as seen at rt-01: one /24 with those attributes.
 //! 5. IPAddressPool status: assigned/available counts match the allocations.
+//!    Then advertisements' `serviceSelectors`: pool `edge` (picked by
+//!    annotation) has only a BGPAdvertisement for `app: edge` Services with
+//!    community 64522:42, created after the Services (the speakers list the
+//!    Services again to learn the label). The labelled Service is announced
+//!    by all three nodes with it; an unlabelled one in the pool gets an IP and is not
+//!    announced; labelled afterwards, it is.
 //! 6. A BGPPeer `nodeSelectors` change: node-03's path goes, the others stay.
 //! 7. An invalid set (overlapping pools): rejected, ConfigurationState Invalid
 //!    with the reason, a Warning Event, paths unchanged, a new Service still
@@ -587,6 +593,82 @@ fn switch_steps(api: &KubeApiServer, g: &Gobgpd) -> Result<()> {
             },
         )?;
     }
+
+    // 5b. Advertisements' serviceSelectors.
+    create(
+        api,
+        &format!("{MLB}/ipaddresspools"),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+               "metadata": {"name": "edge"},
+               "spec": {"addresses": ["172.17.248.0/24"], "autoAssign": false}}),
+    )?;
+    let edge_pool = json!({"metallb.io/address-pool": "edge"});
+    service(
+        api,
+        "e2e",
+        "edge-web",
+        json!({"app": "edge"}),
+        edge_pool.clone(),
+    )?;
+    service(api, "e2e", "edge-other", json!({"app": "other"}), edge_pool)?;
+    let edge_web = wait_ingress(api, "e2e", "edge-web")?;
+    let edge_other = wait_ingress(api, "e2e", "edge-other")?;
+    for ip in [&edge_web, &edge_other] {
+        ensure!(in_net(ip, "172.17.248.0/24"), "{ip}: want pool edge");
+    }
+    // The advertisement comes after the Services: the speakers kept no
+    // labels until now (no selector read any), so they must list the
+    // Services again to learn `app`.
+    create(
+        api,
+        &format!("{MLB}/bgpadvertisements"),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+               "metadata": {"name": "edge"},
+               "spec": {"ipAddressPools": ["edge"], "communities": ["64522:42"],
+                        "serviceSelectors": [{"matchLabels": {"app": "edge"}}]}}),
+    )?;
+    let with_community = |prefix: &str| -> Result<Option<()>> {
+        let Some(r) = routes(g)?.into_iter().find(|r| r.prefix == prefix) else {
+            return Ok(None);
+        };
+        if r.paths.len() != 3 {
+            return Ok(None);
+        }
+        for p in &r.paths {
+            ensure!(
+                p.communities == ["64522:42"],
+                "{prefix}: communities {:?}",
+                p.communities
+            );
+        }
+        Ok(Some(()))
+    };
+    let edge_web_32 = format!("{edge_web}/32");
+    wait(
+        "the app: edge Service at rt-01 with 3 paths and 64522:42",
+        CONVERGE,
+        || with_community(&edge_web_32),
+    )?;
+    // The speakers have decided with edge-web's labels: edge-other stays out.
+    let edge_other_32 = format!("{edge_other}/32");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        ensure!(
+            next_hops(g, &edge_other_32)?.is_empty(),
+            "{edge_other_32} announced though no advertisement selects it"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    patch(
+        api,
+        "/api/v1/namespaces/e2e/services/edge-other",
+        json!({"metadata": {"labels": {"app": "edge"}}}),
+    )?;
+    wait(
+        "edge-other, labelled app: edge, at rt-01 with 64522:42",
+        CONVERGE,
+        || with_community(&edge_other_32),
+    )?;
 
     // 6. The peer's node selectors.
     patch(

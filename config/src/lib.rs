@@ -93,4 +93,4 @@ pub use model::{
     BfdProfile, BgpAdvertisement, Config, ConfigWarning, DynamicAsn, L2Advertisement, Peer, Pool,
     Protocol, ServiceAllocation, stranded_message,
 };
-pub use selector::{LabelRequirement, NodeSelector, SelectorOperator};
+pub use selector::{LabelRequirement, LabelSet, NodeSelector, SelectorOperator};

@@ -5,13 +5,13 @@
 //! build the same values. Field docs name the v0.12 key a field comes from, for
 //! orientation only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::{AddrRange, Community, NodeSelector};
+use crate::{AddrRange, Community, LabelSet, NodeSelector};
 
 /// A validated configuration. The v0.12 ConfigMap front end builds it with
 /// [`Config::parse`] (bare config text) or [`Config::parse_document`] (a ConfigMap
@@ -368,6 +368,26 @@ pub struct L2Advertisement {
     pub node_selectors: Vec<NodeSelector>,
     /// `interfaces`: answer only on these; empty means every suitable interface.
     pub interfaces: Vec<String>,
+    /// `serviceSelectors` (custom resources): the Services this advertisement
+    /// is for, ORed; empty means every Service of the pool.
+    pub service_selectors: Vec<NodeSelector>,
+}
+
+impl L2Advertisement {
+    /// Does this advertisement select a node with these labels?
+    pub fn selects_node<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        any_or_empty(&self.node_selectors, labels)
+    }
+
+    /// Is this advertisement for a Service with these labels?
+    pub fn selects_service<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        any_or_empty(&self.service_selectors, labels)
+    }
+}
+
+/// No selectors, or one of them matches.
+fn any_or_empty<L: LabelSet + ?Sized>(selectors: &[NodeSelector], labels: &L) -> bool {
+    selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
 }
 
 impl Pool {
@@ -398,6 +418,14 @@ impl Pool {
             (true, false) => Some(Protocol::Layer2),
             _ => None,
         }
+    }
+
+    /// Does the pool have IPv4 addresses, IPv6 addresses?
+    pub fn families(&self) -> (bool, bool) {
+        (
+            self.ranges.iter().any(AddrRange::is_ipv4),
+            self.ranges.iter().any(|r| !r.is_ipv4()),
+        )
     }
 
     /// Does the pool hold this address?
@@ -440,6 +468,10 @@ pub struct BgpAdvertisement {
     /// `peers` (custom resources): names of the `BGPPeer`s to announce to;
     /// empty means every peer.
     pub peers: Vec<String>,
+    /// `serviceSelectors` (custom resources): the Services this advertisement
+    /// is for, ORed; empty means every Service of the pool. Only with the
+    /// default aggregation lengths (32 and 128).
+    pub service_selectors: Vec<NodeSelector>,
 }
 
 impl Default for BgpAdvertisement {
@@ -453,6 +485,7 @@ impl Default for BgpAdvertisement {
             large_communities: Vec::new(),
             node_selectors: Vec::new(),
             peers: Vec::new(),
+            service_selectors: Vec::new(),
         }
     }
 }
@@ -460,13 +493,49 @@ impl Default for BgpAdvertisement {
 impl BgpAdvertisement {
     /// Does this advertisement apply on a node with these labels, towards `peer`?
     pub fn applies(&self, node_labels: &BTreeMap<String, String>, peer: &Peer) -> bool {
-        (self.node_selectors.is_empty()
-            || self.node_selectors.iter().any(|s| s.matches(node_labels)))
+        self.selects_node(node_labels) && self.goes_to(peer)
+    }
+
+    /// Does this advertisement select a node with these labels?
+    pub fn selects_node<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        any_or_empty(&self.node_selectors, labels)
+    }
+
+    /// Is this advertisement for a Service with these labels?
+    pub fn selects_service<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        any_or_empty(&self.service_selectors, labels)
+    }
+
+    /// Does this advertisement go to `peer` (`peers` empty, or naming it)?
+    pub fn goes_to(&self, peer: &Peer) -> bool {
+        self.peers.is_empty()
+            || peer
+                .name
+                .as_ref()
+                .is_some_and(|n| self.peers.iter().any(|p| p == n))
+    }
+
+    /// MetalLB's rule for two advertisements that both apply to one Service
+    /// on one node (`BGPAdvertisementsHaveCompatibleLocalPref`): they conflict
+    /// when they set different LOCAL_PREFs (unset = 0) for the same prefix
+    /// (same aggregation length for a family the pool has: `v4`, `v6`) towards
+    /// a common peer (either goes to every peer, or they name one in common).
+    /// Node selectors are not compared here: the caller knows both select the
+    /// node.
+    pub fn local_pref_conflicts(&self, other: &BgpAdvertisement, v4: bool, v6: bool) -> bool {
+        let d4 = self.aggregation_length != other.aggregation_length;
+        let d6 = self.aggregation_length_v6 != other.aggregation_length_v6;
+        let prefixes_differ = match (v4, v6) {
+            (false, false) => true,
+            (true, false) => d4,
+            (false, true) => d6,
+            (true, true) => d4 && d6,
+        };
+        self.local_pref.unwrap_or(0) != other.local_pref.unwrap_or(0)
+            && !prefixes_differ
             && (self.peers.is_empty()
-                || peer
-                    .name
-                    .as_ref()
-                    .is_some_and(|n| self.peers.iter().any(|p| p == n)))
+                || other.peers.is_empty()
+                || self.peers.iter().any(|p| other.peers.contains(p)))
     }
 
     /// The prefix this advertisement announces for a service IP: the IP rolled up to
@@ -510,6 +579,26 @@ impl Config {
             .into_iter()
             .flat_map(|(key, ips)| ips.iter().map(move |&ip| (key, ip)))
             .filter(|&(_, ip)| assignable(self, ip) && !assignable(next, ip))
+            .collect()
+    }
+
+    /// The Service label keys that advertisements' `serviceSelectors` read
+    /// (BGP and layer 2), sorted and distinct; empty when no advertisement
+    /// has any. A speaker keeps only these labels of each Service.
+    pub fn service_label_keys(&self) -> BTreeSet<&str> {
+        self.pools
+            .iter()
+            .flat_map(|p| {
+                p.advertisements
+                    .iter()
+                    .flat_map(|a| &a.service_selectors)
+                    .chain(
+                        p.l2_advertisements
+                            .iter()
+                            .flat_map(|a| &a.service_selectors),
+                    )
+            })
+            .flat_map(NodeSelector::keys)
             .collect()
     }
 

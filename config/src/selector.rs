@@ -1,6 +1,28 @@
-//! Kubernetes label selectors as MetalLB's peers use them (`node-selectors`).
+//! Kubernetes label selectors as MetalLB uses them: peers' and advertisements'
+//! `node-selectors`, pools' and advertisements' `serviceSelectors`.
 
 use std::collections::BTreeMap;
+
+/// Labels a selector can be matched against: a key's value, if the key is set.
+/// Implemented for the usual map and for a compact list of pairs (what a
+/// speaker keeps of a Service), so selectors need no copy of either.
+pub trait LabelSet {
+    /// The value of label `key`, if set.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelSet for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// Pairs `(key, value)` in any order (a key at most once).
+impl LabelSet for [(Box<str>, Box<str>)] {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+    }
+}
 
 /// One entry of a peer's `node-selectors`: all of its labels and expressions must match.
 /// An empty selector matches every node (as `metav1.LabelSelectorAsSelector` does).
@@ -84,12 +106,13 @@ impl SelectorOperator {
 }
 
 impl LabelRequirement {
-    /// Does a node with these labels satisfy the requirement?
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
+    /// Do these labels (a node's, a Service's) satisfy the requirement?
+    pub fn matches<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        let v = labels.label(&self.key);
+        let listed = |v: &str| self.values.iter().any(|x| x == v);
         match self.operator {
-            SelectorOperator::In => v.is_some_and(|v| self.values.contains(v)),
-            SelectorOperator::NotIn => !v.is_some_and(|v| self.values.contains(v)),
+            SelectorOperator::In => v.is_some_and(listed),
+            SelectorOperator::NotIn => !v.is_some_and(listed),
             SelectorOperator::Exists => v.is_some(),
             SelectorOperator::DoesNotExist => v.is_none(),
         }
@@ -97,11 +120,21 @@ impl LabelRequirement {
 }
 
 impl NodeSelector {
-    /// Does a node with these labels match (all labels and all expressions)?
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    /// Do these labels (a node's, a Service's) match (all labels and all
+    /// expressions)?
+    pub fn matches<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
         self.match_labels
             .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+            .all(|(k, v)| labels.label(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|e| e.matches(labels))
+    }
+
+    /// The label keys this selector reads (for a caller that keeps only
+    /// those labels).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.match_labels
+            .keys()
+            .map(String::as_str)
+            .chain(self.match_expressions.iter().map(|e| e.key.as_str()))
     }
 }

@@ -53,6 +53,13 @@ fn secrets() -> BTreeMap<String, PasswordSecret> {
 fn expected() -> Config {
     let spine_only = BgpAdvertisement {
         peers: vec!["spine".into()],
+        service_selectors: vec![
+            sel_labels(&[("exposure", "spine")]),
+            NodeSelector {
+                match_labels: BTreeMap::new(),
+                match_expressions: vec![req("tier", SelectorOperator::NotIn, &["internal"])],
+            },
+        ],
         ..BgpAdvertisement::default()
     };
     let internal = Pool {
@@ -63,6 +70,7 @@ fn expected() -> Config {
                 match_expressions: vec![req("edge", SelectorOperator::Exists, &[])],
             }],
             interfaces: vec!["eth0".into()],
+            service_selectors: vec![sel_labels(&[("l2", "yes")])],
         }],
         ..Pool::new("internal", vec![range("10.10.0.0/29")])
     };
@@ -87,6 +95,7 @@ fn expected() -> Config {
                 large_communities: vec![(64512, 1, 2)],
                 node_selectors: vec![sel_labels(&[("rack", "r1")])],
                 peers: vec!["tor".into()],
+                service_selectors: Vec::new(),
             },
             spine_only,
         ],

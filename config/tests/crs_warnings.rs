@@ -2,8 +2,8 @@
 //! every such field is a warning naming the object and field; peers that
 //! would be wrong without it get no session.
 
-use ferrolb_config::Config;
 use ferrolb_config::crs::{Resources, Secrets};
+use ferrolb_config::{Config, NodeSelector};
 
 fn doc(kind: &str, name: &str, spec: &str) -> String {
     let version = if kind == "BGPPeer" {
@@ -116,7 +116,6 @@ fn unused_fields_and_dangling_names() {
         [
             triple("BFDProfile", "echo", "spec.echoMode"),
             triple("BGPAdvertisement", "a", "spec.peers[1]"),
-            triple("BGPAdvertisement", "a", "spec.serviceSelectors"),
             triple("BGPAdvertisement", "a", "spec.ipAddressPools[1]"),
             triple("L2Advertisement", "l2", "spec"),
             triple("IPAddressPool", "quiet", "metadata.name"),
@@ -125,11 +124,22 @@ fn unused_fields_and_dangling_names() {
     let msg = |i: usize| cfg.warnings[i].message.as_str();
     assert!(msg(0).contains("not supported"), "{}", msg(0));
     assert!(msg(1).contains("\"gone\""), "{}", msg(1));
-    assert!(msg(3).contains("\"later\""), "{}", msg(3));
-    assert!(msg(4).contains("no pool"), "{}", msg(4));
-    assert!(msg(5).contains("allocated but not announced"), "{}", msg(5));
-    // The advertisement still applies to p, with both peer names kept.
+    assert!(msg(2).contains("\"later\""), "{}", msg(2));
+    assert!(msg(3).contains("no pool"), "{}", msg(3));
+    assert!(msg(4).contains("allocated but not announced"), "{}", msg(4));
+    // The advertisement still applies to p, with both peer names kept, and
+    // its serviceSelectors are kept (applied, so no warning).
     assert_eq!(cfg.pools[0].advertisements[0].peers, ["r", "gone"]);
+    let app_x = NodeSelector {
+        match_labels: [("app".to_string(), "x".to_string())].into(),
+        match_expressions: Vec::new(),
+    };
+    assert_eq!(cfg.pools[0].advertisements[0].service_selectors, [app_x]);
+    assert!(
+        cfg.warnings
+            .iter()
+            .all(|w| !w.field.contains("serviceSelectors"))
+    );
     assert!(cfg.pools[1].advertisements.is_empty());
 }
 

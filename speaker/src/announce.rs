@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ferrolb_bgp::adj_out::{RouteAttrs, Routes};
 use ferrolb_bgp::wire::{LargeCommunity, Origin};
-use ferrolb_config::{BgpAdvertisement, Config, Peer};
+use ferrolb_config::{BgpAdvertisement, Config, LabelSet, Peer};
 
 /// Label that keeps a node out of external load balancing (Kubernetes well-known label).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -58,6 +58,8 @@ pub struct ServiceState {
     pub ips: Vec<IpAddr>,
     pub traffic_policy: TrafficPolicy,
     pub endpoints: Vec<Endpoint>,
+    /// `metadata.labels`, matched against advertisements' `serviceSelectors`.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ServiceState {
@@ -68,6 +70,34 @@ impl ServiceState {
             ips: &self.ips,
             traffic_policy: self.traffic_policy,
             endpoints: EndpointSummary::of(node, &self.endpoints),
+            labels: ServiceLabels::Map(&self.labels),
+        }
+    }
+}
+
+/// A Service's labels as the decisions read them (advertisements'
+/// `serviceSelectors`), borrowed: a map (tools, tests), or the compact pairs
+/// a speaker keeps (only the keys some selector reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceLabels<'a> {
+    /// A full label map.
+    Map(&'a BTreeMap<String, String>),
+    /// `(key, value)` pairs, each key once.
+    Pairs(&'a [(Box<str>, Box<str>)]),
+}
+
+impl Default for ServiceLabels<'_> {
+    /// No labels.
+    fn default() -> Self {
+        ServiceLabels::Pairs(&[])
+    }
+}
+
+impl LabelSet for ServiceLabels<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        match self {
+            ServiceLabels::Map(m) => m.label(key),
+            ServiceLabels::Pairs(p) => p.label(key),
         }
     }
 }
@@ -124,6 +154,8 @@ pub struct ServiceFacts<'a> {
     pub ips: &'a [IpAddr],
     pub traffic_policy: TrafficPolicy,
     pub endpoints: EndpointSummary,
+    /// The Service's labels (at least those advertisements' `serviceSelectors` read).
+    pub labels: ServiceLabels<'a>,
 }
 
 /// Why a node does not announce a service. The same words go to logs, metrics and Events.
@@ -143,9 +175,16 @@ pub enum SkipReason {
     /// The pool's BGP advertisements all have `nodeSelectors`, and none
     /// matches this node.
     NoAdvertisementForNode,
+    /// Advertisements select this node, but none of them selects the Service
+    /// (`serviceSelectors`). MetalLB: `noMatchingAdvertisement`.
+    NoAdvertisementForService,
     /// The advertisements that select this node name (`peers`) only peers
     /// this node has no session with.
     NoAdvertisementForPeer,
+    /// Two advertisements that both select this node and the Service would
+    /// send one prefix to one peer with different LOCAL_PREFs (MetalLB's
+    /// `conflictingAdvertisements`): nothing of the Service is announced.
+    ConflictingAdvertisements,
     /// The node's `NetworkUnavailable` condition is true.
     NodeNetworkUnavailable,
     /// The node carries the exclude-from-external-load-balancers label.
@@ -166,7 +205,9 @@ impl SkipReason {
             SkipReason::NoAdvertisement => "noAdvertisement",
             SkipReason::NoPeerForNode => "noPeerForNode",
             SkipReason::NoAdvertisementForNode => "noAdvertisementForNode",
+            SkipReason::NoAdvertisementForService => "noAdvertisementForService",
             SkipReason::NoAdvertisementForPeer => "noAdvertisementForPeer",
+            SkipReason::ConflictingAdvertisements => "conflictingAdvertisements",
             SkipReason::NodeNetworkUnavailable => "nodeNetworkUnavailable",
             SkipReason::NodeExcluded => "nodeExcluded",
             SkipReason::NoLocalEndpoint => "noLocalEndpoint",
@@ -186,8 +227,14 @@ impl fmt::Display for SkipReason {
             SkipReason::NoAdvertisementForNode => {
                 "no BGP advertisement of the IP's pool selects this node"
             }
+            SkipReason::NoAdvertisementForService => {
+                "no BGP advertisement of the IP's pool for this node selects the service (serviceSelectors)"
+            }
             SkipReason::NoAdvertisementForPeer => {
                 "the BGP advertisements for this node name no peer of this node"
+            }
+            SkipReason::ConflictingAdvertisements => {
+                "BGP advertisements selecting this node and the service set different LOCAL_PREFs for the same prefix and peer"
             }
             SkipReason::NodeNetworkUnavailable => "the node's network is unavailable",
             SkipReason::NodeExcluded => "the node is excluded from external load balancers",
@@ -321,6 +368,9 @@ pub struct Decider<'a> {
     peers: Vec<(PeerKey, &'a Peer)>,
     /// `attrs[pool][advertisement]` = [eBGP, iBGP] attribute sets.
     attrs: Vec<Vec<[Arc<RouteAttrs>; 2]>>,
+    /// `families[pool]`: the pool has (IPv4, IPv6) addresses (for the
+    /// LOCAL_PREF conflict rule).
+    families: Vec<(bool, bool)>,
 }
 
 impl<'a> Decider<'a> {
@@ -340,6 +390,7 @@ impl<'a> Decider<'a> {
             node,
             peers: peers_for_node(config, &node.labels),
             attrs,
+            families: config.pools.iter().map(|p| p.families()).collect(),
         }
     }
 
@@ -350,9 +401,15 @@ impl<'a> Decider<'a> {
     /// endpoints fit the traffic policy; then for each IP, its pool exists, is a
     /// BGP pool with at least one advertisement, some peer with a session
     /// selects the node, some advertisement selects the node
-    /// (`nodeSelectors`), and such an advertisement is for one of those peers
+    /// (`nodeSelectors`), such an advertisement selects the Service
+    /// (`serviceSelectors`), and one of those is for one of those peers
     /// (`peers`). Across several IPs, the reason of the IP that got furthest
-    /// is given.
+    /// is given. Only the advertisements selecting both the node and the
+    /// Service give routes and attributes; when two of them, one at least
+    /// with `serviceSelectors`, conflict on LOCAL_PREF
+    /// ([`BgpAdvertisement::local_pref_conflicts`]), nothing of the Service
+    /// is announced ([`SkipReason::ConflictingAdvertisements`]), as MetalLB
+    /// (pairs without selectors are checked when the configuration is read).
     pub fn decide(&self, svc: &ServiceFacts<'_>) -> Decision {
         if svc.ips.is_empty() {
             return Decision::Skip(SkipReason::NoIp);
@@ -395,19 +452,34 @@ impl<'a> Decider<'a> {
             }
             let before = out.len();
             let mut for_node = false;
-            for (adv, attrs) in pool.advertisements.iter().zip(&self.attrs[p]) {
-                if !adv.node_selectors.is_empty()
-                    && !adv
-                        .node_selectors
-                        .iter()
-                        .any(|s| s.matches(&self.node.labels))
-                {
+            let mut for_service = false;
+            let (v4, v6) = self.families[p];
+            for (i, (adv, attrs)) in pool.advertisements.iter().zip(&self.attrs[p]).enumerate() {
+                if !adv.selects_node(&self.node.labels) {
                     continue;
                 }
                 for_node = true;
+                if !adv.selects_service(&svc.labels) {
+                    continue;
+                }
+                for_service = true;
+                // MetalLB's checkBGPAdvConflicts, over the advertisements
+                // that apply to this Service on this node, for the pairs the
+                // configuration could not check (one has serviceSelectors).
+                // Pairs without selectors keep their behaviour: a ConfigMap
+                // (v0.12) pool may have advertisements differing only in
+                // LOCAL_PREF, and the highest wins (`routes_per_peer`).
+                if pool.advertisements[..i].iter().any(|earlier| {
+                    (!adv.service_selectors.is_empty() || !earlier.service_selectors.is_empty())
+                        && earlier.selects_node(&self.node.labels)
+                        && earlier.selects_service(&svc.labels)
+                        && earlier.local_pref_conflicts(adv, v4, v6)
+                }) {
+                    return Decision::Skip(SkipReason::ConflictingAdvertisements);
+                }
                 let prefix = adv.prefix_for(ip);
                 for (key, peer) in &self.peers {
-                    if !adv.applies(&self.node.labels, peer) {
+                    if !adv.goes_to(peer) {
                         continue;
                     }
                     out.push(Announcement {
@@ -418,8 +490,10 @@ impl<'a> Decider<'a> {
                 }
             }
             if out.len() == before {
-                reason = reason.max(if for_node {
+                reason = reason.max(if for_service {
                     SkipReason::NoAdvertisementForPeer
+                } else if for_node {
+                    SkipReason::NoAdvertisementForService
                 } else {
                     SkipReason::NoAdvertisementForNode
                 });

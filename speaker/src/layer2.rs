@@ -12,6 +12,7 @@
 //! mixed or migrating cluster picks the same owner. A node is eligible when:
 //! its speaker is alive; it is not `NetworkUnavailable` and not excluded
 //! (label, unless `--ignore-exclude-lb`); an `L2Advertisement` of the pool
+//! that is for the Service (`serviceSelectors`, none meaning every Service)
 //! selects it (`nodeSelectors`, none meaning every node); and, for
 //! `externalTrafficPolicy: Local`, a usable endpoint runs on it (for
 //! `Cluster`, some endpoint anywhere must be usable, or nobody answers).
@@ -33,7 +34,9 @@ use std::net::IpAddr;
 
 use ferrolb_config::{Config, Pool};
 
-use crate::announce::{EndpointSummary, NodeState, ServiceState, TrafficPolicy, usable};
+use crate::announce::{
+    EndpointSummary, NodeState, ServiceLabels, ServiceState, TrafficPolicy, usable,
+};
 
 /// Where this node answers for an IP: every suitable interface, or only these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +88,11 @@ pub enum SkipReason {
     NodeNetworkUnavailable,
     /// This node carries the exclude-from-external-load-balancers label.
     NodeExcluded,
-    /// No `L2Advertisement` of the pool selects this node.
+    /// No `L2Advertisement` of the pool that is for the Service selects this node.
     NoAdvertisementForNode,
+    /// No `L2Advertisement` of the pool selects the Service
+    /// (`serviceSelectors`): no node answers. MetalLB: `noMatchingAdvertisement`.
+    NoAdvertisementForService,
     /// `externalTrafficPolicy: Local` and no usable endpoint on this node.
     NoLocalEndpoint,
     /// This node is eligible, and another eligible node ranks first.
@@ -105,6 +111,7 @@ impl SkipReason {
             SkipReason::NodeNetworkUnavailable => "nodeNetworkUnavailable",
             SkipReason::NodeExcluded => "nodeExcluded",
             SkipReason::NoAdvertisementForNode => "noAdvertisementForNode",
+            SkipReason::NoAdvertisementForService => "noAdvertisementForService",
             SkipReason::NoLocalEndpoint => "noLocalEndpoint",
             SkipReason::NotOwner => "notOwner",
         }
@@ -122,7 +129,10 @@ impl fmt::Display for SkipReason {
             SkipReason::NodeNetworkUnavailable => "the node's network is unavailable",
             SkipReason::NodeExcluded => "the node is excluded from external load balancers",
             SkipReason::NoAdvertisementForNode => {
-                "no L2Advertisement of the IP's pool selects this node"
+                "no L2Advertisement of the IP's pool for the service selects this node"
+            }
+            SkipReason::NoAdvertisementForService => {
+                "no L2Advertisement of the IP's pool selects the service (serviceSelectors)"
             }
             SkipReason::NoLocalEndpoint => {
                 "externalTrafficPolicy is Local and no ready endpoint is on this node"
@@ -154,6 +164,8 @@ pub struct L2Service<'a> {
     /// The nodes with an endpoint that can take traffic (ready, or serving
     /// while terminating), sorted, distinct.
     pub usable_nodes: Vec<&'a str>,
+    /// The Service's labels (at least those advertisements' `serviceSelectors` read).
+    pub labels: ServiceLabels<'a>,
 }
 
 impl ServiceState {
@@ -173,6 +185,7 @@ impl ServiceState {
             traffic_policy: self.traffic_policy,
             usable_anywhere: EndpointSummary::of("", &self.endpoints).usable_anywhere,
             usable_nodes,
+            labels: ServiceLabels::Map(&self.labels),
         }
     }
 }
@@ -212,39 +225,48 @@ pub fn rank(node: &str, ip: IpAddr) -> [u8; 32] {
     out
 }
 
-/// Why `node` is not eligible for a pool, before endpoints are looked at.
-fn node_ineligible(cluster: &Cluster<'_>, pool: &Pool, node: &str) -> Option<SkipReason> {
+/// Why `node` cannot answer for any IP, before advertisements and endpoints
+/// are looked at.
+fn node_unfit(cluster: &Cluster<'_>, node: &str) -> Option<SkipReason> {
     if !cluster.alive.contains(node) {
         return Some(SkipReason::SpeakerNotAlive);
     }
     let state = cluster.nodes.node(node);
-    let empty = BTreeMap::new();
-    let labels = state.map_or(&empty, |s| &s.labels);
     if state.is_some_and(|s| s.network_unavailable) {
         return Some(SkipReason::NodeNetworkUnavailable);
     }
     if !cluster.ignore_exclude_lb && state.is_some_and(|s| s.excluded) {
         return Some(SkipReason::NodeExcluded);
     }
-    if !pool
-        .l2_advertisements
-        .iter()
-        .any(|a| a.node_selectors.is_empty() || a.node_selectors.iter().any(|s| s.matches(labels)))
-    {
-        return Some(SkipReason::NoAdvertisementForNode);
-    }
     None
 }
 
-/// The interfaces `node` answers on for a pool: the union over the pool's
-/// advertisements selecting it (one without `interfaces` means all).
-fn interfaces_for(pool: &Pool, labels: &BTreeMap<String, String>) -> Interfaces {
+/// Which of the pool's advertisements select a node with these labels.
+fn ads_selecting(pool: &Pool, labels: &BTreeMap<String, String>) -> Vec<bool> {
     pool.l2_advertisements
         .iter()
-        .filter(|a| {
-            a.node_selectors.is_empty() || a.node_selectors.iter().any(|s| s.matches(labels))
-        })
-        .map(|a| {
+        .map(|a| a.selects_node(labels))
+        .collect()
+}
+
+/// Some advertisement both selects the node (`selects`) and counts for the
+/// Service (`counts`; `None`: all count).
+fn any_counts(selects: &[bool], counts: Option<&[bool]>) -> bool {
+    match counts {
+        None => selects.iter().any(|s| *s),
+        Some(c) => selects.iter().zip(c).any(|(s, c)| *s && *c),
+    }
+}
+
+/// The interfaces a node answers on for a pool: the union over the pool's
+/// advertisements selecting it (`selects`) that count for the Service
+/// (`counts`; `None`: all), one without `interfaces` meaning all.
+fn interfaces_for(pool: &Pool, selects: &[bool], counts: Option<&[bool]>) -> Interfaces {
+    pool.l2_advertisements
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| selects[*i] && counts.is_none_or(|c| c[*i]))
+        .map(|(_, a)| {
             if a.interfaces.is_empty() {
                 Interfaces::All
             } else {
@@ -255,6 +277,23 @@ fn interfaces_for(pool: &Pool, labels: &BTreeMap<String, String>) -> Interfaces 
         .unwrap_or(Interfaces::All)
 }
 
+/// One layer 2 pool as the decision prepares it for a cluster view.
+struct PoolView<'a> {
+    /// The nodes fit to answer ([`node_unfit`]: alive, network available,
+    /// not excluded), sorted, each with which advertisements select it.
+    fit: Vec<(&'a str, Vec<bool>)>,
+    /// Of those, the ones some advertisement selects: the eligible nodes
+    /// when every advertisement counts (none has `serviceSelectors`).
+    eligible_all: Vec<&'a str>,
+    /// Why this node is unfit, if it is.
+    my_unfit: Option<SkipReason>,
+    /// Which advertisements select this node.
+    my_ads: Vec<bool>,
+    /// This node's interfaces when every advertisement counts.
+    my_interfaces_all: Interfaces,
+    /// Some advertisement has `serviceSelectors`: which count depends on the Service.
+    selective: bool,
+}
 /// The owner of a Service's IPs in one pool, and this node's decision for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolDecision {
@@ -265,68 +304,112 @@ pub struct PoolDecision {
 }
 
 /// The decision for one configuration, cluster view and node, prepared once
-/// (the eligible nodes of every layer 2 pool) and applied to every Service.
+/// (per layer 2 pool, the nodes fit to answer and the advertisements
+/// selecting each) and applied to every Service.
 pub struct Decider<'a> {
     config: &'a Config,
     me: &'a str,
-    /// Per pool index: the nodes eligible before endpoints, sorted; and why this
-    /// node is not among them. Empty for pools without layer 2 advertisements.
-    eligible: Vec<(Vec<&'a str>, Option<SkipReason>)>,
-    my_interfaces: Vec<Interfaces>,
+    /// Per pool index; `None` for pools without layer 2 advertisements.
+    pools: Vec<Option<PoolView<'a>>>,
 }
 
 impl<'a> Decider<'a> {
     pub fn new(config: &'a Config, cluster: Cluster<'a>, me: &'a str) -> Self {
         let empty = BTreeMap::new();
-        let my_labels = cluster.nodes.node(me).map_or(&empty, |s| &s.labels);
-        let mut eligible = Vec::with_capacity(config.pools.len());
-        let mut my_interfaces = Vec::with_capacity(config.pools.len());
-        for pool in &config.pools {
-            if pool.l2_advertisements.is_empty() {
-                eligible.push((Vec::new(), Some(SkipReason::NotLayer2Pool)));
-                my_interfaces.push(Interfaces::All);
-                continue;
-            }
-            let nodes: Vec<&str> = cluster
-                .alive
-                .iter()
-                .map(String::as_str)
-                .filter(|n| node_ineligible(&cluster, pool, n).is_none())
-                .collect();
-            eligible.push((nodes, node_ineligible(&cluster, pool, me)));
-            my_interfaces.push(interfaces_for(pool, my_labels));
-        }
-        Decider {
-            config,
-            me,
-            eligible,
-            my_interfaces,
-        }
+        let labels_of = |n: &str| cluster.nodes.node(n).map_or(&empty, |s| &s.labels);
+        let fit: Vec<&'a str> = cluster
+            .alive
+            .iter()
+            .map(String::as_str)
+            .filter(|n| node_unfit(&cluster, n).is_none())
+            .collect();
+        let my_unfit = node_unfit(&cluster, me);
+        let pools = config
+            .pools
+            .iter()
+            .map(|pool| {
+                if pool.l2_advertisements.is_empty() {
+                    return None;
+                }
+                let fit: Vec<(&'a str, Vec<bool>)> = fit
+                    .iter()
+                    .map(|n| (*n, ads_selecting(pool, labels_of(n))))
+                    .collect();
+                let eligible_all = fit
+                    .iter()
+                    .filter(|(_, sel)| any_counts(sel, None))
+                    .map(|(n, _)| *n)
+                    .collect();
+                let my_ads = ads_selecting(pool, labels_of(me));
+                Some(PoolView {
+                    fit,
+                    eligible_all,
+                    my_unfit,
+                    my_interfaces_all: interfaces_for(pool, &my_ads, None),
+                    my_ads,
+                    selective: pool
+                        .l2_advertisements
+                        .iter()
+                        .any(|a| !a.service_selectors.is_empty()),
+                })
+            })
+            .collect();
+        Decider { config, me, pools }
     }
 
     /// The decision for a Service's IPs in pool `p`, ranked by `ip` (the
-    /// Service's first IP in that pool).
+    /// Service's first IP in that pool). Only the pool's advertisements for
+    /// the Service (`serviceSelectors`) decide which nodes are eligible and
+    /// on which interfaces this node answers.
     fn decide_pool(&self, p: usize, ip: IpAddr, svc: &L2Service<'_>) -> PoolDecision {
-        let (nodes, mine) = &self.eligible[p];
         let skip = |r| PoolDecision {
             owner: None,
             decision: Decision::Skip(r),
         };
-        if *mine == Some(SkipReason::NotLayer2Pool) {
+        let Some(view) = &self.pools[p] else {
             return skip(SkipReason::NotLayer2Pool);
-        }
+        };
         if !svc.usable_anywhere {
             return skip(SkipReason::NoReadyEndpoint);
         }
+        let pool = &self.config.pools[p];
+        let counts: Option<Vec<bool>> = view.selective.then(|| {
+            pool.l2_advertisements
+                .iter()
+                .map(|a| a.selects_service(&svc.labels))
+                .collect()
+        });
+        let counts = counts.as_deref();
+        if counts.is_some_and(|c| !c.iter().any(|c| *c)) {
+            return skip(SkipReason::NoAdvertisementForService);
+        }
         let local = svc.traffic_policy == TrafficPolicy::Local;
-        let owner = nodes
-            .iter()
-            .filter(|n| !local || svc.usable_nodes.binary_search(n).is_ok())
-            .min_by_key(|n| rank(n, ip))
-            .map(|n| n.to_string());
+        let endpoint_ok = |n: &str| !local || svc.usable_nodes.binary_search(&n).is_ok();
+        let owner = match counts {
+            None => view
+                .eligible_all
+                .iter()
+                .copied()
+                .filter(|n| endpoint_ok(n))
+                .min_by_key(|n| rank(n, ip)),
+            Some(_) => view
+                .fit
+                .iter()
+                .filter(|(_, sel)| any_counts(sel, counts))
+                .map(|(n, _)| *n)
+                .filter(|n| endpoint_ok(n))
+                .min_by_key(|n| rank(n, ip)),
+        }
+        .map(|n| n.to_string());
+        let mine = view.my_unfit.or_else(|| {
+            (!any_counts(&view.my_ads, counts)).then_some(SkipReason::NoAdvertisementForNode)
+        });
         let decision = match (&owner, mine) {
-            (Some(o), _) if o == self.me => Decision::Own(self.my_interfaces[p].clone()),
-            (_, Some(r)) => Decision::Skip(*r),
+            (Some(o), _) if o == self.me => Decision::Own(match counts {
+                None => view.my_interfaces_all.clone(),
+                Some(_) => interfaces_for(pool, &view.my_ads, counts),
+            }),
+            (_, Some(r)) => Decision::Skip(r),
             _ if local && svc.usable_nodes.binary_search(&self.me).is_err() => {
                 Decision::Skip(SkipReason::NoLocalEndpoint)
             }

@@ -10,7 +10,7 @@
 //! announced set is updated in place, and a pass counter finds Services that
 //! were deleted (announced before, not seen in this pass).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_bgp::adj_out::Routes;
@@ -65,12 +65,18 @@ pub struct PassOutcome {
     pub announced: Vec<Box<str>>,
     /// Services announced in the previous pass and not now, with why.
     pub withdrawn: Vec<(Box<str>, Withdrawn)>,
+    /// Services whose advertisements conflict on LOCAL_PREF now and did not
+    /// in the previous pass ([`SkipReason::ConflictingAdvertisements`]): an
+    /// error to report once, not every pass.
+    pub conflicting: Vec<Box<str>>,
 }
 
 /// The Services this node announces, across passes.
 #[derive(Debug, Default)]
 pub struct Announcer {
     announced: BTreeMap<Box<str>, Announced>,
+    /// Services skipped for conflicting advertisements in the last pass.
+    conflicting: BTreeSet<Box<str>>,
     pass: u64,
 }
 
@@ -93,6 +99,9 @@ impl Announcer {
         let announced = &mut self.announced;
         let mut fresh = Vec::new();
         let mut withdrawn = Vec::new();
+        let before = std::mem::take(&mut self.conflicting);
+        let conflicting = &mut self.conflicting;
+        let mut new_conflicts = Vec::new();
         let routes = routes_per_peer(config, node, services, |svc, d| match d {
             Decision::Announce(anns) => match announced.get_mut(svc.key) {
                 Some(a) => {
@@ -118,6 +127,12 @@ impl Announcer {
                 }
             },
             Decision::Skip(reason) => {
+                if *reason == SkipReason::ConflictingAdvertisements {
+                    if !before.contains(svc.key) {
+                        new_conflicts.push(svc.key.into());
+                    }
+                    conflicting.insert(svc.key.into());
+                }
                 if let Some((key, _)) = announced.remove_entry(svc.key) {
                     withdrawn.push((key, Withdrawn::Skip(*reason)));
                 }
@@ -135,6 +150,7 @@ impl Announcer {
             routes,
             announced: fresh,
             withdrawn,
+            conflicting: new_conflicts,
         }
     }
 

@@ -25,6 +25,7 @@ use kube::Api;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::announce::SkipReason;
 use crate::bgp_status::{self, StatusWriter, WriterConfig};
 use crate::layer2::{Cluster, Interfaces};
 use crate::members::{MemberView, Members};
@@ -436,6 +437,20 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             debug!("no valid configuration yet: announcing nothing");
             continue;
         };
+        // Service labels: keep those the advertisements' serviceSelectors
+        // read; a key the kept Services lack needs a fresh list, and the
+        // decisions wait for it (the routes of the last pass stay).
+        {
+            let mut services = lock(&sources.services);
+            if services.set_label_keys(config.service_label_keys()) {
+                info!("serviceSelectors read new Service labels: listing the Services again");
+                sources.relist_services();
+            }
+            if services.labels_pending() {
+                debug!("waiting for the Services to be listed again");
+                continue;
+            }
+        }
         let mut this = node.observe_state(&node_name, lock(&sources.nodes).get(&node_name));
         if opts.ignore_exclude_lb {
             this.excluded = false;
@@ -466,6 +481,14 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
         };
         for (key, why) in &outcome.withdrawn {
             info!(svc = %key, "withdrawing: {why}");
+        }
+        for key in &outcome.conflicting {
+            error!(
+                svc = %key,
+                reason = SkipReason::ConflictingAdvertisements.as_str(),
+                "not announced: {}",
+                SkipReason::ConflictingAdvertisements
+            );
         }
         let desired: BTreeMap<_, usize> =
             outcome.routes.iter().map(|(k, r)| (*k, r.len())).collect();

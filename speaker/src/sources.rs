@@ -68,6 +68,8 @@ pub struct Sources {
     pub nodes: Arc<Mutex<Nodes>>,
     /// The configuration (ConfigMap or custom resources).
     pub config: ConfigSource,
+    /// Bumped to make the Services watch list again ([`Sources::relist_services`]).
+    services_relist: tokio::sync::watch::Sender<u64>,
     services_ready: tokio::sync::watch::Receiver<bool>,
     endpoints_ready: tokio::sync::watch::Receiver<bool>,
     nodes_ready: tokio::sync::watch::Receiver<bool>,
@@ -96,6 +98,7 @@ impl Sources {
         counters: &WatchCounters,
     ) -> Sources {
         let services = Arc::new(Mutex::new(Services::with_class(w.lb_class)));
+        let (services_relist, relist_rx) = tokio::sync::watch::channel(0u64);
         let services_ready = {
             let services = services.clone();
             pump_slim(
@@ -104,6 +107,7 @@ impl Sources {
                 notify,
                 counters,
                 "services",
+                Some(relist_rx),
             )
         };
         let (endpoints, endpoints_ready) = if serves_slices_v1(client).await {
@@ -120,6 +124,7 @@ impl Sources {
                 notify,
                 counters,
                 "endpointslices",
+                None,
             );
             (src, ready)
         } else {
@@ -138,6 +143,7 @@ impl Sources {
                 notify,
                 counters,
                 "endpoints",
+                None,
             );
             (src, ready)
         };
@@ -152,6 +158,7 @@ impl Sources {
                 notify,
                 counters,
                 "nodes",
+                None,
             )
         };
         let config = ConfigSource::start(
@@ -170,10 +177,18 @@ impl Sources {
             endpoints,
             nodes,
             config,
+            services_relist,
             services_ready,
             endpoints_ready,
             nodes_ready,
         }
+    }
+
+    /// Make the Services watch start over with a fresh list (the
+    /// configuration reads a Service label the kept Services lack: see
+    /// [`Services::set_label_keys`]).
+    pub fn relist_services(&self) {
+        self.services_relist.send_modify(|n| *n += 1);
     }
 
     /// Waits until every watch has listed once.
@@ -192,13 +207,15 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Drive a watch into a slim map (`apply` folds each event in), ringing
 /// `notify` whenever what the map shows changed. The receiver turns true at
-/// the first complete list.
+/// the first complete list. Each change seen on `relist` drops the watch and
+/// starts a new one, which lists everything again.
 fn pump_slim<K>(
     api: Api<K>,
     mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
     notify: &Arc<Notify>,
     counters: &WatchCounters,
     what: &'static str,
+    mut relist: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> tokio::sync::watch::Receiver<bool>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -207,30 +224,66 @@ where
     let notify = notify.clone();
     let counters = counters.clone();
     tokio::spawn(async move {
-        let mut s = std::pin::pin!(ferrolb_ops::watch_backoff::backoff(watcher(
-            api,
-            watcher::Config::default()
-        )));
-        while let Some(ev) = s.next().await {
-            counters.count(&ev);
-            match ev {
-                Ok(ev) => {
-                    apply(&ev);
-                    match ev {
-                        // Listed objects become visible only at InitDone.
-                        watcher::Event::Init | watcher::Event::InitApply(_) => continue,
-                        watcher::Event::InitDone => {
-                            ready_tx.send_replace(true);
-                        }
-                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+        loop {
+            let mut s = std::pin::pin!(ferrolb_ops::watch_backoff::backoff(watcher(
+                api.clone(),
+                watcher::Config::default()
+            )));
+            loop {
+                let next = tokio::select! {
+                    ev = s.next() => Next::Event(ev),
+                    ok = relisted(&mut relist) => Next::Relist(ok),
+                };
+                let ev = match next {
+                    Next::Event(Some(ev)) => ev,
+                    Next::Event(None) => return,
+                    Next::Relist(true) => {
+                        info!(watch = what, "listing again");
+                        break;
                     }
+                    Next::Relist(false) => {
+                        // The sender is gone: never again.
+                        relist = None;
+                        continue;
+                    }
+                };
+                counters.count(&ev);
+                match ev {
+                    Ok(ev) => {
+                        apply(&ev);
+                        match ev {
+                            // Listed objects become visible only at InitDone.
+                            watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+                            watcher::Event::InitDone => {
+                                ready_tx.send_replace(true);
+                            }
+                            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+                        }
+                    }
+                    Err(e) => warn!(watch = what, error = %e, "watch error (retrying)"),
                 }
-                Err(e) => warn!(watch = what, error = %e, "watch error (retrying)"),
+                notify.notify_one();
             }
-            notify.notify_one();
         }
     });
     ready_rx
+}
+
+/// What a watch task waits for.
+enum Next<E> {
+    /// The next watch event (`None`: the stream ended).
+    Event(Option<E>),
+    /// A relist was asked for (`false`: the sender is gone).
+    Relist(bool),
+}
+
+/// Resolves when a relist is asked for on `relist` (true), or its sender is
+/// gone (false); never without a receiver.
+async fn relisted(relist: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match relist {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Does the API server serve discovery.k8s.io/v1 EndpointSlices?

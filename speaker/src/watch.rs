@@ -8,7 +8,7 @@
 //! (discovery.k8s.io/v1) when the API server serves them, else from core/v1
 //! Endpoints (a 1.20 server serves slices only as v1beta1).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -19,8 +19,8 @@ use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
 use crate::announce::{
-    EXCLUDE_LABEL, Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceState, TrafficPolicy,
-    usable,
+    EXCLUDE_LABEL, Endpoint, EndpointSummary, NodeState, ServiceFacts, ServiceLabels, ServiceState,
+    TrafficPolicy, usable,
 };
 use crate::layer2::L2Service;
 
@@ -96,6 +96,11 @@ impl<V> SlimMap<V> {
         self.live.get(key)
     }
 
+    /// Every value kept, to change in place.
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.live.values_mut()
+    }
+
     /// Everything kept, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.live.iter().map(|(k, v)| (&**k, v))
@@ -143,53 +148,123 @@ pub struct SlimService {
     pub uid: Option<Box<str>>,
     pub traffic_policy: TrafficPolicy,
     pub ips: Ips,
+    /// The Service's labels whose keys some advertisement's
+    /// `serviceSelectors` reads (empty, allocating nothing, when none does).
+    pub labels: Box<[(Box<str>, Box<str>)]>,
 }
 
-/// The slim form of a Service; `None` unless it is a LoadBalancer of class
-/// `lb_class` (`None`: a LoadBalancer without `spec.loadBalancerClass`, as
-/// the controller's `--lb-class` decides which Services it gives IPs).
-pub fn slim_service(svc: &Service, lb_class: Option<&str>) -> Option<SlimService> {
+/// The slim form of a Service, keeping the labels whose keys are in
+/// `label_keys`; `None` unless it is a LoadBalancer of class `lb_class`
+/// (`None`: a LoadBalancer without `spec.loadBalancerClass`, as the
+/// controller's `--lb-class` decides which Services it gives IPs).
+pub fn slim_service(
+    svc: &Service,
+    lb_class: Option<&str>,
+    label_keys: &BTreeSet<Box<str>>,
+) -> Option<SlimService> {
     (service::is_load_balancer(svc) && service::load_balancer_class(svc) == lb_class).then(|| {
+        let labels = match &svc.metadata.labels {
+            Some(l) if !label_keys.is_empty() => l
+                .iter()
+                .filter(|(k, _)| label_keys.contains(k.as_str()))
+                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+                .collect(),
+            _ => Box::default(),
+        };
         SlimService {
             uid: svc.metadata.uid.as_deref().map(Box::from),
             traffic_policy: service::traffic_policy(svc),
             ips: service::ingress_ips(svc).into(),
+            labels,
         }
     })
 }
 
 /// The LoadBalancer Services of one load-balancer class, slim, keyed
-/// `namespace/name`. The default keeps those without a class.
+/// `namespace/name`. The default keeps those without a class, and no labels.
+///
+/// Labels: only those whose keys the configuration's `serviceSelectors` read
+/// ([`Services::set_label_keys`]), so a speaker whose advertisements select
+/// no Services keeps no label at all. When the configuration starts reading
+/// a key the stored Services do not carry, they must be listed again (the
+/// watch events are gone): [`Services::set_label_keys`] says so, and
+/// [`Services::labels_pending`] stays true until the new list is in.
 #[derive(Debug, Default)]
-pub struct Services(SlimMap<SlimService>, Option<String>);
+pub struct Services {
+    map: SlimMap<SlimService>,
+    lb_class: Option<String>,
+    label_keys: BTreeSet<Box<str>>,
+    labels_pending: bool,
+}
 
 impl Services {
     /// Keep the LoadBalancer Services of class `lb_class` (`None`: without one).
     pub fn with_class(lb_class: Option<String>) -> Self {
-        Services(SlimMap::default(), lb_class)
+        Services {
+            lb_class,
+            ..Services::default()
+        }
     }
 
     /// Fold one watch event in.
     pub fn apply(&mut self, event: &Event<Service>) {
-        let class = self.1.as_deref();
-        self.0.apply(event, |svc| slim_service(svc, class));
+        let class = self.lb_class.as_deref();
+        let keys = &self.label_keys;
+        self.map.apply(event, |svc| slim_service(svc, class, keys));
+        if matches!(event, Event::InitDone) {
+            self.labels_pending = false;
+        }
+    }
+
+    /// Keep the labels with these keys from now on (the configuration's
+    /// [`ferrolb_config::Config::service_label_keys`]). Labels of keys no
+    /// longer read are dropped at once. Returns true when a key is new: the
+    /// Services must be listed again to learn it (until that list is in,
+    /// [`Services::labels_pending`] is true).
+    pub fn set_label_keys<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> bool {
+        let keys: BTreeSet<Box<str>> = keys.into_iter().map(Box::from).collect();
+        if keys == self.label_keys {
+            return false;
+        }
+        let added = keys.iter().any(|k| !self.label_keys.contains(k));
+        for svc in self.map.values_mut() {
+            if svc.labels.iter().any(|(k, _)| !keys.contains(k)) {
+                svc.labels = svc
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| keys.contains(k))
+                    .cloned()
+                    .collect();
+            }
+        }
+        self.label_keys = keys;
+        if added {
+            self.labels_pending = true;
+        }
+        added
+    }
+
+    /// The configuration reads a label key that the stored Services were
+    /// read without: a new list is under way, decisions should wait for it.
+    pub fn labels_pending(&self) -> bool {
+        self.labels_pending
     }
 
     pub fn get(&self, key: &str) -> Option<&SlimService> {
-        self.0.get(key)
+        self.map.get(key)
     }
 
     /// Every LoadBalancer Service with its IPs, in key order.
     pub fn ips(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
-        self.0.iter().map(|(k, s)| (k, s.ips.as_slice()))
+        self.map.iter().map(|(k, s)| (k, s.ips.as_slice()))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.map.is_empty()
     }
 }
 
@@ -528,11 +603,12 @@ pub fn service_facts<'a>(
     services: &'a Services,
     endpoints: &'a EndpointView<'a>,
 ) -> impl Iterator<Item = ServiceFacts<'a>> + 'a {
-    services.0.iter().map(|(key, svc)| ServiceFacts {
+    services.map.iter().map(|(key, svc)| ServiceFacts {
         key,
         ips: svc.ips.as_slice(),
         traffic_policy: svc.traffic_policy,
         endpoints: endpoints.summary(key),
+        labels: ServiceLabels::Pairs(&svc.labels),
     })
 }
 
@@ -545,7 +621,7 @@ pub fn l2_facts<'a>(
     mut wanted: impl FnMut(IpAddr) -> bool,
 ) -> Vec<L2Service<'a>> {
     let mut out: Vec<L2Service<'a>> = services
-        .0
+        .map
         .iter()
         .filter(|(_, svc)| svc.ips.as_slice().iter().any(|ip| wanted(*ip)))
         .map(|(key, svc)| L2Service {
@@ -554,6 +630,7 @@ pub fn l2_facts<'a>(
             traffic_policy: svc.traffic_policy,
             usable_anywhere: false,
             usable_nodes: Vec::new(),
+            labels: ServiceLabels::Pairs(&svc.labels),
         })
         .collect();
     if out.is_empty() {
@@ -615,7 +692,7 @@ pub fn service_states(
         }
     }
     services
-        .0
+        .map
         .iter()
         .map(|(key, svc)| {
             let endpoints = by_service.remove(key).unwrap_or_default();
@@ -624,6 +701,11 @@ pub fn service_states(
                 ips: svc.ips.as_slice().to_vec(),
                 traffic_policy: svc.traffic_policy,
                 endpoints,
+                labels: svc
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             (key.to_string(), state)
         })
@@ -651,7 +733,7 @@ mod tests {
                 "ports": [{"port": 80, "protocol": "TCP"}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}, {"hostname": "x"}]}}
         }));
-        let slim = slim_service(&s, None).expect("a LoadBalancer is kept");
+        let slim = slim_service(&s, None, &BTreeSet::new()).expect("a LoadBalancer is kept");
         assert_eq!(slim.ips.as_slice(), service::ingress_ips(&s).as_slice());
         assert_eq!(slim.ips, Ips::One("172.17.254.1".parse().unwrap()));
         assert_eq!(slim.traffic_policy, TrafficPolicy::Local);
@@ -670,6 +752,56 @@ mod tests {
     }
 
     #[test]
+    fn only_the_labels_selectors_read_are_kept() {
+        let s = svc(json!({
+            "metadata": {"name": "web", "namespace": "e2e",
+                "labels": {"app": "web", "tier": "edge", "helm.sh/chart": "web-1.2.3"}},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "172.17.254.1"}]}}
+        }));
+        // No advertisement selects Services: nothing kept, nothing allocated.
+        let slim = slim_service(&s, None, &BTreeSet::new()).unwrap();
+        assert!(slim.labels.is_empty());
+        let keys: BTreeSet<Box<str>> = ["app".into(), "zone".into()].into();
+        let slim = slim_service(&s, None, &keys).unwrap();
+        assert_eq!(&*slim.labels, [("app".into(), "web".into())]);
+
+        let mut services = Services::default();
+        services.apply(&Event::Apply(s.clone()));
+        assert!(services.get("e2e/web").unwrap().labels.is_empty());
+        assert!(!services.labels_pending());
+        // A key the kept Services were read without: list again, and wait.
+        assert!(services.set_label_keys(["app", "tier"]));
+        assert!(services.labels_pending());
+        assert!(!services.set_label_keys(["tier", "app"]), "unchanged");
+        services.apply(&Event::Init);
+        services.apply(&Event::InitApply(s.clone()));
+        assert!(services.labels_pending(), "until the list is complete");
+        services.apply(&Event::InitDone);
+        assert!(!services.labels_pending());
+        let mut got: Vec<_> = services.get("e2e/web").unwrap().labels.to_vec();
+        got.sort();
+        assert_eq!(
+            got,
+            [("app".into(), "web".into()), ("tier".into(), "edge".into())]
+        );
+        // Fewer keys: dropped at once, no list needed.
+        assert!(!services.set_label_keys(["tier"]));
+        assert!(!services.labels_pending());
+        assert_eq!(
+            &*services.get("e2e/web").unwrap().labels,
+            [("tier".into(), "edge".into())]
+        );
+        // The decisions read them.
+        let eps = EndpointSource::Slices(SliceIndex::default());
+        let view = EndpointView::new(&eps, "n1");
+        let facts: Vec<_> = service_facts(&services, &view).collect();
+        use ferrolb_config::LabelSet;
+        assert_eq!(facts[0].labels.label("tier"), Some("edge"));
+        assert_eq!(facts[0].labels.label("app"), None);
+    }
+
+    #[test]
     fn cluster_ip_service_is_not_kept() {
         let lb = svc(json!({
             "metadata": {"name": "db", "namespace": "e2e"},
@@ -681,7 +813,7 @@ mod tests {
             "spec": {"type": "ClusterIP", "externalTrafficPolicy": "Local"},
             "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
         }));
-        assert!(slim_service(&s, None).is_none());
+        assert!(slim_service(&s, None, &BTreeSet::new()).is_none());
         let mut services = Services::default();
         services.apply(&Event::Apply(lb));
         assert_eq!(services.get("e2e/db").unwrap().ips.as_slice().len(), 2);

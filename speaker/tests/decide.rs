@@ -78,6 +78,7 @@ fn svc(ips: &[&str], policy: TrafficPolicy, endpoints: Vec<Endpoint>) -> Service
         ips: ips.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect(),
         traffic_policy: policy,
         endpoints,
+        labels: Default::default(),
     }
 }
 

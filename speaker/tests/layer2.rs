@@ -114,6 +114,7 @@ fn svc(key: &str, ips: &[&str], policy: TrafficPolicy, eps: Vec<Endpoint>) -> Se
         ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
         traffic_policy: policy,
         endpoints: eps,
+        labels: Default::default(),
     }
 }
 
@@ -343,10 +344,12 @@ fn node_selectors_and_interfaces_of_the_advertisements() {
         L2Advertisement {
             node_selectors: vec![selector(&[("l2", "yes")])],
             interfaces: vec!["eth1".into(), "eth0".into()],
+            ..L2Advertisement::default()
         },
         L2Advertisement {
             node_selectors: vec![selector(&[("edge", "true")])],
             interfaces: vec!["eth2".into(), "eth0".into()],
+            ..L2Advertisement::default()
         },
     ];
     let mut w = World::new(&["n1", "n2", "n3"]);

@@ -47,6 +47,7 @@ fn facts<'a>(key: &'a str, ips: &'a [IpAddr], endpoints: EndpointSummary) -> Ser
         ips,
         traffic_policy: TrafficPolicy::Cluster,
         endpoints,
+        labels: Default::default(),
     }
 }
 

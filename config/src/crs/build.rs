@@ -168,10 +168,6 @@ struct Build {
     /// Community aliases whose definition is in error (already reported):
     /// advertisements that use them are not reported again.
     broken_aliases: BTreeSet<String>,
-    /// `(pool, advertisement)` indices of BGP advertisements with
-    /// `serviceSelectors` (the model does not keep them): MetalLB leaves
-    /// those out of the local-preference rule.
-    selective_ads: BTreeSet<(usize, usize)>,
 }
 
 impl Build {
@@ -383,7 +379,6 @@ pub(super) fn config(resources: &Resources, secrets: Secrets<'_>) -> Result<Conf
         ctx: Ctx::default(),
         warnings: Vec::new(),
         broken_aliases: BTreeSet::new(),
-        selective_ads: BTreeSet::new(),
     };
     b.ctx.errors.extend(resources.problems().iter().cloned());
     // MetalLB reads its own namespace only: a set spread over namespaces is
@@ -1093,20 +1088,14 @@ fn bgp_advertisement(
         ad.peers.push(name);
     }
     let service_at = f.get("serviceSelectors");
-    let service_selectors = b.selectors(&service_at, "serviceSelectors");
-    if !service_selectors.is_empty() {
-        if ad.aggregation_length != 32 || ad.aggregation_length_v6 != 128 {
-            b.invalid(
-                &service_at,
-                "serviceSelectors and aggregationLength/aggregationLengthV6 are mutually exclusive \
-                 (only 32 and 128 may be written with serviceSelectors)",
-            );
-        }
-        b.warn(
-            o,
-            "spec.serviceSelectors",
-            "serviceSelectors are accepted but not acted on yet: this advertisement applies \
-             to every Service of the pools it selects",
+    ad.service_selectors = b.selectors(&service_at, "serviceSelectors");
+    if !ad.service_selectors.is_empty()
+        && (ad.aggregation_length != 32 || ad.aggregation_length_v6 != 128)
+    {
+        b.invalid(
+            &service_at,
+            "serviceSelectors and aggregationLength/aggregationLengthV6 are mutually exclusive \
+             (only 32 and 128 may be written with serviceSelectors)",
         );
     }
     let selected = selected_pools(b, o, &f, sel.pools);
@@ -1140,30 +1129,24 @@ fn bgp_advertisement(
         }
         // MetalLB: two advertisements of a pool that would send the same prefix
         // to the same peer from the same node must agree on LOCAL_PREF.
+        // Advertisements with serviceSelectors are left out (which Services
+        // they share is known only at run time: the speaker checks each
+        // Service, `conflictingAdvertisements`).
         let (v4, v6) = (
             entries.iter().any(|e| e.range.is_ipv4()),
             entries.iter().any(|e| !e.range.is_ipv4()),
         );
-        if service_selectors.is_empty()
-            && let Some((_, other)) =
-                pools[i]
-                    .advertisements
-                    .iter()
-                    .enumerate()
-                    .find(|(j, other)| {
-                        !b.selective_ads.contains(&(i, *j))
-                            && other.local_pref.unwrap_or(0) != ad.local_pref.unwrap_or(0)
-                            && !aggregation_differs(&ad, other, v4, v6)
-                            && (ad.peers.is_empty()
-                                || other.peers.is_empty()
-                                || ad.peers.iter().any(|p| other.peers.contains(p)))
-                            && (ad.node_selectors.is_empty()
-                                || other.node_selectors.is_empty()
-                                || ad
-                                    .node_selectors
-                                    .iter()
-                                    .any(|s| other.node_selectors.contains(s)))
-                    })
+        if ad.service_selectors.is_empty()
+            && let Some(other) = pools[i].advertisements.iter().find(|other| {
+                other.service_selectors.is_empty()
+                    && ad.local_pref_conflicts(other, v4, v6)
+                    && (ad.node_selectors.is_empty()
+                        || other.node_selectors.is_empty()
+                        || ad
+                            .node_selectors
+                            .iter()
+                            .any(|s| other.node_selectors.contains(s)))
+            })
         {
             b.invalid(
                 &f.get("localPref"),
@@ -1198,24 +1181,8 @@ fn bgp_advertisement(
             }
         }
         if ok {
-            if !service_selectors.is_empty() {
-                b.selective_ads.insert((i, pools[i].advertisements.len()));
-            }
             pools[i].advertisements.push(ad.clone());
         }
-    }
-}
-
-/// MetalLB's `isAggrLengthDifferent`: the advertisements announce different
-/// prefixes for every family the pool has.
-fn aggregation_differs(a: &BgpAdvertisement, b: &BgpAdvertisement, v4: bool, v6: bool) -> bool {
-    let d4 = a.aggregation_length != b.aggregation_length;
-    let d6 = a.aggregation_length_v6 != b.aggregation_length_v6;
-    match (v4, v6) {
-        (false, false) => true,
-        (true, false) => d4,
-        (false, true) => d6,
-        (true, true) => d4 && d6,
     }
 }
 
@@ -1241,26 +1208,24 @@ fn l2_advertisement(
     if b.ctx.errors.len() != before {
         return;
     }
-    if !service_selectors.is_empty() {
-        b.warn(
-            o,
-            "spec.serviceSelectors",
-            "serviceSelectors are accepted but not acted on yet",
-        );
-    }
     let ad = L2Advertisement {
         node_selectors,
         interfaces,
+        service_selectors,
     };
     let mut names = Vec::new();
     for i in selected {
         names.push(pools[i].name.clone());
-        // MetalLB keeps one of advertisements that select the same nodes and
-        // interfaces.
+        // MetalLB keeps one of advertisements that select the same nodes,
+        // interfaces and Services (service selectors in any order).
         let same = |x: &L2Advertisement| {
             x.node_selectors == ad.node_selectors
                 && x.interfaces.iter().collect::<BTreeSet<_>>()
                     == ad.interfaces.iter().collect::<BTreeSet<_>>()
+                && x.service_selectors.len() == ad.service_selectors.len()
+                && x.service_selectors
+                    .iter()
+                    .all(|s| ad.service_selectors.contains(s))
         };
         if !pools[i].l2_advertisements.iter().any(same) {
             pools[i].l2_advertisements.push(ad.clone());

@@ -43,11 +43,12 @@
 //!   none repeated; no repeated pool name, peer name or selector;
 //!   `serviceSelectors` only with the default lengths; two advertisements of a
 //!   pool that send the same prefixes to the same peers from the same nodes
-//!   agree on `localPref`; no IPv6 pool advertised to a peer whose BFD profile
-//!   has echo mode on.
+//!   agree on `localPref` (advertisements with `serviceSelectors` are checked
+//!   per Service by the speaker instead, as MetalLB); no IPv6 pool advertised
+//!   to a peer whose BFD profile has echo mode on.
 //! - **L2Advertisement**: no repeated pool name, interface or selector; an
-//!   advertisement that selects the same nodes and interfaces as an earlier one
-//!   of the pool is kept once.
+//!   advertisement that selects the same nodes, interfaces and Services as an
+//!   earlier one of the pool is kept once.
 //! - **Community**: every alias has a name and a valid value; names unique
 //!   across all Community objects.
 //! - **BFDProfile**: `receiveInterval`, `transmitInterval`, `echoInterval`
@@ -78,8 +79,7 @@
 //!   `interface`, `localASN` (the peer gets no session: see
 //!   [`crate::Peer::needs_unsupported`]); `bfdProfile` and BFDProfiles (kept in
 //!   the model, BFD not run), `echoMode`;
-//!   `dualStackAddressFamily`; advertisements' `serviceSelectors` (the
-//!   advertisement applies to every Service of its pools). An
+//!   `dualStackAddressFamily`. An
 //!   L2Advertisement that selects no pool is warned about (it does nothing).
 //! - **Files are read as `kubectl apply` would send them**: unknown fields in
 //!   `spec` are errors (the API server would prune them; a strict apply

@@ -202,6 +202,7 @@ pub fn write_resources(
             }
             write_selectors(&mut w.out, "  ", "nodeSelectors", &ad.node_selectors);
             write_list(&mut w.out, "  ", "peers", &ad.peers);
+            write_selectors(&mut w.out, "  ", "serviceSelectors", &ad.service_selectors);
         }
     }
 
@@ -217,6 +218,7 @@ pub fn write_resources(
             write_list(&mut w.out, "  ", "interfaces", &l2.interfaces);
             let _ = writeln!(w.out, "  ipAddressPools:\n  - {}", quote(&name.to));
             write_selectors(&mut w.out, "  ", "nodeSelectors", &l2.node_selectors);
+            write_selectors(&mut w.out, "  ", "serviceSelectors", &l2.service_selectors);
         }
     }
 
