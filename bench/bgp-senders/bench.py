@@ -183,12 +183,13 @@ def wait_receiver_idle(timeout=120):
 # ---------------------------------------------------------------- senders
 
 
-def sender_ferrolb(n, d):
+def sender_ferrolb(n, d, binary=None, extra=()):
     return start(
         "ferrolb",
         [
-            ARGS.ferrolb,
+            binary or ARGS.ferrolb,
             "announce",
+            *extra,
             "--peer",
             RECV_IP,
             "--source",
@@ -360,8 +361,22 @@ def sender_bird(n, d):
     )
 
 
+def sender_ferrolb_base(n, d):
+    """A second ferrolb build (--ferrolb-base / FERROLB_BASE), for before/after comparisons."""
+    if not ARGS.ferrolb_base:
+        raise RuntimeError("sender ferrolb-base needs FERROLB_BASE (--ferrolb-base)")
+    return sender_ferrolb(n, d, ARGS.ferrolb_base)
+
+
+def sender_ferrolb_ext(n, d):
+    """ferrolb announce --extended-message (RFC 8654): 65535-byte UPDATEs with a receiver that offers it."""
+    return sender_ferrolb(n, d, extra=("--extended-message",))
+
+
 SENDERS = {
     "ferrolb": sender_ferrolb,
+    "ferrolb-ext": sender_ferrolb_ext,
+    "ferrolb-base": sender_ferrolb_base,
     "gobgp": sender_gobgp,
     "exabgp": sender_exabgp,
     "frr": sender_frr,
@@ -520,14 +535,12 @@ RECEIVERS = {
 
 
 def stream_path(sender, receiver, n):
-    return os.path.join(ARGS.work, "streams", f"{sender}-{receiver}-{n}.bgp")
+    return os.path.join(ARGS.streams or os.path.join(ARGS.work, "streams"), f"{sender}-{receiver}-{n}.bgp")
 
 
 def sender_replay(of, n, d):
     """Replay the stream captured from sender `of` into this cell's receiver (replay.py)."""
     path = stream_path(of, CELL["receiver"], n)
-    if not os.path.exists(path) and ARGS.streams:
-        path = os.path.join(ARGS.streams, f"{of}-{CELL['receiver']}-{n}.bgp")
     if not os.path.exists(path):
         raise RuntimeError(f"no captured {of} stream for receiver {CELL['receiver']}, N={n}: "
                            f"run sender {of} first (or give --streams DIR)")
@@ -772,6 +785,8 @@ def main():
     ap.add_argument("--ns", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--ferrolb", required=True)
+    ap.add_argument("--ferrolb-base", default=os.environ.get("FERROLB_BASE"),
+                    help="another ferrolb binary, run as sender ferrolb-base")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--default-buffers", action="store_true",
                     help="keep the kernel's default TCP receive buffers (= --buffers default)")
@@ -785,7 +800,8 @@ def main():
     ap.add_argument("--receivers", default="gobgp", help="comma-separated subset of " + ",".join(RECEIVERS))
     ap.add_argument("--runs", type=int, default=1, help="runs per cell")
     ap.add_argument("--streams", default=None,
-                    help="directory with captured streams (<sender>-<receiver>-<N>.bgp) for replay senders")
+                    help="directory of captured streams (<sender>-<receiver>-<N>.bgp): the first good run of "
+                    "each sender writes its stream there, replay-<name> reads it (default: the work dir)")
     ap.add_argument("--json", default=None, help="append each run's result as a JSON line to this file")
     ap.add_argument("--poll", type=float, default=0.1, help="seconds between receiver polls")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per sender run")
@@ -793,7 +809,7 @@ def main():
                     help="once all N are on the wire, wait at most this long for the receiver to hold them")
     ARGS = ap.parse_args()
     sizes = [10_000] if ARGS.quick else [100_000, 1_000_000]
-    senders = ["ferrolb", "gobgp"] if ARGS.quick else list(SENDERS)
+    senders = ["ferrolb", "gobgp"] if ARGS.quick else [x for x in SENDERS if x not in ("ferrolb-base", "ferrolb-ext")]
     if ARGS.sizes:
         sizes = [int(x) for x in ARGS.sizes.split(",")]
     if ARGS.senders:
@@ -803,7 +819,7 @@ def main():
         if rc not in RECEIVERS:
             ap.error(f"unknown receiver {rc}")
     for sn in senders:
-        if sn not in SENDERS and not (sn.startswith("replay-") and sn[len("replay-"):] in SENDERS):
+        if sn not in SENDERS and not (sn.startswith("replay-") and (sn[len("replay-"):] in SENDERS or ARGS.streams)):
             ap.error(f"unknown sender {sn}")
     buffers = (ARGS.buffers or ("default" if ARGS.default_buffers else "large")).split(",")
     DEFAULT_RMEM = nsrun(["sysctl", "-n", "net.ipv4.tcp_rmem"], capture_output=True, text=True,
