@@ -754,7 +754,7 @@ def report(results):
         any_target = True
         fw = median([r["wire_s"] for r in rows["ferrolb"]])
         others = [(median([r["wire_s"] for r in v]), s) for s, v in rows.items()
-                  if s != "ferrolb" and not s.startswith("replay-")]
+                  if not s.startswith("ferrolb") and not s.startswith("replay-")]
         line = f"N={n}: ferrolb wire {fw:.3f}s"
         if others:
             best, who = min(others)
