@@ -209,6 +209,10 @@ pub struct PeerArgs {
     #[arg(long, value_name = "S", default_value_t = 120, requires = "graceful_restart",
           value_parser = clap::value_parser!(u16).range(1..=4095))]
     restart_time: u16,
+    /// Offer the Extended Message capability (RFC 8654): with a peer that
+    /// offers it too, UPDATEs of up to 65535 bytes instead of 4096.
+    #[arg(long)]
+    extended_message: bool,
 }
 
 fn parse_peer(s: &str) -> Result<SocketAddr, String> {
@@ -538,6 +542,7 @@ impl PeerArgs {
             graceful_restart: args
                 .graceful_restart
                 .then(|| GracefulRestartConfig::new(args.restart_time)),
+            extended_message: args.extended_message,
         };
         Ok((cfg, routes))
     }
@@ -842,6 +847,15 @@ mod tests {
         let (cfg, _) =
             plan(parse(&["--prefix", "10.0.0.1", "--send-hold-time", "20"]).unwrap()).unwrap();
         assert_eq!(cfg.effective_send_hold_time(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn extended_message_flag() {
+        let (cfg, _) = plan(parse(&["--prefix", "10.0.0.1"]).unwrap()).unwrap();
+        assert!(!cfg.extended_message);
+        let (cfg, _) =
+            plan(parse(&["--prefix", "10.0.0.1", "--extended-message"]).unwrap()).unwrap();
+        assert!(cfg.extended_message);
     }
 
     #[test]

@@ -116,7 +116,7 @@ def _ip_payload(linktype, frame):
 
 
 def tcp_segments(path):
-    """Yield (ts, (src ip, port), (dst ip, port), seq, flags, payload)."""
+    """Yield (ts, (src ip, port), (dst ip, port), seq, flags, payload, window field)."""
     import ipaddress
 
     for ts, lt, frame in _packets(path):
@@ -147,7 +147,8 @@ def tcp_segments(path):
         sport, dport, seq = struct.unpack("!HHI", tcp[:8])
         doff = (tcp[12] >> 4) * 4
         flags = tcp[13]
-        yield ts, (str(src), sport), (str(dst), dport), seq, flags, bytes(tcp[doff:])
+        win = struct.unpack("!H", tcp[14:16])[0]
+        yield ts, (str(src), sport), (str(dst), dport), seq, flags, bytes(tcp[doff:]), win
 
 
 def messages(path, port=179):
@@ -156,7 +157,7 @@ def messages(path, port=179):
     Returns {connection key (sorted endpoints): [Msg, ...]}.
     """
     dirs = {}
-    for ts, src, dst, seq, flags, payload in tcp_segments(path):
+    for ts, src, dst, seq, flags, payload, _win in tcp_segments(path):
         if src[1] != port and dst[1] != port:
             continue
         d = dirs.setdefault((src, dst), Direction())
@@ -230,9 +231,88 @@ def sender_stats(path, sender_ip, port=179):
     return best
 
 
+def sender_messages(path, sender_ip, port=179):
+    """The messages of the connection that carried the most UPDATE bytes from `sender_ip`."""
+    best, best_bytes = [], -1
+    for msgs in messages(path, port).values():
+        b = sum(m.length for m in msgs if m.src[0] == sender_ip and m.type == 2)
+        if b > best_bytes:
+            best, best_bytes = msgs, b
+    return best
+
+
+def sender_stream(path, sender_ip, port=179):
+    """The sender's OPEN and all its UPDATEs on that connection, as wire bytes (headers included)."""
+    out = bytearray()
+    for m in sender_messages(path, sender_ip, port):
+        if m.src[0] != sender_ip or m.type not in (1, 2):
+            continue
+        if m.type == 1 and out:
+            continue  # one OPEN, first
+        out += b"\xff" * 16 + struct.pack("!HB", m.length, m.type) + m.body
+    return bytes(out)
+
+
+def attr_codes(body):
+    """Path attribute (flags, type code, value length) triples of one UPDATE body, in wire order."""
+    wlen = struct.unpack("!H", body[:2])[0]
+    alen = struct.unpack("!H", body[2 + wlen : 4 + wlen])[0]
+    a, end, out = 4 + wlen, 4 + wlen + alen, []
+    while a + 3 <= end:
+        flags, code = body[a], body[a + 1]
+        if flags & 0x10:
+            vlen = struct.unpack("!H", body[a + 2 : a + 4])[0]
+            a += 4
+        else:
+            vlen = body[a + 2]
+            a += 3
+        out.append((flags, code, vlen))
+        a += vlen
+    return out
+
+
+def shape(path, sender_ip, port=179):
+    """How the sender's bytes went out and were taken: TCP segments carrying its
+    payload (count, median and max size), zero windows the receiver advertised,
+    UPDATE sizes (min, median, max), and the attribute layout of its first
+    UPDATE with NLRI as "flags:type/len" items."""
+    msgs = sender_messages(path, sender_ip, port)
+    if not msgs:
+        return None
+    ends = {msgs[0].src, msgs[0].dst}
+    sizes, zero = [], 0
+    for _ts, src, dst, _seq, _flags, payload, win in tcp_segments(path):
+        if {src, dst} != ends:
+            continue
+        if src[0] == sender_ip:
+            if payload:
+                sizes.append(len(payload))
+        elif win == 0:
+            zero += 1
+    ups = [m for m in msgs if m.src[0] == sender_ip and m.type == 2]
+    lens = sorted(m.length for m in ups)
+    layout = ""
+    for m in ups:
+        if update_counts(m.body)[0]:
+            layout = " ".join(f"{f:02x}:{c}/{v}" for f, c, v in attr_codes(m.body))
+            break
+    sizes.sort()
+    return dict(
+        segments=len(sizes),
+        seg_median=sizes[len(sizes) // 2] if sizes else 0,
+        seg_max=sizes[-1] if sizes else 0,
+        zero_windows=zero,
+        upd_min=lens[0] if lens else 0,
+        upd_median=lens[len(lens) // 2] if lens else 0,
+        upd_max=lens[-1] if lens else 0,
+        layout=layout,
+    )
+
+
 if __name__ == "__main__":
     # Debug aid: pcapbgp.py FILE SENDER_IP
     s = sender_stats(sys.argv[1], sys.argv[2])
     print(s)
     if s and s["established"] and s["last"]:
         print(f"wire {s['last'] - s['established']:.4f} s")
+    print(shape(sys.argv[1], sys.argv[2]))

@@ -12,7 +12,9 @@
 //! [`AdjOut::updates_paced`] does the same work in slices of about a given
 //! number of encoded bytes, walking the prefixes in order, so a sender can
 //! pull the next slice when its socket drains instead of holding the whole
-//! difference encoded at once.
+//! difference encoded at once. Slices are cut where a message is full, so
+//! the UPDATEs of a paced sync are as few and as full as those of one
+//! `updates` call.
 //!
 //! Memory is proportional to the number of routes: each route is a prefix
 //! plus a shared pointer to an interned attribute set, never a copy of it.
@@ -204,12 +206,15 @@ impl AdjOut {
     }
 
     /// One slice of [`updates`](Self::updates): brings the prefixes from
-    /// `from` on (from the first one when `None`) in sync, and stops before
-    /// the next prefix that would change something once the UPDATEs produced
-    /// reach about `budget` encoded bytes (at most one more prefix, i.e. one
-    /// message, beyond it). Prefixes already in sync cost nothing. Returns the
-    /// UPDATEs, taken as sent like those of `updates`, and the prefix the next
-    /// call continues from; `None` when everything from `from` on is in sync.
+    /// `from` on (from the first one when `None`) in sync, and stops once the
+    /// UPDATEs produced reach `budget` encoded bytes, before the next prefix
+    /// that would start a new message: the message being filled when the
+    /// budget is reached is filled up first (so at most one message beyond
+    /// the budget), and a slice does not end with a half-empty UPDATE the
+    /// next slice could have filled. Prefixes already in sync cost nothing.
+    /// Returns the UPDATEs, taken as sent like those of `updates`, and the
+    /// prefix the next call continues from; `None` when everything from
+    /// `from` on is in sync.
     ///
     /// A sync started from `None` and continued until `None` comes back
     /// leaves the peer holding exactly the desired set, even when
@@ -259,8 +264,14 @@ impl AdjOut {
         let mut used = 0usize;
         let mut next: Option<IpNet> = None;
 
-        for (prefix, want) in &self.desired[d0..] {
-            if used >= budget {
+        // The packer that took the last prefix: past the budget, the walk
+        // goes on only while prefixes still fit in its current message.
+        let mut last: Option<Packer> = None;
+
+        'walk: for (prefix, want) in &self.desired[d0..] {
+            if used >= budget
+                && !last.is_some_and(|b| b.is_open(&groups, &withdraw_v4, &withdraw_v6))
+            {
                 next = Some(match old.peek() {
                     Some((o, _)) if o < prefix => *o,
                     _ => *prefix,
@@ -269,18 +280,23 @@ impl AdjOut {
             }
             // Everything advertised that sorts before this prefix is no longer desired.
             while let Some((p, _)) = old.peek() {
-                if p < prefix {
-                    let (p, _) = old.next().expect("peeked");
-                    used += withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
-                } else {
+                if p >= prefix {
                     break;
                 }
+                let p = *p;
+                let b = Packer::withdrawal(p);
+                if used >= budget && !b.continues(last, p, &groups, &withdraw_v4, &withdraw_v6) {
+                    next = Some(p);
+                    break 'walk;
+                }
+                old.next();
+                used += withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
+                last = Some(b);
             }
-            let was = match old.peek() {
-                Some((p, _)) if p == prefix => old.next().map(|(_, a)| a),
-                _ => None,
+            let (in_old, was) = match old.peek() {
+                Some((p, a)) if p == prefix => (true, Some(Arc::as_ptr(a))),
+                _ => (false, None),
             };
-
             let v6 = matches!(prefix, IpNet::V6(_));
             let key = (Arc::as_ptr(want), v6);
             let res = match &last_resolved {
@@ -330,30 +346,52 @@ impl AdjOut {
             });
             match res {
                 Ok((attrs, gi)) => {
-                    if was.as_ref().is_none_or(|w| !Arc::ptr_eq(w, &attrs)) {
+                    if was != Some(Arc::as_ptr(&attrs)) {
+                        let b = Packer::Group(gi);
+                        if used >= budget
+                            && !b.continues(last, *prefix, &groups, &withdraw_v4, &withdraw_v6)
+                        {
+                            next = Some(*prefix);
+                            break;
+                        }
                         used += groups[gi].push(*prefix);
+                        last = Some(b);
+                    }
+                    if in_old {
+                        old.next();
                     }
                     new_adv.push((*prefix, attrs));
                 }
                 Err(why) => {
+                    if in_old {
+                        let b = Packer::withdrawal(*prefix);
+                        if used >= budget
+                            && !b.continues(last, *prefix, &groups, &withdraw_v4, &withdraw_v6)
+                        {
+                            next = Some(*prefix);
+                            break;
+                        }
+                        old.next();
+                        used += withdraw(&mut withdraw_v4, &mut withdraw_v6, *prefix);
+                        last = Some(b);
+                    }
                     let e = skipped.entry(why).or_insert((0, *prefix));
                     e.0 += 1;
-                    if was.is_some() {
-                        used += withdraw(&mut withdraw_v4, &mut withdraw_v6, *prefix);
-                    }
                 }
             }
         }
         if next.is_none() {
             // Advertised beyond the last desired prefix: no longer desired.
             while let Some((p, _)) = old.peek() {
-                if used >= budget {
-                    next = Some(*p);
+                let p = *p;
+                let b = Packer::withdrawal(p);
+                if used >= budget && !b.continues(last, p, &groups, &withdraw_v4, &withdraw_v6) {
+                    next = Some(p);
                     break;
                 }
-                let p = *p;
                 old.next();
                 used += withdraw(&mut withdraw_v4, &mut withdraw_v6, p);
+                last = Some(b);
             }
         }
         // What the walk did not reach is still advertised as before.
@@ -386,6 +424,60 @@ impl AdjOut {
             out.extend(g.finish());
         }
         (out, next)
+    }
+}
+
+/// Which of a diff's message packers a prefix goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packer {
+    WithdrawV4,
+    WithdrawV6,
+    /// Announcements of `groups[i]`.
+    Group(usize),
+}
+
+impl Packer {
+    fn withdrawal(p: IpNet) -> Packer {
+        match p {
+            IpNet::V4(_) => Packer::WithdrawV4,
+            IpNet::V6(_) => Packer::WithdrawV6,
+        }
+    }
+
+    /// Whether this packer's current message is started and could still take
+    /// a host route of its family (a slice past its budget goes on filling it).
+    fn is_open(self, groups: &[Group], w4: &WithdrawV4, w6: &WithdrawV6) -> bool {
+        match self {
+            Packer::WithdrawV4 => w4.takes(nlri_wire_len(32)),
+            Packer::WithdrawV6 => w6.takes(nlri_wire_len(128)),
+            Packer::Group(i) => {
+                let host = if groups[i].mp_value.is_some() {
+                    128
+                } else {
+                    32
+                };
+                groups[i].takes(nlri_wire_len(host))
+            }
+        }
+    }
+
+    /// Whether `p`, going to this packer, fills the message `last` was
+    /// filling (rather than starting a new one).
+    fn continues(
+        self,
+        last: Option<Packer>,
+        p: IpNet,
+        groups: &[Group],
+        w4: &WithdrawV4,
+        w6: &WithdrawV6,
+    ) -> bool {
+        let add = nlri_wire_len(p.prefix_len());
+        last == Some(self)
+            && match self {
+                Packer::WithdrawV4 => w4.takes(add),
+                Packer::WithdrawV6 => w6.takes(add),
+                Packer::Group(i) => groups[i].takes(add),
+            }
     }
 }
 
@@ -467,6 +559,11 @@ impl WithdrawV4 {
         }
     }
 
+    /// Whether the current message is started and has room for `add` more bytes.
+    fn takes(&self, add: usize) -> bool {
+        !self.cur.is_empty() && self.len + add <= self.max
+    }
+
     fn push(&mut self, p: Ipv4Net) -> usize {
         let add = nlri_wire_len(p.prefix_len());
         if self.len + add > self.max {
@@ -526,6 +623,11 @@ impl WithdrawV6 {
     fn len_with(&self, nlri: usize) -> usize {
         let value = MP_UNREACH_FIXED + nlri;
         self.base + nlri + mp_header_len(value) - mp_header_len(MP_UNREACH_FIXED)
+    }
+
+    /// Whether the current message is started and has room for `add` more bytes.
+    fn takes(&self, add: usize) -> bool {
+        !self.cur.is_empty() && self.len_with(self.nlri + add) <= self.max
     }
 
     fn push(&mut self, p: IpNet) -> usize {
@@ -602,6 +704,11 @@ impl Group {
             None => self.base + nlri,
             Some(v) => self.base + nlri + mp_header_len(v + nlri) - mp_header_len(v),
         }
+    }
+
+    /// Whether the current message is started and has room for `add` more NLRI bytes.
+    fn takes(&self, add: usize) -> bool {
+        self.nlri > 0 && self.len_with(self.nlri + add) <= self.max
     }
 
     /// Whether `p` alone fits in one UPDATE with these attributes.

@@ -155,6 +155,11 @@ pub struct PeerConfig {
     /// such capability. With it, the first table and End-of-RIB wait for the
     /// first [`SessionHandle::set`] (see [`spawn`]).
     pub graceful_restart: Option<GracefulRestartConfig>,
+    /// Offer the Extended Message capability (RFC 8654). When the peer
+    /// offers it too, UPDATEs are packed up to 65535 bytes instead of 4096
+    /// (some routers, FRR among them, absorb a large table faster in fewer,
+    /// larger UPDATEs; see bench/README.md).
+    pub extended_message: bool,
 }
 
 /// The BFD timers of a peer (MetalLB's BFD profile); the addresses are the
@@ -223,6 +228,7 @@ impl PeerConfig {
             max_prefix: None,
             send_hold_time: None,
             graceful_restart: None,
+            extended_message: false,
         }
     }
 
@@ -263,6 +269,7 @@ impl PeerConfig {
             connect_retry_max: self.connect_retry_max.max(self.connect_retry),
             dynamic_peer_as: self.dynamic_peer_as,
             graceful_restart: self.graceful_restart,
+            extended_message: self.extended_message,
             seed: rand::random(),
             ..SessionConfig::new(self.local_as, self.peer_as, self.router_id)
         }

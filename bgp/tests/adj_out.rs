@@ -576,3 +576,45 @@ fn a_paced_sync_restarted_after_a_change_ends_with_the_new_set() {
     assert!(peer.values().all(|m| *m == Some(7)));
     assert_eq!(a.announced_count(), 20_000);
 }
+
+#[test]
+fn a_paced_sync_cuts_its_slices_on_message_boundaries() {
+    // Slicing must not change the packing: the UPDATEs of a paced sync, taken
+    // together, are as full and as few as those of one `updates` call (a
+    // receiver pays per UPDATE, and a half-empty one at every slice's end
+    // costed ~6% more UPDATEs for a /32 table).
+    for extended in [false, true] {
+        let c = ctx(false, extended);
+        let max = c.negotiated.max_message_len();
+        let mut table = routes(v4_hosts(100_000), &RouteAttrs::default());
+        table.extend(routes(v6_hosts(20_000), &RouteAttrs::default()));
+        let mut whole = AdjOut::new();
+        whole.set_desired(table.clone());
+        let one = whole.updates(&c);
+
+        let mut a = AdjOut::new();
+        a.set_desired(table);
+        let slices = paced_sync(&mut a, &c, 64 * 1024);
+        assert!(slices.len() > 5, "{} slices", slices.len());
+        for s in &slices {
+            // Still at most one message beyond the budget.
+            assert!(encoded_len(s, &c.negotiated) <= 64 * 1024 + max);
+        }
+        let all: Vec<Update> = slices.into_iter().flatten().collect();
+        check_packing(&all, &c.negotiated);
+        assert_eq!(all.len(), one.len(), "extended {extended}");
+        assert_eq!(all_announced(&all), all_announced(&one));
+
+        // Withdrawals, paced, pack the same way.
+        whole.set_desired(routes(v4_hosts(1000), &RouteAttrs::default()));
+        let one = whole.updates(&c);
+        a.set_desired(routes(v4_hosts(1000), &RouteAttrs::default()));
+        let all: Vec<Update> = paced_sync(&mut a, &c, 16 * 1024)
+            .into_iter()
+            .flatten()
+            .collect();
+        check_packing(&all, &c.negotiated);
+        assert_eq!(all.len(), one.len(), "extended {extended}");
+        assert_eq!(all_withdrawn(&all), all_withdrawn(&one));
+    }
+}

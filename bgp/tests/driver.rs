@@ -266,6 +266,58 @@ async fn large_table_goes_out_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_messages_carry_a_table_in_few_large_updates() {
+    // Both sides offer RFC 8654: 100k /32 go out in 65535-byte UPDATEs
+    // (13098 prefixes each, 8 of them) instead of 124 of 4096 bytes.
+    let mut pc = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), 179),
+        PASSIVE_AS,
+        ACTIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    pc.passive = true;
+    pc.listen = true;
+    pc.listen_port = 0;
+    pc.extended_message = true;
+    let p = spawn(pc);
+    let mut prx = p.status();
+    let port = wait_for(&mut prx, "listening", |s| s.listen_addr.is_some())
+        .await
+        .listen_addr
+        .unwrap()
+        .port();
+    let mut ac = PeerConfig::new(
+        SocketAddr::new(LOCALHOST.into(), port),
+        ACTIVE_AS,
+        PASSIVE_AS,
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    ac.connect_retry = Duration::from_millis(100);
+    ac.extended_message = true;
+    let a = spawn(ac);
+    a.set(routes(100_000));
+    let sp = wait_for(&mut prx, "100k received", |s| {
+        s.prefixes_received == 100_000
+    })
+    .await;
+    assert!(sp.negotiated.as_ref().unwrap().extended_message, "{sp:?}");
+    // 8 UPDATEs with NLRI and End-of-RIB.
+    assert!(sp.updates_received <= 9, "{sp:?}");
+    a.shutdown(None).await;
+
+    // Offered by one side only: not negotiated, 4096-byte UPDATEs.
+    let b = active(port, None);
+    b.set(routes(10_000));
+    let sp = wait_for(&mut prx, "10k received", |s| {
+        s.established_generation == 2 && s.prefixes_received == 10_000
+    })
+    .await;
+    assert!(!sp.negotiated.as_ref().unwrap().extended_message, "{sp:?}");
+    b.shutdown(None).await;
+    p.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_peers_with_md5_and_both_families() {
     let v6 = std::net::Ipv6Addr::LOCALHOST;
     let families = vec![
