@@ -48,6 +48,18 @@ pub enum ConvertError {
     /// A pool name that cannot be made a Kubernetes object name.
     #[error("pool {0:?}: no Kubernetes object name can be made of it (it has no letter or digit)")]
     Unnameable(String),
+    /// Two peers that differ only in fields a `BGPPeer` may not differ in
+    /// alone (same address, interface, port, VRF and node selectors).
+    #[error(
+        "peers {first} and {second} have the same address, port, VRF and node selectors: \
+         as custom resources they are one session twice, which is refused; keep one of them"
+    )]
+    SamePeer {
+        /// The earlier peer's object name.
+        first: String,
+        /// The later peer's object name.
+        second: String,
+    },
     /// Two pool names that become the same object name.
     #[error("pools {first:?} and {second:?} would both be named {name:?}")]
     NameClash {
@@ -134,19 +146,15 @@ pub fn write_resources(
     header: &str,
 ) -> Result<(String, usize, Vec<Rename>), ConvertError> {
     let pool_names = object_names(&config.pools)?;
+    let peer_names = peer_names(&config.peers)?;
     let mut w = Writer {
         out: header.to_string(),
         namespace,
         objects: 0,
     };
 
-    let peer_width = width(config.peers.len());
-    for (i, peer) in config.peers.iter().enumerate() {
-        let name = peer
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("peer{:0peer_width$}", i + 1));
-        w.begin("v1beta2", "BGPPeer", &name, None);
+    for (peer, name) in config.peers.iter().zip(&peer_names) {
+        w.begin("v1beta2", "BGPPeer", name, None);
         write_peer(&mut w.out, peer);
     }
 
@@ -314,7 +322,13 @@ fn write_peer(out: &mut String, p: &Peer) {
         out.push_str("  enableGracefulRestart: true\n");
     }
     let _ = writeln!(out, "  holdTime: {}", go_duration(p.hold_time));
+    if let Some(interface) = &p.interface {
+        let _ = writeln!(out, "  interface: {}", quote(interface));
+    }
     let _ = writeln!(out, "  keepaliveTime: {}", go_duration(p.keepalive_time));
+    if let Some(asn) = p.local_asn {
+        let _ = writeln!(out, "  localASN: {asn}");
+    }
     let _ = writeln!(out, "  myASN: {}", p.my_asn);
     write_selectors(out, "  ", "nodeSelectors", &p.node_selectors);
     if let Some(password) = &p.password {
@@ -323,7 +337,10 @@ fn write_peer(out: &mut String, p: &Peer) {
     if p.dynamic_asn.is_none() {
         let _ = writeln!(out, "  peerASN: {}", p.peer_asn);
     }
-    let _ = writeln!(out, "  peerAddress: {}", quote(&p.address.to_string()));
+    // An unnumbered peer (interface) has no address; both is an error.
+    if p.interface.is_none() {
+        let _ = writeln!(out, "  peerAddress: {}", quote(&p.address.to_string()));
+    }
     let _ = writeln!(out, "  peerPort: {}", p.port);
     if let Some(id) = p.router_id {
         let _ = writeln!(out, "  routerID: {}", quote(&id.to_string()));
@@ -417,6 +434,39 @@ fn write_selectors(out: &mut String, indent: &str, key: &str, selectors: &[NodeS
 /// MetalLB's (`peer1`), more when zero-padding keeps name order.
 fn width(n: usize) -> usize {
     n.max(1).to_string().len()
+}
+
+/// The object name of each peer, in order (its own, else `peer1`…). Two
+/// peers with the same address, interface, port, VRF and node selectors are
+/// refused: the ConfigMap keeps peers that differ in any other field (ASN,
+/// password…), but two such `BGPPeer`s are one session twice, which the
+/// custom-resource front end (as MetalLB's webhook) rejects.
+fn peer_names(peers: &[Peer]) -> Result<Vec<String>, ConvertError> {
+    let width = width(peers.len());
+    let names: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.name
+                .clone()
+                .unwrap_or_else(|| format!("peer{:0width$}", i + 1))
+        })
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        if let Some(j) = peers[..i].iter().position(|e| {
+            e.address == p.address
+                && e.interface == p.interface
+                && e.port == p.port
+                && e.vrf == p.vrf
+                && e.node_selectors == p.node_selectors
+        }) {
+            return Err(ConvertError::SamePeer {
+                first: names[j].clone(),
+                second: names[i].clone(),
+            });
+        }
+    }
+    Ok(names)
 }
 
 /// The object name of each pool, in order, and whether it changed.
