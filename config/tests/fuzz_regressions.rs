@@ -109,3 +109,42 @@ fn custom_resource_peers_with_local_asn_and_interface() {
     assert_eq!(cfg.peers[1].interface.as_deref(), Some("eth1"));
     assert_eq!(round_trip(&cfg), Ok(()));
 }
+
+/// A ConfigMap `bgp-communities` alias with an empty key (MetalLB's Go
+/// decoder takes a missing key as ""): the converter wrote a `Community` alias
+/// with `name: ""`, which the custom-resource front end reads as no name. It
+/// now refuses with a reason. An alias whose name holds a line break no longer
+/// breaks the comment naming it next to an advertisement's value.
+#[test]
+fn configmap_community_aliases_with_empty_or_multi_line_names() {
+    let cfg = configmap("bgp-communities:\n : &a: \"0:62536\"\n").unwrap();
+    assert!(cfg.communities.contains_key(""));
+    assert_eq!(
+        round_trip(&cfg),
+        Err(ConvertError::UnnamedCommunity("0:62536".into()))
+    );
+
+    let cfg = configmap(
+        "bgp-communities: {\"a\\nb: c\": \"1:2\"}\n\
+         address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/24]\n\
+         \x20 bgp-advertisements: [{communities: [\"a\\nb: c\"]}]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.pools[0].advertisements[0].communities, [1 << 16 | 2]);
+    assert_eq!(round_trip(&cfg), Ok(()));
+}
+
+/// An `IPAddressPool` with an empty `serviceAllocation` (present, nothing
+/// set): the converter wrote `serviceAllocation:` with nothing under it,
+/// which reads back as no service allocation at all.
+#[test]
+fn custom_resource_pool_with_empty_service_allocation() {
+    let cfg = resources(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+         metadata: {name: internal, namespace: x}\n\
+         spec: {addresses: [10.10.0.0/29], serviceAllocation: {}}\n",
+    )
+    .unwrap();
+    assert!(cfg.pools[0].service_allocation.is_some());
+    assert_eq!(round_trip(&cfg), Ok(()));
+}

@@ -29,12 +29,14 @@ pub fn round_trip(cfg: &Config) {
     let (yaml, _, renamed) = match write_resources(cfg, "fuzz", "") {
         Ok(w) => w,
         // What custom resources cannot say is refused with a reason, not
-        // written: pool names no object name can be made of, and peers the
-        // ConfigMap keeps apart but that are one session twice as BGPPeers.
+        // written: pool names no object name can be made of, peers the
+        // ConfigMap keeps apart but that are one session twice as BGPPeers,
+        // a community alias without a name.
         Err(
             ConvertError::Unnameable(_)
             | ConvertError::NameClash { .. }
-            | ConvertError::SamePeer { .. },
+            | ConvertError::SamePeer { .. }
+            | ConvertError::UnnamedCommunity(_),
         ) => return,
         Err(e) => panic!("write_resources of a valid config: {e}"),
     };

@@ -60,6 +60,13 @@ pub enum ConvertError {
         /// The later peer's object name.
         second: String,
     },
+    /// A `bgp-communities` alias with an empty name: a `Community` object's
+    /// aliases need one.
+    #[error(
+        "the bgp-communities alias with an empty name (value {0}) cannot be a Community \
+         object's alias, which needs a name: rename it"
+    )]
+    UnnamedCommunity(String),
     /// Two pool names that become the same object name.
     #[error("pools {first:?} and {second:?} would both be named {name:?}")]
     NameClash {
@@ -199,7 +206,8 @@ pub fn write_resources(
                     let _ = write!(w.out, "  - {}", quote(&c.to_string()));
                     let mut aliases = config.communities.iter().filter(|(_, v)| **v == c);
                     if let (Some((alias, _)), None) = (aliases.next(), aliases.next()) {
-                        let _ = write!(w.out, " # {alias}");
+                        // One line, whatever the alias holds (a newline would end the comment).
+                        let _ = write!(w.out, " # {}", alias.escape_debug());
                     }
                     w.out.push('\n');
                 }
@@ -245,6 +253,10 @@ pub fn write_resources(
     }
 
     if !config.communities.is_empty() {
+        // A Community alias's name is required (an empty string is no name).
+        if let Some(value) = config.communities.get("") {
+            return Err(ConvertError::UnnamedCommunity(value.to_string()));
+        }
         w.begin("v1beta1", "Community", "communities", None);
         w.out.push_str("spec:\n  communities:\n");
         for (alias, value) in &config.communities {
@@ -365,6 +377,15 @@ fn write_pool(out: &mut String, pool: &Pool) {
         out.push_str("  avoidBuggyIPs: true\n");
     }
     if let Some(sa) = &pool.service_allocation {
+        let empty = sa.priority == 0
+            && sa.namespaces.is_empty()
+            && sa.namespace_selectors.is_empty()
+            && sa.service_selectors.is_empty();
+        if empty {
+            // Present but empty is not absent: keep it so.
+            out.push_str("  serviceAllocation: {}\n");
+            return;
+        }
         out.push_str("  serviceAllocation:\n");
         write_list(out, "    ", "namespaces", &sa.namespaces);
         write_selectors(out, "    ", "namespaceSelectors", &sa.namespace_selectors);
