@@ -29,6 +29,15 @@
 //! characters as `-`, leading and trailing non-alphanumerics dropped) and
 //! reported in [`Converted::renamed`]: a Service that asks for such a pool by
 //! name must then be updated.
+//!
+//! What the custom resources cannot say is refused with a [`ConvertError`]
+//! rather than written wrong: pool names no object name can be made of (or
+//! two that become one), two peers the ConfigMap keeps apart but that are one
+//! session twice as `BGPPeer`s, a community alias with an empty name. Anything
+//! written reads back through [`Config::from_resources`] as the same
+//! configuration, up to peer names, warnings, order and `ebgp-multihop` on
+//! iBGP peers (dropped: MetalLB's resources refuse it there, and it changes
+//! nothing); the `configmap` and `crs` fuzz targets check it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
