@@ -29,6 +29,15 @@
 //! characters as `-`, leading and trailing non-alphanumerics dropped) and
 //! reported in [`Converted::renamed`]: a Service that asks for such a pool by
 //! name must then be updated.
+//!
+//! What the custom resources cannot say is refused with a [`ConvertError`]
+//! rather than written wrong: pool names no object name can be made of (or
+//! two that become one), two peers the ConfigMap keeps apart but that are one
+//! session twice as `BGPPeer`s, a community alias with an empty name. Anything
+//! written reads back through [`Config::from_resources`] as the same
+//! configuration, up to peer names, warnings, order and `ebgp-multihop` on
+//! iBGP peers (dropped: MetalLB's resources refuse it there, and it changes
+//! nothing); the `configmap` and `crs` fuzz targets check it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -48,6 +57,25 @@ pub enum ConvertError {
     /// A pool name that cannot be made a Kubernetes object name.
     #[error("pool {0:?}: no Kubernetes object name can be made of it (it has no letter or digit)")]
     Unnameable(String),
+    /// Two peers that differ only in fields a `BGPPeer` may not differ in
+    /// alone (same address, interface, port, VRF and node selectors).
+    #[error(
+        "peers {first} and {second} have the same address, port, VRF and node selectors: \
+         as custom resources they are one session twice, which is refused; keep one of them"
+    )]
+    SamePeer {
+        /// The earlier peer's object name.
+        first: String,
+        /// The later peer's object name.
+        second: String,
+    },
+    /// A `bgp-communities` alias with an empty name: a `Community` object's
+    /// aliases need one.
+    #[error(
+        "the bgp-communities alias with an empty name (value {0}) cannot be a Community \
+         object's alias, which needs a name: rename it"
+    )]
+    UnnamedCommunity(String),
     /// Two pool names that become the same object name.
     #[error("pools {first:?} and {second:?} would both be named {name:?}")]
     NameClash {
@@ -134,19 +162,15 @@ pub fn write_resources(
     header: &str,
 ) -> Result<(String, usize, Vec<Rename>), ConvertError> {
     let pool_names = object_names(&config.pools)?;
+    let peer_names = peer_names(&config.peers)?;
     let mut w = Writer {
         out: header.to_string(),
         namespace,
         objects: 0,
     };
 
-    let peer_width = width(config.peers.len());
-    for (i, peer) in config.peers.iter().enumerate() {
-        let name = peer
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("peer{:0peer_width$}", i + 1));
-        w.begin("v1beta2", "BGPPeer", &name, None);
+    for (peer, name) in config.peers.iter().zip(&peer_names) {
+        w.begin("v1beta2", "BGPPeer", name, None);
         write_peer(&mut w.out, peer);
     }
 
@@ -191,7 +215,8 @@ pub fn write_resources(
                     let _ = write!(w.out, "  - {}", quote(&c.to_string()));
                     let mut aliases = config.communities.iter().filter(|(_, v)| **v == c);
                     if let (Some((alias, _)), None) = (aliases.next(), aliases.next()) {
-                        let _ = write!(w.out, " # {alias}");
+                        // One line, whatever the alias holds (a newline would end the comment).
+                        let _ = write!(w.out, " # {}", alias.escape_debug());
                     }
                     w.out.push('\n');
                 }
@@ -239,6 +264,10 @@ pub fn write_resources(
     }
 
     if !config.communities.is_empty() {
+        // A Community alias's name is required (an empty string is no name).
+        if let Some(value) = config.communities.get("") {
+            return Err(ConvertError::UnnamedCommunity(value.to_string()));
+        }
         w.begin("v1beta1", "Community", "communities", None);
         w.out.push_str("spec:\n  communities:\n");
         for (alias, value) in &config.communities {
@@ -316,7 +345,13 @@ fn write_peer(out: &mut String, p: &Peer) {
         out.push_str("  enableGracefulRestart: true\n");
     }
     let _ = writeln!(out, "  holdTime: {}", go_duration(p.hold_time));
+    if let Some(interface) = &p.interface {
+        let _ = writeln!(out, "  interface: {}", quote(interface));
+    }
     let _ = writeln!(out, "  keepaliveTime: {}", go_duration(p.keepalive_time));
+    if let Some(asn) = p.local_asn {
+        let _ = writeln!(out, "  localASN: {asn}");
+    }
     let _ = writeln!(out, "  myASN: {}", p.my_asn);
     write_selectors(out, "  ", "nodeSelectors", &p.node_selectors);
     if let Some(password) = &p.password {
@@ -325,7 +360,10 @@ fn write_peer(out: &mut String, p: &Peer) {
     if p.dynamic_asn.is_none() {
         let _ = writeln!(out, "  peerASN: {}", p.peer_asn);
     }
-    let _ = writeln!(out, "  peerAddress: {}", quote(&p.address.to_string()));
+    // An unnumbered peer (interface) has no address; both is an error.
+    if p.interface.is_none() {
+        let _ = writeln!(out, "  peerAddress: {}", quote(&p.address.to_string()));
+    }
     let _ = writeln!(out, "  peerPort: {}", p.port);
     if let Some(id) = p.router_id {
         let _ = writeln!(out, "  routerID: {}", quote(&id.to_string()));
@@ -350,6 +388,15 @@ fn write_pool(out: &mut String, pool: &Pool) {
         out.push_str("  avoidBuggyIPs: true\n");
     }
     if let Some(sa) = &pool.service_allocation {
+        let empty = sa.priority == 0
+            && sa.namespaces.is_empty()
+            && sa.namespace_selectors.is_empty()
+            && sa.service_selectors.is_empty();
+        if empty {
+            // Present but empty is not absent: keep it so.
+            out.push_str("  serviceAllocation: {}\n");
+            return;
+        }
         out.push_str("  serviceAllocation:\n");
         write_list(out, "    ", "namespaces", &sa.namespaces);
         write_selectors(out, "    ", "namespaceSelectors", &sa.namespace_selectors);
@@ -419,6 +466,39 @@ fn write_selectors(out: &mut String, indent: &str, key: &str, selectors: &[NodeS
 /// MetalLB's (`peer1`), more when zero-padding keeps name order.
 fn width(n: usize) -> usize {
     n.max(1).to_string().len()
+}
+
+/// The object name of each peer, in order (its own, else `peer1`…). Two
+/// peers with the same address, interface, port, VRF and node selectors are
+/// refused: the ConfigMap keeps peers that differ in any other field (ASN,
+/// password…), but two such `BGPPeer`s are one session twice, which the
+/// custom-resource front end (as MetalLB's webhook) rejects.
+fn peer_names(peers: &[Peer]) -> Result<Vec<String>, ConvertError> {
+    let width = width(peers.len());
+    let names: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.name
+                .clone()
+                .unwrap_or_else(|| format!("peer{:0width$}", i + 1))
+        })
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        if let Some(j) = peers[..i].iter().position(|e| {
+            e.address == p.address
+                && e.interface == p.interface
+                && e.port == p.port
+                && e.vrf == p.vrf
+                && e.node_selectors == p.node_selectors
+        }) {
+            return Err(ConvertError::SamePeer {
+                first: names[j].clone(),
+                second: names[i].clone(),
+            });
+        }
+    }
+    Ok(names)
 }
 
 /// The object name of each pool, in order, and whether it changed.
