@@ -78,13 +78,34 @@ impl ServiceState {
 /// A Service's labels as the decisions read them (advertisements'
 /// `serviceSelectors`), borrowed: a map (tools, tests), or the compact pairs
 /// a speaker keeps (only the keys some selector reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum ServiceLabels<'a> {
     /// A full label map.
     Map(&'a BTreeMap<String, String>),
     /// `(key, value)` pairs, each key once.
     Pairs(&'a [(Box<str>, Box<str>)]),
 }
+
+impl ServiceLabels<'_> {
+    /// The labels as sorted `(key, value)` pairs, whatever the form.
+    fn sorted(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = match self {
+            ServiceLabels::Map(m) => m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            ServiceLabels::Pairs(p) => p.iter().map(|(k, v)| (&**k, &**v)).collect(),
+        };
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Equal when they hold the same labels, in either form.
+impl PartialEq for ServiceLabels<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.sorted() == other.sorted()
+    }
+}
+
+impl Eq for ServiceLabels<'_> {}
 
 impl Default for ServiceLabels<'_> {
     /// No labels.
