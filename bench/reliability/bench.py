@@ -601,10 +601,7 @@ def events():
 
 def delete_churn():
     """Removes every churn Service (a previous run's too): the other scenarios' table has none."""
-    names = [n for n in all_services() if n.startswith(CHURN + "-")]
-    for n in names:
-        kube("delete", n)
-    return len(names)
+    return int(kube("cleanup", CHURN).stdout)
 
 
 def explain(name):
@@ -695,11 +692,14 @@ def churn(a):
     t_end = time.monotonic()
     time.sleep(0.2)
     ops = [json.loads(x) for x in lines if x.strip()]
+    oplog = os.path.join(RUN, "log", f"churn-{seed}.jsonl")
+    with open(oplog, "w") as f:
+        f.writelines(lines)
     summary = ops[-1] if ops and ops[-1].get("done") else None
     if driver.returncode != 0 or summary is None:
         print("".join(errs[-20:]), file=sys.stderr)
         raise RuntimeError(f"churn driver failed (exit {driver.returncode})")
-    say(f"{summary['changes']} changes in {summary['seconds']} s ({summary['stats']}); "
+    say(f"{summary['changes']} changes in {summary['seconds']} s ({summary['stats']}, every one in {oplog}); "
         f"driver lag p50 {summary['lag_p50']} s, max {summary['lag_max']} s; errors {len(summary['errors'])}")
     time.sleep(max(0.0, a.settle - (time.monotonic() - t_end)))
     say(f"settled {a.settle:g} s; comparing rt-01's table with `ferrolb explain` of every Service")
@@ -749,7 +749,11 @@ def churn(a):
     if any(v is None for v in after.values()):
         lost.append(f"processes gone: {[k for k, v in after.items() if v is None]}")
     # Existed throughout: the bench Services, nginx and the initial churn Services never deleted.
-    kept = [k for k in svc0 if k in svc1 and svc1[k][0] == svc0[k][0]] + summary["initial_alive"]
+    kept = [k for k in svc0 if k in svc1 and svc1[k][0] == svc0[k][0]]
+    gone = [k for k in summary["initial_alive"] if k not in svc1]
+    if gone:
+        lost.append(f"Services the driver never deleted are gone: {gone[:5]} ({len(gone)})")
+    kept += [k for k in summary["initial_alive"] if k in svc1]
     first0 = {k: ip for (k, uid), ip in seen.items() if svc1.get(k, (None,))[0] == uid}
     changed_end = [k for k in kept if svc1[k][1] != first0.get(k)]
     if changed_end:

@@ -10,6 +10,7 @@ creating 200 Services does not cost 400 `ip netns exec curl` round trips.
   kube.py RUN ready                              exit 0 when /readyz answers ok
   kube.py RUN services                           {name: [uid, ingress IP or null]} in default
   kube.py RUN events                             {"reason/controller": count} of every Event
+  kube.py RUN cleanup PREFIX                     delete every Service/Endpoints labelled PREFIX
   kube.py RUN churn SEED SECONDS RATE NODE_IP:NODE ...
                                                  scenario 4's changes (churn(): one JSON line each)
 """
@@ -100,9 +101,14 @@ def churn(call, seed, seconds, rate, nodes):
     def delete():
         name = rng.choice(sorted(live))
         # Either order: a Service whose Endpoints go first, or the other way round.
+        # (kube-apiserver 1.20 deletes a Service's Endpoints with it: then the second is a 404.)
         kinds = ["services", "endpoints"] if rng.random() < 0.5 else ["endpoints", "services"]
         for kind in kinds:
-            call("DELETE", f"/api/v1/namespaces/default/{kind}/{name}")
+            try:
+                call("DELETE", f"/api/v1/namespaces/default/{kind}/{name}")
+            except urllib.error.HTTPError as e:
+                if e.code != 404 or kind != "endpoints":
+                    raise
         del live[name]
         return name, "delete", f"{kinds[0]} first"
 
@@ -168,8 +174,9 @@ def churn(call, seed, seconds, rate, nodes):
             stats[kind] += 1
             emit(t=round(time.monotonic() - t0, 2), op=kind, svc=name, what=what)
         except (OSError, urllib.error.URLError) as e:
-            errors.append(f"{round(time.monotonic() - t0, 1)} s: {e}")
-            emit(t=round(time.monotonic() - t0, 2), op="error", error=str(e))
+            body = e.read().decode(errors="replace")[:300] if isinstance(e, urllib.error.HTTPError) else ""
+            errors.append(f"{round(time.monotonic() - t0, 1)} s: {e} {body}")
+            emit(t=round(time.monotonic() - t0, 2), op="error", error=f"{e} {body}")
         i += 1
     lags.sort()
     emit(done=True, seed=seed, changes=i, stats=stats, errors=errors,
@@ -240,6 +247,21 @@ def main():
                 break
             cont = "&continue=" + c
         print(json.dumps(out))
+        return
+    if cmd == "cleanup":
+        # Every Service and Endpoints labelled ferrolb-bench=PREFIX (orphans included).
+        n = 0
+        for kind in ("services", "endpoints"):
+            items = json.loads(call("GET", f"/api/v1/namespaces/default/{kind}"
+                                           f"?labelSelector=ferrolb-bench%3D{rest[0]}"))["items"]
+            for it in items:
+                try:
+                    call("DELETE", f"/api/v1/namespaces/default/{kind}/{it['metadata']['name']}")
+                except urllib.error.HTTPError as e:
+                    if e.code != 404:
+                        raise
+                n += kind == "services"
+        print(n)
         return
     if cmd == "churn":
         return churn(call, int(rest[0]), float(rest[1]), float(rest[2]),
