@@ -10,6 +10,7 @@ not stale) EQUALS the set of BGP-pool IPs the API server shows on the Services.
   bench.py flaps     [--restarts N] [--resets M] [--gap S]    scenario 2: router restarts, session resets
   bench.py node-down [--runs N] [--hold S] [--bfd]         scenario 7: a node's link set down (hold time)
   bench.py api-outage [--outage S]                    scenario 1: etcd + kube-apiserver stopped
+  bench.py churn [--minutes M] [--rate R] [--seed S] [--settle S]   scenario 4: churn soak
 
 Each prints what was injected, what was measured, what was lost, and one JSON line of figures.
 """
@@ -585,9 +586,229 @@ def api_outage(a):
     return 0 if not lost else 1
 
 
+# ------------------------------------------------------------------ scenario 4: churn soak
+CHURN = "churn"  # kube.py's churn Services: churn-0000.., label ferrolb-bench=churn
+
+
+def all_services():
+    """{name: (uid, ip)} of every Service in `default`."""
+    return {k: tuple(v) for k, v in json.loads(kube("services").stdout).items()}
+
+
+def events():
+    return json.loads(kube("events").stdout)
+
+
+def delete_churn():
+    """Removes every churn Service (a previous run's too): the other scenarios' table has none."""
+    return int(kube("cleanup", CHURN).stdout)
+
+
+def explain(name):
+    """`ferrolb explain -o json` of one Service in `default`: the speakers' and the
+    controller's own functions on what the API server holds."""
+    r = in_ns(MASTER, os.environ["FERROLB_BIN"], "explain", "-o", "json", "--kubeconfig",
+              os.path.join(RUN, "kube", "kubeconfig"), name, check=False)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"ferrolb explain {name}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    return json.loads(r.stdout)
+
+
+def explained_table(names):
+    """{node IP: set(prefix)} that `ferrolb explain` says each node announces over BGP,
+    and the Services whose live status objects disagree with it."""
+    want = {ip: set() for ip in NODES.values()}
+    disagree = []
+    for name in names:
+        e = explain(name)
+        for row in e["announcements"]:
+            if row["protocol"] != "bgp":
+                continue
+            if row["announced"]:
+                want[NODES[row["node"]]].update(row["prefixes"])
+            if row.get("liveAgrees") is False:
+                disagree.append(f"{name}@{row['node']}")
+    return want, disagree
+
+
+def table_diff(got, want):
+    """Per node: (missing at rt-01, extra at rt-01) for the nodes that differ."""
+    out = {}
+    for n, ip in NODES.items():
+        g, w = (got or {}).get(ip, set()), want[ip]
+        if g != w:
+            out[n] = (sorted(w - g), sorted(g - w))
+    return out
+
+
+def churn(a):
+    want0 = ensure_services(a.services)
+    removed = delete_churn()
+    if removed:
+        say(f"removed {removed} churn Services of an earlier run")
+        wait("the table without them", 60, lambda: full(want0), step=0.2)
+    seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
+    ev0 = events()
+    svc0 = all_services()
+    pids = {**speakers(), "controller": recorded("controller")}
+    say(f"injected: {a.rate:g} changes/s for {a.minutes:g} min on top of {len(svc0)} Services, seed {seed} "
+        f"(creates, deletes, Endpoints moving between nodes / not-ready / back; Cluster and Local); "
+        f"settle {a.settle:g} s after the last change")
+    driver = subprocess.Popen(
+        ["ip", "netns", "exec", MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, "churn",
+         str(seed), str(a.minutes * 60), str(a.rate), *[f"{ip}:{name}" for name, ip in NODES.items()]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import threading
+    lines, errs = [], []
+    threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True).start()
+    threading.Thread(target=lambda: errs.extend(driver.stderr), daemon=True).start()
+    series = []  # (minute, {proc: (rss kB, fds)})
+    ip_changes = []
+    seen = {(k, uid): ip for k, (uid, ip) in svc0.items() if ip}
+    t0 = time.monotonic()
+    minute = 0
+    while True:
+        snap = {}
+        for k, pid in pids.items():
+            snap[k] = mem(pid) if pid and alive(pid) else None
+        series.append((minute, snap))
+        try:
+            # Every Service (same uid) keeps the first IP it was seen with.
+            for k, (uid, ip) in all_services().items():
+                if ip is None:
+                    continue
+                first = seen.setdefault((k, uid), ip)
+                if first != ip:
+                    ip_changes.append((minute, k, first, ip))
+        except subprocess.CalledProcessError as e:
+            ip_changes.append((minute, "(list failed)", str(e), None))
+        if driver.poll() is not None:
+            break
+        minute += 1
+        while time.monotonic() - t0 < minute * 60 and driver.poll() is None:
+            time.sleep(0.5)
+        if driver.poll() is not None:
+            time.sleep(0.5)
+    t_end = time.monotonic()
+    time.sleep(0.2)
+    ops = [json.loads(x) for x in lines if x.strip()]
+    oplog = os.path.join(RUN, "log", f"churn-{seed}.jsonl")
+    with open(oplog, "w") as f:
+        f.writelines(lines)
+    summary = ops[-1] if ops and ops[-1].get("done") else None
+    if driver.returncode != 0 or summary is None:
+        print("".join(errs[-20:]), file=sys.stderr)
+        raise RuntimeError(f"churn driver failed (exit {driver.returncode})")
+    say(f"{summary['changes']} changes in {summary['seconds']} s ({summary['stats']}, every one in {oplog}); "
+        f"driver lag p50 {summary['lag_p50']} s, max {summary['lag_max']} s; errors {len(summary['errors'])}")
+    time.sleep(max(0.0, a.settle - (time.monotonic() - t_end)))
+    say(f"settled {a.settle:g} s; comparing rt-01's table with `ferrolb explain` of every Service")
+    svc1 = all_services()
+    t_x = time.monotonic()
+    got = rib()
+    explained, disagree = explained_table(sorted(svc1))
+    got_after = rib()
+    t_x = time.monotonic() - t_x
+    # The driver's model (Python's reading of announce.rs `decide`), the same table again.
+    model = {ip: {f"{SVC_IP}/32"} for ip in NODES.values()}
+    for k, (uid, ip) in svc1.items():
+        if k.startswith(PREFIX + "-") and ip:
+            for nip in NODES.values():
+                model[nip].add(f"{ip}/32")
+        elif k in summary["model"] and ip:
+            for n in summary["model"][k]["announcers"]:
+                model[NODES[n]].add(f"{ip}/32")
+    mism = table_diff(got, explained)
+    mism2 = table_diff(got_after, explained)
+    model_vs_explain = table_diff({k: v for k, v in model.items()}, explained)
+    late = None
+    if mism and mism2:
+        # Not settled: does it get there later, or stay wrong?
+        t_l = time.monotonic()
+        while time.monotonic() - t_l < a.late:
+            time.sleep(2.0)
+            if not table_diff(rib(), explained):
+                late = round(time.monotonic() - t_l + a.settle + t_x, 1)
+                break
+    ev1 = events()
+    after = {k: (mem(pid) if pid and alive(pid) else None) for k, pid in pids.items()}
+    lost = []
+    if mism and mism2:
+        lost.append(f"rt-01's table != explain after {a.settle:g} s settle: "
+                    + "; ".join(f"{n}: missing {m[:5]}{'...' if len(m) > 5 else ''} ({len(m)}), "
+                                f"extra {x[:5]}{'...' if len(x) > 5 else ''} ({len(x)})"
+                                for n, (m, x) in mism2.items())
+                    + (f"; equal {late} s after the last change" if late else
+                       f"; still different {a.late:g} s later"))
+    if model_vs_explain:
+        lost.append(f"the driver's model != explain: {model_vs_explain}")
+    if disagree:
+        lost.append(f"ServiceBGPStatus disagrees with explain: {disagree[:10]} ({len(disagree)})")
+    if ip_changes:
+        lost.append(f"IPs changed: {ip_changes[:10]}")
+    if any(v is None for v in after.values()):
+        lost.append(f"processes gone: {[k for k, v in after.items() if v is None]}")
+    # Existed throughout: the bench Services, nginx and the initial churn Services never deleted.
+    kept = [k for k in svc0 if k in svc1 and svc1[k][0] == svc0[k][0]]
+    gone = [k for k in summary["initial_alive"] if k not in svc1]
+    if gone:
+        lost.append(f"Services the driver never deleted are gone: {gone[:5]} ({len(gone)})")
+    kept += [k for k in summary["initial_alive"] if k in svc1]
+    first0 = {k: ip for (k, uid), ip in seen.items() if svc1.get(k, (None,))[0] == uid}
+    changed_end = [k for k in kept if svc1[k][1] != first0.get(k)]
+    if changed_end:
+        lost.append(f"{len(changed_end)} Services that existed throughout have another IP: {changed_end[:5]}")
+    dev = {k: ev1.get(k, 0) - ev0.get(k, 0) for k in sorted(set(ev0) | set(ev1))}
+    dev = {k: v for k, v in dev.items() if v}
+    n_ev = sum(dev.values())
+    n_ch = summary["changes"] + sum(1 for o in ops if o.get("initial"))
+    creates = summary["stats"]["create"] + sum(1 for o in ops if o.get("initial"))
+    print()
+    print(f"measured: {n_ch} changes ({summary['stats']}, plus {creates - summary['stats']['create']} "
+          f"initial creates), seed {seed}")
+    print(f"          then {a.settle:g} s settle; rt-01's fresh /32s per node vs `ferrolb explain -o json` of all "
+          f"{len(svc1)} Services (explain took {t_x:.1f} s)")
+    for n, ip in NODES.items():
+        print(f"  {n}: rt-01 {len((got or {}).get(ip, ()))}, explain {len(explained[ip])}, "
+              f"model {len(model[ip])}: {'EQUAL' if n not in mism else 'DIFFERENT'}")
+    print(f"Events written during the run (reason/controller: count): {dev}")
+    print(f"  {n_ev} Events for {n_ch} changes: {n_ev / max(1, n_ch):.2f} per change; "
+          f"the model's starts (Service x node begins to be announced, MetalLB's nodeAssigned): "
+          f"{summary['starts']}, creates: {creates}")
+    print("RSS MB / fds every minute:")
+    print("  min  " + "  ".join(f"{k:>18}" for k in pids))
+    for m, snap in series:
+        print(f"  {m:>3}  " + "  ".join(f"{v[0] / 1024:>10.1f} / {v[1]:>4}" if v else f"{'DEAD':>18}"
+                                        for v in snap.values()))
+    print(f"  end  " + "  ".join(f"{v[0] / 1024:>10.1f} / {v[1]:>4}" if v else f"{'DEAD':>18}"
+                                  for v in after.values()))
+    print(f"Services that existed throughout: {len(kept)}; IP changed: {len(changed_end)} at the end, "
+          f"{len(ip_changes)} in the per-minute samples")
+    print("lost: " + ("nothing" if not lost else "; ".join(lost)))
+    print(json.dumps({"scenario": "churn", "seed": seed, "minutes": a.minutes, "rate": a.rate,
+                      "settle_s": a.settle, "changes": n_ch, "stats": summary["stats"],
+                      "driver_errors": summary["errors"], "lag_p50": summary["lag_p50"],
+                      "lag_max": summary["lag_max"],
+                      "table": {n: {"rib": len((got or {}).get(ip, ())), "explain": len(explained[ip])}
+                                for n, ip in NODES.items()},
+                      "mismatch": {n: [list(m), list(x)] for n, (m, x) in mism2.items()},
+                      "late_equal_s": late, "events": dev, "events_per_change": round(n_ev / max(1, n_ch), 3),
+                      "model_starts": summary["starts"], "creates": creates,
+                      "series": [[m, snap] for m, snap in series], "after": after,
+                      "ip_changes": ip_changes, "lost": lost}))
+    removed = delete_churn()
+    say(f"removed the {removed} churn Services")
+    try:
+        wait("rt-01's table back to the bench Services", 120, lambda: full(want0), step=0.5)
+    except TimeoutError as e:
+        print(f"after the cleanup: {e}; {table_diff(rib(), {ip: want0 for ip in NODES.values()})}")
+        return 1
+    return 0 if not lost else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["flaps", "node-down", "api-outage"])
+    ap.add_argument("scenario", choices=["flaps", "node-down", "api-outage", "churn"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--services", type=int, default=200)
     ap.add_argument("--restarts", type=int)
@@ -600,13 +821,22 @@ def main():
     ap.add_argument("--gap", type=float, default=0.0,
                     help="flaps: seconds the table stays full before the next injection (the "
                          "speakers forgive their reconnect backoff after 30 s Established)")
+    ap.add_argument("--minutes", type=float, help="churn: how long (default 30, --quick 3)")
+    ap.add_argument("--rate", type=float, default=2.0, help="churn: changes per second")
+    ap.add_argument("--seed", type=int, help="churn: the RNG's seed (default: random, printed)")
+    ap.add_argument("--settle", type=float, default=20.0,
+                    help="churn: seconds after the last change before the comparison")
+    ap.add_argument("--late", type=float, default=120.0,
+                    help="churn: if the table differs, how long to watch whether it converges")
     a = ap.parse_args()
+    a.minutes = a.minutes if a.minutes is not None else (3 if a.quick else 30)
     a.restarts = a.restarts if a.restarts is not None else (10 if a.quick else 100)
     a.resets = a.resets if a.resets is not None else (30 if a.quick else 1000)
     a.outage = a.outage if a.outage is not None else (30 if a.quick else 300)
     if not os.path.exists(os.path.join(RUN, "state")) or open(os.path.join(RUN, "state")).read().strip() != "up":
         sys.exit("reliability: the lab is not up (sudo lab/up)")
-    return {"flaps": flaps, "node-down": node_down, "api-outage": api_outage}[a.scenario](a)
+    return {"flaps": flaps, "node-down": node_down, "api-outage": api_outage,
+            "churn": churn}[a.scenario](a)
 
 
 if __name__ == "__main__":
