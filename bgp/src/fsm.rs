@@ -37,11 +37,13 @@
 //! [`SessionConfig::stable_time`] ([`TimerKind::Stable`]), so a peer that
 //! resets the session right after Established meets a growing delay.
 //! An attempt that reaches no BGP speaker (TCP refused or timed out, or
-//! closed before the peer's OPEN with no NOTIFICATION, or a Cease
-//! "Connection Rejected" before the OPEN) is not an oscillation: those retry
-//! on their own backoff, capped at [`SessionConfig::unreachable_retry_max`]
-//! (5 s), so a router that comes back after a reboot is reconnected within
-//! seconds, not after a delay that grew while it was down.
+//! closed before the peer's OPEN with no NOTIFICATION), and a session the
+//! peer's operator ended (a Cease for administrative shutdown or reset,
+//! de-configuration, configuration change or connection rejected, in any
+//! state) are not oscillations: those retry on their own backoff, capped at
+//! [`SessionConfig::unreachable_retry_max`] (5 s), so a router that comes
+//! back after a reboot or a restart by hand is reconnected within seconds,
+//! not after a delay that grew while it was down or restarting.
 //!
 //! What this module does not do: send routes (on [`Output::Established`] the
 //! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
@@ -1106,15 +1108,13 @@ impl Session {
         let Some(was) = self.conn(id).map(|c| c.state) else {
             return;
         };
-        // Nobody spoke BGP to us on it: the peer is not there (yet).
-        let unreachable = was == ConnState::OpenSent
-            && match &reason {
-                DownReason::ConnectionClosed => notify.is_none(),
-                DownReason::NotificationReceived(n) => {
-                    (n.code, n.subcode) == (code::CEASE, subcode::CONNECTION_REJECTED)
-                }
-                _ => false,
-            };
+        // Nobody spoke BGP to us on it (the peer is not there yet), or the
+        // peer's operator ended the session: not an oscillation to damp.
+        let unreachable = match &reason {
+            DownReason::ConnectionClosed => was == ConnState::OpenSent && notify.is_none(),
+            DownReason::NotificationReceived(n) => is_administrative_cease(n),
+            _ => false,
+        };
         if let Some(n) = notify {
             out.push(Output::Send(id, Message::Notification(n)));
         }
@@ -1188,6 +1188,25 @@ impl Session {
         let d = base.mul_f64(factor).min(cap);
         (d, (base * 2).min(cap))
     }
+}
+
+/// A Cease the peer's operator caused: Administrative Shutdown or Reset,
+/// Peer De-configured, Other Configuration Change, Connection Rejected (RFC
+/// 4486), also inside a Hard Reset (RFC 8538). A router restarted or reset by
+/// hand sends these; reconnecting to it is retried on the short backoff, not
+/// damped as a flapping session would be.
+fn is_administrative_cease(n: &Notification) -> bool {
+    let n = n.hard_reset_inner().unwrap_or_else(|| n.clone());
+    let sub = n.subcode;
+    n.code == code::CEASE
+        && matches!(
+            sub,
+            subcode::ADMINISTRATIVE_SHUTDOWN
+                | subcode::PEER_DECONFIGURED
+                | subcode::ADMINISTRATIVE_RESET
+                | subcode::CONNECTION_REJECTED
+                | subcode::OTHER_CONFIGURATION_CHANGE
+        )
 }
 
 /// Which backoff a connect-retry delay comes from.

@@ -1057,6 +1057,52 @@ fn attempts_that_reach_no_bgp_speaker_retry_within_5_s() {
     assert!(again <= 1.25, "{again}");
 }
 
+/// A router restarted or reset by hand ends the session with an
+/// administrative Cease: reconnecting is not damped, however young the
+/// session was (bench/reliability found back-to-back router restarts
+/// waiting up to 60 s). A Cease for another reason (out of resources) or a
+/// hold timer expiry still is.
+#[test]
+fn administrative_cease_from_the_peer_is_not_damped() {
+    fn flaps(end: &dyn Fn(ConnId) -> Input) -> Vec<f64> {
+        let mut s = Session::new(cfg());
+        s.handle(Input::Start);
+        let mut delays = Vec::new();
+        for i in 0..8u64 {
+            let c = ConnId(200 + i);
+            s.handle(Input::Connected {
+                conn: c,
+                direction: Direction::Outbound,
+            });
+            s.handle(msg(c, peer_open(90)));
+            s.handle(msg(c, Message::Keepalive));
+            assert_eq!(s.state(), State::Established);
+            let got = s.handle(end(c));
+            let Some(Output::ArmTimer(TimerKind::ConnectRetry, d)) = got.last() else {
+                panic!("{got:?}")
+            };
+            delays.push(d.as_secs_f64());
+            s.handle(Input::TimerExpired(TimerKind::ConnectRetry));
+        }
+        delays
+    }
+    for sub in [2u8, 3, 4, 6] {
+        let d = flaps(&|c| msg(c, Message::Notification(notif(6, sub))));
+        assert!(d.iter().all(|d| *d <= 1.25), "6/{sub}: {d:?}");
+    }
+    // The same inside a Hard Reset (RFC 8538).
+    let d = flaps(&|c| {
+        msg(
+            c,
+            Message::Notification(Notification::hard_reset(&notif(6, 4))),
+        )
+    });
+    assert!(d.iter().all(|d| *d <= 1.25), "6/9 (6/4): {d:?}");
+    // Out of resources (6/8) is damped.
+    let d = flaps(&|c| msg(c, Message::Notification(notif(6, 8))));
+    assert!(d[7] >= 45.0, "6/8: {d:?}");
+}
+
 /// A fixed connectTime stays fixed for unreachable attempts too, also above 5 s.
 #[test]
 fn fixed_connect_time_above_the_unreachable_cap() {
