@@ -26,10 +26,11 @@
 //! `$CARGO_TARGET_DIR/release/ferrolb`), `SCALE_BENCH_SERVICES` (default
 //! 10000), `SCALE_BENCH_WRITERS` (default 32).
 
+use ferrolb_testlab::bench::{env_usize, ferrolb_bin, now_s, parse_rfc3339};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use ferrolb_testlab::TestDir;
@@ -58,55 +59,6 @@ const METRICS: &str = "127.0.0.1:17472";
 /// Longest a phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(1200);
 const QUIET: Duration = Duration::from_secs(20);
-
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn ferrolb_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLB") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ferrolb_testlab::kube::repo_root().join("target"));
-    target.join("release").join("ferrolb")
-}
-
-fn now_s() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, d) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
-    let (h, mi, sec) = (n(11, 13)?, n(14, 16)?, n(17, 19)?);
-    let frac = s
-        .get(19..)
-        .and_then(|r| r.strip_prefix('.'))
-        .map(|r| r.trim_end_matches('Z'))
-        .and_then(|r| format!("0.{r}").parse::<f64>().ok())
-        .unwrap_or(0.0);
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
-}
 
 /// The bench's own client says so; the controller sends no user agent.
 const BENCH_AGENT: &str = "controller-scale-bench";

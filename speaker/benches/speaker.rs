@@ -19,9 +19,10 @@
 //! `$CARGO_TARGET_DIR/release/ferrolb`), `SPEAKER_BENCH_SERVICES` (default
 //! 10000), `SPEAKER_BENCH_LATENCY` (default 50).
 
+use ferrolb_testlab::bench::{env_usize, ferrolb_bin};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,23 +55,6 @@ address-pools:
   protocol: bgp
   addresses: [10.30.0.0/16]
 ";
-
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn ferrolb_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLB") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ferrolb_testlab::kube::repo_root().join("target"));
-    target.join("release").join("ferrolb")
-}
 
 /// Memory figures from /proc/PID/status, KiB.
 #[derive(Clone, Copy, Debug)]

@@ -25,9 +25,10 @@
 //! 1000), `STATUS_BENCH_RATE` (the speakers' `--status-writes-per-second`;
 //! default: theirs), `STATUS_BENCH_STEADY` (seconds, default 30).
 
+use ferrolb_testlab::bench::{env_usize, ferrolb_bin, now_s, parse_rfc3339};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use ferrolb_testlab::kube::{KubeApiServer, StartOptions};
@@ -66,23 +67,6 @@ rules:
 ";
 /// Longest a phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
-
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn ferrolb_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLB") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ferrolb_testlab::kube::repo_root().join("target"));
-    target.join("release").join("ferrolb")
-}
 
 fn crd() -> serde_json::Value {
     json!({
@@ -149,34 +133,6 @@ fn service(name: &str) -> Result<Service> {
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
                  "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
     }))?)
-}
-
-fn now_s() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, d) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
-    let (h, mi, sec) = (n(11, 13)?, n(14, 16)?, n(17, 19)?);
-    let frac = s
-        .get(19..)
-        .and_then(|r| r.strip_prefix('.'))
-        .map(|r| r.trim_end_matches('Z'))
-        .and_then(|r| format!("0.{r}").parse::<f64>().ok())
-        .unwrap_or(0.0);
-    // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
 }
 
 /// One write the audit log recorded.

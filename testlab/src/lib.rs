@@ -37,6 +37,7 @@
 //! # let _ = routes; Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod bfdd;
 pub mod bird;
 pub mod frr;
