@@ -38,12 +38,12 @@ use ferrolb_speaker::announce::{
     routes_per_peer,
 };
 use ferrolb_speaker::layer2::{self, Cluster};
-use ferrolb_speaker::members::speakers::{DEFAULT_SELECTOR, speaker_pod};
+use ferrolb_speaker::members::speakers::DEFAULT_SELECTOR;
 use ferrolb_speaker::peers::{Replace, desired_sessions, sessions_to_close};
 use ferrolb_speaker::watch::{
     SERVICE_NAME_LABEL, endpoints_endpoints, node_state, slice_endpoints,
 };
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -411,19 +411,7 @@ fn owner_moves(
             (n.name.clone(), n)
         })
         .collect();
-    let (alive, note) = match &facts.speaker_nodes {
-        Some(s) if !s.is_empty() => (
-            s.clone(),
-            format!(
-                "layer 2 owners are computed over the Ready speaker pods ({}), not the speakers' gossip",
-                s.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ),
-        _ => (
-            by_name.keys().cloned().collect(),
-            "layer 2 owners: no Ready speaker pod found, every Node counts as having a live speaker".into(),
-        ),
-    };
+    let (alive, note) = crate::explain::layer2_alive(facts.speaker_nodes.as_ref(), by_name.keys());
     let cluster = Cluster {
         nodes: &by_name,
         alive: &alive,
@@ -654,17 +642,8 @@ async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts>
         .iter()
         .map(|n| node_state(&n.name_any(), Some(n)))
         .collect();
-    let speaker_nodes = Api::<Pod>::namespaced(client.clone(), &args.namespace)
-        .list(&ListParams::default().labels(&args.speaker_selector))
-        .await
-        .ok()
-        .map(|l| {
-            l.items
-                .iter()
-                .filter_map(speaker_pod)
-                .map(|p| p.node)
-                .collect()
-        });
+    let speaker_nodes =
+        crate::explain::ready_speaker_nodes(&client, &args.namespace, &args.speaker_selector).await;
     Ok(Facts {
         current,
         next,

@@ -431,6 +431,47 @@ fn bgp_rows(
     }
 }
 
+/// The nodes with a Ready speaker pod (`None`: the pods could not be listed).
+pub async fn ready_speaker_nodes(
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+) -> Option<BTreeSet<String>> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .ok()
+        .map(|l| {
+            l.items
+                .iter()
+                .filter_map(speaker_pod)
+                .map(|p| p.node)
+                .collect()
+        })
+}
+
+/// The speakers a layer 2 election is computed over from outside, and the
+/// note saying so: the Ready speaker pods, or every Node when none is found
+/// (as a speaker without gossip counts them).
+pub fn layer2_alive<'a>(
+    speaker_nodes: Option<&BTreeSet<String>>,
+    nodes: impl Iterator<Item = &'a String>,
+) -> (BTreeSet<String>, String) {
+    match speaker_nodes {
+        Some(s) if !s.is_empty() => (
+            s.clone(),
+            format!(
+                "layer 2: the speakers alive are taken from the API (Ready speaker pods: {}), not from their gossip",
+                s.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        _ => (
+            nodes.cloned().collect(),
+            "layer 2: no Ready speaker pod found: every Node counts as having a live speaker (as a speaker without gossip counts them)".into(),
+        ),
+    }
+}
+
 fn l2_rows(
     facts: &Facts,
     config: &Config,
@@ -440,21 +481,8 @@ fn l2_rows(
 ) {
     let by_name: BTreeMap<String, NodeState> =
         nodes.iter().map(|n| (n.name.clone(), n.clone())).collect();
-    let alive: BTreeSet<String> = match &facts.speaker_nodes {
-        Some(s) if !s.is_empty() => {
-            out.notes.push(format!(
-                "layer 2: the speakers alive are taken from the API (Ready speaker pods: {}), not from their gossip",
-                s.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
-            s.clone()
-        }
-        _ => {
-            out.notes.push(
-                "layer 2: no Ready speaker pod found: every Node counts as having a live speaker (as a speaker without gossip counts them)".into(),
-            );
-            by_name.keys().cloned().collect()
-        }
-    };
+    let (alive, note) = layer2_alive(facts.speaker_nodes.as_ref(), by_name.keys());
+    out.notes.push(note);
     let cluster = Cluster {
         nodes: &by_name,
         alive: &alive,
@@ -732,17 +760,7 @@ pub async fn gather(args: &Args) -> Result<Facts> {
         .map(|n| node_state(&n.name_any(), Some(n)))
         .collect();
 
-    let speaker_nodes = Api::<Pod>::namespaced(client.clone(), &args.namespace)
-        .list(&ListParams::default().labels(&args.speaker_selector))
-        .await
-        .ok()
-        .map(|l| {
-            l.items
-                .iter()
-                .filter_map(speaker_pod)
-                .map(|p| p.node)
-                .collect()
-        });
+    let speaker_nodes = ready_speaker_nodes(&client, &args.namespace, &args.speaker_selector).await;
 
     let (source, config) = fetch_config(
         &client,
