@@ -26,7 +26,9 @@
 //! `$CARGO_TARGET_DIR/release/ferrolb`), `SCALE_BENCH_SERVICES` (default
 //! 10000), `SCALE_BENCH_WRITERS` (default 32).
 
-use ferrolb_testlab::bench::{env_usize, ferrolb_bin, now_s, parse_rfc3339};
+use ferrolb_testlab::bench::{
+    AuditReq, Tally, audit_args, env_usize, ferrolb_bin, now_s, read_audit, tally,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -49,12 +51,6 @@ const CONFIG: &str = "address-pools:
   protocol: bgp
   addresses: [10.40.0.0/16]
 ";
-const POLICY: &str = "apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-";
 const METRICS: &str = "127.0.0.1:17472";
 /// Longest a phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(1200);
@@ -63,61 +59,10 @@ const QUIET: Duration = Duration::from_secs(20);
 /// The bench's own client says so; the controller sends no user agent.
 const BENCH_AGENT: &str = "controller-scale-bench";
 
-/// One request the audit log recorded: when, verb, resource (with
-/// subresource), and whether the bench itself sent it.
-struct Req {
-    at: f64,
-    verb: String,
-    resource: String,
-    ours: bool,
-}
-
-fn audit(path: &Path) -> Result<Vec<Req>> {
-    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["stage"] != "ResponseComplete" {
-            continue;
-        }
-        let Some(at) = v["stageTimestamp"].as_str().and_then(parse_rfc3339) else {
-            continue;
-        };
-        let resource = v["objectRef"]["resource"].as_str().unwrap_or("-");
-        let sub = v["objectRef"]["subresource"].as_str().unwrap_or_default();
-        out.push(Req {
-            at,
-            verb: v["verb"].as_str().unwrap_or_default().to_string(),
-            resource: if sub.is_empty() {
-                resource.to_string()
-            } else {
-                format!("{resource}/{sub}")
-            },
-            // The bench's own requests, and the API server's loopback ones
-            // (priority-and-fairness config, quota and namespace lookups).
-            ours: v["userAgent"].as_str() == Some(BENCH_AGENT)
-                || v["user"]["username"]
-                    .as_str()
-                    .is_some_and(|u| u.starts_with("system:")),
-        });
-    }
-    Ok(out)
-}
-
-/// The controller's requests in `[from, to)`: total, per second, the
-/// busiest second, and "verb resource" → count.
-fn tally(reqs: &[Req], from: f64, to: f64) -> (usize, usize, BTreeMap<String, usize>) {
-    let mut by = BTreeMap::new();
-    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut n = 0;
-    for r in reqs.iter().filter(|r| r.at >= from && r.at < to && !r.ours) {
-        n += 1;
-        *by.entry(format!("{} {}", r.verb, r.resource)).or_insert(0) += 1;
-        *per_second.entry(r.at as i64).or_insert(0) += 1;
-    }
-    (n, per_second.values().copied().max().unwrap_or(0), by)
+/// Requests the controller sent: not the bench's own, nor the API server's
+/// loopback ones (priority-and-fairness config, quota and namespace lookups).
+fn controllers(r: &AuditReq) -> bool {
+    r.user_agent != BENCH_AGENT && !r.system_user
 }
 
 fn service(name: &str) -> Result<Service> {
@@ -191,8 +136,12 @@ fn row(what: &str, value: String) {
     println!("{what:<58} {value}");
 }
 
-fn print_requests(name: &str, reqs: &[Req], from: f64, to: f64) {
-    let (n, peak, by) = tally(reqs, from, to);
+fn print_requests(name: &str, reqs: &[AuditReq], from: f64, to: f64) {
+    let Tally {
+        total: n,
+        busiest_second: peak,
+        by,
+    } = tally(reqs, from, to, controllers);
     let secs = (to - from).max(0.001);
     row(
         &format!("controller requests, {name}"),
@@ -224,22 +173,12 @@ fn main() -> Result<()> {
     let writers = env_usize("SCALE_BENCH_WRITERS", 32);
 
     let dir = TestDir::new("controller-scale-bench")?;
-    let policy = dir.path().join("audit-policy.yaml");
-    std::fs::write(&policy, POLICY)?;
-    let audit_log = dir.path().join("audit.log");
-    let policy_arg = format!("--audit-policy-file={}", policy.display());
-    let log_arg = format!("--audit-log-path={}", audit_log.display());
-    let Some(api) = KubeApiServer::start_with(&StartOptions {
-        // Every LoadBalancer Service takes a NodePort: 10,000 do not fit the
-        // default 30000-32767.
-        extra_args: &[
-            &policy_arg,
-            &log_arg,
-            "--audit-log-format=json",
-            "--service-node-port-range=20000-45000",
-        ],
-    })?
-    else {
+    let (mut args, audit_log) = audit_args(dir.path())?;
+    // Every LoadBalancer Service takes a NodePort: 10,000 do not fit the
+    // default 30000-32767.
+    args.push("--service-node-port-range=20000-45000".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(api) = KubeApiServer::start_with(&StartOptions { extra_args: &args })? else {
         println!("controller-scale bench: kube-apiserver did not start here; no figures");
         return Ok(());
     };
@@ -399,7 +338,7 @@ fn main() -> Result<()> {
     row("controller after delete", mem(&ctl));
     ctl.terminate(Duration::from_secs(10));
 
-    let reqs = audit(&audit_log)?;
+    let reqs = read_audit(&audit_log)?;
     print_requests("allocate", &reqs, t0, t1);
     print_requests("steady 20 s", &reqs, t2, t3);
     print_requests("restart + 20 s", &reqs, t4, t5);
@@ -411,8 +350,8 @@ fn main() -> Result<()> {
             "services": n, "writers": writers,
             "created_s": created_at.as_secs_f64(), "allocated_s": allocated.as_secs_f64(),
             "restart_synced_s": synced.as_secs_f64(), "moved": moved,
-            "steady_requests": tally(&reqs, t2, t3).0,
-            "restart_requests": tally(&reqs, t4, t5).0,
+            "steady_requests": tally(&reqs, t2, t3, controllers).total,
+            "restart_requests": tally(&reqs, t4, t5, controllers).total,
         })
     );
     if !ok {

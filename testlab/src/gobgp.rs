@@ -276,6 +276,14 @@ impl Gobgpd {
         self.launch()
     }
 
+    /// Stops it cleanly (SIGTERM: a Cease to every peer; SIGKILL after 3 s) and
+    /// starts it again with the same config and API port, as an operator's
+    /// `systemctl restart` would.
+    pub fn restart_clean(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+
     /// Kills (SIGKILL) and starts it again as a graceful restart (`-r`: the R bit in
     /// its OPENs; with neighbors not `graceful_restart_helper_only`, it defers its
     /// best-path selection until their End-of-RIB).
