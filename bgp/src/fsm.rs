@@ -43,7 +43,11 @@
 //! state) are not oscillations: those retry on their own backoff, capped at
 //! [`SessionConfig::unreachable_retry_max`] (5 s), so a router that comes
 //! back after a reboot or a restart by hand is reconnected within seconds,
-//! not after a delay that grew while it was down or restarting.
+//! not after a delay that grew while it was down or restarting. The first
+//! [`SessionConfig::unreachable_quick`] (8) of those retries do not grow at
+//! all (1 s): a router briefly holding the peer Idle (gobgpd refuses a peer
+//! for 5 s after the peer's Cease, 30 s after its operator's reset) is met
+//! within a second of taking connections again, not after 1 + 2 + 4 s.
 //!
 //! What this module does not do: send routes (on [`Output::Established`] the
 //! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
@@ -294,6 +298,10 @@ pub struct SessionConfig {
     /// module docs); the first such delay is `connect_retry`, and the cap is
     /// never below it nor above `connect_retry_max`.
     pub unreachable_retry_max: Duration,
+    /// How many retries after attempts that reached no BGP speaker wait only
+    /// `connect_retry` before that delay starts doubling (to
+    /// `unreachable_retry_max`).
+    pub unreachable_quick: u32,
     /// How long an outbound TCP connection attempt may take.
     pub connect_timeout: Duration,
     /// How long a session must stay Established before the connect-retry
@@ -327,6 +335,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(60),
             unreachable_retry_max: Duration::from_secs(5),
+            unreachable_quick: 8,
             connect_timeout: Duration::from_secs(10),
             stable_time: Duration::from_secs(30),
             graceful_restart: None,
@@ -424,6 +433,8 @@ pub struct Session {
     /// The next delay before jitter after an attempt that reached no BGP
     /// speaker; starts over when a peer's OPEN arrives.
     unreachable_base: Duration,
+    /// Retries after unreachable attempts since a BGP speaker last answered.
+    unreachable_retries: u32,
     rng: u64,
     /// Capability codes the peer said it does not support (OPEN Message
     /// Error / Unsupported Capability, 2/7): left out of every later OPEN.
@@ -444,6 +455,7 @@ impl Session {
             restarting: cfg.graceful_restart.is_some_and(|g| g.restarting),
             retry_base: cfg.connect_retry,
             unreachable_base: cfg.connect_retry,
+            unreachable_retries: 0,
             cfg,
             started: false,
             connecting: false,
@@ -578,6 +590,7 @@ impl Session {
                     self.started = true;
                     self.retry_base = self.cfg.connect_retry;
                     self.unreachable_base = self.cfg.connect_retry;
+                    self.unreachable_retries = 0;
                     if !self.cfg.passive {
                         self.start_connect(&mut out);
                     }
@@ -977,6 +990,7 @@ impl Session {
         }
         // A BGP speaker answered: the next time it cannot be reached counts from 1 s again.
         self.unreachable_base = self.cfg.connect_retry;
+        self.unreachable_retries = 0;
         if let Some(c) = self.conn_mut(id) {
             c.state = ConnState::OpenConfirm;
             c.peer = Some(PeerInfo {
@@ -1166,9 +1180,14 @@ impl Session {
                     .unreachable_retry_max
                     .max(self.cfg.connect_retry)
                     .min(self.cfg.connect_retry_max);
-                let (d, next) = self.jittered(self.unreachable_base, cap);
-                self.unreachable_base = next;
-                d
+                self.unreachable_retries = self.unreachable_retries.saturating_add(1);
+                if self.unreachable_retries <= self.cfg.unreachable_quick {
+                    self.jittered(self.cfg.connect_retry, cap).0
+                } else {
+                    let (d, next) = self.jittered(self.unreachable_base, cap);
+                    self.unreachable_base = next;
+                    d
+                }
             }
         };
         out.push(Output::ArmTimer(TimerKind::ConnectRetry, d));
