@@ -438,6 +438,50 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 /// (doubling from the first to the last).
 const ABSENT_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(60));
 
+/// The group version whose discovery document says whether MetalLB's CRDs
+/// are installed at all (IPAddressPool, without which there is no
+/// configuration from custom resources, is served only there).
+const GATE_VERSION: &str = "metallb.io/v1beta1";
+
+/// A discovery answer younger than this serves every kind that asks.
+const GATE_FRESH: Duration = Duration::from_secs(2);
+
+/// Whether `metallb.io` is served, asked once for all the kinds that found
+/// their CRD missing: with no CRDs installed (a ConfigMap install in `auto`
+/// mode) the kinds wait on one discovery GET per retry period, not one list
+/// each (bench/speaker-scale: 6 lists per speaker per minute, 5 requests/s
+/// from 50 idle speakers).
+struct GroupGate {
+    client: Client,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+}
+
+impl GroupGate {
+    fn new(client: Client) -> Self {
+        GroupGate {
+            client,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Is [`GATE_VERSION`] served? Only a 404 says no; any other failure
+    /// says yes, so that the kind's own list reports it.
+    async fn served(&self) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, served)) = *last
+            && at.elapsed() < GATE_FRESH
+        {
+            return served;
+        }
+        let served = !matches!(
+            self.client.list_api_group_resources(GATE_VERSION).await,
+            Err(kube::Error::Api(ref s)) if s.code == 404
+        );
+        *last = Some((tokio::time::Instant::now(), served));
+        served
+    }
+}
+
 impl ConfigSource {
     /// Starts the watches `mode` needs in `namespace`: the ConfigMap
     /// `config_name` and/or the `metallb.io` kinds. `notify` rings on every
@@ -506,6 +550,7 @@ impl ConfigSource {
                 changed.clone(),
                 notify.clone(),
             )));
+            let gate = Arc::new(GroupGate::new(client.clone()));
             for (kind, plural, version) in KINDS {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 ready.push(rx);
@@ -513,6 +558,7 @@ impl ConfigSource {
                 let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar);
                 tasks.push(tokio::spawn(watch_kind(
                     api,
+                    gate.clone(),
                     kind,
                     state.clone(),
                     changed.clone(),
@@ -587,10 +633,12 @@ fn trim(o: &mut DynamicObject) {
 /// Watches one kind into `state` (key `(kind, name)`), ringing `notify` (the
 /// settler's) on each change. A 404 (CRD not
 /// installed) or 403 (not allowed) empties the kind, counts as listed, is
-/// logged once and retried slowly (5 s doubling to 60 s); other errors are
-/// retried with a backoff (0.8 s doubling to 30 s).
+/// logged once and retried slowly (5 s doubling to 60 s; after a 404 the
+/// kind is listed again only once `gate` finds the group served); other
+/// errors are retried with a backoff (0.8 s doubling to 30 s).
 async fn watch_kind(
     api: Api<DynamicObject>,
+    gate: Arc<GroupGate>,
     kind: &'static str,
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
@@ -684,8 +732,14 @@ async fn watch_kind(
                 if changed {
                     notify.notify_one();
                 }
-                tokio::time::sleep(absent_wait).await;
-                absent_wait = (absent_wait * 2).min(ABSENT_RETRY.1);
+                let not_installed = status_code(&e) == Some(404);
+                loop {
+                    tokio::time::sleep(absent_wait).await;
+                    absent_wait = (absent_wait * 2).min(ABSENT_RETRY.1);
+                    if !not_installed || gate.served().await {
+                        break;
+                    }
+                }
                 continue;
             }
             Err(e) => {

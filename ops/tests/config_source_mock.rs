@@ -373,3 +373,113 @@ async fn custom_resource_changes_are_taken_once_settled() {
     drop(source);
     server.abort();
 }
+
+/// What [`serve_gated`] saw: metallb.io lists and discovery GETs, and
+/// whether the CRDs count as installed.
+#[derive(Default)]
+struct Gated {
+    lists: Vec<String>,
+    discovery: usize,
+    installed: bool,
+}
+
+/// Like [`serve_lists`], and answers `GET /apis/metallb.io/v1beta1`
+/// (discovery): 404 until `installed`, then an APIResourceList; once
+/// installed, the metallb.io lists are empty lists.
+async fn serve_gated(mut handle: MockHandle, st: Arc<std::sync::Mutex<Gated>>) {
+    let mut pending = Vec::new();
+    loop {
+        let mut h = pin!(&mut handle);
+        let Some((req, send)) = h.next_request().await else {
+            return;
+        };
+        let uri = req.uri().to_string();
+        let watch = uri.contains("watch=true");
+        let mut st = st.lock().unwrap();
+        if uri == "/apis/metallb.io/v1beta1" {
+            st.discovery += 1;
+            if st.installed {
+                reply(
+                    send,
+                    200,
+                    &json!({"kind": "APIResourceList", "apiVersion": "v1",
+                            "groupVersion": "metallb.io/v1beta1", "resources": []}),
+                );
+            } else {
+                reply(send, 404, &status(404, "NotFound"));
+            }
+        } else if uri.starts_with("/apis/metallb.io/") && !watch {
+            st.lists.push(uri.clone());
+            if st.installed {
+                reply(
+                    send,
+                    200,
+                    &json!({"kind": "List", "apiVersion": "metallb.io/v1beta1",
+                            "metadata": {"resourceVersion": "20"}, "items": []}),
+                );
+            } else {
+                reply(send, 404, &status(404, "NotFound"));
+            }
+        } else if uri.starts_with("/api/v1/namespaces/ns/configmaps") && !watch {
+            reply(
+                send,
+                200,
+                &json!({"kind": "ConfigMapList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "10"}, "items": []}),
+            );
+        } else {
+            pending.push(send);
+        }
+    }
+}
+
+/// With no CRD installed, the kinds do not each list again every retry
+/// period: one discovery GET of `metallb.io/v1beta1` per period asks for
+/// all of them (bench/speaker-scale: 50 idle speakers sent 5 lists/s of
+/// kinds that did not exist). Once the group is served, every kind lists.
+#[tokio::test(start_paused = true)]
+async fn missing_crds_wait_on_one_discovery_request_for_all_kinds() {
+    let (client, handle) = mock_client();
+    let st = Arc::new(std::sync::Mutex::new(Gated::default()));
+    let server = tokio::spawn(serve_gated(handle, st.clone()));
+    let mut source = ConfigSource::start(
+        &client,
+        "ns",
+        "config",
+        SourceMode::Auto,
+        Arc::new(Notify::new()),
+        None,
+    );
+    tokio::time::timeout(Duration::from_secs(5), source.synced())
+        .await
+        .expect("synced although no CRD is installed");
+    let kinds = ferrolb_config::crs::KINDS.len();
+    // 70 s: retries at 5, 15 and 35 s (then 75 s).
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    {
+        let st = st.lock().unwrap();
+        assert_eq!(st.lists.len(), kinds, "listed again: {:?}", st.lists);
+        assert!(
+            (1..=3).contains(&st.discovery),
+            "{} discovery GETs in 70 s (one per period for all kinds)",
+            st.discovery
+        );
+    }
+    st.lock().unwrap().installed = true;
+    // The next period (75 s, then 155 s at the latest): every kind lists.
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    {
+        let st = st.lock().unwrap();
+        assert_eq!(st.lists.len(), 2 * kinds, "{:?}", st.lists);
+        for (_, plural, _) in ferrolb_config::crs::KINDS {
+            assert_eq!(
+                st.lists.iter().filter(|u| u.contains(plural)).count(),
+                2,
+                "{plural}: {:?}",
+                st.lists
+            );
+        }
+    }
+    drop(source);
+    server.abort();
+}
