@@ -417,6 +417,7 @@ async fn settler(state: Arc<Mutex<State>>, changed: Arc<Notify>, notify: Arc<Not
 /// The watches of the configuration (see the module documentation).
 pub struct ConfigSource {
     mode: SourceMode,
+    discovery: Arc<GroupDiscovery>,
     state: Arc<Mutex<State>>,
     ready: Vec<tokio::sync::watch::Receiver<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -441,44 +442,81 @@ const ABSENT_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::fr
 /// The group version whose discovery document says whether MetalLB's CRDs
 /// are installed at all (IPAddressPool, without which there is no
 /// configuration from custom resources, is served only there).
-const GATE_VERSION: &str = "metallb.io/v1beta1";
+const PROBE_VERSION: &str = "metallb.io/v1beta1";
 
 /// A discovery answer younger than this serves every kind that asks.
-const GATE_FRESH: Duration = Duration::from_secs(2);
+const PROBE_FRESH: Duration = Duration::from_secs(2);
 
-/// Whether `metallb.io` is served, asked once for all the kinds that found
-/// their CRD missing: with no CRDs installed (a ConfigMap install in `auto`
-/// mode) the kinds wait on one discovery GET per retry period, not one list
-/// each (bench/speaker-scale: 6 lists per speaker per minute, 5 requests/s
-/// from 50 idle speakers).
-struct GroupGate {
-    client: Client,
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+/// What discovery says about [`PROBE_VERSION`].
+#[derive(Clone, Debug)]
+pub enum Discovered {
+    /// 404: no `metallb.io` CRD is installed.
+    NotServed,
+    /// Served, with these resources (plurals).
+    Served(Arc<[String]>),
+    /// The question failed (API server away, forbidden): whoever asked
+    /// should try its own request, which reports the failure.
+    Unknown,
 }
 
-impl GroupGate {
-    fn new(client: Client) -> Self {
-        GroupGate {
+impl Discovered {
+    /// The group is (or may be) served.
+    pub fn group_served(&self) -> bool {
+        !matches!(self, Discovered::NotServed)
+    }
+
+    /// `plural` is (or may be) served in [`PROBE_VERSION`].
+    pub fn may_serve(&self, plural: &str) -> bool {
+        match self {
+            Discovered::NotServed => false,
+            Discovered::Served(r) => r.iter().any(|x| x == plural),
+            Discovered::Unknown => true,
+        }
+    }
+}
+
+/// Whether `metallb.io` is served, asked once for all who wait on a missing
+/// CRD: with no CRDs installed (a ConfigMap install in `auto` mode) the
+/// configuration kinds and the status writers wait on one discovery GET per
+/// retry period, not one list each (bench/speaker-scale: 50 idle speakers
+/// sent 7 requests/s, 8 lists per speaker per minute of kinds that did not
+/// exist).
+pub struct GroupDiscovery {
+    client: Client,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Discovered)>>,
+}
+
+impl std::fmt::Debug for GroupDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupDiscovery").finish_non_exhaustive()
+    }
+}
+
+impl GroupDiscovery {
+    /// Asks through `client`.
+    pub fn new(client: Client) -> Self {
+        GroupDiscovery {
             client,
             last: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// Is [`GATE_VERSION`] served? Only a 404 says no; any other failure
-    /// says yes, so that the kind's own list reports it.
-    async fn served(&self) -> bool {
+    /// Asks discovery about [`PROBE_VERSION`], or returns an answer younger
+    /// than [`PROBE_FRESH`] (so kinds waking together ask once).
+    pub async fn discover(&self) -> Discovered {
         let mut last = self.last.lock().await;
-        if let Some((at, served)) = *last
-            && at.elapsed() < GATE_FRESH
+        if let Some((at, d)) = &*last
+            && at.elapsed() < PROBE_FRESH
         {
-            return served;
+            return d.clone();
         }
-        let served = !matches!(
-            self.client.list_api_group_resources(GATE_VERSION).await,
-            Err(kube::Error::Api(ref s)) if s.code == 404
-        );
-        *last = Some((tokio::time::Instant::now(), served));
-        served
+        let d = match self.client.list_api_group_resources(PROBE_VERSION).await {
+            Ok(l) => Discovered::Served(l.resources.into_iter().map(|r| r.name).collect()),
+            Err(kube::Error::Api(ref s)) if s.code == 404 => Discovered::NotServed,
+            Err(_) => Discovered::Unknown,
+        };
+        *last = Some((tokio::time::Instant::now(), d.clone()));
+        d
     }
 }
 
@@ -495,6 +533,7 @@ impl ConfigSource {
         counts: Option<WatchCounts>,
     ) -> ConfigSource {
         let state = Arc::new(Mutex::new(State::default()));
+        let discovery = Arc::new(GroupDiscovery::new(client.clone()));
         let mut ready = Vec::new();
         let mut tasks = Vec::new();
         if mode.watches_configmap() {
@@ -550,7 +589,6 @@ impl ConfigSource {
                 changed.clone(),
                 notify.clone(),
             )));
-            let gate = Arc::new(GroupGate::new(client.clone()));
             for (kind, plural, version) in KINDS {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 ready.push(rx);
@@ -558,7 +596,7 @@ impl ConfigSource {
                 let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar);
                 tasks.push(tokio::spawn(watch_kind(
                     api,
-                    gate.clone(),
+                    discovery.clone(),
                     kind,
                     state.clone(),
                     changed.clone(),
@@ -569,6 +607,7 @@ impl ConfigSource {
         }
         ConfigSource {
             mode,
+            discovery,
             state,
             ready,
             tasks,
@@ -578,6 +617,12 @@ impl ConfigSource {
     /// The mode it was started with.
     pub fn mode(&self) -> SourceMode {
         self.mode
+    }
+
+    /// Its discovery of the `metallb.io` group, for others in the process
+    /// that wait on a CRD (one answer serves all who ask together).
+    pub fn discovery(&self) -> Arc<GroupDiscovery> {
+        self.discovery.clone()
     }
 
     /// Waits until every watch has listed once (a kind whose CRD is not
@@ -634,11 +679,11 @@ fn trim(o: &mut DynamicObject) {
 /// settler's) on each change. A 404 (CRD not
 /// installed) or 403 (not allowed) empties the kind, counts as listed, is
 /// logged once and retried slowly (5 s doubling to 60 s; after a 404 the
-/// kind is listed again only once `gate` finds the group served); other
+/// kind is listed again only once `discovery` says the group is served); other
 /// errors are retried with a backoff (0.8 s doubling to 30 s).
 async fn watch_kind(
     api: Api<DynamicObject>,
-    gate: Arc<GroupGate>,
+    discovery: Arc<GroupDiscovery>,
     kind: &'static str,
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
@@ -736,7 +781,7 @@ async fn watch_kind(
                 loop {
                     tokio::time::sleep(absent_wait).await;
                     absent_wait = (absent_wait * 2).min(ABSENT_RETRY.1);
-                    if !not_installed || gate.served().await {
+                    if !not_installed || discovery.discover().await.group_served() {
                         break;
                     }
                 }
@@ -1001,6 +1046,19 @@ mod tests {
             revision(Source::ConfigMap, Some("t"), "r", &names, &secrets),
             revision(Source::ConfigMap, Some("t"), "r", &names, &BTreeMap::new())
         );
+    }
+
+    #[test]
+    fn discovered_answers_by_plural() {
+        let served = Discovered::Served(vec!["ipaddresspools".to_string()].into());
+        assert!(served.group_served());
+        assert!(served.may_serve("ipaddresspools"));
+        assert!(!served.may_serve("servicebgpstatuses"));
+        assert!(!Discovered::NotServed.group_served());
+        assert!(!Discovered::NotServed.may_serve("ipaddresspools"));
+        // A failed question lets the asker try its own request.
+        assert!(Discovered::Unknown.group_served());
+        assert!(Discovered::Unknown.may_serve("servicebgpstatuses"));
     }
 
     #[test]

@@ -23,9 +23,10 @@
 //! latest desired state, so states that come and go between writes coalesce
 //! into nothing. It lists again every [`RESYNC`] (objects deleted behind its
 //! back are made again) and after any failed write. When the CRD is not
-//! installed (404) it writes nothing, says so once, and looks again every
-//! [`ABSENT_RECHECK`]; until it has listed once, [`StatusWriter::enabled`] is
-//! false and the speaker does not even compute what to report.
+//! installed (404) it writes nothing, says so once, and asks discovery
+//! again every [`ABSENT_RECHECK`] (listing once it shows the resource);
+//! until it has listed once, [`StatusWriter::enabled`] is false and the
+//! speaker does not even compute what to report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -399,6 +400,9 @@ pub struct WriterConfig {
     pub writes_per_second: f64,
     /// Which objects ([`BGP`] or [`L2`]).
     pub kind: &'static StatusKind,
+    /// Asked, while the CRD is not installed, whether it is now (one
+    /// discovery GET a period for every writer, not a list each).
+    pub discovery: Arc<ferrolb_ops::config_source::GroupDiscovery>,
 }
 
 impl WriterConfig {
@@ -604,7 +608,13 @@ async fn run(
                         );
                         said_absent = true;
                     }
-                    tokio::time::sleep(ABSENT_RECHECK).await;
+                    // Listed again once discovery shows the resource.
+                    loop {
+                        tokio::time::sleep(ABSENT_RECHECK).await;
+                        if cfg.discovery.discover().await.may_serve(cfg.kind.plural) {
+                            break;
+                        }
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, retry_in = ?list_pause, "cannot list {kind} objects");

@@ -340,6 +340,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             owner_pod: WriterConfig::owner_from_env(),
             writes_per_second: opts.status_writes_per_second,
             kind: &bgp_status::BGP,
+            discovery: sources.config.discovery(),
         },
         notify.clone(),
     );
@@ -351,6 +352,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             owner_pod: WriterConfig::owner_from_env(),
             writes_per_second: opts.status_writes_per_second,
             kind: &bgp_status::L2,
+            discovery: sources.config.discovery(),
         },
         notify.clone(),
     );

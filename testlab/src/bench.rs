@@ -78,6 +78,9 @@ pub fn audit_args(dir: &Path) -> Result<(Vec<String>, PathBuf)> {
             format!("--audit-policy-file={}", policy.display()),
             format!("--audit-log-path={}", log.display()),
             "--audit-log-format=json".to_string(),
+            // Unset, the log is rotated at 100 MB (lumberjack's default) and
+            // a reader of `audit.log` alone loses the older requests.
+            "--audit-log-maxsize=1000000".to_string(),
         ],
         log,
     ))
