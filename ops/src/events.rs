@@ -9,11 +9,13 @@
 //!
 //! Two ways to publish: [`Events::publish`] writes inline (the controller
 //! writes its Event after its status patch, in order); [`Events::enqueue`]
-//! never waits: a bounded queue drained by one task, overflow dropped, logged
-//! and counted ([`Events::dropped`]) (the speaker may announce 10k Services at
-//! once after a restart). A queued entry is small: the object as
-//! `namespace/name` + uid for a Service (its reference is built when written),
-//! static reason and action, and a shared `Arc<str>` note.
+//! never waits: a bounded queue drained by one task at a bounded rate,
+//! overflow dropped, logged and counted ([`Events::dropped`]) (the speaker
+//! may announce 10k Services at once after a restart, and 50 restarted
+//! speakers must not take the API server's every write for it). A queued
+//! entry is small: the object as `namespace/name` + uid for a Service (its
+//! reference is built when written), static reason and action, and a shared
+//! `Arc<str>` note.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tracing::warn;
 pub use kube::runtime::events::{EventType, Reporter};
 
 use crate::Error;
+use crate::rate::TokenBucket;
 
 /// The largest note the API accepts, in bytes.
 pub const NOTE_MAX: usize = 1024;
@@ -197,13 +200,23 @@ impl Events {
 
     /// A publisher that also has a queue of `capacity` Events for
     /// [`enqueue`](Self::enqueue), drained by a task spawned here (it ends
-    /// when the last clone is dropped). Needs a tokio runtime.
-    pub fn with_queue(client: Client, reporter: Reporter, capacity: usize) -> Self {
+    /// when the last clone is dropped) no faster than `pace` allows. Needs a
+    /// tokio runtime.
+    pub fn with_queue(
+        client: Client,
+        reporter: Reporter,
+        capacity: usize,
+        mut pace: TokenBucket,
+    ) -> Self {
         let mut events = Events::new(client, reporter);
         let (tx, mut rx) = mpsc::channel::<Pending>(capacity.max(1));
         let inner = events.inner.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
+                // tokio's clock, so that tests with paused time see it move.
+                while let Err(wait) = pace.take(1, tokio::time::Instant::now().into_std()) {
+                    tokio::time::sleep(wait).await;
+                }
                 let k = p.kind;
                 let _ = inner
                     .write(&p.regarding, k.type_, k.reason, k.action, &p.note)

@@ -24,6 +24,7 @@ pub mod kube_client;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod rate;
 pub mod restart_marker;
 pub mod service;
 pub mod signal;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ferrolb_ops::events::{EventType, Events, Kind, NOTE_MAX, Regarding, Reporter, truncate_note};
 use ferrolb_ops::metrics::{Registry, render};
+use ferrolb_ops::rate::TokenBucket;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -197,7 +198,7 @@ static ASSIGNED: Kind = Kind {
 #[tokio::test]
 async fn queue_drops_overflow_and_drains_the_rest() {
     let (client, mut handle) = mock_client();
-    let events = Events::with_queue(client, reporter(), 2);
+    let events = Events::with_queue(client, reporter(), 2, TokenBucket::new(1000.0, 1000.0));
     let note: Arc<str> = Arc::from("announcing from node \"node-1\" with protocol \"bgp\"");
     // No await between these: the drain task has not run, the queue holds 2.
     let queued: Vec<bool> = (0..5)
@@ -244,4 +245,33 @@ async fn enqueue_without_queue_drops() {
     assert!(!events.enqueue(Regarding::service("ns1/a", None), &ASSIGNED, Arc::from("n"),));
     assert_eq!(events.dropped().get(), 1);
     expect_nothing_more(&mut handle).await;
+}
+
+/// The queue is drained no faster than its pace: a restarted speaker's
+/// 1,000 `nodeAssigned` Events (bench/speaker-scale: one speaker alone sent
+/// 600 a second) are spread, the burst first.
+#[tokio::test(start_paused = true)]
+async fn queue_is_drained_at_its_pace() {
+    let (client, mut handle) = mock_client();
+    // 2 a second, bursts of 3.
+    let events = Events::with_queue(client, reporter(), 100, TokenBucket::new(2.0, 3.0));
+    let note: Arc<str> = Arc::from("n");
+    for i in 0..7 {
+        assert!(events.enqueue(
+            Regarding::service(&format!("ns1/svc-{i}"), None),
+            &ASSIGNED,
+            note.clone(),
+        ));
+    }
+    let t0 = tokio::time::Instant::now();
+    let mut at = Vec::new();
+    for _ in 0..7 {
+        expect_post(&mut handle, EVENTS_NS1, StatusCode::CREATED).await;
+        at.push(t0.elapsed().as_secs_f64());
+    }
+    // The burst of 3 at once, then one every 500 ms.
+    assert!(at[2] < 0.01, "{at:?}");
+    for (i, want) in [(3, 0.5), (4, 1.0), (5, 1.5), (6, 2.0)] {
+        assert!((at[i] - want).abs() < 0.05, "Event {i} at {at:?}");
+    }
 }

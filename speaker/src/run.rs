@@ -20,6 +20,7 @@ use ferrolb_ops::config_source::{ConfigReports, Offered, Role, read_password_sec
 use ferrolb_ops::config_state::ConfigState;
 use ferrolb_ops::events::{EventType, Events, Kind, Regarding, Reporter};
 use ferrolb_ops::metrics::Metrics;
+use ferrolb_ops::rate::TokenBucket;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tokio::sync::Notify;
@@ -53,6 +54,12 @@ pub struct SpeakerOpts {
     /// (a restart, every Service changing at once) are spread at this rate.
     #[arg(long, default_value_t = 20.0)]
     pub status_writes_per_second: f64,
+    /// Most Events written a second (bursts of up to 5 s worth): after a
+    /// restart every announced Service gets its `nodeAssigned` Event, and a
+    /// rollout of many speakers must not take every write the API server
+    /// can do for them.
+    #[arg(long, default_value_t = 20.0)]
+    pub events_per_second: f64,
     /// What SIGTERM does to the routes of peers with graceful restart:
     /// `keep` (the routers hold them as stale until the next speaker is back:
     /// rollouts, upgrades), `withdraw` (withdraw, then Hard Reset), or `auto`:
@@ -243,6 +250,7 @@ pub async fn run(opts: SpeakerOpts) -> anyhow::Result<()> {
             instance: Some(node_name.clone()),
         },
         EVENT_QUEUE,
+        TokenBucket::new(opts.events_per_second, opts.events_per_second * 5.0),
     );
     events.register(all_metrics.registry())?;
     let counters = WatchCounters::new(all_metrics.registry())?;
