@@ -32,13 +32,11 @@ use ferrolb_config::Config;
 use ferrolb_controller::allocator::Labels;
 use ferrolb_controller::core::{ControllerCore, REASON_CLEARED, REASON_FAILED};
 use ferrolb_controller::facts::{ServiceFacts as ControllerFacts, service_facts};
-use ferrolb_ops::config_source::SourceMode;
 use ferrolb_speaker::announce::{
     Endpoint, NodeState, PeerKey, ServiceState, TrafficPolicy, peer_keys, peer_status_name,
     routes_per_peer,
 };
 use ferrolb_speaker::layer2::{self, Cluster};
-use ferrolb_speaker::members::speakers::DEFAULT_SELECTOR;
 use ferrolb_speaker::peers::{Replace, desired_sessions, sessions_to_close};
 use ferrolb_speaker::watch::{
     SERVICE_NAME_LABEL, endpoints_endpoints, node_state, slice_endpoints,
@@ -55,27 +53,8 @@ pub struct Args {
     /// metallb.io custom resources (and Secrets), as `validate` takes; `-` reads stdin.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Kubeconfig file; without it: KUBECONFIG, ~/.kube/config, else the in-cluster config.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// Namespace ferrolb runs in (its configuration).
-    #[arg(long, default_value = "metallb-system")]
-    pub namespace: String,
-    /// Name of the configuration ConfigMap (key `config`).
-    #[arg(long, default_value = "config")]
-    pub config_name: String,
-    /// Where the live configuration is read from (`auto`, `configmap`, `crds`).
-    #[arg(long, value_enum, default_value_t = SourceMode::Auto)]
-    pub config_source: SourceMode,
-    /// The `--lb-class` the controller and speakers run with.
-    #[arg(long)]
-    pub lb_class: Option<String>,
-    /// The speakers run with `--ignore-exclude-lb`.
-    #[arg(long)]
-    pub ignore_exclude_lb: bool,
-    /// Label selector of the speaker pods (the layer 2 membership seen from the API).
-    #[arg(long, default_value = DEFAULT_SELECTOR)]
-    pub speaker_selector: String,
+    #[command(flatten)]
+    pub cluster: crate::explain::ClusterArgs,
 }
 
 /// One Service as both halves read it.
@@ -567,12 +546,12 @@ pub fn run(args: Args) -> ExitCode {
 
 /// Reads the cluster.
 async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts> {
-    let client = ferrolb_ops::client(args.kubeconfig.as_deref()).await?;
+    let client = ferrolb_ops::client(args.cluster.kubeconfig.as_deref()).await?;
     let (_, current) = crate::explain::fetch_config(
         &client,
-        &args.namespace,
-        &args.config_name,
-        args.config_source,
+        &args.cluster.namespace,
+        &args.cluster.config_name,
+        args.cluster.config_source,
     )
     .await?;
     let current =
@@ -642,15 +621,19 @@ async fn gather(args: &Args, next: Result<Config, Vec<String>>) -> Result<Facts>
         .iter()
         .map(|n| node_state(&n.name_any(), Some(n)))
         .collect();
-    let speaker_nodes =
-        crate::explain::ready_speaker_nodes(&client, &args.namespace, &args.speaker_selector).await;
+    let speaker_nodes = crate::explain::ready_speaker_nodes(
+        &client,
+        &args.cluster.namespace,
+        &args.cluster.speaker_selector,
+    )
+    .await;
     Ok(Facts {
         current,
         next,
         services,
         nodes,
-        lb_class: args.lb_class.clone(),
-        ignore_exclude_lb: args.ignore_exclude_lb,
+        lb_class: args.cluster.lb_class.clone(),
+        ignore_exclude_lb: args.cluster.ignore_exclude_lb,
         speaker_nodes,
     })
 }

@@ -67,6 +67,16 @@ pub struct Args {
     /// The Service's namespace.
     #[arg(short = 'n', long, default_value = "default")]
     pub service_namespace: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// `text` or `json`.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// How `explain` and `diff` reach the cluster and read it as ferrolb does.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
     /// Kubeconfig file; without it: KUBECONFIG, ~/.kube/config, else the in-cluster config.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -90,9 +100,6 @@ pub struct Args {
     /// Label selector of the speaker pods (the layer 2 membership seen from the API).
     #[arg(long, default_value = DEFAULT_SELECTOR)]
     pub speaker_selector: String,
-    /// `text` or `json`.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
 }
 
 /// What [`explain`] reads: plain values from the API objects.
@@ -711,7 +718,7 @@ pub async fn gather(args: &Args) -> Result<Facts> {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
         None => (args.service_namespace.clone(), args.service.clone()),
     };
-    let client = ferrolb_ops::client(args.kubeconfig.as_deref()).await?;
+    let client = ferrolb_ops::client(args.cluster.kubeconfig.as_deref()).await?;
     let svc = Api::<Service>::namespaced(client.clone(), &ns)
         .get_opt(&name)
         .await
@@ -760,20 +767,25 @@ pub async fn gather(args: &Args) -> Result<Facts> {
         .map(|n| node_state(&n.name_any(), Some(n)))
         .collect();
 
-    let speaker_nodes = ready_speaker_nodes(&client, &args.namespace, &args.speaker_selector).await;
+    let speaker_nodes = ready_speaker_nodes(
+        &client,
+        &args.cluster.namespace,
+        &args.cluster.speaker_selector,
+    )
+    .await;
 
     let (source, config) = fetch_config(
         &client,
-        &args.namespace,
-        &args.config_name,
-        args.config_source,
+        &args.cluster.namespace,
+        &args.cluster.config_name,
+        args.cluster.config_source,
     )
     .await?;
 
     let status = |kind: &'static bgp_status::StatusKind| {
         let client = client.clone();
         let sel = format!("{LABEL_SERVICE_NAME}={name},{LABEL_SERVICE_NAMESPACE}={ns}");
-        let sys = args.namespace.clone();
+        let sys = args.cluster.namespace.clone();
         async move {
             let api: Api<DynamicObject> = Api::namespaced_with(
                 client,
@@ -803,14 +815,14 @@ pub async fn gather(args: &Args) -> Result<Facts> {
         labels: svc.labels().clone(),
         service,
         all_services,
-        lb_class: args.lb_class.clone(),
+        lb_class: args.cluster.lb_class.clone(),
         endpoints,
         endpoints_from,
         source,
         config,
         nodes,
         speaker_nodes,
-        ignore_exclude_lb: args.ignore_exclude_lb,
+        ignore_exclude_lb: args.cluster.ignore_exclude_lb,
         bgp_status,
         l2_status,
     })
