@@ -27,7 +27,7 @@
 //! 10000), `SCALE_BENCH_WRITERS` (default 32).
 
 use ferrolb_testlab::bench::{
-    AuditReq, Tally, audit_args, env_usize, ferrolb_bin, now_s, read_audit, tally,
+    AuditReq, Tally, audit_args, concurrently, env_usize, ferrolb_bin, now_s, read_audit, tally,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,7 +38,6 @@ use anyhow::{Context as _, Result, bail};
 use ferrolb_testlab::TestDir;
 use ferrolb_testlab::kube::{KubeApiServer, StartOptions};
 use ferrolb_testlab::proc::Proc;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -228,22 +227,17 @@ fn main() -> Result<()> {
     // ---------------------------------------------------------------- allocate
     let t0 = now_s();
     let start = Instant::now();
+    let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
     let created_at = rt.block_on(async {
-        let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let svcs = svcs.clone();
-                async move {
-                    svcs.create(&PostParams::default(), &service(&format!("s{i:05}"))?)
-                        .await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(writers)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        concurrently(n, writers, |i| {
+            let svcs = svcs.clone();
+            async move {
+                svcs.create(&PostParams::default(), &service(&format!("s{i:05}"))?)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
         anyhow::Ok(start.elapsed())
     })?;
     let (last, allocated) = loop {
@@ -310,24 +304,14 @@ fn main() -> Result<()> {
     // ---------------------------------------------------------------- delete
     let d0 = Instant::now();
     let t6 = now_s();
-    rt.block_on(async {
-        let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let svcs = svcs.clone();
-                async move {
-                    svcs.delete(&format!("s{i:05}"), &DeleteParams::default())
-                        .await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(writers)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
-        anyhow::Ok(())
-    })?;
+    rt.block_on(concurrently(n, writers, |i| {
+        let svcs = svcs.clone();
+        async move {
+            svcs.delete(&format!("s{i:05}"), &DeleteParams::default())
+                .await?;
+            Ok(())
+        }
+    }))?;
     let deleted = d0.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let t7 = now_s();

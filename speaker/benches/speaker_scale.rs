@@ -46,12 +46,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use ferrolb_testlab::bench::{
-    AuditReq, audit_args, env_usize, ferrolb_bin, now_s, read_audit, tally,
+    AuditReq, audit_args, concurrently, env_usize, ferrolb_bin, now_s, read_audit, tally,
 };
 use ferrolb_testlab::kube::{KubeApiServer, StartOptions};
 use ferrolb_testlab::relay::UnixTcpRelay;
 use ferrolb_testlab::{Family, GobgpNeighbor, Gobgpd, GobgpdConfig, Lan, Netns, Proc, TestDir};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Service};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
@@ -362,42 +361,37 @@ async fn setup_objects(c: &Client, n: usize, s: usize) -> Result<()> {
         .await?;
     let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
     let eps: Api<Endpoints> = Api::namespaced(c.clone(), NS);
-    futures::stream::iter(0..s)
-        .map(|k| {
-            let (svcs, eps) = (svcs.clone(), eps.clone());
-            async move {
-                let name = format!("s{k:04}");
-                svcs.create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({
-                        "metadata": {"name": name},
-                        "spec": {"type": "LoadBalancer",
-                                 "externalTrafficPolicy": "Cluster",
-                                 "ports": [{"name": "http", "port": 80,
-                                            "targetPort": 8080, "protocol": "TCP"}]}
-                    }))?,
-                )
-                .await?;
-                eps.create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({
-                        "metadata": {"name": name},
-                        "subsets": [{
-                            "addresses": [{"ip": format!("10.244.{}.{}", k / 250, k % 250 + 1),
-                                           "nodeName": node_name(k % n)}],
-                            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
-                        }]
-                    }))?,
-                )
-                .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+    concurrently(s, 16, |k| {
+        let (svcs, eps) = (svcs.clone(), eps.clone());
+        async move {
+            let name = format!("s{k:04}");
+            svcs.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer",
+                             "externalTrafficPolicy": "Cluster",
+                             "ports": [{"name": "http", "port": 80,
+                                        "targetPort": 8080, "protocol": "TCP"}]}
+                }))?,
+            )
+            .await?;
+            eps.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "subsets": [{
+                        "addresses": [{"ip": format!("10.244.{}.{}", k / 250, k % 250 + 1),
+                                       "nodeName": node_name(k % n)}],
+                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+                    }]
+                }))?,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
     Ok(())
 }
 

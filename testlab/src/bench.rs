@@ -58,6 +58,28 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
 }
 
+/// Runs `f(0)`, …, `f(n - 1)` (API writes, typically) with at most `width`
+/// in flight at once; the first error ends it.
+pub async fn concurrently<F, Fut>(n: usize, width: usize, f: F) -> Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if set.len() >= width.max(1)
+            && let Some(r) = set.join_next().await
+        {
+            r??;
+        }
+        set.spawn(f(i));
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
 /// An audit policy that records every request at the Metadata level (who,
 /// verb, resource, when; no bodies).
 pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
@@ -199,6 +221,40 @@ mod tests {
         let t = parse_rfc3339("2026-12-04T05:42:08.250000Z").unwrap();
         assert!((t - 1_796_362_928.25).abs() < 1e-6, "{t}");
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn concurrently_runs_each_once_within_its_width() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (now, peak, sum) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        rt.block_on(concurrently(20, 3, |i| {
+            let (now, peak, sum) = (now.clone(), peak.clone(), sum.clone());
+            async move {
+                let k = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(k, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                sum.fetch_add(i, Ordering::SeqCst);
+                Ok(())
+            }
+        }))
+        .unwrap();
+        assert_eq!(sum.load(Ordering::SeqCst), (0..20).sum::<usize>());
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        let err = rt.block_on(concurrently(5, 2, |i| async move {
+            anyhow::ensure!(i != 3, "write {i} failed");
+            Ok(())
+        }));
+        assert!(err.unwrap_err().to_string().contains("write 3 failed"));
     }
 
     #[test]
