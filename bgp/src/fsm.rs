@@ -44,10 +44,10 @@
 //! [`SessionConfig::unreachable_retry_max`] (5 s), so a router that comes
 //! back after a reboot or a restart by hand is reconnected within seconds,
 //! not after a delay that grew while it was down or restarting. The first
-//! [`SessionConfig::unreachable_quick`] (8) of those retries do not grow at
+//! [`SessionConfig::unreachable_quick`] (30) of those retries do not grow at
 //! all (1 s): a router briefly holding the peer Idle (gobgpd refuses a peer
 //! for 5 s after the peer's Cease, 30 s after its operator's reset) is met
-//! within a second of taking connections again, not after 1 + 2 + 4 s.
+//! within a second of taking connections again, not up to 5 s later.
 //!
 //! What this module does not do: send routes (on [`Output::Established`] the
 //! driver asks the Adj-RIB-Out for UPDATEs), keep a RIB-In, or damp route
@@ -335,7 +335,7 @@ impl SessionConfig {
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(60),
             unreachable_retry_max: Duration::from_secs(5),
-            unreachable_quick: 8,
+            unreachable_quick: 30,
             connect_timeout: Duration::from_secs(10),
             stable_time: Duration::from_secs(30),
             graceful_restart: None,

@@ -859,7 +859,7 @@ fn connect_retry_backoff_grows_and_caps() {
     let mut s = Session::new(cfg());
     s.handle(Input::Start);
     let mut delays = Vec::new();
-    for _ in 0..14 {
+    for _ in 0..60 {
         // Event 18: TcpConnectionFails -> Active, retry armed
         let got = s.handle(Input::ConnectFailed);
         let [Output::ArmTimer(TimerKind::ConnectRetry, d)] = got[..] else {
@@ -877,10 +877,10 @@ fn connect_retry_backoff_grows_and_caps() {
         );
         assert_eq!(s.state(), State::Connect);
     }
-    // Refused attempts reach no BGP speaker: 1 s for the first 8, then
+    // Refused attempts reach no BGP speaker: 1 s for the first 30, then
     // doubling to 5 s, not to the 60 s of damped session failures.
     for (i, d) in delays.iter().enumerate() {
-        let base = (1u64 << i.saturating_sub(8)).min(5) as f64;
+        let base = (1u64 << i.saturating_sub(30)).min(5) as f64;
         let d = d.as_secs_f64();
         assert!(
             d >= base * 0.75 && d <= (base * 1.25).min(5.0),
@@ -888,8 +888,8 @@ fn connect_retry_backoff_grows_and_caps() {
         );
     }
     // Jitter: not all capped delays are equal.
-    assert!(delays[11..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
-    assert!(delays[..8].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
+    assert!(delays[33..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
+    assert!(delays[..30].windows(2).any(|w| w[0] != w[1]), "{delays:?}");
     // Same seed, same delays.
     let mut t = Session::new(cfg());
     t.handle(Input::Start);
@@ -1041,13 +1041,13 @@ fn attempts_that_reach_no_bgp_speaker_retry_within_5_s() {
         }
     }
 
-    // The first 8 retries stay at 1 s (a router holding the peer Idle for a
-    // few seconds is met within a second of its end: bench/speaker-scale
+    // The first 30 retries stay at 1 s (a router holding the peer Idle for
+    // up to 30 s is met within a second of its end: bench/speaker-scale
     // found a rollout waiting 1 + 2 + 4 s against gobgpd's 5 s), then the
     // delay doubles to its 5 s cap.
     let mut s = Session::new(cfg());
     s.handle(Input::Start);
-    let quick: Vec<f64> = (0..8)
+    let quick: Vec<f64> = (0..30)
         .map(|_| retry_after(&mut s, Input::ConnectFailed))
         .collect();
     assert!(quick.iter().all(|d| (0.75..=1.25).contains(d)), "{quick:?}");
