@@ -12,6 +12,9 @@ not stale) EQUALS the set of BGP-pool IPs the API server shows on the Services.
   bench.py api-outage [--outage S]                    scenario 1: etcd + kube-apiserver stopped
   bench.py churn [--minutes M] [--rate R] [--seed S] [--settle S]   scenario 4: churn soak
 
+  common: --services N, --slices (the lab of `lab/up --slices`: every Service's endpoints are
+  a discovery.k8s.io/v1 EndpointSlice, no Endpoints object; the speakers read slices)
+
 Each prints what was injected, what was measured, what was lost, and one JSON line of figures.
 """
 import argparse
@@ -202,8 +205,30 @@ def full(want, nodes=None):
 
 
 # ------------------------------------------------------------------ Kubernetes
+KUBE_FLAGS = []  # ["--slices"] with --slices
+
+
 def kube(*args, check=True):
-    return in_ns(MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, *args, check=check)
+    return in_ns(MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, *KUBE_FLAGS, *args,
+                 check=check)
+
+
+SPEAKER_SAYS = {True: "reading endpoints from discovery.k8s.io/v1 EndpointSlices",
+                False: "EndpointSlice v1 not served: reading core/v1 Endpoints"}
+
+
+def endpoint_source(slices):
+    """What each speaker logged about where it reads endpoints (speaker/src/sources.rs):
+    ([speakers that do not say they read the API `slices` says], {node: [its endpoints
+    watch's "watch error" lines]})."""
+    wrong, errors = [], {}
+    watch = 'watch="endpointslices"' if slices else 'watch="endpoints"'
+    for n in NODES:
+        text = open(os.path.join(RUN, "log", f"speaker-{n}.log"), errors="replace").read()
+        if SPEAKER_SAYS[slices] not in text or SPEAKER_SAYS[not slices] in text:
+            wrong.append(f"{n} does not say '{SPEAKER_SAYS[slices]}'")
+        errors[n] = [x for x in text.splitlines() if watch in x and "watch error" in x]
+    return wrong, errors
 
 
 def svc_ips():
@@ -648,6 +673,10 @@ def churn(a):
         say(f"removed {removed} churn Services of an earlier run")
         wait("the table without them", 60, lambda: full(want0), step=0.2)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
+    src_wrong, werr0 = endpoint_source(a.slices)
+    if src_wrong:
+        raise RuntimeError("speakers not on the expected endpoints API: " + "; ".join(src_wrong))
+    say(f"every speaker says: {SPEAKER_SAYS[a.slices]}")
     ev0 = events()
     svc0 = all_services()
     pids = {**speakers(), "controller": recorded("controller")}
@@ -655,7 +684,7 @@ def churn(a):
         f"(creates, deletes, Endpoints moving between nodes / not-ready / back; Cluster and Local); "
         f"settle {a.settle:g} s after the last change")
     driver = subprocess.Popen(
-        ["ip", "netns", "exec", MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, "churn",
+        ["ip", "netns", "exec", MASTER, "python3", os.path.join(HERE, "kube.py"), RUN, *KUBE_FLAGS, "churn",
          str(seed), str(a.minutes * 60), str(a.rate), *[f"{ip}:{name}" for name, ip in NODES.items()]],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import threading
@@ -732,7 +761,17 @@ def churn(a):
                 break
     ev1 = events()
     after = {k: (mem(pid) if pid and alive(pid) else None) for k, pid in pids.items()}
+    objects = json.loads(kube("objects").stdout)
     lost = []
+    # The API the speakers read: their own words, and (with --slices) no Endpoints object
+    # behind the bench's Services at all, so the routes compared above followed the slices.
+    src_wrong, werr1 = endpoint_source(a.slices)
+    if src_wrong:
+        lost.append("endpoints API: " + "; ".join(src_wrong))
+    # Reported, not counted as lost: a watch error (a 410 Gone, say) is retried and relisted.
+    werr = {n: werr1[n][len(werr0[n]):] for n in NODES if len(werr1[n]) > len(werr0[n])}
+    if a.slices and objects["endpoints"]:
+        lost.append(f"{objects['endpoints']} Endpoints objects exist for the bench Services")
     if mism and mism2:
         lost.append(f"rt-01's table != explain after {a.settle:g} s settle: "
                     + "; ".join(f"{n}: missing {m[:5]}{'...' if len(m) > 5 else ''} ({len(m)}), "
@@ -771,6 +810,12 @@ def churn(a):
     for n, ip in NODES.items():
         print(f"  {n}: rt-01 {len((got or {}).get(ip, ()))}, explain {len(explained[ip])}, "
               f"model {len(model[ip])}: {'EQUAL' if n not in mism else 'DIFFERENT'}")
+    print(f"endpoints: every speaker says '{SPEAKER_SAYS[a.slices]}'"
+          f"{'' if not src_wrong else ' - NOT: ' + '; '.join(src_wrong)}; objects labelled "
+          f"ferrolb-bench now: {objects['endpoints']} Endpoints, "
+          f"{'not served' if objects['endpointslices'] is None else objects['endpointslices']} EndpointSlices v1; "
+          f"endpoints watch errors during the run: "
+          + ("none" if not werr else "; ".join(f"{n} {len(v)} (first: {v[0][-200:]})" for n, v in werr.items())))
     print(f"Events written during the run (reason/controller: count): {dev}")
     print(f"  {n_ev} Events for {n_ch} changes: {n_ev / max(1, n_ch):.2f} per change; "
           f"the model's starts (Service x node begins to be announced, MetalLB's nodeAssigned): "
@@ -785,7 +830,9 @@ def churn(a):
     print(f"Services that existed throughout: {len(kept)}; IP changed: {len(changed_end)} at the end, "
           f"{len(ip_changes)} in the per-minute samples")
     print("lost: " + ("nothing" if not lost else "; ".join(lost)))
-    print(json.dumps({"scenario": "churn", "seed": seed, "minutes": a.minutes, "rate": a.rate,
+    print(json.dumps({"scenario": "churn", "slices": a.slices, "objects": objects,
+                      "endpoints_watch_errors": {n: len(v) for n, v in werr.items()},
+                      "seed": seed, "minutes": a.minutes, "rate": a.rate,
                       "settle_s": a.settle, "changes": n_ch, "stats": summary["stats"],
                       "driver_errors": summary["errors"], "lag_p50": summary["lag_p50"],
                       "lag_max": summary["lag_max"],
@@ -811,6 +858,8 @@ def main():
     ap.add_argument("scenario", choices=["flaps", "node-down", "api-outage", "churn"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--services", type=int, default=200)
+    ap.add_argument("--slices", action="store_true",
+                    help="the lab serves EndpointSlices v1 (lab/up --slices): endpoints as slices")
     ap.add_argument("--restarts", type=int)
     ap.add_argument("--resets", type=int)
     ap.add_argument("--runs", type=int, default=10)
@@ -835,6 +884,14 @@ def main():
     a.outage = a.outage if a.outage is not None else (30 if a.quick else 300)
     if not os.path.exists(os.path.join(RUN, "state")) or open(os.path.join(RUN, "state")).read().strip() != "up":
         sys.exit("reliability: the lab is not up (sudo lab/up)")
+    lab_slices = os.path.exists(os.path.join(RUN, "slices"))
+    if a.slices != lab_slices:
+        sys.exit("reliability: " + ("--slices, but the lab is up without EndpointSlices v1 (sudo lab/down; "
+                                    "run then brings it up with lab/up --slices)" if a.slices else
+                                    "the lab is up with EndpointSlices v1 (lab/up --slices): pass --slices, "
+                                    "or sudo lab/down first"))
+    if a.slices:
+        KUBE_FLAGS.append("--slices")
     return {"flaps": flaps, "node-down": node_down, "api-outage": api_outage,
             "churn": churn}[a.scenario](a)
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Bulk Kubernetes calls for bench/reliability, run INSIDE k8s-master-01's namespace
-(ip netns exec k8s-master-01 python3 kube.py RUN_DIR CMD ...), where the lab's
+(ip netns exec k8s-master-01 python3 kube.py RUN_DIR [--slices] CMD ...), where the lab's
 kube-apiserver listens on 172.17.0.10:6443. One process for many requests, so
 creating 200 Services does not cost 400 `ip netns exec curl` round trips.
+With --slices (a lab of `lab/up --slices`) every Service's endpoints are written as one
+discovery.k8s.io/v1 EndpointSlice `NAME-0` (label kubernetes.io/service-name) instead of
+a core/v1 Endpoints object; the commands below say "Endpoints" for either.
 
   kube.py RUN create PREFIX N NODE_IP:NODE ...   Services PREFIX-000.. (+ Endpoints on the nodes)
   kube.py RUN ips PREFIX                         {name: ingress IP or null} as JSON
   kube.py RUN delete NAME                        Service + Endpoints NAME
+  kube.py RUN objects                            {"endpoints": n, "endpointslices": n or null}
+                                                 labelled ferrolb-bench (null: not served)
   kube.py RUN ready                              exit 0 when /readyz answers ok
   kube.py RUN services                           {name: [uid, ingress IP or null]} in default
   kube.py RUN events                             {"reason/controller": count} of every Event
@@ -23,6 +28,9 @@ import urllib.error
 import urllib.request
 
 API = "https://172.17.0.10:6443"
+SLICES = False  # --slices: endpoints as discovery.k8s.io/v1 EndpointSlices
+SLICES_PATH = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+SERVICE_NAME = "kubernetes.io/service-name"
 
 
 def client(run):
@@ -34,10 +42,61 @@ def client(run):
         req = urllib.request.Request(API + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {token}")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            # A custom resource (the EndpointSlice v1 CRD) takes no strategic merge patch
+            # and no PUT without a resourceVersion: endpoint changes are merge patches.
+            req.add_header("Content-Type", "application/merge-patch+json" if method == "PATCH"
+                           else "application/json")
         with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
             return r.read()
     return call
+
+
+# ------------------------------------------------------------------ endpoints, either API
+def slice_name(name):
+    return f"{name}-0"
+
+
+def endpoints_path(name=None):
+    """The collection (or, with `name`, the object) holding Service `name`'s endpoints."""
+    if SLICES:
+        return SLICES_PATH + (f"/{slice_name(name)}" if name else "")
+    return "/api/v1/namespaces/default/endpoints" + (f"/{name}" if name else "")
+
+
+def endpoints_body(name, labels, ready, notready, port=80):
+    """Service `name`'s endpoints: `ready` and `notready` are [(ip, node)]. Core/v1: one
+    subset (addresses, notReadyAddresses; none at all: subsets []). Slices: one slice,
+    each endpoint's conditions as the EndpointSlice controller writes them for a pod that
+    is (not) ready and not terminating; none at all: endpoints []."""
+    if SLICES:
+        eps = [{"addresses": [ip], "nodeName": node,
+                "conditions": {"ready": r, "serving": r, "terminating": False}}
+               for (ip, node), r in [(x, True) for x in ready] + [(x, False) for x in notready]]
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice_name(name),
+                             "labels": dict(labels, **{SERVICE_NAME: name,
+                                                       "endpointslice.kubernetes.io/managed-by":
+                                                       "bench.ferrolb"})},
+                "addressType": "IPv4", "endpoints": eps,
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+    subset = {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+    if ready:
+        subset["addresses"] = [{"ip": ip, "nodeName": n} for ip, n in ready]
+    if notready:
+        subset["notReadyAddresses"] = [{"ip": ip, "nodeName": n} for ip, n in notready]
+    return {"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name, "labels": labels},
+            "subsets": [subset] if len(subset) > 1 else []}
+
+
+def write_endpoints(call, name, labels, ready, notready, create=False):
+    body = endpoints_body(name, labels, ready, notready)
+    if create:
+        call("POST", endpoints_path(), body)
+    elif SLICES:
+        call("PATCH", endpoints_path(name), {"endpoints": body["endpoints"]})
+    else:
+        call("PUT", endpoints_path(name), body)
 
 
 # ------------------------------------------------------------------ scenario 4: churn
@@ -68,18 +127,9 @@ def churn(call, seed, seconds, rate, nodes):
     starts = [0]  # (Service, node) pairs that start being announced: nodeAssigned Events
 
     def put_endpoints(name, svc, create=False):
-        subset = {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-        if svc["ready"]:
-            subset["addresses"] = [{"ip": ips[n], "nodeName": n} for n in svc["ready"]]
-        if svc["notready"]:
-            subset["notReadyAddresses"] = [{"ip": ips[n], "nodeName": n} for n in svc["notready"]]
-        body = {"apiVersion": "v1", "kind": "Endpoints",
-                "metadata": {"name": name, "labels": {"app": name, "ferrolb-bench": CHURN}},
-                "subsets": [subset] if len(subset) > 1 else []}
-        if create:
-            call("POST", "/api/v1/namespaces/default/endpoints", body)
-        else:
-            call("PUT", f"/api/v1/namespaces/default/endpoints/{name}", body)
+        write_endpoints(call, name, {"app": name, "ferrolb-bench": CHURN},
+                        [(ips[n], n) for n in svc["ready"]],
+                        [(ips[n], n) for n in svc["notready"]], create=create)
 
     def create():
         name = f"{CHURN}-{seq[0]:04d}"
@@ -101,13 +151,15 @@ def churn(call, seed, seconds, rate, nodes):
     def delete():
         name = rng.choice(sorted(live))
         # Either order: a Service whose Endpoints go first, or the other way round.
-        # (kube-apiserver 1.20 deletes a Service's Endpoints with it: then the second is a 404.)
+        # (kube-apiserver 1.20 deletes a Service's Endpoints with it: then the second is a 404.
+        # Not its EndpointSlice: no garbage collector runs in the lab, the driver deletes it.)
         kinds = ["services", "endpoints"] if rng.random() < 0.5 else ["endpoints", "services"]
         for kind in kinds:
             try:
-                call("DELETE", f"/api/v1/namespaces/default/{kind}/{name}")
+                call("DELETE", f"/api/v1/namespaces/default/services/{name}" if kind == "services"
+                     else endpoints_path(name))
             except urllib.error.HTTPError as e:
-                if e.code != 404 or kind != "endpoints":
+                if e.code != 404 or kind != "endpoints" or SLICES:
                     raise
         del live[name]
         return name, "delete", f"{kinds[0]} first"
@@ -188,7 +240,12 @@ def churn(call, seed, seconds, rate, nodes):
 
 
 def main():
-    run, cmd, *rest = sys.argv[1:]
+    global SLICES
+    args = sys.argv[1:]
+    if len(args) > 1 and args[1] == "--slices":
+        SLICES = True
+        del args[1]
+    run, cmd, *rest = args
     call = client(run)
     if cmd == "ready":
         try:
@@ -197,31 +254,41 @@ def main():
             sys.exit(1)
     if cmd == "create":
         prefix, n, nodes = rest[0], int(rest[1]), [x.split(":") for x in rest[2:]]
-        addrs = [{"ip": ip, "nodeName": name} for ip, name in nodes]
         for i in range(n):
             name = f"{prefix}-{i:03d}"
             meta = {"name": name, "labels": {"app": name, "ferrolb-bench": prefix}}
-            ports = [{"name": "http", "port": 80, "protocol": "TCP"}]
             try:
                 call("POST", "/api/v1/namespaces/default/services", {
                     "apiVersion": "v1", "kind": "Service", "metadata": meta,
                     "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
                              "selector": {"app": name},
-                             "ports": [dict(ports[0], targetPort=80)]}})
-                call("POST", "/api/v1/namespaces/default/endpoints", {
-                    "apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
-                    "subsets": [{"addresses": addrs, "ports": ports}]})
+                             "ports": [{"name": "http", "port": 80, "targetPort": 80,
+                                        "protocol": "TCP"}]}})
+                write_endpoints(call, name, meta["labels"], [tuple(x) for x in nodes], [],
+                                create=True)
             except urllib.error.HTTPError as e:
                 if e.code != 409:  # already there (a rerun)
                     raise
         return
     if cmd == "delete":
-        for kind in ("services", "endpoints"):
+        for path in ("/api/v1/namespaces/default/services/" + rest[0], endpoints_path(rest[0])):
             try:
-                call("DELETE", f"/api/v1/namespaces/default/{kind}/{rest[0]}")
+                call("DELETE", path)
             except urllib.error.HTTPError as e:
                 if e.code != 404:
                     raise
+        return
+    if cmd == "objects":
+        out = {}
+        for kind, path in (("endpoints", "/api/v1/namespaces/default/endpoints"),
+                           ("endpointslices", SLICES_PATH)):
+            try:
+                out[kind] = len(json.loads(call("GET", path + "?labelSelector=ferrolb-bench"))["items"])
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
+                out[kind] = None
+        print(json.dumps(out))
         return
     if cmd == "services":
         items = json.loads(call("GET", "/api/v1/namespaces/default/services"))["items"]
@@ -251,12 +318,15 @@ def main():
     if cmd == "cleanup":
         # Every Service and Endpoints labelled ferrolb-bench=PREFIX (orphans included).
         n = 0
-        for kind in ("services", "endpoints"):
-            items = json.loads(call("GET", f"/api/v1/namespaces/default/{kind}"
-                                           f"?labelSelector=ferrolb-bench%3D{rest[0]}"))["items"]
+        colls = {"services": "/api/v1/namespaces/default/services",
+                 "endpoints": "/api/v1/namespaces/default/endpoints"}
+        if SLICES:
+            colls["endpointslices"] = SLICES_PATH
+        for kind, coll in colls.items():
+            items = json.loads(call("GET", f"{coll}?labelSelector=ferrolb-bench%3D{rest[0]}"))["items"]
             for it in items:
                 try:
-                    call("DELETE", f"/api/v1/namespaces/default/{kind}/{it['metadata']['name']}")
+                    call("DELETE", f"{coll}/{it['metadata']['name']}")
                 except urllib.error.HTTPError as e:
                     if e.code != 404:
                         raise
