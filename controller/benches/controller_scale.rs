@@ -155,6 +155,14 @@ fn print_requests(name: &str, reqs: &[AuditReq], from: f64, to: f64) {
 }
 
 fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test)
+    // runs this binary without it, and a run of many minutes has no place there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "controller-scale bench: not under `cargo bench` (use bench/controller-scale/run); nothing to do"
+        );
+        return Ok(());
+    }
     if !ferrolb_testlab::kube::cached_binary().is_some_and(|p| p.exists()) {
         println!(
             "controller-scale bench: no kube-apiserver built (scripts/kube-apiserver build); no figures"

@@ -413,6 +413,14 @@ async fn with_ip(c: &Client) -> Result<usize> {
 }
 
 fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test)
+    // runs this binary without it, and a run of many minutes has no place there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "speaker-scale bench: not under `cargo bench` (use bench/speaker-scale/run); nothing to do"
+        );
+        return Ok(());
+    }
     if !ferrolb_testlab::kube::cached_binary().is_some_and(|p| p.exists()) {
         println!(
             "speaker-scale bench: no kube-apiserver built (scripts/kube-apiserver build); no figures"
