@@ -27,7 +27,8 @@
 //! 10000), `SCALE_BENCH_WRITERS` (default 32).
 
 use ferrolb_testlab::bench::{
-    AuditReq, Tally, audit_args, concurrently, env_usize, ferrolb_bin, now_s, read_audit, tally,
+    AuditReq, Tally, audit_args, concurrently, env_usize, existing_ferrolb_bin, now_s, read_audit,
+    tally, under_cargo_bench,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -155,12 +156,7 @@ fn print_requests(name: &str, reqs: &[AuditReq], from: f64, to: f64) {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test)
-    // runs this binary without it, and a run of many minutes has no place there.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "controller-scale bench: not under `cargo bench` (use bench/controller-scale/run); nothing to do"
-        );
+    if !under_cargo_bench("controller-scale bench", "bench/controller-scale/run") {
         return Ok(());
     }
     if !ferrolb_testlab::kube::cached_binary().is_some_and(|p| p.exists()) {
@@ -169,13 +165,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let bin = ferrolb_bin();
-    if !bin.exists() {
-        bail!(
-            "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
-            bin.display()
-        );
-    }
+    let bin = existing_ferrolb_bin()?;
     let n = env_usize("SCALE_BENCH_SERVICES", 10_000);
     let writers = env_usize("SCALE_BENCH_WRITERS", 32);
 

@@ -19,7 +19,7 @@
 //! `$CARGO_TARGET_DIR/release/ferrolb`), `SPEAKER_BENCH_SERVICES` (default
 //! 10000), `SPEAKER_BENCH_LATENCY` (default 50).
 
-use ferrolb_testlab::bench::{env_usize, ferrolb_bin};
+use ferrolb_testlab::bench::{env_usize, existing_ferrolb_bin, under_cargo_bench};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -309,22 +309,13 @@ fn status(ip: &str) -> Patch<serde_json::Value> {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test)
-    // runs this binary without it, and a 10k-Service run has no place there.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("speaker bench: not under `cargo bench` (use bench/speaker/run); nothing to do");
+    if !under_cargo_bench("speaker bench", "bench/speaker/run") {
         return Ok(());
     }
     if !ferrolb_testlab::require_root_or_skip("speaker bench", &["gobgpd", "gobgp", "socat"]) {
         return Ok(());
     }
-    let bin = ferrolb_bin();
-    if !bin.exists() {
-        bail!(
-            "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
-            bin.display()
-        );
-    }
+    let bin = existing_ferrolb_bin()?;
     let Some(api) = KubeApiServer::start()? else {
         return Ok(());
     };

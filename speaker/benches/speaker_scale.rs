@@ -44,9 +44,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use ferrolb_testlab::bench::{
-    AuditReq, audit_args, concurrently, env_usize, ferrolb_bin, now_s, read_audit, tally,
+    AuditReq, audit_args, concurrently, env_usize, existing_ferrolb_bin, now_s, read_audit, tally,
+    under_cargo_bench,
 };
 use ferrolb_testlab::kube::{KubeApiServer, StartOptions};
 use ferrolb_testlab::relay::UnixTcpRelay;
@@ -413,12 +414,7 @@ async fn with_ip(c: &Client) -> Result<usize> {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test)
-    // runs this binary without it, and a run of many minutes has no place there.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "speaker-scale bench: not under `cargo bench` (use bench/speaker-scale/run); nothing to do"
-        );
+    if !under_cargo_bench("speaker-scale bench", "bench/speaker-scale/run") {
         return Ok(());
     }
     if !ferrolb_testlab::kube::cached_binary().is_some_and(|p| p.exists()) {
@@ -431,13 +427,7 @@ fn main() -> Result<()> {
         println!("speaker-scale bench: needs root (network namespaces); no figures");
         return Ok(());
     }
-    let bin = ferrolb_bin();
-    if !bin.exists() {
-        bail!(
-            "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
-            bin.display()
-        );
-    }
+    let bin = existing_ferrolb_bin()?;
     let n = env_usize("SPEAKER_SCALE_NODES", 50);
     let s = env_usize("SPEAKER_SCALE_SERVICES", 1000);
     let resets = env_usize("SPEAKER_SCALE_RESETS", 1000);

@@ -25,7 +25,9 @@
 //! 1000), `STATUS_BENCH_RATE` (the speakers' `--status-writes-per-second`;
 //! default: theirs), `STATUS_BENCH_STEADY` (seconds, default 30).
 
-use ferrolb_testlab::bench::{env_usize, ferrolb_bin, now_s, parse_rfc3339};
+use ferrolb_testlab::bench::{
+    env_usize, existing_ferrolb_bin, now_s, parse_rfc3339, under_cargo_bench,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -303,10 +305,7 @@ fn set_all_endpoints(
 }
 
 fn main() -> Result<()> {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "status-writes bench: not under `cargo bench` (use bench/status-writes/run); nothing to do"
-        );
+    if !under_cargo_bench("status-writes bench", "bench/status-writes/run") {
         return Ok(());
     }
     if !ferrolb_testlab::require_root_or_skip(
@@ -315,13 +314,7 @@ fn main() -> Result<()> {
     ) {
         return Ok(());
     }
-    let bin = ferrolb_bin();
-    if !bin.exists() {
-        bail!(
-            "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
-            bin.display()
-        );
-    }
+    let bin = existing_ferrolb_bin()?;
     let n = env_usize("STATUS_BENCH_SERVICES", 1000);
     let steady = Duration::from_secs(env_usize("STATUS_BENCH_STEADY", 30) as u64);
     let rate = std::env::var("STATUS_BENCH_RATE").ok();

@@ -28,6 +28,30 @@ pub fn ferrolb_bin() -> PathBuf {
     target.join("release").join("ferrolb")
 }
 
+/// Whether this harness runs under `cargo bench` (which passes `--bench`).
+/// `cargo test --all-targets` (scripts/test) runs `harness = false` benches
+/// too, without it, and a bench of many minutes has no place there: then
+/// this says so on stderr (`name`, and `script`, the way to run it) and is
+/// false.
+pub fn under_cargo_bench(name: &str, script: &str) -> bool {
+    let yes = std::env::args().any(|a| a == "--bench");
+    if !yes {
+        eprintln!("{name}: not under `cargo bench` (use {script}); nothing to do");
+    }
+    yes
+}
+
+/// [`ferrolb_bin`], which must exist.
+pub fn existing_ferrolb_bin() -> Result<PathBuf> {
+    let bin = ferrolb_bin();
+    anyhow::ensure!(
+        bin.exists(),
+        "no ferrolb binary at {} (cargo build --release, or set FERROLB)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Seconds since the epoch, now.
 pub fn now_s() -> f64 {
     SystemTime::now()
