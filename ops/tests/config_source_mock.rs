@@ -148,10 +148,20 @@ async fn configuration_state_without_its_crd_is_skipped_quietly() {
     nothing_more(&mut handle).await;
 }
 
-/// Answers the watches' requests: the ConfigMap list with one ConfigMap,
-/// every metallb.io list with 404 (CRDs not installed); watches are left
-/// pending. Returns the paths of the metallb.io lists it answered.
-async fn serve_lists(mut handle: MockHandle, seen: Arc<std::sync::Mutex<Vec<String>>>) {
+/// What [`serve`] saw (metallb.io lists, discovery GETs of
+/// `metallb.io/v1beta1`) and whether the metallb.io CRDs count as installed.
+#[derive(Default)]
+struct Fake {
+    installed: bool,
+    lists: Vec<String>,
+    discovery: usize,
+}
+
+/// Answers the watches' requests: the ConfigMap list with one ConfigMap;
+/// every metallb.io list with 404 (CRDs not installed) or, once
+/// `installed`, an empty list; `GET /apis/metallb.io/v1beta1` (discovery)
+/// with 404 or an APIResourceList the same way. Watches are left pending.
+async fn serve(mut handle: MockHandle, st: Arc<std::sync::Mutex<Fake>>) {
     let mut pending = Vec::new();
     loop {
         let mut h = pin!(&mut handle);
@@ -160,9 +170,31 @@ async fn serve_lists(mut handle: MockHandle, seen: Arc<std::sync::Mutex<Vec<Stri
         };
         let uri = req.uri().to_string();
         let watch = uri.contains("watch=true");
-        if uri.starts_with("/apis/metallb.io/") {
-            seen.lock().unwrap().push(uri.clone());
-            reply(send, 404, &status(404, "NotFound"));
+        let mut st = st.lock().unwrap();
+        if uri == "/apis/metallb.io/v1beta1" {
+            st.discovery += 1;
+            if st.installed {
+                reply(
+                    send,
+                    200,
+                    &json!({"kind": "APIResourceList", "apiVersion": "v1",
+                            "groupVersion": "metallb.io/v1beta1", "resources": []}),
+                );
+            } else {
+                reply(send, 404, &status(404, "NotFound"));
+            }
+        } else if uri.starts_with("/apis/metallb.io/") && !watch {
+            st.lists.push(uri.clone());
+            if st.installed {
+                reply(
+                    send,
+                    200,
+                    &json!({"kind": "List", "apiVersion": "metallb.io/v1beta1",
+                            "metadata": {"resourceVersion": "20"}, "items": []}),
+                );
+            } else {
+                reply(send, 404, &status(404, "NotFound"));
+            }
         } else if uri.starts_with("/api/v1/namespaces/ns/configmaps") && !watch {
             reply(
                 send,
@@ -183,8 +215,8 @@ async fn serve_lists(mut handle: MockHandle, seen: Arc<std::sync::Mutex<Vec<Stri
 #[tokio::test]
 async fn missing_crds_count_as_no_objects_and_are_retried_slowly() {
     let (client, handle) = mock_client();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let server = tokio::spawn(serve_lists(handle, seen.clone()));
+    let st = Arc::new(std::sync::Mutex::new(Fake::default()));
+    let server = tokio::spawn(serve(handle, st.clone()));
     let notify = Arc::new(Notify::new());
     let counts = WatchCounts {
         updates: IntCounter::new("u", "u").unwrap(),
@@ -214,15 +246,16 @@ async fn missing_crds_count_as_no_objects_and_are_retried_slowly() {
     assert_eq!(cfg.pools[0].name, "a");
     // Each of the six kinds was listed once, and not again within 2 s (the
     // first retry waits 5 s).
-    let first = seen.lock().unwrap().len();
+    let first = st.lock().unwrap().lists.len();
     assert_eq!(
         first,
         ferrolb_config::crs::KINDS.len(),
         "{:?}",
-        seen.lock().unwrap()
+        st.lock().unwrap().lists
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(seen.lock().unwrap().len(), first, "retried too soon");
+    assert_eq!(st.lock().unwrap().lists.len(), first, "retried too soon");
+    assert_eq!(st.lock().unwrap().discovery, 0, "asked too soon");
     // Counted: the ConfigMap's list (Init, InitApply, InitDone), each kind's
     // Init (before its list) and one error per kind.
     let kinds = ferrolb_config::crs::KINDS.len() as u64;
@@ -235,8 +268,8 @@ async fn missing_crds_count_as_no_objects_and_are_retried_slowly() {
 #[tokio::test]
 async fn configmap_mode_watches_no_custom_resources() {
     let (client, handle) = mock_client();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let server = tokio::spawn(serve_lists(handle, seen.clone()));
+    let st = Arc::new(std::sync::Mutex::new(Fake::default()));
+    let server = tokio::spawn(serve(handle, st.clone()));
     let mut source = ConfigSource::start(
         &client,
         "ns",
@@ -249,11 +282,10 @@ async fn configmap_mode_watches_no_custom_resources() {
         .await
         .expect("synced");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "{:?}",
-        seen.lock().unwrap()
-    );
+    {
+        let st = st.lock().unwrap();
+        assert!(st.lists.is_empty() && st.discovery == 0, "{:?}", st.lists);
+    }
     assert_eq!(source.snapshot().source(), Source::ConfigMap);
     drop(source);
     server.abort();
@@ -374,65 +406,6 @@ async fn custom_resource_changes_are_taken_once_settled() {
     server.abort();
 }
 
-/// What [`serve_gated`] saw: metallb.io lists and discovery GETs, and
-/// whether the CRDs count as installed.
-#[derive(Default)]
-struct Gated {
-    lists: Vec<String>,
-    discovery: usize,
-    installed: bool,
-}
-
-/// Like [`serve_lists`], and answers `GET /apis/metallb.io/v1beta1`
-/// (discovery): 404 until `installed`, then an APIResourceList; once
-/// installed, the metallb.io lists are empty lists.
-async fn serve_gated(mut handle: MockHandle, st: Arc<std::sync::Mutex<Gated>>) {
-    let mut pending = Vec::new();
-    loop {
-        let mut h = pin!(&mut handle);
-        let Some((req, send)) = h.next_request().await else {
-            return;
-        };
-        let uri = req.uri().to_string();
-        let watch = uri.contains("watch=true");
-        let mut st = st.lock().unwrap();
-        if uri == "/apis/metallb.io/v1beta1" {
-            st.discovery += 1;
-            if st.installed {
-                reply(
-                    send,
-                    200,
-                    &json!({"kind": "APIResourceList", "apiVersion": "v1",
-                            "groupVersion": "metallb.io/v1beta1", "resources": []}),
-                );
-            } else {
-                reply(send, 404, &status(404, "NotFound"));
-            }
-        } else if uri.starts_with("/apis/metallb.io/") && !watch {
-            st.lists.push(uri.clone());
-            if st.installed {
-                reply(
-                    send,
-                    200,
-                    &json!({"kind": "List", "apiVersion": "metallb.io/v1beta1",
-                            "metadata": {"resourceVersion": "20"}, "items": []}),
-                );
-            } else {
-                reply(send, 404, &status(404, "NotFound"));
-            }
-        } else if uri.starts_with("/api/v1/namespaces/ns/configmaps") && !watch {
-            reply(
-                send,
-                200,
-                &json!({"kind": "ConfigMapList", "apiVersion": "v1",
-                        "metadata": {"resourceVersion": "10"}, "items": []}),
-            );
-        } else {
-            pending.push(send);
-        }
-    }
-}
-
 /// With no CRD installed, the kinds do not each list again every retry
 /// period: one discovery GET of `metallb.io/v1beta1` per period asks for
 /// all of them (bench/speaker-scale: 50 idle speakers sent 5 lists/s of
@@ -440,8 +413,8 @@ async fn serve_gated(mut handle: MockHandle, st: Arc<std::sync::Mutex<Gated>>) {
 #[tokio::test(start_paused = true)]
 async fn missing_crds_wait_on_one_discovery_request_for_all_kinds() {
     let (client, handle) = mock_client();
-    let st = Arc::new(std::sync::Mutex::new(Gated::default()));
-    let server = tokio::spawn(serve_gated(handle, st.clone()));
+    let st = Arc::new(std::sync::Mutex::new(Fake::default()));
+    let server = tokio::spawn(serve(handle, st.clone()));
     let mut source = ConfigSource::start(
         &client,
         "ns",
