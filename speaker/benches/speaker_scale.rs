@@ -221,6 +221,17 @@ fn footprint(sp: &[Proc]) -> (String, Vec<(u64, usize)>) {
     )
 }
 
+/// The largest growth of VmRSS (KiB) and of fds from `before` to `after`
+/// (each a speaker's (VmRSS, fds), in the same order); 0 with no speaker.
+fn largest_growth(before: &[(u64, usize)], after: &[(u64, usize)]) -> (i64, i64) {
+    before
+        .iter()
+        .zip(after)
+        .map(|(x, y)| (y.0 as i64 - x.0 as i64, y.1 as i64 - x.1 as i64))
+        .reduce(|m, d| (m.0.max(d.0), m.1.max(d.1)))
+        .unwrap_or((0, 0))
+}
+
 /// Speaker requests in `[from, to)`, as text and the total.
 fn requests(reqs: &[AuditReq], from: f64, to: f64) -> (String, usize) {
     let t = tally(reqs, from, to, |r| !r.system_user);
@@ -325,7 +336,9 @@ fn stop_all(sp: &mut [Proc]) {
         let _ = p.signal("TERM");
     }
     for p in sp.iter_mut() {
-        p.terminate(Duration::from_secs(10));
+        if p.wait_exit(Duration::from_secs(10)).is_none() {
+            p.kill();
+        }
     }
 }
 
@@ -654,23 +667,7 @@ fn main() -> Result<()> {
         stats(&restart_times),
     );
     row("speakers after the restarts", &fp2);
-    let grew = |a: &[(u64, usize)], b: &[(u64, usize)]| -> (i64, i64) {
-        let d: Vec<i64> = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| y.0 as i64 - x.0 as i64)
-            .collect();
-        let f: Vec<i64> = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| y.1 as i64 - x.1 as i64)
-            .collect();
-        (
-            d.iter().copied().max().unwrap_or(0),
-            f.iter().copied().max().unwrap_or(0),
-        )
-    };
-    let (drss, dfds) = grew(&each0, &each2);
+    let (drss, dfds) = largest_growth(&each0, &each2);
     row(
         "largest growth over resets + restarts",
         format!("VmRSS {drss:+} KiB, fds {dfds:+}"),
