@@ -430,10 +430,9 @@ pub struct Session {
     conns: Vec<Conn>,
     /// The next connect-retry delay before jitter, after a session failure.
     retry_base: Duration,
-    /// The next delay before jitter after an attempt that reached no BGP
-    /// speaker; starts over when a peer's OPEN arrives.
-    unreachable_base: Duration,
-    /// Retries after unreachable attempts since a BGP speaker last answered.
+    /// Retries after attempts that reached no BGP speaker, since one last
+    /// answered (a peer's OPEN) or the session started: their delay follows
+    /// from this count.
     unreachable_retries: u32,
     rng: u64,
     /// Capability codes the peer said it does not support (OPEN Message
@@ -454,7 +453,6 @@ impl Session {
         Session {
             restarting: cfg.graceful_restart.is_some_and(|g| g.restarting),
             retry_base: cfg.connect_retry,
-            unreachable_base: cfg.connect_retry,
             unreachable_retries: 0,
             cfg,
             started: false,
@@ -589,7 +587,6 @@ impl Session {
                 if !self.started {
                     self.started = true;
                     self.retry_base = self.cfg.connect_retry;
-                    self.unreachable_base = self.cfg.connect_retry;
                     self.unreachable_retries = 0;
                     if !self.cfg.passive {
                         self.start_connect(&mut out);
@@ -989,7 +986,6 @@ impl Session {
             out.push(Output::CancelTimer(TimerKind::Hold(id)));
         }
         // A BGP speaker answered: the next time it cannot be reached counts from 1 s again.
-        self.unreachable_base = self.cfg.connect_retry;
         self.unreachable_retries = 0;
         if let Some(c) = self.conn_mut(id) {
             c.state = ConnState::OpenConfirm;
@@ -1181,13 +1177,14 @@ impl Session {
                     .max(self.cfg.connect_retry)
                     .min(self.cfg.connect_retry_max);
                 self.unreachable_retries = self.unreachable_retries.saturating_add(1);
-                if self.unreachable_retries <= self.cfg.unreachable_quick {
-                    self.jittered(self.cfg.connect_retry, cap).0
-                } else {
-                    let (d, next) = self.jittered(self.unreachable_base, cap);
-                    self.unreachable_base = next;
-                    d
-                }
+                // `connect_retry` for the quick ones and the first after
+                // them, then doubling.
+                let doublings = self
+                    .unreachable_retries
+                    .saturating_sub(self.cfg.unreachable_quick.saturating_add(1))
+                    .min(20);
+                let base = self.cfg.connect_retry.saturating_mul(1 << doublings);
+                self.jittered(base, cap).0
             }
         };
         out.push(Output::ArmTimer(TimerKind::ConnectRetry, d));
